@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class RulesConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "recadmin.rules"
+    label = "rules"
+    verbose_name = "Rules"

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from recadmin.core.apis import healthz, readyz
+
+api_v1 = [
+    path("", include("recadmin.core.urls")),
+    path("", include("recadmin.catalog.urls")),
+    path("", include("recadmin.events.urls")),
+    path("", include("recadmin.rules.urls")),
+    path("", include("recadmin.modelops.urls")),
+    path("", include("recadmin.serving.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
+        name="swagger-ui",
+    ),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+]
+
+admin.site.site_header = "recadmin"
+admin.site.site_title = "recadmin"
+admin.site.index_title = "Catalog, rules and models"
