@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,11 +29,51 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"shared data not found at {SHARED_DATA} (set RECADMIN_SHARED_DATA)")
 
 
+# Several test runs may share one PostgreSQL and one Redis (developers side by side, CI): each run
+# gets its own cache key prefix and its own test database, so none clears another's.
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache_prefix() -> Iterator[None]:
+    prefix = f"test{os.getpid()}"
+    caches_setting = {alias: {**conf, "KEY_PREFIX": prefix} for alias, conf in settings.CACHES.items()}
+    override = override_settings(CACHES=caches_setting, CACHE_KEY_PREFIX=prefix)
+    override.enable()
+    yield
+    override.disable()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _celery_in_process() -> Iterator[None]:
+    """Tasks run in the test's process, even with REDIS_URL set (where a deployment uses a worker).
+    A test that wants a real worker starts one and flips this back itself."""
+    from recadmin.celery import app
+
+    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = previous
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    test_settings = settings.DATABASES["default"].setdefault("TEST", {})
+    if "postgresql" in _db_engine() and not test_settings.get("NAME"):
+        test_settings["NAME"] = f"test_{settings.DATABASES['default']['NAME']}_{os.getpid()}"
+
+
+def clear_cache() -> None:
+    """Empty this run's cache only (django-redis's clear() would flush the whole Redis database)."""
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("*")
+    else:
+        cache.clear()
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache() -> Iterator[None]:
-    cache.clear()
+    clear_cache()
     yield
-    cache.clear()
+    clear_cache()
 
 
 @pytest.fixture

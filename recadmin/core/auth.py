@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
+from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -52,17 +54,16 @@ class ApiKeyAuthentication(BaseAuthentication):
             cached = None
         if cached is None:
             row = (
-                ApiKey.objects.filter(hashed_key=hashed, revoked_at__isnull=True)
-                .values("id", "name", "scopes")
-                .first()
+                ApiKey.objects.filter(hashed_key=hashed, revoked_at__isnull=True).values("id", "name", "scopes").first()
             )
             if row is None:
                 raise AuthenticationFailed("Invalid or revoked API key.")
             cached = {"id": row["id"], "name": row["name"], "scopes": list(row["scopes"] or [])}
-            try:
+            # Recorded on cache misses only: at most one write per key per cache period, so the
+            # admin can show stale keys without the hot path writing on every request.
+            ApiKey.objects.filter(pk=row["id"]).update(last_used_at=timezone.now())
+            with contextlib.suppress(Exception):
                 cache.set(cache_key, cached, _CACHE_SECONDS)
-            except Exception:  # noqa: BLE001
-                pass
         client = ApiClient(key_id=cached["id"], name=cached["name"], scopes=frozenset(cached["scopes"]))
         return client, client
 

@@ -49,7 +49,10 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = drf_exceptions.PermissionDenied()
 
     if isinstance(exc, ApplicationError):
-        return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+        response = Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+        if exc.status_code == 401:
+            response["WWW-Authenticate"] = "Bearer"
+        return response
 
     response = drf_default_handler(exc, context)
     if response is None:
@@ -64,7 +67,10 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             "extra": {"fields": fields},
         }
     elif isinstance(exc, drf_exceptions.ParseError):
-        response.data = {"message": f"Malformed request body: {exc.detail}", "extra": {"fields": {"body": [str(exc.detail)]}}}
+        response.data = {
+            "message": f"Malformed request body: {exc.detail}",
+            "extra": {"fields": {"body": [str(exc.detail)]}},
+        }
     elif isinstance(exc, drf_exceptions.APIException):
         detail = exc.detail
         message = str(detail) if not isinstance(detail, (dict, list)) else "Request failed."

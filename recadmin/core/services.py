@@ -61,6 +61,9 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+    # Drop the cached grant now and again after commit, so a request racing the commit cannot
+    # leave the revoked key cached.
+    cache.delete(api_key_cache_key(api_key.hashed_key))
     transaction.on_commit(lambda: cache.delete(api_key_cache_key(api_key.hashed_key)))
     return api_key
 

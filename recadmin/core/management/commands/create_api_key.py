@@ -14,7 +14,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="Who uses the key, e.g. storefront")
         parser.add_argument(
-            "--scopes", default="ingest,recommend", help="Comma-separated: ingest, recommend, manage (default: %(default)s)"
+            "--scopes",
+            default="ingest,recommend",
+            help="Comma-separated: ingest, recommend, manage (default: %(default)s)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
