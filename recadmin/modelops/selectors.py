@@ -1,0 +1,138 @@
+"""Reads of the model registry.
+
+`default_model_get` is on the serving hot path: it answers from the cache and touches the database
+only on a miss. Every service that changes the default drops that cache entry after commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import QuerySet
+
+from recadmin.modelops.models import LIVE_STATUSES, ModelVersion, ModelVersionStatus, TrainingRun
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_CACHE_PREFIX = "modelops:default:"
+# Long enough that serving almost never queries; every change of default deletes the key anyway.
+_DEFAULT_CACHE_SECONDS = 300
+_NONE = "none"
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    """What serving needs to know about the current default: small, cacheable, no ORM object."""
+
+    id: int
+    name: str
+    version: int
+    kind: str
+
+
+def default_cache_key(name: str) -> str:
+    return f"{_DEFAULT_CACHE_PREFIX}{name}"
+
+
+def model_name_resolve(name: str | None = None) -> str:
+    return name or settings.RECOMMENDER_MODEL_NAME
+
+
+def model_version_default(*, name: str | None = None) -> ModelVersion | None:
+    """The default version of `name` (the configured recommender by default), from the database."""
+    return (
+        ModelVersion.objects.filter(name=model_name_resolve(name), status=ModelVersionStatus.DEFAULT)
+        .select_related("training_run")
+        .first()
+    )
+
+
+def default_model_get(*, name: str | None = None) -> DefaultModel | None:
+    """The current default version, cached: call it on every request without a database query."""
+    resolved = model_name_resolve(name)
+    key = default_cache_key(resolved)
+    try:
+        cached = cache.get(key)
+    except Exception:  # noqa: BLE001 - a cache outage falls back to the database
+        cached = None
+    if cached == _NONE:
+        return None
+    if isinstance(cached, dict):
+        return DefaultModel(**cached)
+    row = (
+        ModelVersion.objects.filter(name=resolved, status=ModelVersionStatus.DEFAULT)
+        .values("id", "name", "version", "kind")
+        .first()
+    )
+    value: dict[str, Any] | str = row if row is not None else _NONE
+    with contextlib.suppress(Exception):  # a cache outage must not fail the request
+        cache.set(key, value, _DEFAULT_CACHE_SECONDS)
+    return DefaultModel(**row) if row is not None else None
+
+
+def model_version_get(*, name: str, version: int) -> ModelVersion | None:
+    return ModelVersion.objects.select_related("training_run").filter(name=name, version=version).first()
+
+
+def model_version_list(*, name: str | None = None) -> QuerySet[ModelVersion]:
+    qs = ModelVersion.objects.select_related("training_run").order_by("name", "-version")
+    if name:
+        qs = qs.filter(name=name)
+    return qs
+
+
+def model_version_previous_default(*, name: str) -> ModelVersion | None:
+    """The version a rollback goes to: the most recently promoted live version that is not the
+    current default and was not itself rolled back from."""
+    return (
+        ModelVersion.objects.filter(
+            name=name,
+            status=ModelVersionStatus.REGISTERED,
+            promoted_at__isnull=False,
+            rolled_back_at__isnull=True,
+        )
+        .order_by("-promoted_at", "-version")
+        .first()
+    )
+
+
+def model_versions_live(*, name: str | None = None) -> QuerySet[ModelVersion]:
+    """Versions TorchServe should have loaded (default first)."""
+    qs = ModelVersion.objects.filter(status__in=LIVE_STATUSES)
+    if name:
+        qs = qs.filter(name=name)
+    return qs.order_by("name", "-status", "-version")
+
+
+def training_run_get(*, run_id: int) -> TrainingRun | None:
+    return TrainingRun.objects.filter(pk=run_id).first()
+
+
+def training_run_list() -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.select_related("created_by").order_by("-created_at", "-id")
+
+
+@dataclass
+class RuntimeVersion:
+    """One registry row with what TorchServe reports about it."""
+
+    model_version: ModelVersion
+    loaded: bool = False
+    is_torchserve_default: bool = False
+    workers_ready: int = 0
+    workers_total: int = 0
+    runtime_error: str = ""
+
+
+@dataclass
+class RegistryView:
+    versions: list[RuntimeVersion] = field(default_factory=list)
+    # Versions TorchServe has that the database does not know (a stray manual registration).
+    unknown_in_torchserve: list[dict[str, Any]] = field(default_factory=list)
+    torchserve_reachable: bool = True
+    torchserve_error: str = ""
