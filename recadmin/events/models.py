@@ -1,3 +1,50 @@
+"""Behaviour events: what a customer did with an item, when, and where."""
+
 from __future__ import annotations
 
-from django.db import models  # noqa: F401
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from recadmin.catalog.models import Customer, Item
+
+EVENT_ID_MAX_LENGTH = 128
+SCENE_MAX_LENGTH = 64
+TYPE_MAX_LENGTH = 32
+RECOMMENDATION_ID_MAX_LENGTH = 64
+
+
+class Event(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="events")
+    # Items are deactivated, never deleted, while events point at them: their history is training data.
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="events")
+    # The allowed types and their training weights are a setting (EVENT_TYPE_WEIGHTS), not choices,
+    # so a shop can add one without a migration.
+    type = models.CharField(max_length=TYPE_MAX_LENGTH)
+    value = models.FloatField(null=True, blank=True, help_text="Rating or quantity, when the type has one.")
+    occurred_at = models.DateTimeField()
+    # A scene's slug, kept as a string: events sit below rules and must not depend on them.
+    scene = models.CharField(max_length=SCENE_MAX_LENGTH, blank=True, default="")
+    context = models.JSONField(default=dict, blank=True, help_text="Device, page, ... as the shop sends them.")
+    recommendation_id = models.CharField(max_length=RECOMMENDATION_ID_MAX_LENGTH, null=True, blank=True)
+    event_id = models.CharField(
+        max_length=EVENT_ID_MAX_LENGTH, unique=True, help_text="The client's id: resending it stores nothing twice."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["customer", "-occurred_at"], name="event_customer_latest"),
+            models.Index(fields=["item", "occurred_at"], name="event_item_time"),
+            models.Index(fields=["occurred_at"], name="event_occurred_at"),
+            models.Index(
+                fields=["recommendation_id"],
+                name="event_recommendation",
+                condition=Q(recommendation_id__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.item_id} by {self.customer_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
