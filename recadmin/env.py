@@ -6,6 +6,7 @@ Every setting that varies between deployments is read here and nowhere else, so 
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 class Env:
-    def __init__(self, environ: os._Environ[str] | dict[str, str] | None = None) -> None:
+    def __init__(self, environ: os._Environ[builtins.str] | dict[builtins.str, builtins.str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
         self._load_dotenv()
 
@@ -40,7 +41,7 @@ class Env:
             key, _, value = line.partition("=")
             os.environ.setdefault(key.strip(), value.strip().strip('"').strip("'"))
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
         value = self._environ.get(name)
         if value is None or value == "":
             if default is None:
@@ -48,11 +49,11 @@ class Env:
             return default
         return value
 
-    def optional(self, name: str) -> str | None:
+    def optional(self, name: builtins.str) -> builtins.str | None:
         value = self._environ.get(name)
         return value if value else None
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool = False) -> builtins.bool:
         value = self._environ.get(name)
         if value is None:
             return default
@@ -63,7 +64,7 @@ class Env:
             return False
         raise ImproperlyConfiguredEnv(f"{name} must be a boolean (true/false), got {value!r}")
 
-    def int(self, name: str, default: int) -> int:
+    def int(self, name: builtins.str, default: builtins.int) -> builtins.int:
         value = self._environ.get(name)
         if value is None or value == "":
             return default
@@ -72,7 +73,7 @@ class Env:
         except ValueError as exc:
             raise ImproperlyConfiguredEnv(f"{name} must be an integer, got {value!r}") from exc
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: builtins.str, default: builtins.float) -> builtins.float:
         value = self._environ.get(name)
         if value is None or value == "":
             return default
@@ -81,13 +82,15 @@ class Env:
         except ValueError as exc:
             raise ImproperlyConfiguredEnv(f"{name} must be a number, got {value!r}") from exc
 
-    def list(self, name: str, default: list[str] | None = None) -> list[str]:
+    def list(
+        self, name: builtins.str, default: builtins.list[builtins.str] | None = None
+    ) -> builtins.list[builtins.str]:
         value = self._environ.get(name)
         if value is None or value.strip() == "":
             return list(default or [])
         return [part.strip() for part in value.split(",") if part.strip()]
 
-    def database(self, name: str, default: str) -> dict[str, Any]:
+    def database(self, name: builtins.str, default: builtins.str) -> dict[builtins.str, Any]:
         return parse_database_url(self.str(name, default))
 
 

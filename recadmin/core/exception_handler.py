@@ -49,18 +49,17 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = drf_exceptions.PermissionDenied()
 
     if isinstance(exc, ApplicationError):
-        response = Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+        app_response = Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
         if exc.status_code == 401:
-            response["WWW-Authenticate"] = "Bearer"
-        return response
+            app_response["WWW-Authenticate"] = "Bearer"
+        return app_response
 
     response = drf_default_handler(exc, context)
     if response is None:
         return None
 
     if isinstance(exc, drf_exceptions.ValidationError):
-        detail = exc.detail
-        fields = detail if isinstance(detail, dict) else {"non_field_errors": detail}
+        fields: Any = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         summary = _first_field_message(fields)
         response.data = {
             "message": f"Validation error: {summary}" if summary else "Validation error.",
