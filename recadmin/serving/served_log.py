@@ -1,0 +1,179 @@
+"""The served-list log, written off the request path.
+
+A request appends one small JSON record: to a Redis list when Redis is configured (one RPUSH, shared
+by every gunicorn worker, survives a web restart), otherwise to a process-local buffer. The
+`drain_served_log` task moves records into `ServedRecommendation` with one bulk insert per batch; it
+runs on a beat schedule and is also kicked by the request that makes the backlog reach a batch, so
+the log keeps up even where beat is not running. Without Redis (a single process) the buffer is
+flushed inline when it reaches a batch, and by anything that reads the log (admin, tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from recadmin.catalog.models import Customer
+from recadmin.serving.models import ServedRecommendation
+
+logger = logging.getLogger(__name__)
+
+_LIST_KEY = "serving:served-log"
+DRAIN_BATCH = 500
+# A runaway backlog (no worker, no beat for days) is capped rather than allowed to fill Redis.
+MAX_BACKLOG = 1_000_000
+
+_local_buffer: deque[str] = deque(maxlen=MAX_BACKLOG)
+_local_lock = threading.Lock()
+
+
+def _redis() -> Any | None:
+    if not settings.REDIS_URL:
+        return None
+    try:
+        from django_redis import get_redis_connection
+
+        return get_redis_connection("default")
+    except Exception:  # noqa: BLE001 - a cache backend without a raw client: use the local buffer
+        return None
+
+
+def _list_key() -> str:
+    # Through the cache's key function, so each test run (own KEY_PREFIX) has its own list.
+    return cache.make_key(_LIST_KEY)
+
+
+def served_log_push(*, record: dict[str, Any]) -> None:
+    """Queue one served page for the log. Never raises: logging must not fail a recommendation."""
+    payload = json.dumps(record, separators=(",", ":"), default=str)
+    connection = _redis()
+    if connection is not None:
+        try:
+            length = connection.rpush(_list_key(), payload)
+        except Exception:  # noqa: BLE001 - Redis down: keep the record locally rather than lose it
+            logger.warning("served log: Redis unavailable, buffering locally")
+        else:
+            if length % DRAIN_BATCH == 0:
+                _kick_drain()
+            if length > MAX_BACKLOG:
+                with contextlib.suppress(Exception):
+                    connection.ltrim(_list_key(), -MAX_BACKLOG, -1)
+            return
+    with _local_lock:
+        _local_buffer.append(payload)
+        full = len(_local_buffer) >= DRAIN_BATCH
+    if full and connection is None:
+        served_log_drain()
+
+
+def _kick_drain() -> None:
+    try:
+        from recadmin.serving.tasks import drain_served_log
+
+        drain_served_log.delay()
+    except Exception:  # the beat schedule drains it anyway
+        logger.warning("served log: could not enqueue the drain task", exc_info=True)
+
+
+def _pop_batch(connection: Any | None, size: int) -> list[str]:
+    batch: list[str] = []
+    with _local_lock:
+        while _local_buffer and len(batch) < size:
+            batch.append(_local_buffer.popleft())
+    if connection is not None and len(batch) < size:
+        try:
+            pipe = connection.pipeline(transaction=True)
+            pipe.lrange(_list_key(), 0, size - len(batch) - 1)
+            pipe.ltrim(_list_key(), size - len(batch), -1)
+            rows, _ = pipe.execute()
+        except Exception:  # noqa: BLE001 - Redis down: drain what is local, retry later
+            rows = []
+        batch.extend(row.decode() if isinstance(row, bytes) else row for row in rows)
+    return batch
+
+
+def _to_row(raw: str, customers: dict[str, int]) -> ServedRecommendation | None:
+    try:
+        record = json.loads(raw)
+        created = parse_datetime(record.get("created_at") or "") or timezone.now()
+        if isinstance(created, datetime) and timezone.is_naive(created):
+            created = timezone.make_aware(created)
+        items = record.get("items") or []
+        return ServedRecommendation(
+            recommendation_id=str(record["recommendation_id"]),
+            offset=int(record.get("offset") or 0),
+            endpoint=record.get("endpoint") or "recommendations",
+            customer_id=customers.get(record.get("customer") or ""),
+            customer_shop_id=record.get("customer") or "",
+            scene=record.get("scene") or "",
+            model_version_id=record.get("model_version_id"),
+            model_label=record.get("model_label") or "",
+            source=record.get("source") or "model",
+            fallback_reason=(record.get("fallback_reason") or "")[:200],
+            context_item=record.get("item") or "",
+            category=record.get("category") or "",
+            items=items,
+            n_items=len(items),
+            latency_ms=float(record.get("latency_ms") or 0.0),
+            created_at=created,
+        )
+    except (ValueError, KeyError, TypeError):
+        logger.exception("served log: dropping a malformed record")
+        return None
+
+
+def served_log_drain(*, max_batches: int = 100) -> int:
+    """Move queued records into the database; returns how many rows were written."""
+    connection = _redis()
+    written = 0
+    for _ in range(max_batches):
+        batch = _pop_batch(connection, DRAIN_BATCH)
+        if not batch:
+            break
+        shop_ids = set()
+        for raw in batch:
+            with contextlib.suppress(ValueError, AttributeError):
+                shop_ids.add(json.loads(raw).get("customer") or "")
+        shop_ids.discard("")
+        # One query per batch resolves every customer; unknown ones (cold start) stay strings.
+        customers = dict(Customer.objects.filter(shop_id__in=shop_ids).values_list("shop_id", "id"))
+        rows = [row for raw in batch if (row := _to_row(raw, customers)) is not None]
+        try:
+            ServedRecommendation.objects.bulk_create(rows, ignore_conflicts=True)
+        except Exception:
+            # The database refused the batch: put it back so nothing served is lost, then stop.
+            _requeue(connection, batch)
+            raise
+        written += len(rows)
+        if len(batch) < DRAIN_BATCH:
+            break
+    return written
+
+
+def _requeue(connection: Any | None, batch: list[str]) -> None:
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.lpush(_list_key(), *reversed(batch))
+            return
+    with _local_lock:
+        _local_buffer.extendleft(reversed(batch))
+
+
+def served_log_backlog() -> int:
+    """Records waiting to be written (shown in the admin)."""
+    count = len(_local_buffer)
+    connection = _redis()
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            count += int(connection.llen(_list_key()))
+    return count
