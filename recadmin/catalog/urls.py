@@ -1,5 +1,12 @@
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from recadmin.catalog import apis
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("items", apis.ItemCollectionApi.as_view(), name="items"),
+    path("items/<path:shop_id>", apis.ItemDetailApi.as_view(), name="item-detail"),
+    path("customers", apis.CustomerCollectionApi.as_view(), name="customers"),
+    path("customers/<path:shop_id>", apis.CustomerDetailApi.as_view(), name="customer-detail"),
+]

@@ -1,0 +1,409 @@
+"""Catalog API: items and customers, addressed by the shop's own ids.
+
+Scopes: writing (create, upsert, update, delete) needs an `ingest` or `manage` key: catalog feeds
+are data sync, like events. Reading items needs any valid key (the catalog is what a storefront
+shows anyway); reading customers needs `ingest` or `manage`, because `recommend` keys may be
+embedded in storefront pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from recadmin.catalog import selectors, services
+from recadmin.catalog.models import SHOP_ID_MAX_LENGTH, Customer, Item
+from recadmin.core.auth import ApiClient
+from recadmin.core.errors import AuthenticationFailed, PermissionDenied, ValidationError
+from recadmin.core.pagination import StableCursorPagination
+
+BULK_MAX_ROWS = 10_000
+ANY_SCOPE = ("ingest", "recommend", "manage")
+WRITE_SCOPES = ("ingest", "manage")
+
+
+class ScopeForMethod(BasePermission):
+    """Reads need one of the view's `read_scopes`, writes one of its `write_scopes`."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        client = request.user
+        if not isinstance(client, ApiClient):
+            raise AuthenticationFailed("An API key is required: send 'Authorization: Bearer <api key>'.")
+        scopes = view.read_scopes if request.method in SAFE_METHODS else view.write_scopes
+        if not any(client.has_scope(s) for s in scopes):
+            raise PermissionDenied(
+                f"This API key needs one of the scopes: {', '.join(scopes)}.", extra={"required_scopes": list(scopes)}
+            )
+        return True
+
+
+def _errors_to_rows(index: int, errors: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, messages in errors.items():
+        message = messages[0] if isinstance(messages, list) and messages else messages
+        if isinstance(message, dict):  # nested (attributes): flatten to the first message
+            message = next(iter(message.values()), "Invalid.")
+        rows.append({"index": index, "field": name, "message": str(message)})
+    return rows
+
+
+def _validate_bulk(data: Any, serializer_class: type[serializers.Serializer], key: str) -> tuple[list, list]:
+    """Validate a bulk body row by row: returns (valid rows with their index, per-row errors)."""
+    rows = data.get(key) if isinstance(data, dict) else data
+    if not isinstance(rows, list):
+        raise ValidationError(f"Send a JSON list of objects or {{{key!r}: [...]}}.", field=key)
+    if len(rows) > BULK_MAX_ROWS:
+        raise ValidationError(f"At most {BULK_MAX_ROWS} rows per request, got {len(rows)}.", field=key)
+    valid, errors = [], []
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            errors.append({"index": index, "field": "non_field_errors", "message": "Each row must be an object."})
+            continue
+        serializer = serializer_class(data=row)
+        if serializer.is_valid():
+            valid.append((index, serializer.validated_data))
+        else:
+            errors.extend(_errors_to_rows(index, serializer.errors))
+    return valid, errors
+
+
+class _AttributesField(serializers.JSONField):
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
+
+
+# --- items -----------------------------------------------------------------------------------------
+
+
+class ItemFields(serializers.Serializer):
+    title = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    category = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, allow_null=True, help_text="The category's slug."
+    )
+    brand = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True)
+    currency = serializers.CharField(max_length=3, required=False, allow_blank=True)
+    stock_quantity = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    in_stock = serializers.BooleanField(required=False)
+    is_active = serializers.BooleanField(required=False)
+    attributes = _AttributesField(required=False)
+
+
+class ItemInput(ItemFields):
+    shop_id = serializers.CharField(max_length=SHOP_ID_MAX_LENGTH)
+
+
+class ItemOutput(serializers.ModelSerializer):
+    category = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Item
+        fields = [
+            "shop_id", "title", "category", "brand", "price", "currency", "stock_quantity",
+            "in_stock", "is_active", "attributes", "created_at", "updated_at",
+        ]  # fmt: skip
+
+
+class BulkResultOutput(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    errors = serializers.ListField(
+        child=inline_serializer(
+            "BulkRowError",
+            fields={
+                "index": serializers.IntegerField(),
+                "field": serializers.CharField(),
+                "message": serializers.CharField(),
+            },
+        )
+    )
+
+
+ITEM_EXAMPLE = {
+    "shop_id": "SKU-1042",
+    "title": "Argan hair oil 100 ml",
+    "category": "hair-care",
+    "brand": "acme",
+    "price": "12.90",
+    "currency": "EUR",
+    "stock_quantity": 35,
+    "in_stock": True,
+    "is_active": True,
+    "attributes": {"volume_ml": 100, "vegan": True},
+}
+
+
+class ItemFilters(serializers.Serializer):
+    category = serializers.CharField(required=False, help_text="A category slug; its whole subtree matches.")
+    brand = serializers.CharField(required=False)
+    in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
+    is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
+    updated_since = serializers.DateTimeField(required=False)
+
+
+def _paginate(request: Request, view: APIView, qs: Any, output: type[serializers.Serializer]) -> Response:
+    paginator = StableCursorPagination()
+    page = paginator.paginate_queryset(qs, request, view=view)
+    return paginator.get_paginated_response(output(page, many=True).data)
+
+
+class ItemCollectionApi(APIView):
+    permission_classes = [ScopeForMethod]
+    read_scopes = ANY_SCOPE
+    write_scopes = WRITE_SCOPES
+
+    @extend_schema(
+        operation_id="items_list",
+        summary="List items",
+        description="Any valid key. Filters combine; cursor pagination (`cursor`, `limit` up to 1000), newest first.",
+        parameters=[
+            OpenApiParameter("category", str, description="Category slug, including its subtree."),
+            OpenApiParameter("brand", str),
+            OpenApiParameter("in_stock", bool),
+            OpenApiParameter("is_active", bool),
+            OpenApiParameter("updated_since", OpenApiTypes.DATETIME, description="ISO 8601, e.g. 2026-01-31T00:00:00Z"),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: ItemOutput(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        filters = ItemFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return _paginate(request, self, selectors.item_list(**filters.validated_data), ItemOutput)
+
+    @extend_schema(
+        operation_id="items_create",
+        summary="Create an item",
+        description="Scope `ingest` or `manage`. 409 if the shop id exists (use PUT to upsert).",
+        request=ItemInput,
+        responses={201: ItemOutput},
+        examples=[OpenApiExample("item", value=ITEM_EXAMPLE, request_only=True)],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ItemInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        item = services.item_create(shop_id=data.pop("shop_id"), data=data)
+        return Response(ItemOutput(item).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="items_bulk_upsert",
+        summary="Upsert many items",
+        description=(
+            f'Scope `ingest` or `manage`. A list of up to {BULK_MAX_ROWS} items (or `{{"items": [...]}}`). '
+            "Existing shop ids are updated with the fields given, new ones created. Invalid rows are "
+            "reported with their index and field and skipped; the valid ones are stored (200 if all "
+            "rows were stored, 207 otherwise)."
+        ),
+        request=ItemInput(many=True),
+        responses={200: BulkResultOutput, 207: BulkResultOutput},
+        examples=[
+            OpenApiExample("items", value=[ITEM_EXAMPLE, {"shop_id": "SKU-7", "price": "3.50"}], request_only=True),
+            OpenApiExample("result", value={"created": 1, "updated": 1, "errors": []}, response_only=True),
+        ],
+    )
+    def put(self, request: Request) -> Response:
+        valid, errors = _validate_bulk(request.data, ItemInput, "items")
+        result = services.items_bulk_upsert(rows=[row for _, row in valid])
+        # The service's own row errors (unknown category) index into `valid`: map them back.
+        errors.extend({**e, "index": valid[e["index"]][0]} for e in result.errors)
+        errors.sort(key=lambda e: e["index"])
+        body = {"created": result.created, "updated": result.updated, "errors": errors}
+        return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
+
+
+class ItemDetailApi(APIView):
+    permission_classes = [ScopeForMethod]
+    read_scopes = ANY_SCOPE
+    write_scopes = WRITE_SCOPES
+
+    @extend_schema(operation_id="items_retrieve", summary="Get an item", responses={200: ItemOutput})
+    def get(self, request: Request, shop_id: str) -> Response:
+        return Response(ItemOutput(selectors.item_get(shop_id=shop_id)).data)
+
+    @extend_schema(
+        operation_id="items_upsert",
+        summary="Create or update an item by its shop id",
+        description="Scope `ingest` or `manage`. Fields not sent keep their values. 201 if created, 200 if updated.",
+        request=ItemFields,
+        responses={200: ItemOutput, 201: ItemOutput},
+        examples=[OpenApiExample("item", value={k: v for k, v in ITEM_EXAMPLE.items() if k != "shop_id"})],
+    )
+    def put(self, request: Request, shop_id: str) -> Response:
+        if len(shop_id) > SHOP_ID_MAX_LENGTH:
+            raise ValidationError(f"At most {SHOP_ID_MAX_LENGTH} characters.", field="shop_id")
+        serializer = ItemFields(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        item, created = services.item_upsert(shop_id=shop_id, data=serializer.validated_data)
+        return Response(ItemOutput(item).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(
+        operation_id="items_partial_update",
+        summary="Update some fields of an item",
+        description="Scope `ingest` or `manage`.",
+        request=ItemFields,
+        responses={200: ItemOutput},
+        examples=[OpenApiExample("price and stock", value={"price": "9.99", "stock_quantity": 0})],
+    )
+    def patch(self, request: Request, shop_id: str) -> Response:
+        item = selectors.item_get(shop_id=shop_id)
+        serializer = ItemFields(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        item = services.item_update(item=item, data=serializer.validated_data)
+        return Response(ItemOutput(item).data)
+
+    @extend_schema(
+        operation_id="items_destroy",
+        summary="Deactivate an item",
+        description="Scope `ingest` or `manage`. The item is deactivated (never recommended again), its events kept.",
+        responses={200: ItemOutput},
+    )
+    def delete(self, request: Request, shop_id: str) -> Response:
+        item = services.item_deactivate(item=selectors.item_get(shop_id=shop_id))
+        return Response(ItemOutput(item).data)
+
+
+# --- customers -------------------------------------------------------------------------------------
+
+
+class CustomerFields(serializers.Serializer):
+    attributes = _AttributesField(required=False)
+
+
+class CustomerInput(CustomerFields):
+    shop_id = serializers.CharField(max_length=SHOP_ID_MAX_LENGTH)
+
+
+class CustomerOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Customer
+        fields = ["shop_id", "attributes", "created_at", "updated_at"]
+
+
+class CustomerFilters(serializers.Serializer):
+    updated_since = serializers.DateTimeField(required=False)
+
+
+CUSTOMER_EXAMPLE = {"shop_id": "C-88121", "attributes": {"segment": "loyal", "country": "DE"}}
+
+
+class CustomerCollectionApi(APIView):
+    permission_classes = [ScopeForMethod]
+    read_scopes = WRITE_SCOPES
+    write_scopes = WRITE_SCOPES
+
+    @extend_schema(
+        operation_id="customers_list",
+        summary="List customers",
+        description="Scope `ingest` or `manage`. Cursor pagination (`cursor`, `limit`), newest first.",
+        parameters=[
+            OpenApiParameter("updated_since", OpenApiTypes.DATETIME),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: CustomerOutput(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        filters = CustomerFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return _paginate(request, self, selectors.customer_list(**filters.validated_data), CustomerOutput)
+
+    @extend_schema(
+        operation_id="customers_create",
+        summary="Create a customer",
+        description="Scope `ingest` or `manage`. 409 if the shop id exists. (Events create unknown customers too.)",
+        request=CustomerInput,
+        responses={201: CustomerOutput},
+        examples=[OpenApiExample("customer", value=CUSTOMER_EXAMPLE, request_only=True)],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = CustomerInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        customer = services.customer_create(
+            shop_id=serializer.validated_data["shop_id"], attributes=serializer.validated_data.get("attributes")
+        )
+        return Response(CustomerOutput(customer).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="customers_bulk_upsert",
+        summary="Upsert many customers",
+        description=f"Scope `ingest` or `manage`. Up to {BULK_MAX_ROWS} rows; invalid rows reported and skipped (207).",
+        request=CustomerInput(many=True),
+        responses={200: BulkResultOutput, 207: BulkResultOutput},
+        examples=[OpenApiExample("customers", value=[CUSTOMER_EXAMPLE], request_only=True)],
+    )
+    def put(self, request: Request) -> Response:
+        valid, errors = _validate_bulk(request.data, CustomerInput, "customers")
+        result = services.customers_bulk_upsert(rows=[row for _, row in valid])
+        errors.extend({**e, "index": valid[e["index"]][0]} for e in result.errors)
+        errors.sort(key=lambda e: e["index"])
+        body = {"created": result.created, "updated": result.updated, "errors": errors}
+        return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
+
+
+class CustomerDetailApi(APIView):
+    permission_classes = [ScopeForMethod]
+    read_scopes = WRITE_SCOPES
+    write_scopes = WRITE_SCOPES
+
+    @extend_schema(operation_id="customers_retrieve", summary="Get a customer", responses={200: CustomerOutput})
+    def get(self, request: Request, shop_id: str) -> Response:
+        return Response(CustomerOutput(selectors.customer_get(shop_id=shop_id)).data)
+
+    @extend_schema(
+        operation_id="customers_upsert",
+        summary="Create or replace a customer's attributes",
+        description="Scope `ingest` or `manage`. 201 if created, 200 if updated.",
+        request=CustomerFields,
+        responses={200: CustomerOutput, 201: CustomerOutput},
+        examples=[OpenApiExample("customer", value={"attributes": {"segment": "new"}})],
+    )
+    def put(self, request: Request, shop_id: str) -> Response:
+        if len(shop_id) > SHOP_ID_MAX_LENGTH:
+            raise ValidationError(f"At most {SHOP_ID_MAX_LENGTH} characters.", field="shop_id")
+        serializer = CustomerFields(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        customer, created = services.customer_upsert(
+            shop_id=shop_id, attributes=serializer.validated_data.get("attributes")
+        )
+        return Response(
+            CustomerOutput(customer).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(
+        operation_id="customers_partial_update",
+        summary="Merge attributes into a customer",
+        description="Scope `ingest` or `manage`. The keys sent are merged into the stored attributes.",
+        request=CustomerFields,
+        responses={200: CustomerOutput},
+        examples=[OpenApiExample("attributes", value={"attributes": {"segment": "vip"}})],
+    )
+    def patch(self, request: Request, shop_id: str) -> Response:
+        customer = selectors.customer_get(shop_id=shop_id)
+        serializer = CustomerFields(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        customer = services.customer_update(
+            customer=customer, attributes=serializer.validated_data.get("attributes", {})
+        )
+        return Response(CustomerOutput(customer).data)
+
+    @extend_schema(
+        operation_id="customers_destroy",
+        summary="Erase a customer",
+        description="Scope `ingest` or `manage`. Deletes the customer and their events (a privacy request).",
+        responses={204: None},
+    )
+    def delete(self, request: Request, shop_id: str) -> Response:
+        services.customer_delete(customer=selectors.customer_get(shop_id=shop_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,88 @@
+"""Reads from the catalog."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from django.db.models import Q, QuerySet
+
+from recadmin.catalog.models import Category, Customer, Item
+from recadmin.core.errors import NotFound
+
+
+def category_subtree_q(category: Category, *, prefix: str = "category__") -> Q:
+    """A Q matching rows whose category is `category` or below it: one indexed prefix match."""
+    return Q(**{f"{prefix}path__startswith": category.path})
+
+
+def category_subtree(*, category: Category) -> QuerySet[Category]:
+    return Category.objects.filter(path__startswith=category.path)
+
+
+def category_subtree_ids(*, slug: str) -> list[int]:
+    category = Category.objects.filter(slug=slug).only("path").first()
+    if category is None:
+        return []
+    return list(Category.objects.filter(path__startswith=category.path).values_list("id", flat=True))
+
+
+def category_get(*, slug: str) -> Category:
+    category = Category.objects.filter(slug=slug).first()
+    if category is None:
+        raise NotFound(f"Category {slug!r} not found.")
+    return category
+
+
+def item_get(*, shop_id: str) -> Item:
+    item = Item.objects.select_related("category").filter(shop_id=shop_id).first()
+    if item is None:
+        raise NotFound(f"Item {shop_id!r} not found.")
+    return item
+
+
+def item_list(
+    *,
+    category: str | None = None,
+    brand: str | None = None,
+    in_stock: bool | None = None,
+    is_active: bool | None = None,
+    updated_since: dt.datetime | None = None,
+    shop_ids: Iterable[str] | None = None,
+) -> QuerySet[Item]:
+    """Items filtered as the API offers; `category` is a slug and includes its whole subtree."""
+    qs = Item.objects.select_related("category")
+    if category:
+        node = Category.objects.filter(slug=category).only("path").first()
+        if node is None:
+            return qs.none()
+        qs = qs.filter(category_subtree_q(node))
+    if brand:
+        qs = qs.filter(brand=brand)
+    if in_stock is not None:
+        qs = qs.filter(in_stock=in_stock)
+    if is_active is not None:
+        qs = qs.filter(is_active=is_active)
+    if updated_since is not None:
+        qs = qs.filter(updated_at__gte=updated_since)
+    if shop_ids is not None:
+        qs = qs.filter(shop_id__in=list(shop_ids))
+    return qs
+
+
+def item_ids_by_shop_id(*, shop_ids: Iterable[str]) -> dict[str, int]:
+    return dict(Item.objects.filter(shop_id__in=set(shop_ids)).values_list("shop_id", "id"))
+
+
+def customer_get(*, shop_id: str) -> Customer:
+    customer = Customer.objects.filter(shop_id=shop_id).first()
+    if customer is None:
+        raise NotFound(f"Customer {shop_id!r} not found.")
+    return customer
+
+
+def customer_list(*, updated_since: dt.datetime | None = None) -> QuerySet[Customer]:
+    qs = Customer.objects.all()
+    if updated_since is not None:
+        qs = qs.filter(updated_at__gte=updated_since)
+    return qs

@@ -1,0 +1,343 @@
+"""Writes to the catalog. Everything the API, the admin and the importers change goes through here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat, Substr
+from django.utils import timezone
+
+from recadmin.catalog.models import PATH_SEPARATOR, Category, Customer, Item
+from recadmin.core.errors import Conflict, ValidationError
+
+# Item fields a client may set, besides shop_id. `category` is given as the category's slug.
+ITEM_FIELDS = (
+    "title",
+    "category",
+    "brand",
+    "price",
+    "currency",
+    "stock_quantity",
+    "in_stock",
+    "is_active",
+    "attributes",
+)
+CUSTOMER_FIELDS = ("attributes",)
+# category_update(parent=KEEP) leaves the parent alone; parent=None makes the category a root.
+KEEP: Any = object()
+
+
+@dataclass
+class BulkUpsertResult:
+    created: int = 0
+    updated: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- categories ------------------------------------------------------------------------------------
+
+
+def _depth(path: str) -> int:
+    return max(path.count(PATH_SEPARATOR) - 2, 0)
+
+
+@transaction.atomic
+def category_create(*, name: str, slug: str, parent: Category | None = None) -> Category:
+    if Category.objects.filter(slug=slug).exists():
+        raise Conflict(f"A category with slug {slug!r} exists.", extra={"fields": {"slug": ["Already exists."]}})
+    category = Category(name=name, slug=slug, parent=parent)
+    category.path = category.compute_path()
+    category.depth = _depth(category.path)
+    category.full_clean()
+    category.save()
+    return category
+
+
+@transaction.atomic
+def category_update(
+    *, category: Category, name: str | None = None, slug: str | None = None, parent: Any = KEEP
+) -> Category:
+    """Rename, re-slug or move a category; the subtree's paths follow in one UPDATE."""
+    old_path = category.path
+    if name is not None:
+        category.name = name
+    if slug is not None:
+        category.slug = slug
+    if parent is not KEEP:
+        if parent is not None and (parent.pk == category.pk or parent.path.startswith(old_path)):
+            raise ValidationError("A category cannot be moved below itself.", field="parent")
+        category.parent = parent
+    category.path = category.compute_path()
+    category.depth = _depth(category.path)
+    category.full_clean()
+    category.save()
+    if category.path != old_path:
+        # Descendants keep their own tail: new prefix + what followed the old prefix.
+        Category.objects.filter(path__startswith=old_path).exclude(pk=category.pk).update(
+            path=Concat(Value(category.path), Substr(F("path"), len(old_path) + 1))
+        )
+        for child in Category.objects.filter(path__startswith=category.path).exclude(pk=category.pk).only("path"):
+            Category.objects.filter(pk=child.pk).update(depth=_depth(child.path))
+    return category
+
+
+@transaction.atomic
+def category_ensure(*, slug: str, name: str, parent: Category | None = None) -> Category:
+    """Get a category by slug or create it (importers: idempotent)."""
+    existing = Category.objects.filter(slug=slug).first()
+    if existing is not None:
+        return existing
+    return category_create(name=name, slug=slug, parent=parent)
+
+
+def category_rebuild_paths() -> int:
+    """Recompute every path from `parent` (after raw edits or admin moves). Returns rows changed."""
+    categories = {c.pk: c for c in Category.objects.all()}
+    paths: dict[int, str] = {}
+
+    def path_of(pk: int, seen: tuple[int, ...] = ()) -> str:
+        if pk in paths:
+            return paths[pk]
+        node = categories[pk]
+        if node.parent_id is None or node.parent_id in seen or node.parent_id not in categories:
+            result = f"{PATH_SEPARATOR}{node.slug}{PATH_SEPARATOR}"
+        else:
+            result = f"{path_of(node.parent_id, (*seen, pk))}{node.slug}{PATH_SEPARATOR}"
+        paths[pk] = result
+        return result
+
+    changed = []
+    for pk, node in categories.items():
+        new_path = path_of(pk)
+        if node.path != new_path:
+            node.path, node.depth = new_path, _depth(new_path)
+            changed.append(node)
+    Category.objects.bulk_update(changed, ["path", "depth"], batch_size=1000)
+    return len(changed)
+
+
+# --- items -----------------------------------------------------------------------------------------
+
+
+def _resolve_categories(slugs: Iterable[str]) -> dict[str, Category]:
+    wanted = {s for s in slugs if s}
+    if not wanted:
+        return {}
+    return {c.slug: c for c in Category.objects.filter(slug__in=wanted)}
+
+
+def _validate_item_data(data: Mapping[str, Any], categories: Mapping[str, Category]) -> dict[str, Any]:
+    """Turn API/import data into model field values. Raises ValidationError naming the field."""
+    values: dict[str, Any] = {}
+    for name in ITEM_FIELDS:
+        if name not in data:
+            continue
+        value = data[name]
+        if name == "category":
+            if value in (None, ""):
+                values["category"] = None
+            elif isinstance(value, Category):
+                values["category"] = value
+            else:
+                category = categories.get(str(value))
+                if category is None:
+                    raise ValidationError(f"Unknown category slug {value!r}.", field="category")
+                values["category"] = category
+        elif name == "price":
+            if value is not None:
+                value = Decimal(str(value))
+                if value < 0:
+                    raise ValidationError("Price must not be negative.", field="price")
+            values["price"] = value
+        elif name == "stock_quantity":
+            if value is not None and int(value) < 0:
+                raise ValidationError("Stock quantity must not be negative.", field="stock_quantity")
+            values["stock_quantity"] = value
+        elif name == "attributes":
+            values["attributes"] = dict(value or {})
+        elif value is None and name in ("title", "brand", "currency"):
+            values[name] = ""
+        else:
+            values[name] = value
+    # A shop that only tracks quantities should not have to send the flag as well.
+    if "stock_quantity" in values and "in_stock" not in data and values["stock_quantity"] is not None:
+        values["in_stock"] = values["stock_quantity"] > 0
+    return values
+
+
+def _apply(item: Item, values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(item, name, value)
+
+
+@transaction.atomic
+def item_create(*, shop_id: str, data: Mapping[str, Any]) -> Item:
+    if Item.objects.filter(shop_id=shop_id).exists():
+        raise Conflict(f"Item {shop_id!r} exists; use PUT to upsert.", extra={"fields": {"shop_id": ["Exists."]}})
+    values = _validate_item_data(data, _resolve_categories([str(data.get("category") or "")]))
+    item = Item(shop_id=shop_id)
+    _apply(item, values)
+    item.save()
+    return item
+
+
+@transaction.atomic
+def item_upsert(*, shop_id: str, data: Mapping[str, Any]) -> tuple[Item, bool]:
+    """Create the item or update the fields given (others keep their values). Returns (item, created)."""
+    values = _validate_item_data(data, _resolve_categories([str(data.get("category") or "")]))
+    item = Item.objects.select_for_update().filter(shop_id=shop_id).first()
+    created = item is None
+    if item is None:
+        item = Item(shop_id=shop_id)
+    _apply(item, values)
+    item.save()
+    return item, created
+
+
+@transaction.atomic
+def item_update(*, item: Item, data: Mapping[str, Any]) -> Item:
+    values = _validate_item_data(data, _resolve_categories([str(data.get("category") or "")]))
+    _apply(item, values)
+    item.save(update_fields=[*values.keys(), "updated_at"])
+    return item
+
+
+@transaction.atomic
+def item_deactivate(*, item: Item) -> Item:
+    """What DELETE does: the item leaves recommendations but its events stay as training data."""
+    if item.is_active:
+        item.is_active = False
+        item.save(update_fields=["is_active", "updated_at"])
+    return item
+
+
+@transaction.atomic
+def items_bulk_upsert(*, rows: Sequence[Mapping[str, Any]], batch_size: int = 2000) -> BulkUpsertResult:
+    """Upsert many items by shop_id in a few queries. Rows that fail validation are reported with
+    their index and field and skipped; the others are stored. Later rows win over earlier ones."""
+    result = BulkUpsertResult()
+    categories = _resolve_categories(str(r.get("category") or "") for r in rows if isinstance(r.get("category"), str))
+    prepared: dict[str, dict[str, Any]] = {}
+    for index, row in enumerate(rows):
+        shop_id = str(row.get("shop_id") or "")
+        if not shop_id:
+            result.errors.append({"index": index, "field": "shop_id", "message": "This field is required."})
+            continue
+        try:
+            values = _validate_item_data(row, categories)
+        except ValidationError as exc:
+            fields = exc.extra.get("fields", {})
+            name = next(iter(fields), "non_field_errors")
+            result.errors.append({"index": index, "field": name, "message": exc.message})
+            continue
+        prepared.setdefault(shop_id, {}).update(values)
+    existing = {i.shop_id: i for i in Item.objects.filter(shop_id__in=list(prepared))}
+    now = timezone.now()
+    to_create: list[Item] = []
+    to_update: list[Item] = []
+    update_fields: set[str] = set()
+    for shop_id, values in prepared.items():
+        item = existing.get(shop_id)
+        if item is None:
+            item = Item(shop_id=shop_id, created_at=now, updated_at=now)
+            _apply(item, values)
+            to_create.append(item)
+        else:
+            _apply(item, values)
+            item.updated_at = now
+            update_fields.update(values)
+            to_update.append(item)
+    Item.objects.bulk_create(to_create, batch_size=batch_size)
+    if to_update:
+        Item.objects.bulk_update(to_update, [*sorted(update_fields), "updated_at"], batch_size=batch_size)
+    result.created, result.updated = len(to_create), len(to_update)
+    return result
+
+
+# --- customers -------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def customer_create(*, shop_id: str, attributes: Mapping[str, Any] | None = None) -> Customer:
+    if Customer.objects.filter(shop_id=shop_id).exists():
+        raise Conflict(f"Customer {shop_id!r} exists; use PUT to upsert.", extra={"fields": {"shop_id": ["Exists."]}})
+    return Customer.objects.create(shop_id=shop_id, attributes=dict(attributes or {}))
+
+
+@transaction.atomic
+def customer_upsert(*, shop_id: str, attributes: Mapping[str, Any] | None = None) -> tuple[Customer, bool]:
+    customer, created = Customer.objects.select_for_update().get_or_create(
+        shop_id=shop_id, defaults={"attributes": dict(attributes or {})}
+    )
+    if not created and attributes is not None:
+        customer.attributes = dict(attributes)
+        customer.save(update_fields=["attributes", "updated_at"])
+    return customer, created
+
+
+@transaction.atomic
+def customer_update(*, customer: Customer, attributes: Mapping[str, Any]) -> Customer:
+    """Partial update: the given attribute keys are merged into the existing ones."""
+    customer.attributes = {**(customer.attributes or {}), **dict(attributes)}
+    customer.save(update_fields=["attributes", "updated_at"])
+    return customer
+
+
+@transaction.atomic
+def customer_delete(*, customer: Customer) -> None:
+    """Erase a customer and their events (a privacy request). Their cached history expires on its TTL."""
+    customer.delete()
+
+
+@transaction.atomic
+def customers_bulk_upsert(*, rows: Sequence[Mapping[str, Any]], batch_size: int = 2000) -> BulkUpsertResult:
+    result = BulkUpsertResult()
+    prepared: dict[str, dict[str, Any] | None] = {}
+    for index, row in enumerate(rows):
+        shop_id = str(row.get("shop_id") or "")
+        if not shop_id:
+            result.errors.append({"index": index, "field": "shop_id", "message": "This field is required."})
+            continue
+        attributes = row.get("attributes")
+        if attributes is not None and not isinstance(attributes, dict):
+            result.errors.append({"index": index, "field": "attributes", "message": "Must be an object."})
+            continue
+        prepared[shop_id] = attributes
+    existing = {c.shop_id: c for c in Customer.objects.filter(shop_id__in=list(prepared))}
+    now = timezone.now()
+    to_create = [
+        Customer(shop_id=s, attributes=dict(a or {}), created_at=now, updated_at=now)
+        for s, a in prepared.items()
+        if s not in existing
+    ]
+    to_update = []
+    for shop_id, attributes in prepared.items():
+        if shop_id in existing and attributes is not None:
+            existing[shop_id].attributes, existing[shop_id].updated_at = dict(attributes), now
+            to_update.append(existing[shop_id])
+    Customer.objects.bulk_create(to_create, batch_size=batch_size)
+    Customer.objects.bulk_update(to_update, ["attributes", "updated_at"], batch_size=batch_size)
+    result.created, result.updated = len(to_create), len(prepared) - len(to_create)
+    return result
+
+
+def customers_ensure(*, shop_ids: Iterable[str]) -> dict[str, int]:
+    """Map shop ids to primary keys, creating the customers that don't exist yet (event ingestion:
+    unknown customers are created). Safe under concurrency: conflicting inserts are ignored."""
+    wanted = set(shop_ids)
+    found = dict(Customer.objects.filter(shop_id__in=wanted).values_list("shop_id", "id"))
+    missing = wanted - found.keys()
+    if missing:
+        now = timezone.now()
+        Customer.objects.bulk_create(
+            [Customer(shop_id=s, created_at=now, updated_at=now) for s in missing],
+            ignore_conflicts=True,
+            batch_size=5000,
+        )
+        found.update(Customer.objects.filter(shop_id__in=missing).values_list("shop_id", "id"))
+    return found
