@@ -12,6 +12,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 
+from recadmin.catalog.cache import items_changed
 from recadmin.catalog.models import PATH_SEPARATOR, Category, Customer, Item
 from recadmin.core.errors import Conflict, ValidationError
 
@@ -83,6 +84,7 @@ def category_update(
         )
         for child in Category.objects.filter(path__startswith=category.path).exclude(pk=category.pk).only("path"):
             Category.objects.filter(pk=child.pk).update(depth=_depth(child.path))
+    items_changed()
     return category
 
 
@@ -118,6 +120,8 @@ def category_rebuild_paths() -> int:
             node.path, node.depth = new_path, _depth(new_path)
             changed.append(node)
     Category.objects.bulk_update(changed, ["path", "depth"], batch_size=1000)
+    if changed:
+        items_changed()
     return len(changed)
 
 
@@ -183,6 +187,7 @@ def item_create(*, shop_id: str, data: Mapping[str, Any]) -> Item:
     item = Item(shop_id=shop_id)
     _apply(item, values)
     item.save()
+    items_changed([shop_id])
     return item
 
 
@@ -196,6 +201,7 @@ def item_upsert(*, shop_id: str, data: Mapping[str, Any]) -> tuple[Item, bool]:
         item = Item(shop_id=shop_id)
     _apply(item, values)
     item.save()
+    items_changed([shop_id])
     return item, created
 
 
@@ -204,6 +210,7 @@ def item_update(*, item: Item, data: Mapping[str, Any]) -> Item:
     values = _validate_item_data(data, _resolve_categories([str(data.get("category") or "")]))
     _apply(item, values)
     item.save(update_fields=[*values.keys(), "updated_at"])
+    items_changed([item.shop_id])
     return item
 
 
@@ -213,6 +220,7 @@ def item_deactivate(*, item: Item) -> Item:
     if item.is_active:
         item.is_active = False
         item.save(update_fields=["is_active", "updated_at"])
+        items_changed([item.shop_id])
     return item
 
 
@@ -256,6 +264,7 @@ def items_bulk_upsert(*, rows: Sequence[Mapping[str, Any]], batch_size: int = 20
     if to_update:
         Item.objects.bulk_update(to_update, [*sorted(update_fields), "updated_at"], batch_size=batch_size)
     result.created, result.updated = len(to_create), len(to_update)
+    items_changed(prepared)
     return result
 
 

@@ -1,0 +1,53 @@
+"""Invalidation hook for caches of item data kept by higher apps (serving's item metadata).
+
+Catalog services write in bulk (no signals fire), so they call `items_changed` themselves. Keys are
+built here, so the cache's owners and the catalog agree on them without the catalog importing
+anything above it: one key per item under a generation number. Changing some items deletes their
+keys; changing categories (paths move whole subtrees) bumps the generation, which orphans every key
+at once (they expire on their TTL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+from django.core.cache import cache
+from django.db import transaction
+
+GENERATION_KEY = "catalog:items:generation"
+
+
+def items_generation() -> int:
+    try:
+        value = cache.get(GENERATION_KEY)
+    except Exception:  # noqa: BLE001 - a cache outage: readers fall back to the database anyway
+        return 0
+    return int(value or 0)
+
+
+def item_cache_key(shop_id: str, generation: int) -> str:
+    return f"catalog:item:{generation}:{shop_id}"
+
+
+def _bump() -> None:
+    with contextlib.suppress(Exception):
+        if not cache.add(GENERATION_KEY, 1, None):
+            cache.incr(GENERATION_KEY)
+
+
+def _delete(shop_ids: list[str]) -> None:
+    with contextlib.suppress(Exception):
+        generation = items_generation()
+        cache.delete_many([item_cache_key(s, generation) for s in shop_ids])
+
+
+def items_changed(shop_ids: Iterable[str] | None = None) -> None:
+    """Call after writing items (the given ones) or categories (None: everything is stale).
+    Runs after the transaction commits, so no reader refills a key with the old row."""
+    if shop_ids is None:
+        transaction.on_commit(_bump)
+        return
+    ids = [str(s) for s in shop_ids]
+    if ids:
+        transaction.on_commit(lambda: _delete(ids))
