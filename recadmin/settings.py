@@ -209,3 +209,25 @@ LOGGING = {
 if not DEBUG and env.bool("SECURE_COOKIES", default=False):
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# --- events (owned by recadmin.events) -------------------------------------------------------------
+# The event types the API accepts and each one's weight as a training signal:
+# EVENT_TYPE_WEIGHTS="view:1,click:2,add_to_cart:4,purchase:8,rating:5". A new type needs no migration.
+def _event_type_weights() -> dict[str, float]:
+    raw = env.list("EVENT_TYPE_WEIGHTS", ["view:1", "click:2", "add_to_cart:4", "purchase:8", "rating:5"])
+    weights: dict[str, float] = {}
+    for part in raw:
+        name, sep, weight = part.partition(":")
+        try:
+            weights[name.strip()] = float(weight) if sep else 1.0
+        except ValueError as exc:
+            raise ValueError(f"EVENT_TYPE_WEIGHTS: weight of {name!r} must be a number, got {weight!r}") from exc
+    return weights
+
+
+EVENT_TYPE_WEIGHTS = _event_type_weights()
+EVENTS_MAX_BATCH = env.int("EVENTS_MAX_BATCH", 10_000)
+# Recent history per customer, kept in Redis (or the local cache) for the serving hot path.
+HISTORY_LENGTH = env.int("HISTORY_LENGTH", 50)
+HISTORY_TTL_SECONDS = env.int("HISTORY_TTL_SECONDS", 30 * 24 * 3600)
+# --- end events ------------------------------------------------------------------------------------

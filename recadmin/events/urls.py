@@ -1,5 +1,9 @@
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from recadmin.events import apis
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("events", apis.EventIngestApi.as_view(), name="events"),
+]

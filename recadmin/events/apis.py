@@ -1,0 +1,137 @@
+"""POST /api/v1/events: one event or a batch. Scope: ingest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from recadmin.core.auth import HasIngestScope
+from recadmin.core.errors import ValidationError
+from recadmin.events.services import events_ingest
+
+
+class EventInput(serializers.Serializer):
+    """Documentation only: the view validates rows itself (see events.services.event_validate)."""
+
+    customer = serializers.CharField(max_length=128, help_text="The shop's customer id; unknown ones are created.")
+    item = serializers.CharField(max_length=128, help_text="The item's shop id; must exist.")
+    type = serializers.CharField(
+        help_text="One of the configured types (default view, click, add_to_cart, purchase, rating)."
+    )
+    value = serializers.FloatField(required=False, allow_null=True, help_text="A rating or a quantity.")
+    occurred_at = serializers.DateTimeField(
+        required=False, help_text="ISO 8601 (naive = UTC) or unix seconds; default now. 2000-01-01 .. now + 1 day."
+    )
+    scene = serializers.CharField(max_length=64, required=False, help_text="The scene's slug, e.g. product_detail.")
+    context = serializers.JSONField(required=False, help_text="Device, page... (an object).")
+    recommendation_id = serializers.CharField(
+        max_length=64, required=False, allow_null=True, help_text="The id of the served list this event came from."
+    )
+    event_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        help_text="Your unique id: resending it stores nothing twice. Derived from the content if absent.",
+    )
+
+
+IngestSummary = inline_serializer(
+    "IngestSummary",
+    fields={
+        "stored": serializers.IntegerField(),
+        "duplicates": serializers.IntegerField(),
+        "errors": serializers.ListField(
+            child=inline_serializer(
+                "IngestRowError",
+                fields={
+                    "index": serializers.IntegerField(),
+                    "field": serializers.CharField(),
+                    "message": serializers.CharField(),
+                },
+            )
+        ),
+    },
+)
+
+EXAMPLE_EVENT = {
+    "event_id": "e-20260501-000123",
+    "customer": "C-88121",
+    "item": "SKU-1042",
+    "type": "click",
+    "occurred_at": "2026-05-01T12:30:05Z",
+    "scene": "product_detail",
+    "context": {"device": "mobile", "page": "/p/argan-oil"},
+    "recommendation_id": "r-7f3a9c",
+}
+
+
+class EventIngestApi(APIView):
+    permission_classes = [HasIngestScope]
+
+    @extend_schema(
+        operation_id="events_ingest",
+        summary="Send events",
+        description=(
+            'Scope `ingest`. The body is one event, a JSON list of events, or `{"events": [...]}`; at most '
+            "EVENTS_MAX_BATCH (default 10,000) per request. Unknown customers are created; a row naming an "
+            "unknown item is rejected. Valid rows are stored even when others fail: the answer is 200 when "
+            "every row was stored or was a duplicate, 207 when some rows failed (each with its index, field "
+            "and message), 400 when none was valid. A repeated event_id is counted as a duplicate and not "
+            "stored again, so a batch can safely be resent."
+        ),
+        request=EventInput(many=True),
+        responses={
+            200: IngestSummary,
+            207: OpenApiResponse(IngestSummary, description="Some rows were rejected; the rest were stored."),
+            400: OpenApiResponse(description="Malformed body, batch over the limit, or no valid row."),
+        },
+        examples=[
+            OpenApiExample("a batch", value=[EXAMPLE_EVENT], request_only=True),
+            OpenApiExample(
+                "a rating", value={"customer": "C-1", "item": "SKU-9", "type": "rating", "value": 4}, request_only=True
+            ),
+            OpenApiExample("all stored", value={"stored": 1000, "duplicates": 0, "errors": []}, response_only=True),
+            OpenApiExample(
+                "partial success",
+                status_codes=["207"],
+                value={
+                    "stored": 998,
+                    "duplicates": 1,
+                    "errors": [{"index": 17, "field": "item", "message": "Unknown item 'SKU-404'."}],
+                },
+                response_only=True,
+            ),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        data: Any = request.data
+        single = isinstance(data, dict) and "events" not in data
+        if isinstance(data, dict) and "events" in data:
+            data = data["events"]
+        elif single:
+            data = [data]
+        if not isinstance(data, list):
+            raise ValidationError('Send an event object, a list of events or {"events": [...]}.', field="events")
+        if not data:
+            raise ValidationError("The batch is empty.", field="events")
+        limit = settings.EVENTS_MAX_BATCH
+        if len(data) > limit:
+            raise ValidationError(f"At most {limit} events per request, got {len(data)}.", field="events")
+        result = events_ingest(payload=data)
+        body = result.as_dict()
+        if result.errors and not result.stored and not result.duplicates:
+            fields: dict[str, list[str]] = {}
+            for error in result.errors[:100]:
+                key = error["field"] if single else f"[{error['index']}].{error['field']}"
+                fields.setdefault(key, []).append(error["message"])
+            first = result.errors[0]
+            message = f"No event was stored: {first['field']}: {first['message']}"
+            return Response(
+                {"message": message, "extra": {"fields": fields}, **body}, status=status.HTTP_400_BAD_REQUEST
+            )
+        return Response(body, status=status.HTTP_207_MULTI_STATUS if result.errors else status.HTTP_200_OK)

@@ -1,0 +1,335 @@
+"""Event ingestion: validate a batch row by row, store the valid rows in bulk, feed the history cache.
+
+The hot loop is plain Python over dicts rather than DRF serializers: at 1,000 events per request a
+serializer per row would cost more than the database. The rules here are the API's contract, and
+each failure names its field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
+from recadmin.catalog.selectors import item_ids_by_shop_id
+from recadmin.catalog.services import customers_ensure
+from recadmin.events.history import HistoryEvent, history_record
+from recadmin.events.models import (
+    EVENT_ID_MAX_LENGTH,
+    RECOMMENDATION_ID_MAX_LENGTH,
+    SCENE_MAX_LENGTH,
+    Event,
+)
+
+logger = logging.getLogger(__name__)
+
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+KNOWN_FIELDS = frozenset(
+    {"customer", "item", "type", "value", "occurred_at", "scene", "context", "recommendation_id", "event_id"}
+)
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stored": self.stored, "duplicates": self.duplicates, "errors": self.errors}
+
+
+@dataclass(slots=True)
+class EventRow:
+    """A validated event, still addressed by shop ids."""
+
+    index: int
+    customer: str
+    item: str
+    type: str
+    value: float | None
+    occurred_at: dt.datetime
+    scene: str
+    context: dict[str, Any]
+    recommendation_id: str | None
+    event_id: str
+
+
+class RowError(Exception):
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+def event_types() -> dict[str, float]:
+    """The accepted event types and their training weights (settings.EVENT_TYPE_WEIGHTS)."""
+    return dict(settings.EVENT_TYPE_WEIGHTS)
+
+
+def _shop_id(row: Mapping[str, Any], name: str) -> str:
+    value = row.get(name)
+    if value is None or value == "":
+        raise RowError(name, "This field is required.")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RowError(name, "Must be a string (or an integer) id.")
+    text = str(value)
+    if len(text) > SHOP_ID_MAX_LENGTH:
+        raise RowError(name, f"At most {SHOP_ID_MAX_LENGTH} characters.")
+    return text
+
+
+def parse_timestamp(value: Any, *, now: dt.datetime, name: str = "occurred_at") -> dt.datetime:
+    """ISO 8601 (naive means UTC) or unix seconds; between 2000-01-01 and one day from now."""
+    if isinstance(value, bool):
+        raise RowError(name, "Must be an ISO 8601 timestamp or unix seconds.")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise RowError(name, "Must be a finite number of seconds.")
+        try:
+            parsed = dt.datetime.fromtimestamp(value, tz=dt.UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise RowError(name, "Timestamp out of range.") from exc
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise RowError(name, "Not an ISO 8601 timestamp (e.g. 2026-05-01T12:30:00Z).") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+    else:
+        raise RowError(name, "Must be an ISO 8601 timestamp or unix seconds.")
+    if parsed < EARLIEST:
+        raise RowError(name, "Timestamps before 2000-01-01 are not accepted.")
+    if parsed > now + FUTURE_TOLERANCE:
+        raise RowError(name, "Timestamp is more than a day in the future.")
+    return parsed
+
+
+def derive_event_id(customer: str, item: str, type_: str, occurred_at: dt.datetime, scene: str) -> str:
+    """For events sent without an id: the same event resent maps to the same id."""
+    digest = hashlib.sha1(
+        f"{customer}\x1f{item}\x1f{type_}\x1f{occurred_at.isoformat()}\x1f{scene}".encode(), usedforsecurity=False
+    )
+    return f"auto:{digest.hexdigest()}"
+
+
+def event_validate(row: Any, *, index: int, now: dt.datetime, types: Mapping[str, float]) -> EventRow:
+    """Check one incoming event. Raises RowError(field, message)."""
+    if not isinstance(row, dict):
+        raise RowError("non_field_errors", "Each event must be a JSON object.")
+    customer = _shop_id(row, "customer")
+    item = _shop_id(row, "item")
+    type_ = row.get("type")
+    if not isinstance(type_, str) or not type_:
+        raise RowError("type", "This field is required (a string).")
+    if type_ not in types:
+        raise RowError("type", f"Unknown event type {type_!r}; expected one of: {', '.join(types)}.")
+    value = row.get("value")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RowError("value", "Must be a number or null.")
+        value = float(value)
+    raw_time = row.get("occurred_at")
+    occurred_at = now if raw_time is None else parse_timestamp(raw_time, now=now)
+    scene = row.get("scene") or ""
+    if not isinstance(scene, str):
+        raise RowError("scene", "Must be a string (a scene's slug).")
+    if len(scene) > SCENE_MAX_LENGTH:
+        raise RowError("scene", f"At most {SCENE_MAX_LENGTH} characters.")
+    context = row.get("context")
+    if context is None:
+        context = {}
+    elif not isinstance(context, dict):
+        raise RowError("context", "Must be a JSON object.")
+    recommendation_id = row.get("recommendation_id")
+    if recommendation_id is not None:
+        if not isinstance(recommendation_id, str):
+            raise RowError("recommendation_id", "Must be a string.")
+        if len(recommendation_id) > RECOMMENDATION_ID_MAX_LENGTH:
+            raise RowError("recommendation_id", f"At most {RECOMMENDATION_ID_MAX_LENGTH} characters.")
+        recommendation_id = recommendation_id or None
+    event_id = row.get("event_id")
+    if event_id is None or event_id == "":
+        event_id = derive_event_id(customer, item, type_, occurred_at, scene)
+    else:
+        if isinstance(event_id, bool) or not isinstance(event_id, (str, int)):
+            raise RowError("event_id", "Must be a string.")
+        event_id = str(event_id)
+        if len(event_id) > EVENT_ID_MAX_LENGTH:
+            raise RowError("event_id", f"At most {EVENT_ID_MAX_LENGTH} characters.")
+    unknown = row.keys() - KNOWN_FIELDS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise RowError(name, f"Unknown field {name!r}.")
+    return EventRow(
+        index=index,
+        customer=customer,
+        item=item,
+        type=type_,
+        value=value,
+        occurred_at=occurred_at,
+        scene=scene,
+        context=context,
+        recommendation_id=recommendation_id,
+        event_id=event_id,
+    )
+
+
+# --- storing ---------------------------------------------------------------------------------------
+
+_COLUMNS = (
+    "customer_id",
+    "item_id",
+    "type",
+    "value",
+    "occurred_at",
+    "scene",
+    "context",
+    "recommendation_id",
+    "event_id",
+    "created_at",
+)
+
+
+def _copy_escape(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+# Plain columns, no constraints: rows are checked when they move to the real table.
+_TMP_TABLE_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS events_ingest_tmp (customer_id bigint, item_id bigint, type text, "
+    "value double precision, occurred_at timestamptz, scene text, context jsonb, recommendation_id text, "
+    "event_id text, created_at timestamptz) ON COMMIT DELETE ROWS"
+)
+
+
+def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
+    """COPY the rows into a session temp table, then move them over with ON CONFLICT DO NOTHING:
+    COPY's speed with INSERT's duplicate handling. Returns the event ids actually stored."""
+    table = Event._meta.db_table
+    cols = ", ".join(_COLUMNS)
+    buffer = io.StringIO()
+    for record in records:
+        buffer.write("\t".join(_copy_escape(v) for v in record))
+        buffer.write("\n")
+    with connection.cursor() as cursor:
+        cursor.execute(_TMP_TABLE_SQL)
+        raw = cursor.cursor  # psycopg 3 cursor: COPY is not part of the DB-API
+        with raw.copy(f"COPY events_ingest_tmp ({cols}) FROM STDIN") as copy:
+            copy.write(buffer.getvalue())
+        cursor.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM events_ingest_tmp "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        )
+        stored = {row[0] for row in cursor.fetchall()}
+        cursor.execute("DELETE FROM events_ingest_tmp")
+    return stored
+
+
+def _orm_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
+    ids = [r[8] for r in records]
+    existing = set(Event.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
+    fresh = [r for r in records if r[8] not in existing]
+    Event.objects.bulk_create(
+        [Event(**dict(zip(_COLUMNS, r, strict=True))) for r in fresh], ignore_conflicts=True, batch_size=2000
+    )
+    return {r[8] for r in fresh}
+
+
+def events_store(*, rows: Sequence[EventRow], customer_ids: Mapping[str, int], item_ids: Mapping[str, int]) -> set[str]:
+    """Insert validated rows whose customer and item are resolved; returns the stored event ids."""
+    if not rows:
+        return set()
+    now = timezone.now()
+    pg = connection.vendor == "postgresql"
+    records = [
+        (
+            customer_ids[r.customer],
+            item_ids[r.item],
+            r.type,
+            r.value,
+            r.occurred_at.isoformat() if pg else r.occurred_at,
+            r.scene,
+            json.dumps(r.context, separators=(",", ":")) if pg else r.context,
+            r.recommendation_id,
+            r.event_id,
+            now.isoformat() if pg else now,
+        )
+        for r in rows
+    ]
+    return _pg_store(records) if pg else _orm_store(records)
+
+
+def events_ingest(*, payload: Sequence[Any], record_history: bool = True) -> IngestResult:
+    """Validate and store a batch of events (already JSON-decoded dicts).
+
+    Unknown customers are created; a row with an unknown item is rejected. Rows repeating an
+    event_id already stored (or earlier in the batch) count as duplicates and are skipped.
+    Invalid rows come back as {"index", "field", "message"}; valid rows are stored regardless.
+    """
+    result = IngestResult()
+    now = timezone.now()
+    types = event_types()
+    valid: list[EventRow] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(payload):
+        try:
+            row = event_validate(raw, index=index, now=now, types=types)
+        except RowError as exc:
+            result.errors.append({"index": index, "field": exc.field, "message": exc.message})
+            continue
+        if row.event_id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(row.event_id)
+        valid.append(row)
+    if not valid:
+        return result
+
+    item_ids = item_ids_by_shop_id(shop_ids=(r.item for r in valid))
+    known: list[EventRow] = []
+    for row in valid:
+        if row.item in item_ids:
+            known.append(row)
+        else:
+            result.errors.append({"index": row.index, "field": "item", "message": f"Unknown item {row.item!r}."})
+    result.errors.sort(key=lambda e: e["index"])
+    if not known:
+        return result
+
+    with transaction.atomic():
+        customer_ids = customers_ensure(shop_ids={r.customer for r in known})
+        stored_ids = events_store(rows=known, customer_ids=customer_ids, item_ids=item_ids)
+    result.stored = len(stored_ids)
+    result.duplicates += len(known) - len(stored_ids)
+
+    if record_history and stored_ids:
+        stored_rows = [r for r in known if r.event_id in stored_ids]
+        try:
+            history_record([HistoryEvent(r.customer, r.item, r.type, r.occurred_at.timestamp()) for r in stored_rows])
+        except Exception:  # the events are stored; a cache outage must not fail the ingest
+            logger.exception("Recording %d events in the history cache failed", len(stored_rows))
+    return result
+
+
+def events_iter_history(events: Iterable[Event]) -> list[HistoryEvent]:
+    """HistoryEvents for Event rows that have customer and item loaded (select_related)."""
+    return [HistoryEvent(e.customer.shop_id, e.item.shop_id, e.type, e.occurred_at.timestamp()) for e in events]
