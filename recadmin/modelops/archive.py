@@ -1,0 +1,200 @@
+"""Build a TorchServe model archive (.mar) from a training checkpoint.
+
+The archive is self-contained: our handler, the `training` package (model code, checkpoint
+loader, index maps), the checkpoint files and a model-config.yaml. A TorchServe that has torch
+and nothing of ours installed can serve it. Archives are named `<name>-<version>.mar` in the model
+store; the version is also written into the archive's manifest, which is what TorchServe registers.
+
+Needs no Django: bench scripts call `archive_build` directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recadmin.core.errors import ApplicationError, Conflict, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+HANDLER_FILE = REPO_ROOT / "handlers" / "recommender_handler.py"
+MODEL_CONFIG_TEMPLATE = REPO_ROOT / "handlers" / "model-config.yaml"
+TRAINING_PACKAGE = REPO_ROOT / "training"
+#: What training.checkpoint.save_checkpoint writes and the handler needs.
+CHECKPOINT_FILES = ("config.json", "model.pt", "items.json")
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$")
+# No hyphen in versions, so that <name>-<version>.mar splits unambiguously from the right.
+_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._]*$")
+
+
+class ArchiveError(ApplicationError):
+    status_code = 500
+    default_message = "Building the model archive failed."
+
+
+@dataclass(frozen=True)
+class Archive:
+    name: str
+    version: str
+    path: Path
+    sha256: str
+    size: int
+
+    @property
+    def file_name(self) -> str:
+        return self.path.name
+
+
+def archive_path(*, model_store: Path, name: str, version: str) -> Path:
+    return Path(model_store) / f"{name}-{version}.mar"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def archive_build(
+    *,
+    checkpoint_dir: Path,
+    name: str,
+    version: str,
+    model_store: Path,
+    batch_size: int | None = None,
+    max_batch_delay: int | None = None,
+    workers: int | None = None,
+    response_timeout: int | None = None,
+    handler_settings: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    timeout: float = 600.0,
+) -> Archive:
+    """Package `checkpoint_dir` (as written by training.checkpoint.save_checkpoint) into
+    model_store/<name>-<version>.mar and return its path and sha256.
+
+    batch_size, max_batch_delay (ms), workers, response_timeout (s) and handler_settings
+    (default_k, max_k, torch_threads) override handlers/model-config.yaml for this archive.
+    An existing archive of the same name and version is a Conflict unless overwrite=True."""
+    if not _NAME_RE.match(name or ""):
+        raise ValidationError(
+            "Model name: letters, digits, _ and single hyphens, starting with a letter.", field="name"
+        )
+    if not _VERSION_RE.match(version or ""):
+        raise ValidationError("Version: letters, digits, dots and _, e.g. 3 or 1.2.", field="version")
+    checkpoint_dir = Path(checkpoint_dir)
+    missing = [f for f in CHECKPOINT_FILES if not (checkpoint_dir / f).is_file()]
+    if missing:
+        raise ValidationError(
+            f"Checkpoint {checkpoint_dir} lacks {', '.join(missing)}.", field="checkpoint_dir"
+        )
+    store = Path(model_store)
+    store.mkdir(parents=True, exist_ok=True)
+    target = archive_path(model_store=store, name=name, version=version)
+    if target.exists() and not overwrite:
+        raise Conflict(f"{target.name} already exists in the model store.", {"path": str(target)})
+
+    model_config = yaml.safe_load(MODEL_CONFIG_TEMPLATE.read_text()) or {}
+    for key, value in (
+        ("batchSize", batch_size),
+        ("maxBatchDelay", max_batch_delay),
+        ("minWorkers", workers),
+        ("maxWorkers", workers),
+        ("responseTimeout", response_timeout),
+    ):
+        if value is not None:
+            if int(value) < (0 if key == "maxBatchDelay" else 1):
+                raise ValidationError(f"{key} must be a positive integer.", field=key)
+            model_config[key] = int(value)
+    model_config["handler"] = {**(model_config.get("handler") or {}), **(handler_settings or {})}
+
+    # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps two builds of
+    # the same model name (tests, a training run and the admin) from mixing their files.
+    with tempfile.TemporaryDirectory(prefix="mar-", dir=store) as staging_str:
+        staging = Path(staging_str)
+        code = staging / "code"
+        shutil.copytree(
+            TRAINING_PACKAGE, code / "training", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+        )
+        config_file = staging / "model-config.yaml"
+        config_file.write_text(yaml.safe_dump(model_config, sort_keys=False))
+        export = staging / "export"
+        export.mkdir()
+        tmp = staging / "tmp"
+        tmp.mkdir()
+        # A directory given to --extra-files has its *contents* copied into the archive root:
+        # code/ becomes training/ at the root (on the worker's sys.path), the checkpoint's
+        # files land beside the handler.
+        cmd = [
+            _archiver_bin(),
+            "--model-name",
+            name,
+            "--version",
+            version,
+            "--handler",
+            str(HANDLER_FILE),
+            "--extra-files",
+            f"{code},{checkpoint_dir.resolve()}",
+            "--config-file",
+            str(config_file),
+            "--export-path",
+            str(export),
+            "--archive-format",
+            "default",
+            "--force",
+        ]
+        env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp)}
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ArchiveError(f"torch-model-archiver took longer than {timeout:.0f}s.") from exc
+        built = export / f"{name}.mar"
+        if proc.returncode != 0 or not built.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise ArchiveError(f"torch-model-archiver failed (exit {proc.returncode}): {' | '.join(tail)}")
+        _check_archive(built)
+        # Same file system: the archive appears complete or not at all.
+        os.replace(built, target)
+    return Archive(name=name, version=version, path=target, sha256=file_sha256(target), size=target.stat().st_size)
+
+
+def archive_manifest(path: Path) -> dict[str, Any]:
+    """The MANIFEST.json torch-model-archiver wrote into an archive."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return dict(json.loads(zf.read("MAR-INF/MANIFEST.json")))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValidationError(f"{Path(path).name} is not a model archive: {exc}", field="archive") from exc
+
+
+def _check_archive(path: Path) -> None:
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+    needed = {"MAR-INF/MANIFEST.json", "recommender_handler.py", "training/__init__.py", *CHECKPOINT_FILES}
+    missing = sorted(needed - names)
+    if missing:
+        raise ArchiveError(f"The archive lacks {', '.join(missing)}.")
+
+
+def _archiver_bin() -> str:
+    local = Path(sys.executable).parent / "torch-model-archiver"
+    if local.exists():
+        return str(local)
+    found = shutil.which("torch-model-archiver")
+    if not found:
+        raise ArchiveError("torch-model-archiver is not installed in this environment.")
+    return found
