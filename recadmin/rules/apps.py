@@ -8,3 +8,6 @@ class RulesConfig(AppConfig):
     name = "recadmin.rules"
     label = "rules"
     verbose_name = "Rules"
+
+    def ready(self) -> None:
+        from recadmin.rules import signals  # noqa: F401 - connects the cache invalidation
