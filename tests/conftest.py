@@ -12,6 +12,8 @@ from django.core.cache import cache
 from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
+pytest_plugins = ["tests.fixtures.torchserve"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("RECADMIN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
