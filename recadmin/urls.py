@@ -7,12 +7,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from recadmin.core.apis import healthz, readyz
 
 api_v1 = [
+    # serving first: its items/<id>/similar must win over catalog's items/<path:shop_id>.
+    path("", include("recadmin.serving.urls")),
     path("", include("recadmin.core.urls")),
     path("", include("recadmin.catalog.urls")),
     path("", include("recadmin.events.urls")),
     path("", include("recadmin.rules.urls")),
     path("", include("recadmin.modelops.urls")),
-    path("", include("recadmin.serving.urls")),
 ]
 
 urlpatterns = [

@@ -19,6 +19,7 @@ from recadmin.modelops.models import ModelVersion
 class ServedSource(models.TextChoices):
     MODEL = "model", "Model"
     FALLBACK = "fallback", "Fallback"
+    POPULAR = "popular", "Popular"
 
 
 class ServedEndpoint(models.TextChoices):

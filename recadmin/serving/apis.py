@@ -1,0 +1,208 @@
+"""The shop-facing read API: recommendations, similar items, popular items (recommend scope)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
+from recadmin.core.auth import HasRecommendScope
+from recadmin.core.errors import ValidationError
+from recadmin.serving.services import (
+    ServedList,
+    popular_serve,
+    recommendations_serve,
+    scene_bundle,
+    similar_serve,
+    validate_n,
+    validate_offset,
+)
+
+
+class ItemOutputSerializer(serializers.Serializer):
+    item = serializers.CharField(help_text="The item's shop id.")
+    title = serializers.CharField()
+    category = serializers.CharField(allow_null=True, help_text="The category's slug.")
+    price = serializers.FloatField(allow_null=True)
+    score = serializers.FloatField(allow_null=True, help_text="The final score after boost/bury rules.")
+    position = serializers.IntegerField(help_text="1-based position in the whole list (offset included).")
+    reasons = serializers.ListField(
+        child=serializers.DictField(),
+        help_text='Why the item is here, in order: its origin ({"type": "model"|"similar"|"popular"|'
+        '"popular_fallback", "score"}), then "boosted"/"buried"/"pinned" by which rule, "similar_to" which item.',
+    )
+
+
+class ListOutputSerializer(serializers.Serializer):
+    recommendation_id = serializers.CharField(help_text="Send it back with events (and with offset for more pages).")
+    scene = serializers.CharField()
+    model_version = serializers.CharField(allow_null=True, help_text='"name:version" of the model, null on fallback.')
+    source = serializers.ChoiceField(choices=["model", "fallback", "popular"])
+    offset = serializers.IntegerField()
+    items = ItemOutputSerializer(many=True)
+
+
+def _render(served: ServedList) -> Response:
+    data: dict[str, Any] = {
+        "recommendation_id": served.recommendation_id,
+        "scene": served.scene,
+        "model_version": served.model_version,
+        "source": served.source,
+        "offset": served.offset,
+        "items": served.page,
+    }
+    return Response(ListOutputSerializer(data).data)
+
+
+def _text(params: Any, name: str, *, max_length: int = SHOP_ID_MAX_LENGTH) -> str | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > max_length:
+        raise ValidationError(f"{name} must be at most {max_length} characters.", field=name)
+    return str(value)
+
+
+_EXAMPLE = {
+    "recommendation_id": "5f0c1e7a9b2d4c3e8f1a2b3c4d5e6f70",
+    "scene": "home",
+    "model_version": "recommender:3",
+    "source": "model",
+    "offset": 0,
+    "items": [
+        {
+            "item": "B00012",
+            "title": "Hydrating serum",
+            "category": "skin-care",
+            "price": 24.9,
+            "score": 12.4,
+            "position": 1,
+            "reasons": [
+                {"type": "model", "score": 6.2},
+                {"type": "boosted", "rule": 4, "rule_name": "Summer skincare", "mode": "multiply", "weight": 2.0,
+                 "before": 6.2, "after": 12.4},
+            ],
+        },
+        {
+            "item": "B00099",
+            "title": "Gift box",
+            "category": "gifts",
+            "price": 39.0,
+            "score": 0.0,
+            "position": 2,
+            "reasons": [{"type": "pinned", "score": 0.0}, {"type": "pinned", "rule": 7, "rule_name": "Xmas box",
+                                                             "position": 2}],
+        },
+    ],
+}
+
+_COMMON = [
+    OpenApiParameter("n", OpenApiTypes.INT, description="Items to return, 1..100 (default: the scene's list length)."),
+    OpenApiParameter("offset", OpenApiTypes.INT, description="Skip this many items (>= 0), for later pages."),
+    OpenApiParameter(
+        "recommendation_id",
+        OpenApiTypes.STR,
+        description="With offset: the next page of this same list (kept 30 minutes).",
+    ),
+]
+
+
+class RecommendationsApi(APIView):
+    permission_classes = [HasRecommendScope]
+
+    @extend_schema(
+        summary="Recommendations for a customer in a scene",
+        description=(
+            "The customer's recent history (kept current on every ingested event) is scored by the default "
+            "model; the scene's rules (filters, boost/bury, pins) and diversity settings shape the list. An "
+            "unknown customer gets the scene's cold-start list. When the model cannot answer in time the "
+            "trending list is returned with `source: fallback`, never an error."
+        ),
+        parameters=[
+            OpenApiParameter("customer", OpenApiTypes.STR, description="The shop's customer id (unknown: cold start)."),
+            OpenApiParameter("scene", OpenApiTypes.STR, required=True, description="The placement's slug."),
+            OpenApiParameter("item", OpenApiTypes.STR, description="The item the customer is looking at."),
+            OpenApiParameter("category", OpenApiTypes.STR, description="Category slug: the fallback's category."),
+            *_COMMON,
+        ],
+        responses={200: ListOutputSerializer},
+        examples=[OpenApiExample("A list from the model", value=_EXAMPLE, response_only=True)],
+        tags=["recommendations"],
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        scene = _text(params, "scene", max_length=64)
+        bundle = scene_bundle(scene)
+        served = recommendations_serve(
+            customer=_text(params, "customer") or "",
+            scene=scene,
+            n=validate_n(params.get("n"), default=bundle.settings.default_n),
+            offset=validate_offset(params.get("offset")),
+            item=_text(params, "item"),
+            category=_text(params, "category", max_length=100),
+            recommendation_id=_text(params, "recommendation_id", max_length=64),
+        )
+        return _render(served)
+
+
+class SimilarItemsApi(APIView):
+    permission_classes = [HasRecommendScope]
+
+    @extend_schema(
+        summary="Items similar to an item",
+        description="Nearest items by the model's item embeddings, with the scene's rules when a scene is given. "
+        "Falls back to trending in the item's category.",
+        parameters=[OpenApiParameter("scene", OpenApiTypes.STR, description="The placement's slug."), *_COMMON],
+        responses={200: ListOutputSerializer},
+        examples=[OpenApiExample("Similar items", value={**_EXAMPLE, "scene": "product_detail"}, response_only=True)],
+        tags=["recommendations"],
+    )
+    def get(self, request: Request, shop_id: str) -> Response:
+        params = request.query_params
+        scene = _text(params, "scene", max_length=64)
+        bundle = scene_bundle(scene, required=False)
+        served = similar_serve(
+            item=shop_id,
+            scene=scene,
+            n=validate_n(params.get("n"), default=bundle.settings.default_n),
+            offset=validate_offset(params.get("offset")),
+            recommendation_id=_text(params, "recommendation_id", max_length=64),
+        )
+        return _render(served)
+
+
+class PopularApi(APIView):
+    permission_classes = [HasRecommendScope]
+
+    @extend_schema(
+        summary="Trending items",
+        description="Time-decayed popularity (half-life 7 days) over the category's whole subtree, or overall.",
+        parameters=[
+            OpenApiParameter("category", OpenApiTypes.STR, description="Category slug (its subtree counts)."),
+            OpenApiParameter("n", OpenApiTypes.INT, description="Items to return, 1..100 (default 10)."),
+            OpenApiParameter("offset", OpenApiTypes.INT, description="Skip this many items (>= 0)."),
+        ],
+        responses={200: ListOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Trending in a category",
+                value={**_EXAMPLE, "scene": "", "model_version": None, "source": "popular"},
+                response_only=True,
+            )
+        ],
+        tags=["recommendations"],
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        served = popular_serve(
+            n=validate_n(params.get("n")),
+            offset=validate_offset(params.get("offset")),
+            category=_text(params, "category", max_length=100),
+        )
+        return _render(served)

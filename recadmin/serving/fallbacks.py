@@ -1,0 +1,75 @@
+"""Counting and logging the times serving fell back instead of using the model.
+
+A counter per reason in the cache (shared by every web worker when Redis is configured) and a log
+line per event; the admin shows the counters. Counting must never fail a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from django.core.cache import cache
+from django.utils import timezone
+
+logger = logging.getLogger("recadmin.serving.fallback")
+
+# The model could not answer: these are the events operators care about.
+REASON_TORCHSERVE_DOWN = "torchserve_unavailable"
+REASON_TORCHSERVE_SLOW = "torchserve_timeout"
+REASON_TORCHSERVE_ERROR = "torchserve_error"
+REASON_NO_DEFAULT = "no_default_model"
+# Not failures: a customer with nothing to go on, or an item the model has never seen.
+REASON_COLD_START = "cold_start"
+REASON_UNKNOWN_TO_MODEL = "unknown_to_model"
+REASON_SCENE_DISABLED = "scene_disabled"
+
+FAILURE_REASONS = (REASON_TORCHSERVE_DOWN, REASON_TORCHSERVE_SLOW, REASON_TORCHSERVE_ERROR, REASON_NO_DEFAULT)
+ALL_REASONS = (*FAILURE_REASONS, REASON_COLD_START, REASON_UNKNOWN_TO_MODEL, REASON_SCENE_DISABLED)
+
+_COUNTER = "serving:fallback:{}"
+_LAST = "serving:fallback:last"
+_SINCE = "serving:fallback:since"
+
+
+def fallback_record(*, reason: str, detail: str = "", scene: str = "", customer: str = "") -> None:
+    """Count one fallback and log it (failures at WARNING, expected ones at DEBUG)."""
+    if reason in FAILURE_REASONS:
+        logger.warning("serving fell back (%s) scene=%s customer=%s: %s", reason, scene, customer, detail)
+    else:
+        logger.debug("serving fallback (%s) scene=%s customer=%s", reason, scene, customer)
+    with contextlib.suppress(Exception):
+        key = _COUNTER.format(reason)
+        cache.add(_SINCE, timezone.now().isoformat(), None)
+        if not cache.add(key, 1, None):
+            cache.incr(key)
+        if reason in FAILURE_REASONS:
+            cache.set(_LAST, {"reason": reason, "detail": detail[:300], "at": timezone.now().isoformat()}, None)
+
+
+def fallback_counts() -> dict[str, int]:
+    """{reason: count} since the counters were last reset, every reason present."""
+    try:
+        found = cache.get_many([_COUNTER.format(r) for r in ALL_REASONS])
+    except Exception:  # noqa: BLE001 - the admin shows zeros rather than an error
+        found = {}
+    return {r: int(found.get(_COUNTER.format(r)) or 0) for r in ALL_REASONS}
+
+
+def fallback_summary() -> dict[str, object]:
+    counts = fallback_counts()
+    try:
+        last, since = cache.get(_LAST), cache.get(_SINCE)
+    except Exception:  # noqa: BLE001
+        last, since = None, None
+    return {
+        "counts": counts,
+        "failures": sum(counts[r] for r in FAILURE_REASONS),
+        "last_failure": last,
+        "since": since,
+    }
+
+
+def fallback_reset() -> None:
+    with contextlib.suppress(Exception):
+        cache.delete_many([_COUNTER.format(r) for r in ALL_REASONS] + [_LAST, _SINCE])

@@ -1,0 +1,92 @@
+"""Item metadata for the hot path, cached per item and fetched in bulk.
+
+A list needs title, category, brand, price, stock and attributes of a few hundred candidates: one
+`get_many` (a single MGET on Redis), then one ORM query for whatever was missing, written back with
+`set_many`. Keys come from `recadmin.catalog.cache`, whose `items_changed` hook the catalog services
+call, so an edited item is re-read on the next request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from django.core.cache import cache
+
+from recadmin.catalog.cache import item_cache_key, items_generation
+from recadmin.catalog.models import Item
+
+ITEM_TTL_SECONDS = 6 * 3600
+# Ids the model knows but the catalog does not (yet): remembered briefly so they cost no query.
+_MISSING: dict[str, Any] = {"missing": True}
+_MISSING_TTL_SECONDS = 60
+
+_FIELDS = (
+    "id",
+    "shop_id",
+    "title",
+    "brand",
+    "price",
+    "currency",
+    "stock_quantity",
+    "in_stock",
+    "is_active",
+    "attributes",
+    "category__slug",
+    "category__path",
+)
+
+
+def _to_meta(row: dict[str, Any]) -> dict[str, Any]:
+    price = row["price"]
+    return {
+        "pk": row["id"],
+        "item": row["shop_id"],
+        "title": row["title"],
+        "brand": row["brand"],
+        "price": float(price) if isinstance(price, Decimal) else price,
+        "currency": row["currency"],
+        "stock_quantity": row["stock_quantity"],
+        "in_stock": row["in_stock"],
+        "is_active": row["is_active"],
+        "attributes": row["attributes"] or {},
+        "category": row["category__slug"] or "",
+        "category_path": row["category__path"] or "",
+    }
+
+
+def items_metadata(shop_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """{shop_id: metadata} for the ids the catalog knows; unknown ids are left out."""
+    wanted = list(dict.fromkeys(str(s) for s in shop_ids))
+    if not wanted:
+        return {}
+    generation = items_generation()
+    keys = {item_cache_key(s, generation): s for s in wanted}
+    try:
+        cached = cache.get_many(list(keys))
+    except Exception:  # noqa: BLE001 - a cache outage: read everything from the database
+        cached = {}
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in cached.items():
+        if value is not None:
+            found[keys[key]] = value
+    missing = [s for s in wanted if s not in found]
+    if missing:
+        rows = {r["shop_id"]: _to_meta(r) for r in Item.objects.filter(shop_id__in=missing).values(*_FIELDS)}
+        to_set = {}
+        unknown = {}
+        for shop_id in missing:
+            meta = rows.get(shop_id)
+            if meta is None:
+                unknown[item_cache_key(shop_id, generation)] = _MISSING
+            else:
+                to_set[item_cache_key(shop_id, generation)] = meta
+            found[shop_id] = meta or _MISSING
+        with contextlib.suppress(Exception):
+            if to_set:
+                cache.set_many(to_set, ITEM_TTL_SECONDS)
+            if unknown:
+                cache.set_many(unknown, _MISSING_TTL_SECONDS)
+    return {s: found[s] for s in wanted if not found[s].get("missing")}

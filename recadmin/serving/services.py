@@ -1,0 +1,627 @@
+"""How a list is made: history, model candidates, rules, diversity, pagination, the served log.
+
+The hot path (`recommendations_serve`) per request:
+  1. the customer's recent history from Redis (one round trip, `events.history`), the scene's
+     compiled rules and settings and the default model version (cached selectors);
+  2. one call to TorchServe through the adapter's fast path, inside SERVING_TIME_BUDGET_MS;
+  3. item metadata of the candidates (and of pinned items) in one cache `get_many`;
+  4. the rules engine (pure Python): filters, boost/bury, pins, category cap, MMR;
+  5. the full ranked list cached under its recommendation_id, so later pages are slices of the same
+     list; the page served goes to the served log without blocking.
+When the model cannot answer (TorchServe down or slow, no default version) the trending list of the
+scene's fallback goes through the same rules, `source` says "fallback", and the event is counted.
+Nothing on this path queries the database when the caches are warm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from recadmin.core.errors import ValidationError
+from recadmin.events.history import HistoryEntry, history_get
+from recadmin.modelops.selectors import DefaultModel, default_model_get
+from recadmin.rules import engine
+from recadmin.rules.engine import Candidate, Context, RuleSet, SceneSettings
+from recadmin.serving import fallbacks
+from recadmin.serving.items import items_metadata
+from recadmin.serving.models import ServedEndpoint, ServedSource
+from recadmin.serving.popular import popular_get
+from recadmin.serving.served_log import served_log_push
+
+logger = logging.getLogger(__name__)
+
+MAX_N = 100
+# The full list cached per recommendation_id: long enough for several pages of the largest n.
+LIST_LENGTH = 100
+MAX_LIST_LENGTH = 500
+MAX_K = 1000
+LIST_TTL_SECONDS = 30 * 60
+HISTORY_LIMIT = 50
+_LIST_KEY = "serving:list:{}"
+
+
+class _Fallback(Exception):  # control flow only: never leaves this module
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass
+class ServedList:
+    """A full ranked list (as cached) and the page of it that a request asked for."""
+
+    recommendation_id: str
+    endpoint: str
+    scene: str
+    customer: str
+    context_item: str
+    category: str
+    model_version: str | None
+    model_version_id: int | None
+    source: str
+    fallback_reason: str
+    items: list[dict[str, Any]]  # the whole list, each {"item","title","category","price","score","reasons","position"}
+    offset: int = 0
+    n: int = 10
+    latency_ms: float = 0.0
+    # Only for the admin preview: the model's order before rules, and what the engine did.
+    raw: list[dict[str, Any]] = field(default_factory=list)
+    engine_report: dict[str, Any] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def page(self) -> list[dict[str, Any]]:
+        return self.items[self.offset : self.offset + self.n]
+
+    def to_cache(self) -> dict[str, Any]:
+        return {
+            "recommendation_id": self.recommendation_id,
+            "endpoint": self.endpoint,
+            "scene": self.scene,
+            "customer": self.customer,
+            "context_item": self.context_item,
+            "category": self.category,
+            "model_version": self.model_version,
+            "model_version_id": self.model_version_id,
+            "source": self.source,
+            "fallback_reason": self.fallback_reason,
+            "items": self.items,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Validation (400 naming the parameter)
+# --------------------------------------------------------------------------------------------
+
+
+def validate_n(value: Any, *, default: int = 10) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise ValidationError(f"n must be an integer from 1 to {MAX_N}, got {value!r}.", field="n") from None
+    if not 1 <= n <= MAX_N:
+        raise ValidationError(f"n must be from 1 to {MAX_N}, got {n}.", field="n")
+    return n
+
+
+def validate_offset(value: Any) -> int:
+    if value is None or value == "":
+        return 0
+    try:
+        offset = int(str(value))
+    except ValueError:
+        raise ValidationError(f"offset must be a non-negative integer, got {value!r}.", field="offset") from None
+    if offset < 0:
+        raise ValidationError(f"offset must not be negative, got {offset}.", field="offset")
+    if offset >= MAX_LIST_LENGTH:
+        raise ValidationError(f"offset must be below {MAX_LIST_LENGTH}, got {offset}.", field="offset")
+    return offset
+
+
+@dataclass(frozen=True)
+class SceneBundle:
+    settings: SceneSettings
+    ruleset: RuleSet
+    enabled: bool = True
+
+
+_NO_SCENE = SceneBundle(settings=SceneSettings(slug=""), ruleset=RuleSet(scene=""))
+
+
+def scene_bundle(slug: str | None, *, now: dt.datetime | None = None, required: bool = True) -> SceneBundle:
+    """The scene's settings and compiled rules (cached by the rules app). 400 for an unknown scene."""
+    if not slug:
+        if required:
+            raise ValidationError("scene is required (the placement's slug, e.g. home).", field="scene")
+        return _NO_SCENE
+    from recadmin.rules.selectors import ruleset_for_scene, scene_settings_for_slug
+
+    found = scene_settings_for_slug(slug)
+    if found is None:
+        raise ValidationError(f"Unknown scene {slug!r}.", field="scene")
+    scene_settings, enabled = found
+    return SceneBundle(settings=scene_settings, ruleset=ruleset_for_scene(slug, now or timezone.now()), enabled=enabled)
+
+
+def validate_category(slug: str | None) -> str | None:
+    if not slug:
+        return None
+    key = f"serving:category:{slug}"
+    try:
+        known = cache.get(key)
+    except Exception:  # noqa: BLE001
+        known = None
+    if known is None:
+        from recadmin.catalog.models import Category
+
+        known = Category.objects.filter(slug=slug).exists()
+        with contextlib.suppress(Exception):
+            cache.set(key, known, 300 if known else 30)
+    if not known:
+        raise ValidationError(f"Unknown category {slug!r}.", field="category")
+    return slug
+
+
+def validate_item(shop_id: str | None, *, field_name: str = "item") -> dict[str, Any] | None:
+    """The item's metadata (cached); 400 naming `field_name` for an id the catalog does not know."""
+    if shop_id is None or shop_id == "":
+        return None
+    meta = items_metadata([shop_id]).get(shop_id)
+    if meta is None:
+        raise ValidationError(f"Unknown item {shop_id!r}.", field=field_name)
+    return meta
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _to_candidate(meta: dict[str, Any], score: float, origin: str) -> Candidate:
+    path = tuple(p for p in (meta.get("category_path") or "").strip("/").split("/") if p)
+    return Candidate(
+        item_id=meta["item"],
+        score=float(score),
+        category=meta.get("category") or None,
+        category_path=path,
+        brand=meta.get("brand") or "",
+        price=meta.get("price"),
+        in_stock=bool(meta.get("in_stock", True)),
+        active=bool(meta.get("is_active", True)),
+        attributes=meta.get("attributes") or {},
+        origin=origin,
+    )
+
+
+def _pinned_ids(ruleset: RuleSet, now: dt.datetime) -> list[str]:
+    ids: list[str] = []
+    for rule in ruleset.rules:
+        if rule.kind == engine.KIND_PIN and rule.is_active(now):
+            ids.extend(rule.pinned_items)
+    return ids
+
+
+def _model_label(model: DefaultModel | None) -> str | None:
+    return f"{model.name}:{model.version}" if model is not None else None
+
+
+def _predict(model: DefaultModel, payload: dict[str, Any], *, started: float) -> list[tuple[str, float]]:
+    """One call to TorchServe within what is left of the time budget; _Fallback on any failure."""
+    from recadmin.modelops.torchserve import (
+        PredictionRejected,
+        TorchServeError,
+        TorchServeTimeout,
+        TorchServeUnavailable,
+        get_client,
+    )
+
+    budget = settings.SERVING_TIME_BUDGET_MS / 1000.0
+    remaining = max(budget - (time.perf_counter() - started), 0.005)
+    try:
+        answer = get_client().predict_fast(model.name, payload, budget=remaining, version=str(model.version))
+    except TorchServeTimeout as exc:
+        raise _Fallback(fallbacks.REASON_TORCHSERVE_SLOW, exc.message) from exc
+    except TorchServeUnavailable as exc:
+        raise _Fallback(fallbacks.REASON_TORCHSERVE_DOWN, exc.message) from exc
+    except (PredictionRejected, TorchServeError) as exc:
+        raise _Fallback(fallbacks.REASON_TORCHSERVE_ERROR, exc.message) from exc
+    except Exception as exc:  # never a 5xx for a valid request
+        logger.exception("unexpected error calling TorchServe")
+        raise _Fallback(fallbacks.REASON_TORCHSERVE_ERROR, repr(exc)) from exc
+    if isinstance(answer, dict) and isinstance(answer.get("items"), list):
+        answer = answer["items"]
+    if not isinstance(answer, list):
+        raise _Fallback(fallbacks.REASON_TORCHSERVE_ERROR, f"unexpected answer {str(answer)[:200]}")
+    out: list[tuple[str, float]] = []
+    for row in answer:
+        if isinstance(row, dict) and "item" in row:
+            out.append((str(row["item"]), float(row.get("score") or 0.0)))
+    return out
+
+
+def _fallback_scores(*, scene: SceneSettings, category: str | None, context_meta: dict[str, Any] | None) -> list[
+    tuple[str, float]
+]:
+    """The scene's fallback: trending in the requested or current item's category, then overall."""
+    slug = category
+    if slug is None and scene.fallback == engine.FALLBACK_CATEGORY and context_meta is not None:
+        slug = context_meta.get("category") or None
+    ranked: list[tuple[str, float]] = []
+    if slug:
+        ranked = list(popular_get(category=slug))
+    overall = popular_get(category=None)
+    if slug:
+        seen = {item for item, _ in ranked}
+        # Category items first, then the overall list (scored below them) to fill the page.
+        floor = min((s for _, s in ranked), default=0.0)
+        ranked += [(item, min(s, floor) - 1e-6 * (i + 1)) for i, (item, s) in enumerate(overall) if item not in seen]
+    else:
+        ranked = list(overall)
+    return ranked
+
+
+def _history_ids(entries: Sequence[HistoryEntry]) -> tuple[list[str], dict[str, dt.datetime]]:
+    """Oldest-first item ids for the model, and the latest purchase time per item."""
+    ids = [e.item for e in reversed(entries)]
+    purchases: dict[str, dt.datetime] = {}
+    for entry in entries:
+        if entry.type == "purchase" and entry.item not in purchases:
+            purchases[entry.item] = dt.datetime.fromtimestamp(entry.ts, tz=dt.UTC)
+    return ids, purchases
+
+
+@dataclass
+class _Built:
+    items: list[dict[str, Any]]
+    raw: list[dict[str, Any]]
+    report: dict[str, Any]
+
+
+def _rank(
+    scored: Sequence[tuple[str, float]],
+    *,
+    origin: str,
+    bundle: SceneBundle,
+    context: Context,
+    length: int,
+    extra_reason: dict[str, Any] | None = None,
+    want_raw: bool = False,
+) -> _Built:
+    now = context.now
+    pinned = _pinned_ids(bundle.ruleset, now)
+    metas = items_metadata([item for item, _ in scored] + pinned)
+    candidates = [_to_candidate(metas[item], score, origin) for item, score in scored if item in metas]
+    extras = tuple(_to_candidate(metas[i], 0.0, "pinned") for i in pinned if i in metas)
+    ctx = Context(now=now, purchases=context.purchases, current_item=context.current_item, extra_candidates=extras)
+    ranking = engine.apply_rules(candidates, bundle.ruleset, bundle.settings, ctx, n=length, offset=0)
+    items = []
+    for ranked in ranking.items:
+        meta = metas.get(ranked.item_id, {})
+        reasons = [dict(r) for r in ranked.reasons]
+        if extra_reason is not None:
+            reasons.insert(1, dict(extra_reason))
+        items.append(
+            {
+                "item": ranked.item_id,
+                "title": meta.get("title", ""),
+                "category": meta.get("category") or None,
+                "price": meta.get("price"),
+                "score": round(float(ranked.score), 6) if ranked.score == ranked.score else None,
+                "position": ranked.position,
+                "reasons": reasons,
+            }
+        )
+    raw: list[dict[str, Any]] = []
+    if want_raw:
+        for ranked in engine.raw_ranking(candidates, n=length):
+            meta = metas.get(ranked.item_id, {})
+            raw.append(
+                {
+                    "item": ranked.item_id,
+                    "title": meta.get("title", ""),
+                    "category": meta.get("category") or None,
+                    "price": meta.get("price"),
+                    "score": ranked.score,
+                    "position": ranked.position,
+                }
+            )
+    report = {
+        "total_candidates": ranking.total_candidates,
+        "removed": dict(ranking.removed),
+        "capped": ranking.capped,
+        "skipped_pins": list(ranking.skipped_pins),
+        "applied_rules": list(ranking.applied_rules),
+        "unknown_to_catalog": sum(1 for item, _ in scored if item not in metas),
+    }
+    return _Built(items=items, raw=raw, report=report)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _list_key(recommendation_id: str) -> str:
+    return _LIST_KEY.format(recommendation_id)
+
+
+def _cache_list(served: ServedList) -> None:
+    with contextlib.suppress(Exception):
+        cache.set(_list_key(served.recommendation_id), served.to_cache(), LIST_TTL_SECONDS)
+
+
+def _cached_list(recommendation_id: str) -> dict[str, Any] | None:
+    try:
+        value = cache.get(_list_key(recommendation_id))
+    except Exception:  # noqa: BLE001
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _log(served: ServedList) -> None:
+    page = served.page
+    served_log_push(
+        record={
+            "recommendation_id": served.recommendation_id,
+            "offset": served.offset,
+            "endpoint": served.endpoint,
+            "customer": served.customer,
+            "scene": served.scene,
+            "model_version_id": served.model_version_id,
+            "model_label": served.model_version or "",
+            "source": served.source,
+            "fallback_reason": served.fallback_reason,
+            "item": served.context_item,
+            "category": served.category,
+            "latency_ms": round(served.latency_ms, 2),
+            "created_at": timezone.now().isoformat(),
+            "items": [
+                {
+                    "item": row["item"],
+                    "position": row["position"],
+                    "score": row["score"],
+                    "rules": sorted({r["rule"] for r in row["reasons"] if "rule" in r}),
+                }
+                for row in page
+            ],
+        }
+    )
+
+
+def _list_length(n: int, offset: int) -> int:
+    return min(max(offset + n, LIST_LENGTH), MAX_LIST_LENGTH)
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def _page_from_cache(recommendation_id: str, *, n: int, offset: int, started: float) -> ServedList | None:
+    cached = _cached_list(recommendation_id)
+    if cached is None:
+        return None
+    served = ServedList(**cached, offset=offset, n=n)
+    served.latency_ms = (time.perf_counter() - started) * 1000
+    _log(served)
+    return served
+
+
+def recommendations_build(
+    *,
+    customer: str,
+    scene: str | None,
+    n: int = 10,
+    offset: int = 0,
+    item: str | None = None,
+    category: str | None = None,
+    history: Sequence[str] | None = None,
+    want_raw: bool = False,
+    now: dt.datetime | None = None,
+) -> ServedList:
+    """Make a full list (not logged, not cached). `history` (oldest first) replaces the customer's
+    own, for the admin preview. Raises ValidationError for bad parameters; never for a model failure."""
+    started = time.perf_counter()
+    now = now or timezone.now()
+    bundle = scene_bundle(scene, now=now)
+    context_meta = validate_item(item)
+    category = validate_category(category)
+    length = _list_length(n, offset)
+    if history is None:
+        entries = history_get(customer, HISTORY_LIMIT) if customer else []
+        history_ids, purchases = _history_ids(entries)
+    else:
+        history_ids, purchases = list(history), {}
+    model = default_model_get()
+    model_history = [*history_ids, item] if item else history_ids
+    exclude = [item] if item and bundle.settings.exclude_current_item else []
+    context = Context(now=now, purchases=purchases, current_item=item)
+    k = min(max(bundle.settings.candidates_wanted(length), length), MAX_K)
+    source, reason, detail = ServedSource.MODEL, "", ""
+    built: _Built | None = None
+    try:
+        if not bundle.enabled:
+            raise _Fallback(fallbacks.REASON_SCENE_DISABLED)
+        if not model_history:
+            raise _Fallback(fallbacks.REASON_COLD_START)
+        if model is None:
+            raise _Fallback(fallbacks.REASON_NO_DEFAULT, "no default model version")
+        if history_ids:
+            payload: dict[str, Any] = {"history": model_history, "k": k, "exclude": exclude}
+            origin, extra = "model", None
+        else:
+            # Only the current item to go on: its nearest items by the model's embeddings.
+            payload = {"similar_to": item, "k": k}
+            origin, extra = "similar", {"type": "similar_to", "item": item}
+        scored = _predict(model, payload, started=started)
+        if not scored:
+            raise _Fallback(fallbacks.REASON_UNKNOWN_TO_MODEL)
+        built = _rank(
+            scored, origin=origin, bundle=bundle, context=context, length=length, extra_reason=extra, want_raw=want_raw
+        )
+    except _Fallback as fallback:
+        source, reason, detail = ServedSource.FALLBACK, fallback.reason, fallback.detail
+        fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
+    if built is None:
+        scored = _fallback_scores(scene=bundle.settings, category=category, context_meta=context_meta)
+        built = _rank(
+            scored, origin="popular_fallback", bundle=bundle, context=context, length=length, want_raw=want_raw
+        )
+    model_used = model if source == ServedSource.MODEL else None
+    return ServedList(
+        recommendation_id=_new_id(),
+        endpoint=ServedEndpoint.RECOMMENDATIONS,
+        scene=scene or "",
+        customer=customer,
+        context_item=item or "",
+        category=category or "",
+        model_version=_model_label(model_used),
+        model_version_id=model_used.id if model_used else None,
+        source=source,
+        fallback_reason=reason,
+        items=built.items,
+        offset=offset,
+        n=n,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        raw=built.raw,
+        engine_report=built.report,
+        history=list(history_ids),
+    )
+
+
+def recommendations_serve(
+    *,
+    customer: str,
+    scene: str | None,
+    n: int = 10,
+    offset: int = 0,
+    item: str | None = None,
+    category: str | None = None,
+    recommendation_id: str | None = None,
+) -> ServedList:
+    """GET /api/v1/recommendations: a page of a new list, or of the cached list `recommendation_id`
+    (the same list, so pages never repeat or skip items). An expired id gets a new list."""
+    started = time.perf_counter()
+    if recommendation_id:
+        served = _page_from_cache(recommendation_id, n=n, offset=offset, started=started)
+        if served is not None:
+            return served
+    served = recommendations_build(customer=customer, scene=scene, n=n, offset=offset, item=item, category=category)
+    _cache_list(served)
+    served.latency_ms = (time.perf_counter() - started) * 1000
+    _log(served)
+    return served
+
+
+def similar_serve(
+    *, item: str, scene: str | None = None, n: int = 10, offset: int = 0, recommendation_id: str | None = None
+) -> ServedList:
+    """GET /api/v1/items/<id>/similar: the model's nearest items, with the scene's rules."""
+    started = time.perf_counter()
+    if recommendation_id:
+        served = _page_from_cache(recommendation_id, n=n, offset=offset, started=started)
+        if served is not None:
+            return served
+    now = timezone.now()
+    bundle = scene_bundle(scene, now=now, required=False)
+    context_meta = validate_item(item)
+    length = _list_length(n, offset)
+    model = default_model_get()
+    context = Context(now=now, current_item=item)
+    k = min(max(bundle.settings.candidates_wanted(length), length), MAX_K)
+    source, reason = ServedSource.MODEL, ""
+    built: _Built | None = None
+    try:
+        if scene and not bundle.enabled:
+            raise _Fallback(fallbacks.REASON_SCENE_DISABLED)
+        if model is None:
+            raise _Fallback(fallbacks.REASON_NO_DEFAULT, "no default model version")
+        scored = _predict(model, {"similar_to": item, "k": k}, started=started)
+        if not scored:
+            raise _Fallback(fallbacks.REASON_UNKNOWN_TO_MODEL)
+        built = _rank(
+            scored,
+            origin="similar",
+            bundle=bundle,
+            context=context,
+            length=length,
+            extra_reason={"type": "similar_to", "item": item},
+        )
+    except _Fallback as fallback:
+        source, reason = ServedSource.FALLBACK, fallback.reason
+        fallbacks.fallback_record(reason=reason, detail=fallback.detail, scene=scene or "", customer="")
+    if built is None:
+        settings_for_fallback = SceneSettings(
+            **{**bundle.settings.to_dict(), "fallback": engine.FALLBACK_CATEGORY}
+        )
+        scored = _fallback_scores(scene=settings_for_fallback, category=None, context_meta=context_meta)
+        built = _rank(scored, origin="popular_fallback", bundle=bundle, context=context, length=length)
+    model_used = model if source == ServedSource.MODEL else None
+    served = ServedList(
+        recommendation_id=_new_id(),
+        endpoint=ServedEndpoint.SIMILAR,
+        scene=scene or "",
+        customer="",
+        context_item=item,
+        category="",
+        model_version=_model_label(model_used),
+        model_version_id=model_used.id if model_used else None,
+        source=source,
+        fallback_reason=reason,
+        items=built.items,
+        offset=offset,
+        n=n,
+    )
+    _cache_list(served)
+    served.latency_ms = (time.perf_counter() - started) * 1000
+    _log(served)
+    return served
+
+
+def popular_serve(*, n: int = 10, offset: int = 0, category: str | None = None) -> ServedList:
+    """GET /api/v1/popular: trending (time-decayed) in a category's subtree, or overall."""
+    started = time.perf_counter()
+    category = validate_category(category)
+    length = _list_length(n, offset)
+    scored = list(popular_get(category=category))
+    built = _rank(scored, origin="popular", bundle=_NO_SCENE, context=Context(now=timezone.now()), length=length)
+    served = ServedList(
+        recommendation_id=_new_id(),
+        endpoint=ServedEndpoint.POPULAR,
+        scene="",
+        customer="",
+        context_item="",
+        category=category or "",
+        model_version=None,
+        model_version_id=None,
+        source=ServedSource.POPULAR,
+        fallback_reason="",
+        items=built.items,
+        offset=offset,
+        n=n,
+    )
+    served.latency_ms = (time.perf_counter() - started) * 1000
+    _log(served)
+    return served
+
+
+def parse_history(text: str) -> list[str]:
+    """The admin preview's typed history: ids separated by commas, spaces or new lines, oldest first."""
+    return [part for part in text.replace(",", " ").split() if part]
+
+
+def items_known(shop_ids: Iterable[str]) -> set[str]:
+    return set(items_metadata(shop_ids))
