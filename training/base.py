@@ -62,3 +62,16 @@ class Recommender(nn.Module, ABC):
     def config(self) -> dict[str, Any]:
         """JSON-serialisable: enough to rebuild the module before `load_state_dict`."""
         return {"kind": self.kind, "num_items": self.num_items, "params": self.params}
+
+    @torch.no_grad()
+    def similar_items(self, items: Sequence[int], k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k most similar items (excluding the item itself and padding) for each of `items`:
+        (scores, indices), both (len(items), k). Default: cosine of `item_embeddings()`;
+        neighbour-list models override it with their own lists."""
+        emb = torch.nn.functional.normalize(self.item_embeddings().float(), dim=1)
+        query = torch.as_tensor(list(items), dtype=torch.long)
+        sims = emb[query] @ emb.T
+        sims[:, 0] = float("-inf")
+        sims[torch.arange(len(query)), query] = float("-inf")
+        k = min(k, self.num_items - 1) if self.num_items > 1 else 0
+        return torch.topk(sims, k, dim=1)

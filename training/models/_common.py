@@ -1,0 +1,36 @@
+"""Helpers shared by the models (torch and numpy only)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def pad_left(histories: Sequence[Sequence[int]], max_len: int | None = None) -> torch.Tensor:
+    """(B, L) long tensor, each history's last max_len items right-aligned, 0-padded on the left.
+    L is the longest (truncated) history in the batch, at least 1."""
+    rows = [np.asarray(h, dtype=np.int64)[-max_len:] if max_len else np.asarray(h, dtype=np.int64) for h in histories]
+    width = max([r.shape[0] for r in rows] + [1])
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        if r.shape[0]:
+            out[i, width - r.shape[0] :] = r
+    return torch.from_numpy(out)
+
+
+def finish_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Column 0 (padding) is never a recommendation."""
+    scores[:, 0] = float("-inf")
+    return scores
