@@ -136,3 +136,54 @@ class RegistryView:
     unknown_in_torchserve: list[dict[str, Any]] = field(default_factory=list)
     torchserve_reachable: bool = True
     torchserve_error: str = ""
+
+
+def model_versions_with_runtime(*, name: str | None = None, include_retired: bool = True) -> RegistryView:
+    """Registry rows with what TorchServe actually reports: loaded or not, its default, workers
+    ready. TorchServe being down is part of the answer (torchserve_reachable=False), not an error."""
+    from recadmin.modelops.torchserve import ModelNotRegistered, TorchServeError, TorchServeUnavailable, get_client
+
+    qs = model_version_list(name=name)
+    if not include_retired:
+        qs = qs.exclude(status__in=[ModelVersionStatus.RETIRED, ModelVersionStatus.FAILED])
+    rows = list(qs[:500])
+    view = RegistryView(versions=[RuntimeVersion(model_version=row) for row in rows])
+    names = sorted({row.name for row in rows} | ({model_name_resolve(name)} if name else set()))
+    client = get_client()
+    runtime: dict[tuple[str, str], Any] = {}
+    try:
+        if not name:
+            names = sorted(set(names) | {summary.name for summary in client.list_models()})
+        for model in names:
+            try:
+                for info in client.describe(model):
+                    runtime[(info.name or model, info.version)] = info
+            except ModelNotRegistered:
+                continue
+    except (TorchServeUnavailable, TorchServeError) as exc:
+        view.torchserve_reachable = False
+        view.torchserve_error = exc.message
+        return view
+    known = set()
+    for entry in view.versions:
+        key = (entry.model_version.name, str(entry.model_version.version))
+        known.add(key)
+        info = runtime.get(key)
+        if info is None:
+            continue
+        entry.loaded = True
+        entry.is_torchserve_default = info.is_default
+        entry.workers_ready = info.ready_workers
+        entry.workers_total = len(info.workers)
+    for key, info in sorted(runtime.items()):
+        if key not in known:
+            view.unknown_in_torchserve.append(
+                {
+                    "name": key[0],
+                    "version": key[1],
+                    "is_default": info.is_default,
+                    "workers_ready": info.ready_workers,
+                    "workers_total": len(info.workers),
+                }
+            )
+    return view

@@ -1,0 +1,352 @@
+"""Model management API (manage scope): versions, training runs, promote, roll back, retire, scale.
+
+Thin views over the same services the admin actions call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from recadmin.core.auth import HasManageScope
+from recadmin.core.errors import NotFound
+from recadmin.modelops.models import ModelKind, ModelVersion, TrainingRun
+from recadmin.modelops.selectors import RuntimeVersion, model_versions_with_runtime, training_run_get
+from recadmin.modelops.services import (
+    MAX_WORKERS,
+    model_version_lookup,
+    model_version_promote,
+    model_version_retire,
+    model_version_rollback,
+    model_version_scale,
+    training_run_create,
+)
+
+TAGS = ["models"]
+
+
+def _version_data(version: ModelVersion, runtime: RuntimeVersion | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": version.name,
+        "version": version.version,
+        "kind": version.kind,
+        "status": version.status,
+        "params": version.params,
+        "valid_metrics": version.valid_metrics,
+        "test_metrics": version.test_metrics,
+        "num_events": version.num_events,
+        "num_users": version.num_users,
+        "num_items": version.num_items,
+        "sha256": version.sha256,
+        "workers": version.workers,
+        "training_run": version.training_run_id,
+        "created_at": version.created_at,
+        "promoted_at": version.promoted_at,
+        "note": version.note,
+    }
+    if runtime is not None:
+        data["torchserve"] = {
+            "loaded": runtime.loaded,
+            "is_default": runtime.is_torchserve_default,
+            "workers_ready": runtime.workers_ready,
+            "workers_total": runtime.workers_total,
+        }
+    return data
+
+
+class ModelVersionOutputSerializer(serializers.Serializer):
+    class TorchServeStateSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelVersionRuntime"
+
+        loaded = serializers.BooleanField()
+        is_default = serializers.BooleanField()
+        workers_ready = serializers.IntegerField()
+        workers_total = serializers.IntegerField()
+
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=ModelKind.choices)
+    status = serializers.CharField(help_text="built, registered, default, retired or failed")
+    params = serializers.DictField()
+    valid_metrics = serializers.DictField(child=serializers.FloatField(), help_text="e.g. ndcg@10, hr@10, mrr")
+    test_metrics = serializers.DictField(child=serializers.FloatField())
+    num_events = serializers.IntegerField()
+    num_users = serializers.IntegerField()
+    num_items = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    workers = serializers.IntegerField()
+    training_run = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    promoted_at = serializers.DateTimeField(allow_null=True)
+    note = serializers.CharField()
+    torchserve = TorchServeStateSerializer(required=False, help_text="What TorchServe reports (list only).")
+
+
+_VERSION_EXAMPLE = {
+    "name": "recommender",
+    "version": 3,
+    "kind": "sasrec",
+    "status": "default",
+    "params": {"epochs": 20},
+    "valid_metrics": {"ndcg@10": 0.051, "hr@10": 0.089},
+    "test_metrics": {"ndcg@10": 0.047, "hr@10": 0.083},
+    "num_events": 198502,
+    "num_users": 22363,
+    "num_items": 12101,
+    "sha256": "5f1c…",
+    "workers": 1,
+    "training_run": 7,
+    "created_at": "2026-11-24T03:12:00Z",
+    "promoted_at": "2026-11-24T03:14:02Z",
+    "note": "Promoted: validation NDCG@10 0.0510 >= 0.0490.",
+}
+
+
+class ModelListApi(APIView):
+    permission_classes = [HasManageScope]
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelList"
+
+        class TorchServeSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "TorchServeState"
+
+            reachable = serializers.BooleanField()
+            error = serializers.CharField(allow_blank=True)
+            unknown_versions = serializers.ListField(
+                child=serializers.DictField(), help_text="Loaded in TorchServe but unknown to the registry."
+            )
+
+        torchserve = TorchServeSerializer()
+        versions = ModelVersionOutputSerializer(many=True)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Model versions with status, metrics, and what TorchServe has loaded",
+        parameters=[OpenApiParameter("name", OpenApiTypes.STR, description="Only this model name")],
+        responses={200: OutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Versions",
+                value={
+                    "torchserve": {"reachable": True, "error": "", "unknown_versions": []},
+                    "versions": [
+                        {
+                            **_VERSION_EXAMPLE,
+                            "torchserve": {"loaded": True, "is_default": True, "workers_ready": 1, "workers_total": 1},
+                        }
+                    ],
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        name = request.query_params.get("name") or None
+        view = model_versions_with_runtime(name=name)
+        data = {
+            "torchserve": {
+                "reachable": view.torchserve_reachable,
+                "error": view.torchserve_error,
+                "unknown_versions": view.unknown_in_torchserve,
+            },
+            "versions": [_version_data(entry.model_version, entry) for entry in view.versions],
+        }
+        return Response(self.OutputSerializer(data).data)
+
+
+class TrainingRunOutputSerializer(serializers.ModelSerializer):
+    model_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "model_name",
+            "kind",
+            "params",
+            "status",
+            "progress",
+            "stage",
+            "failed_stage",
+            "error",
+            "gate_decision",
+            "metrics",
+            "log_tail",
+            "trigger",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "model_version",
+        ]
+
+    def get_model_version(self, run: TrainingRun) -> int | None:
+        version = run.model_versions.order_by("-version").values_list("version", flat=True).first()
+        return int(version) if version is not None else None
+
+
+_RUN_EXAMPLE = {
+    "id": 7,
+    "model_name": "recommender",
+    "kind": "sasrec",
+    "params": {"epochs": 20},
+    "status": "running",
+    "progress": 41.5,
+    "stage": "training epoch 9/20",
+    "failed_stage": "",
+    "error": "",
+    "gate_decision": "",
+    "metrics": {},
+    "log_tail": "03:10:02 INFO epoch 8: valid ndcg@10 0.0462",
+    "trigger": "api",
+    "created_at": "2026-11-24T03:00:00Z",
+    "started_at": "2026-11-24T03:00:01Z",
+    "finished_at": None,
+    "model_version": None,
+}
+
+
+class TrainingRunCreateApi(APIView):
+    permission_classes = [HasManageScope]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TrainingRunCreate"
+
+        kind = serializers.ChoiceField(choices=ModelKind.choices, default=ModelKind.SASREC)
+        params = serializers.DictField(
+            required=False, default=dict, help_text="Model parameters, e.g. {\"epochs\": 20}; unknown ones are refused."
+        )
+        model_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Start a training run",
+        description=(
+            "Records a run and starts it in the background (a Celery worker, or in-process without Redis). "
+            "Poll GET /api/v1/training-runs/{id} for progress. The new version becomes the default only if "
+            "it passes the promotion gate."
+        ),
+        request=InputSerializer,
+        responses={201: TrainingRunOutputSerializer},
+        examples=[
+            OpenApiExample("Start", value={"kind": "sasrec", "params": {"epochs": 20}}, request_only=True),
+            OpenApiExample("Started", value={**_RUN_EXAMPLE, "status": "queued", "progress": 0}, response_only=True),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = training_run_create(
+            kind=serializer.validated_data["kind"],
+            params=serializer.validated_data.get("params") or {},
+            model_name=serializer.validated_data.get("model_name") or None,
+            trigger="api",
+        )
+        run.refresh_from_db()
+        return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class TrainingRunDetailApi(APIView):
+    permission_classes = [HasManageScope]
+
+    @extend_schema(
+        tags=TAGS,
+        summary="A training run: status, progress, metrics",
+        responses={200: TrainingRunOutputSerializer},
+        examples=[OpenApiExample("Running", value=_RUN_EXAMPLE, response_only=True)],
+    )
+    def get(self, request: Request, run_id: int) -> Response:
+        run = training_run_get(run_id=run_id)
+        if run is None:
+            raise NotFound(f"Training run {run_id} does not exist.")
+        return Response(TrainingRunOutputSerializer(run).data)
+
+
+class ModelVersionPromoteApi(APIView):
+    permission_classes = [HasManageScope]
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Make a registered version the default",
+        request=None,
+        responses={200: ModelVersionOutputSerializer},
+        examples=[OpenApiExample("Promoted", value=_VERSION_EXAMPLE, response_only=True)],
+    )
+    def post(self, request: Request, name: str, version: int) -> Response:
+        promoted = model_version_promote(version=model_version_lookup(name=name, version=version))
+        return Response(ModelVersionOutputSerializer(_version_data(promoted)).data)
+
+
+class ModelRollbackApi(APIView):
+    permission_classes = [HasManageScope]
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Make the previous default the default again",
+        request=None,
+        responses={200: ModelVersionOutputSerializer},
+        examples=[OpenApiExample("Rolled back", value={**_VERSION_EXAMPLE, "version": 2}, response_only=True)],
+    )
+    def post(self, request: Request, name: str) -> Response:
+        restored = model_version_rollback(name=name)
+        return Response(ModelVersionOutputSerializer(_version_data(restored)).data)
+
+
+class ModelVersionRetireApi(APIView):
+    permission_classes = [HasManageScope]
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Unregister a version from TorchServe (not the default)",
+        request=None,
+        responses={200: ModelVersionOutputSerializer},
+    )
+    def post(self, request: Request, name: str, version: int) -> Response:
+        retired = model_version_retire(version=model_version_lookup(name=name, version=version))
+        return Response(ModelVersionOutputSerializer(_version_data(retired)).data)
+
+
+class ModelVersionScaleApi(APIView):
+    permission_classes = [HasManageScope]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelVersionScale"
+
+        workers = serializers.IntegerField(min_value=1, max_value=MAX_WORKERS)
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Set the number of TorchServe workers of a version",
+        request=InputSerializer,
+        responses={200: ModelVersionOutputSerializer},
+        examples=[OpenApiExample("Two workers", value={"workers": 2}, request_only=True)],
+    )
+    def post(self, request: Request, name: str, version: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        scaled = model_version_scale(
+            version=model_version_lookup(name=name, version=version), workers=serializer.validated_data["workers"]
+        )
+        return Response(ModelVersionOutputSerializer(_version_data(scaled)).data)
+
+
+__all__ = [
+    "ModelListApi",
+    "ModelRollbackApi",
+    "ModelVersionPromoteApi",
+    "ModelVersionRetireApi",
+    "ModelVersionScaleApi",
+    "TrainingRunCreateApi",
+    "TrainingRunDetailApi",
+]

@@ -1,0 +1,455 @@
+"""The training pipeline behind `train_model`: export, train, evaluate, archive, register, gate.
+
+Imported only by the Celery task body and by commands that train in the foreground, never by the
+web process: with `trainer` it is the only part of recadmin that reaches torch (through `training`).
+
+Failure contract: whatever stage fails, the run ends `failed` with `failed_stage` and the error,
+and no version stays registered in TorchServe on its behalf (it is unregistered again and its
+row marked `failed`). A transient TorchServe outage during registration can instead be retried
+by the task: the built archive is kept and reused, so a retry does not train again.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from recadmin.core.errors import ServiceUnavailable
+from recadmin.modelops.loader import EventArrays, events_export
+from recadmin.modelops.models import (
+    ModelVersion,
+    ModelVersionStatus,
+    TrainingRun,
+    TrainingRunStatus,
+    TrainingStage,
+)
+from recadmin.modelops.selectors import model_version_default
+from recadmin.modelops.services import (
+    file_sha256,
+    model_version_mark_default,
+    model_version_next_number,
+    torchserve_unregister_quietly,
+)
+
+logger = logging.getLogger(__name__)
+
+# Where each stage sits on the run's 0-100 progress bar.
+STAGE_SPAN: dict[str, tuple[float, float]] = {
+    TrainingStage.EXPORTING: (0.0, 8.0),
+    TrainingStage.TRAINING: (8.0, 80.0),
+    TrainingStage.EVALUATING: (80.0, 86.0),
+    TrainingStage.ARCHIVING: (86.0, 92.0),
+    TrainingStage.REGISTERING: (92.0, 98.0),
+    TrainingStage.PROMOTING: (98.0, 100.0),
+}
+MIN_EVENTS = 20
+_LOG_LINES = 60
+_WRITE_EVERY = 1.0  # seconds between progress writes: a bar, not a write per batch
+
+
+class RunCancelled(Exception):
+    pass
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+class _LogTail(logging.Handler):
+    """Keeps the last lines logged by training and modelops during the run, for the admin."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # logging must never break the run
+            self.lines.append(self.format(record))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class Reporter:
+    """Progress of one run: throttled writes to its row, the caller's callback, cancellation."""
+
+    def __init__(self, run: TrainingRun, callback: Callable[[float, str], None] | None) -> None:
+        self.run = run
+        self.callback = callback
+        self.stage_key: str = TrainingStage.EXPORTING
+        self.percent = 0.0
+        self.text = ""
+        self.tail = _LogTail()
+        self._last_write = 0.0
+
+    def log(self, message: str, *args: Any) -> None:
+        logger.info(message, *args)
+
+    def stage(self, key: str, text: str | None = None) -> None:
+        self.stage_key = key
+        low, _ = STAGE_SPAN[key]
+        self.update(low, text or TrainingStage(key).label, force=True)
+
+    def within(self, fraction: float, text: str) -> None:
+        """Progress inside the current stage, fraction in [0, 1]."""
+        low, high = STAGE_SPAN[self.stage_key]
+        fraction = min(1.0, max(0.0, float(fraction)))
+        self.update(low + (high - low) * fraction, text)
+
+    def update(self, percent: float, text: str, *, force: bool = False) -> None:
+        self.percent = max(self.percent, min(100.0, percent))
+        self.text = text
+        if self.callback is not None:
+            self.callback(self.percent, text)
+        now = time.monotonic()
+        if not force and now - self._last_write < _WRITE_EVERY:
+            return
+        self._last_write = now
+        self.flush()
+
+    def flush(self) -> None:
+        # A filtered update, so a cancel written by the admin meanwhile is seen and not overwritten.
+        updated = TrainingRun.objects.filter(pk=self.run.pk, status=TrainingRunStatus.RUNNING).update(
+            progress=round(self.percent, 1), stage=self.text[:200], log_tail=self.tail.text()
+        )
+        if not updated:
+            status = TrainingRun.objects.filter(pk=self.run.pk).values_list("status", flat=True).first()
+            if status == TrainingRunStatus.CANCELLED:
+                raise RunCancelled()
+
+
+@dataclass
+class TrainOutcome:
+    """What the training step hands to archiving and the registry."""
+
+    checkpoint_dir: Path
+    kind: str
+    params: dict[str, Any]
+    valid_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    num_events: int
+    num_users: int
+    num_items: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _fail_if_too_small(arrays: EventArrays, min_events: int) -> None:
+    if len(arrays) < min_events:
+        raise StageFailed(
+            TrainingStage.EXPORTING,
+            f"Only {len(arrays)} weighted events in the database; at least {min_events} are needed to train "
+            "(import events, or check EVENT_TYPE_WEIGHTS).",
+        )
+
+
+def train_from_arrays(
+    *, arrays: EventArrays, kind: str, params: dict[str, Any], reporter: Reporter, workdir: Path
+) -> TrainOutcome:
+    """The one place that speaks `training/`'s API."""
+    from recadmin.modelops import trainer
+
+    return trainer.train(arrays=arrays, kind=kind, params=params, reporter=reporter, workdir=workdir)
+
+
+def _allocate_version(*, run: TrainingRun, outcome: TrainOutcome) -> ModelVersion:
+    # Two runs finishing together would pick the same number: the unique constraint decides and
+    # the loser takes the next one.
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                return ModelVersion.objects.create(
+                    name=run.model_name or settings.RECOMMENDER_MODEL_NAME,
+                    version=model_version_next_number(name=run.model_name or settings.RECOMMENDER_MODEL_NAME),
+                    kind=outcome.kind,
+                    params=outcome.params,
+                    training_run=run,
+                    valid_metrics=outcome.valid_metrics,
+                    test_metrics=outcome.test_metrics,
+                    num_events=outcome.num_events,
+                    num_users=outcome.num_users,
+                    num_items=outcome.num_items,
+                    status=ModelVersionStatus.BUILT,
+                    workers=int(run.params.get("workers", 1)),
+                )
+        except IntegrityError:
+            continue
+    raise StageFailed(TrainingStage.ARCHIVING, "Could not allocate a version number (concurrent runs).")
+
+
+def _build_archive(*, version: ModelVersion, outcome: TrainOutcome) -> tuple[Path, str]:
+    from recadmin.modelops.archive import archive_build
+
+    built = archive_build(
+        checkpoint_dir=outcome.checkpoint_dir,
+        name=version.name,
+        version=str(version.version),
+        model_store=Path(settings.MODEL_STORE),
+        workers=version.workers or 1,
+        # A failed earlier attempt at this very version number may have left its file behind.
+        overwrite=True,
+    )
+    return Path(built.path), str(built.sha256)
+
+
+def gate_decide(*, candidate: ModelVersion, current: ModelVersion | None, tolerance: float) -> tuple[bool, str]:
+    """The promotion gate: (promote?, why). Pure, so it is tested on its own."""
+    new = candidate.ndcg10
+    if current is None:
+        return True, f"v{candidate.version} is the first version of '{candidate.name}': it becomes the default."
+    old = current.ndcg10
+    if new is None:
+        return False, f"v{candidate.version} has no validation NDCG@10; v{current.version} stays the default."
+    if old is None:
+        return True, f"v{current.version} has no validation NDCG@10 to defend; v{candidate.version} becomes default."
+    threshold = old - tolerance
+    if new >= threshold:
+        return True, (
+            f"Promoted: validation NDCG@10 {new:.4f} >= {threshold:.4f} "
+            f"(v{current.version}'s {old:.4f} minus tolerance {tolerance:g})."
+        )
+    return False, (
+        f"Kept registered, not default: validation NDCG@10 {new:.4f} < {threshold:.4f} "
+        f"(v{current.version}'s {old:.4f} minus tolerance {tolerance:g}). Promote it by hand if you disagree."
+    )
+
+
+def _finish(run: TrainingRun, **fields: Any) -> TrainingRun:
+    fields.setdefault("finished_at", timezone.now())
+    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+    run.refresh_from_db()
+    return run
+
+
+def execute(
+    *, run: TrainingRun, progress: Callable[[float, str], None] | None = None, retry_transient: bool = False
+) -> TrainingRun:
+    run.refresh_from_db()
+    if run.status == TrainingRunStatus.CANCELLED:
+        return run
+    if run.status == TrainingRunStatus.SUCCEEDED:
+        return run
+    reporter = Reporter(run, progress)
+    watched = [logging.getLogger("training"), logging.getLogger("recadmin.modelops")]
+    for target in watched:
+        target.addHandler(reporter.tail)
+    previous_levels = {target.name: target.level for target in watched}
+    for target in watched:
+        if target.getEffectiveLevel() > logging.INFO:
+            target.setLevel(logging.INFO)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRunStatus.RUNNING,
+        started_at=run.started_at or timezone.now(),
+        finished_at=None,
+        error="",
+        failed_stage="",
+    )
+    run.refresh_from_db()
+    workdir = Path(tempfile.mkdtemp(prefix=f"recadmin-run{run.pk}-"))
+    version: ModelVersion | None = None
+    registered = False
+    timings: dict[str, float] = dict(run.metrics.get("seconds", {})) if isinstance(run.metrics, dict) else {}
+    try:
+        # A retry after a transient registration error resumes from the archive it built.
+        version = (
+            ModelVersion.objects.filter(training_run=run, status=ModelVersionStatus.BUILT)
+            .exclude(archive_path="")
+            .order_by("-version")
+            .first()
+        )
+        if version is not None and not (
+            Path(version.archive_path).is_file() and file_sha256(version.archive_path) == version.sha256
+        ):
+            ModelVersion.objects.filter(pk=version.pk).update(
+                status=ModelVersionStatus.FAILED, note="Archive missing or changed before a retry."
+            )
+            version = None
+
+        if version is None:
+            reporter.stage(TrainingStage.EXPORTING, "exporting events")
+            started = time.perf_counter()
+            try:
+                arrays = events_export()
+            except Exception as exc:
+                raise StageFailed(TrainingStage.EXPORTING, f"{type(exc).__name__}: {exc}") from exc
+            timings["export"] = round(time.perf_counter() - started, 3)
+            reporter.log(
+                "Exported %d events (%d customers, %d items) in %.2fs",
+                len(arrays),
+                arrays.num_customers,
+                len(arrays.item_shop_ids),
+                timings["export"],
+            )
+            _fail_if_too_small(arrays, int(run.params.get("min_events", MIN_EVENTS)))
+
+            reporter.stage(TrainingStage.TRAINING, "training")
+            started = time.perf_counter()
+            try:
+                outcome = train_from_arrays(
+                    arrays=arrays, kind=run.kind, params=dict(run.params), reporter=reporter, workdir=workdir
+                )
+            except (RunCancelled, StageFailed):
+                raise
+            except Exception as exc:
+                raise StageFailed(reporter.stage_key, f"{type(exc).__name__}: {exc}") from exc
+            timings["train_and_evaluate"] = round(time.perf_counter() - started, 3)
+            del arrays
+
+            reporter.stage(TrainingStage.ARCHIVING, "archiving")
+            started = time.perf_counter()
+            version = _allocate_version(run=run, outcome=outcome)
+            try:
+                archive_path, sha256 = _build_archive(version=version, outcome=outcome)
+            except Exception as exc:
+                raise StageFailed(TrainingStage.ARCHIVING, f"{type(exc).__name__}: {exc}") from exc
+            ModelVersion.objects.filter(pk=version.pk).update(archive_path=str(archive_path), sha256=sha256)
+            version.refresh_from_db()
+            timings["archive"] = round(time.perf_counter() - started, 3)
+            TrainingRun.objects.filter(pk=run.pk).update(
+                metrics={
+                    "valid": outcome.valid_metrics,
+                    "test": outcome.test_metrics,
+                    "num_events": outcome.num_events,
+                    "num_users": outcome.num_users,
+                    "num_items": outcome.num_items,
+                    **outcome.extra,
+                    "seconds": timings,
+                }
+            )
+            reporter.log("Built %s (%s)", archive_path.name, sha256[:12])
+
+        reporter.stage(TrainingStage.REGISTERING, f"registering v{version.version} in TorchServe")
+        started = time.perf_counter()
+        from recadmin.modelops.torchserve import get_client
+
+        try:
+            client = get_client()
+            client.register(Path(version.archive_path), model_name=version.name, initial_workers=version.workers or 1)
+            registered = True
+            client.wait_until_ready(version.name, str(version.version), timeout=settings.TORCHSERVE_REGISTER_TIMEOUT)
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:
+            raise StageFailed(
+                TrainingStage.REGISTERING, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            ) from exc
+        ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersionStatus.REGISTERED)
+        version.refresh_from_db()
+        timings["register"] = round(time.perf_counter() - started, 3)
+
+        reporter.stage(TrainingStage.PROMOTING, "promotion gate")
+        current = model_version_default(name=version.name)
+        promote, reason = gate_decide(
+            candidate=version, current=current, tolerance=float(settings.PROMOTION_TOLERANCE)
+        )
+        if promote:
+            try:
+                client.set_default(version.name, str(version.version))
+            except ServiceUnavailable:
+                raise
+            except Exception as exc:
+                raise StageFailed(
+                    TrainingStage.PROMOTING, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+                ) from exc
+            model_version_mark_default(version=version, note=reason)
+        else:
+            ModelVersion.objects.filter(pk=version.pk).update(note=reason)
+        reporter.log(reason)
+        reporter.update(100.0, "done", force=True)
+        metrics = dict(TrainingRun.objects.get(pk=run.pk).metrics or {})
+        metrics["seconds"] = timings
+        metrics["model_version"] = version.version
+        return _finish(
+            run,
+            status=TrainingRunStatus.SUCCEEDED,
+            progress=100.0,
+            stage=f"done: v{version.version} {'is the default' if promote else 'registered, not default'}",
+            gate_decision=reason,
+            metrics=metrics,
+            log_tail=reporter.tail.text(),
+        )
+    except RunCancelled:
+        _cleanup(version, registered, note="Run cancelled.")
+        return _finish(run, status=TrainingRunStatus.CANCELLED, stage="cancelled", log_tail=reporter.tail.text())
+    except ServiceUnavailable as exc:
+        stage = reporter.stage_key
+        if retry_transient and version is not None:
+            # Keep the archive for the retry; only what TorchServe half-holds is undone.
+            if registered:
+                logger.warning(torchserve_unregister_quietly(name=version.name, version=version.version))
+            TrainingRun.objects.filter(pk=run.pk).update(
+                status=TrainingRunStatus.QUEUED,
+                stage=f"waiting to retry {TrainingStage(stage).label}: {exc.message}"[:200],
+                log_tail=reporter.tail.text(),
+            )
+            raise
+        _cleanup(version, registered, note=f"Failed while {TrainingStage(stage).label}: {exc.message}")
+        return _finish(
+            run,
+            status=TrainingRunStatus.FAILED,
+            failed_stage=stage,
+            stage=f"failed: {TrainingStage(stage).label}",
+            error=f"{TrainingStage(stage).label} failed: TorchServe unavailable: {exc.message}",
+            log_tail=reporter.tail.text(),
+        )
+    except StageFailed as exc:
+        _cleanup(version, registered, note=f"Failed while {TrainingStage(exc.stage).label}: {exc.message}")
+        return _finish(
+            run,
+            status=TrainingRunStatus.FAILED,
+            failed_stage=exc.stage,
+            stage=f"failed: {TrainingStage(exc.stage).label}",
+            error=f"{TrainingStage(exc.stage).label} failed: {exc.message}",
+            log_tail=(reporter.tail.text() + "\n" + traceback.format_exc(limit=8))[-20000:],
+        )
+    except Exception as exc:
+        stage = reporter.stage_key
+        _cleanup(version, registered, note=f"Failed while {TrainingStage(stage).label}: {exc}")
+        logger.exception("Training run %s failed while %s", run.pk, stage)
+        return _finish(
+            run,
+            status=TrainingRunStatus.FAILED,
+            failed_stage=stage,
+            stage=f"failed: {TrainingStage(stage).label}",
+            error=f"{TrainingStage(stage).label} failed: {type(exc).__name__}: {exc}",
+            log_tail=(reporter.tail.text() + "\n" + traceback.format_exc(limit=8))[-20000:],
+        )
+    finally:
+        for target in watched:
+            target.removeHandler(reporter.tail)
+            target.setLevel(previous_levels[target.name])
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _cleanup(version: ModelVersion | None, registered: bool, *, note: str) -> None:
+    """Leave nothing half-done behind: unregister what this run registered and mark its version failed."""
+    if version is None:
+        return
+    version.refresh_from_db()
+    if version.status == ModelVersionStatus.DEFAULT:
+        # It already became the default: the run's failure came after; the version is fine.
+        return
+    if registered or version.status == ModelVersionStatus.REGISTERED:
+        current = model_version_default(name=version.name)
+        outcome = torchserve_unregister_quietly(
+            name=version.name, version=version.version, fallback_default=current.version if current else None
+        )
+        logger.warning("Cleanup after a failed run: %s", outcome)
+        note = f"{note} ({outcome})"
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersionStatus.FAILED, note=note[:2000])

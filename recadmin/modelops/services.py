@@ -1,0 +1,517 @@
+"""Writes of the model registry: training runs, the training pipeline, and version lifecycle.
+
+Every TorchServe call goes through `recadmin.modelops.torchserve` (the adapter); every torch import
+happens inside `recadmin.modelops.pipeline`, which only the Celery task and the quickstart command
+load, so the web process never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from recadmin.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationError
+from recadmin.modelops.models import (
+    LIVE_STATUSES,
+    ModelKind,
+    ModelVersion,
+    ModelVersionStatus,
+    TrainingRun,
+    TrainingRunStatus,
+)
+from recadmin.modelops.selectors import default_cache_key, model_name_resolve, model_version_previous_default
+
+logger = logging.getLogger(__name__)
+
+MAX_WORKERS = 16
+
+# The main parameters a person may set from the admin or the API, per kind, with their bounds.
+# Anything else in `params` is refused: a typo must not silently train with the defaults.
+PARAM_SPECS: dict[str, dict[str, tuple[type, float, float]]] = {
+    ModelKind.SASREC: {
+        "epochs": (int, 1, 500),
+        "hidden_dim": (int, 8, 1024),
+        "num_layers": (int, 1, 8),
+        "num_heads": (int, 1, 16),
+        "max_len": (int, 2, 1000),
+        "dropout": (float, 0.0, 0.9),
+        "lr": (float, 1e-6, 1.0),
+        "batch_size": (int, 1, 65536),
+        "weight_decay": (float, 0.0, 1.0),
+        "patience": (int, 0, 100),
+    },
+    ModelKind.CF: {
+        "epochs": (int, 1, 500),
+        "dim": (int, 2, 1024),
+        "factors": (int, 2, 1024),
+        "lr": (float, 1e-6, 1.0),
+        "reg": (float, 0.0, 1e6),
+        "l2": (float, 0.0, 1e6),
+        "batch_size": (int, 1, 65536),
+    },
+    ModelKind.ITEMKNN: {
+        "neighbours": (int, 1, 10000),
+        "neighbors": (int, 1, 10000),
+        "k": (int, 1, 10000),
+        "shrink": (float, 0.0, 1e6),
+        "window": (int, 1, 1000),
+    },
+    ModelKind.POP: {
+        "half_life_days": (float, 0.0, 3650.0),
+        "decay": (bool, 0, 1),
+    },
+}
+# Pipeline options accepted beside model parameters (not passed to the model).
+PIPELINE_OPTIONS: dict[str, tuple[type, float, float]] = {
+    "seed": (int, 0, 2**31 - 1),
+    "test_days": (float, 0.0, 3650.0),
+    "valid_days": (float, 0.0, 3650.0),
+    "test_fraction": (float, 0.0, 0.5),
+    "min_events": (int, 1, 10**9),
+    "workers": (int, 1, MAX_WORKERS),
+}
+
+
+def _validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ValidationError("Parameters must be a JSON object.", field="params")
+    specs = {**PARAM_SPECS.get(kind, {}), **PIPELINE_OPTIONS}
+    cleaned: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None or value == "":
+            continue
+        if name not in specs:
+            allowed = ", ".join(sorted(specs))
+            raise ValidationError(
+                f"Unknown parameter '{name}' for {kind}. Allowed: {allowed}.", field=f"params.{name}"
+            )
+        kind_of, low, high = specs[name]
+        try:
+            if kind_of is bool:
+                if not isinstance(value, bool):
+                    raise TypeError
+                coerced: Any = value
+            elif kind_of is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise TypeError
+                coerced = int(value)
+            else:
+                if isinstance(value, bool):
+                    raise TypeError
+                coerced = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"Parameter '{name}' must be {'an integer' if kind_of is int else 'a ' + kind_of.__name__}.",
+                field=f"params.{name}",
+            ) from exc
+        if kind_of is not bool and not (low <= coerced <= high):
+            raise ValidationError(f"Parameter '{name}' must be between {low} and {high}.", field=f"params.{name}")
+        cleaned[name] = coerced
+    return cleaned
+
+
+def _on_commit_dispatch(run_id: int) -> None:
+    from recadmin.modelops.tasks import train_model
+
+    try:
+        result = train_model.apply_async(args=[run_id])
+    except Exception as exc:  # a broker outage must show on the run, not vanish
+        logger.exception("Could not enqueue training run %s", run_id)
+        TrainingRun.objects.filter(pk=run_id, status=TrainingRunStatus.QUEUED).update(
+            status=TrainingRunStatus.FAILED,
+            error=f"Could not enqueue the training task: {type(exc).__name__}: {exc}",
+            finished_at=timezone.now(),
+        )
+        return
+    # In eager mode the task has already finished and recorded its own id.
+    TrainingRun.objects.filter(pk=run_id, celery_task_id="").update(celery_task_id=result.id or "")
+
+
+@transaction.atomic
+def training_run_create(
+    *,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    created_by: Any = None,
+    trigger: str = "admin",
+    enqueue: bool = True,
+) -> TrainingRun:
+    """Record a training run and, after commit, hand it to the `train_model` task.
+
+    With `enqueue=False` nothing is dispatched: the caller runs `training_run_execute` itself (the
+    quickstart command does, to show a progress bar in the terminal).
+    """
+    if kind not in ModelKind.values:
+        choices = ", ".join(ModelKind.values)
+        raise ValidationError(f"Unknown model kind '{kind}'. Choose one of: {choices}.", field="kind")
+    cleaned = _validate_params(kind, params)
+    name = (model_name or "").strip() or settings.RECOMMENDER_MODEL_NAME
+    if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 100:
+        raise ValidationError("Model names use letters, digits, '-' and '_' only.", field="model_name")
+    run = TrainingRun.objects.create(
+        kind=kind,
+        params=cleaned,
+        model_name=name,
+        created_by=created_by if getattr(created_by, "pk", None) else None,
+        trigger=trigger,
+        stage="queued",
+    )
+    if enqueue:
+        transaction.on_commit(lambda: _on_commit_dispatch(run.pk))
+    return run
+
+
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Cancel a queued run at once; a running one stops at its next progress report."""
+    if run.is_finished:
+        raise Conflict(f"Training run #{run.pk} has already finished ({run.status}).")
+    updated = TrainingRun.objects.filter(
+        pk=run.pk, status__in=[TrainingRunStatus.QUEUED, TrainingRunStatus.RUNNING]
+    ).update(status=TrainingRunStatus.CANCELLED, stage="cancelled", finished_at=timezone.now())
+    if updated and run.celery_task_id and not settings.CELERY_TASK_ALWAYS_EAGER:
+        from recadmin.celery import app
+
+        with contextlib.suppress(Exception):  # the run is cancelled in the registry either way
+            app.control.revoke(run.celery_task_id)
+    run.refresh_from_db()
+    return run
+
+
+def training_run_execute(
+    *,
+    run: TrainingRun,
+    progress: Callable[[float, str], None] | None = None,
+    retry_transient: bool = False,
+) -> TrainingRun:
+    """Run the whole pipeline for `run` in this process: export, train, evaluate, archive,
+    register, promotion gate. Returns the run, finished (succeeded, failed or cancelled).
+
+    `progress(percent, stage)` is called as the run advances (the quickstart command drives a
+    terminal bar with it). With `retry_transient`, a transient TorchServe error re-raises instead
+    of failing the run, so the Celery task can retry; the built archive is reused on the retry.
+    """
+    from recadmin.modelops.pipeline import execute
+
+    return execute(run=run, progress=progress, retry_transient=retry_transient)
+
+
+# --- version lifecycle -------------------------------------------------------------------------
+
+
+def _client() -> Any:
+    # Imported here so that importing services (admin, API) stays cheap; the adapter itself is
+    # torch-free.
+    from recadmin.modelops.torchserve import get_client
+
+    return get_client()
+
+
+def torchserve_versions_loaded(*, name: str) -> dict[str, Any]:
+    """{version string: ModelVersionInfo} of what TorchServe has for `name` (empty if none)."""
+    from recadmin.modelops.torchserve import ModelNotRegistered
+
+    try:
+        return {info.version: info for info in _client().describe(name)}
+    except ModelNotRegistered:
+        return {}
+
+
+def torchserve_unregister_quietly(*, name: str, version: int | str, fallback_default: int | str | None = None) -> str:
+    """Remove a version, never raising: used to clean up after a failed pipeline. Returns what
+    happened, for the run's log."""
+    from recadmin.modelops.torchserve import ModelNotRegistered, TorchServeError, TorchServeUnavailable
+
+    client = _client()
+    try:
+        if fallback_default is not None and str(fallback_default) != str(version):
+            # TorchServe refuses to unregister its default while other versions exist.
+            with contextlib.suppress(TorchServeError, TorchServeUnavailable):
+                client.set_default(name, str(fallback_default))
+        client.unregister(name, str(version))
+    except ModelNotRegistered:
+        return f"{name} v{version} was not registered"
+    except (TorchServeError, TorchServeUnavailable) as exc:
+        return f"could not unregister {name} v{version}: {exc.message}"
+    return f"unregistered {name} v{version}"
+
+
+def _invalidate_default(name: str) -> None:
+    def drop() -> None:
+        with contextlib.suppress(Exception):
+            cache.delete(default_cache_key(name))
+
+    drop()
+    transaction.on_commit(drop)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_version_next_number(*, name: str) -> int:
+    last = ModelVersion.objects.filter(name=name).order_by("-version").values_list("version", flat=True).first()
+    return (last or 0) + 1
+
+
+def _lock(version: ModelVersion) -> ModelVersion:
+    return ModelVersion.objects.select_for_update().get(pk=version.pk)
+
+
+@transaction.atomic
+def model_version_mark_default(*, version: ModelVersion, note: str = "") -> ModelVersion:
+    """The database half of a promotion (TorchServe already has it as default)."""
+    version = _lock(version)
+    now = timezone.now()
+    current = (
+        ModelVersion.objects.select_for_update()
+        .filter(name=version.name, status=ModelVersionStatus.DEFAULT)
+        .exclude(pk=version.pk)
+        .first()
+    )
+    if current is not None:
+        current.status = ModelVersionStatus.REGISTERED
+        current.note = f"Replaced as default by v{version.version} at {now:%Y-%m-%d %H:%M} UTC."
+        current.save(update_fields=["status", "note"])
+    version.status = ModelVersionStatus.DEFAULT
+    version.promoted_at = now
+    version.rolled_back_at = None
+    version.note = note or f"Default since {now:%Y-%m-%d %H:%M} UTC."
+    version.save(update_fields=["status", "promoted_at", "rolled_back_at", "note"])
+    _invalidate_default(version.name)
+    return version
+
+
+def model_version_promote(*, version: ModelVersion, note: str = "") -> ModelVersion:
+    """Make `version` the default in TorchServe, then in the registry."""
+    version.refresh_from_db()
+    if version.status == ModelVersionStatus.DEFAULT:
+        return version
+    if version.status != ModelVersionStatus.REGISTERED:
+        raise Conflict(
+            f"{version} is {version.get_status_display().lower()}; only a registered version can become the default.",
+            extra={"status": version.status},
+        )
+    _client().set_default(version.name, str(version.version))
+    return model_version_mark_default(version=version, note=note or "Promoted by hand.")
+
+
+def model_version_rollback(*, name: str | None = None) -> ModelVersion:
+    """Make the previous default the default again; the abandoned one stays registered."""
+    name = model_name_resolve(name)
+    current = ModelVersion.objects.filter(name=name, status=ModelVersionStatus.DEFAULT).first()
+    previous = model_version_previous_default(name=name)
+    if previous is None:
+        raise Conflict(f"There is no previous default of '{name}' to roll back to.")
+    _client().set_default(name, str(previous.version))
+    with transaction.atomic():
+        now = timezone.now()
+        if current is not None:
+            current = _lock(current)
+            current.status = ModelVersionStatus.REGISTERED
+            current.rolled_back_at = now
+            current.note = f"Rolled back to v{previous.version} at {now:%Y-%m-%d %H:%M} UTC."
+            current.save(update_fields=["status", "rolled_back_at", "note"])
+        promoted = model_version_mark_default(
+            version=previous,
+            note=f"Default again after a rollback from v{current.version if current else '?'}.",
+        )
+    return promoted
+
+
+def model_version_retire(*, version: ModelVersion) -> ModelVersion:
+    """Unregister `version` from TorchServe and keep its row (and archive) for the record."""
+    version.refresh_from_db()
+    if version.status == ModelVersionStatus.DEFAULT:
+        raise Conflict(f"{version} is the default: promote or roll back to another version before retiring it.")
+    if version.status == ModelVersionStatus.RETIRED:
+        return version
+    if version.status == ModelVersionStatus.REGISTERED:
+        from recadmin.modelops.torchserve import ModelNotRegistered
+
+        with contextlib.suppress(ModelNotRegistered):  # already gone (a restart): retiring is still right
+            _client().unregister(version.name, str(version.version))
+    with transaction.atomic():
+        version = _lock(version)
+        version.status = ModelVersionStatus.RETIRED
+        version.retired_at = timezone.now()
+        version.note = "Retired (unregistered from TorchServe)."
+        version.save(update_fields=["status", "retired_at", "note"])
+    return version
+
+
+def model_version_scale(*, version: ModelVersion, workers: int) -> ModelVersion:
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValidationError(f"Workers must be an integer between 1 and {MAX_WORKERS}.", field="workers")
+    version.refresh_from_db()
+    if version.status not in LIVE_STATUSES:
+        raise Conflict(f"{version} is not loaded in TorchServe ({version.status}); nothing to scale.")
+    _client().scale_workers(version.name, str(version.version), min_workers=workers)
+    ModelVersion.objects.filter(pk=version.pk).update(workers=workers)
+    version.refresh_from_db()
+    return version
+
+
+# --- start-up sync -------------------------------------------------------------------------------
+
+
+@dataclass
+class SyncReport:
+    registered: list[str] = field(default_factory=list)
+    already_loaded: list[str] = field(default_factory=list)
+    default_set: str = ""
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        parts = []
+        if self.registered:
+            parts.append(f"registered {', '.join(self.registered)}")
+        if self.already_loaded:
+            parts.append(f"already loaded {', '.join(self.already_loaded)}")
+        if self.default_set:
+            parts.append(f"default {self.default_set}")
+        for label, reason in self.failed.items():
+            parts.append(f"FAILED {label}: {reason}")
+        return "; ".join(parts) or "nothing to do"
+
+
+def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
+    """Bring TorchServe in line with the registry: register every live version it lacks from
+    `model_store/` (after checking the archive's sha256), and set the registry's default.
+
+    Run at start-up and by the periodic `sync_torchserve` task: a restarted TorchServe comes back
+    empty, and this is what fills it again. Raises ServiceUnavailable if TorchServe is down.
+    """
+    client = _client()
+    report = SyncReport()
+    live = list(
+        ModelVersion.objects.filter(status__in=LIVE_STATUSES, **({"name": name} if name else {})).order_by(
+            "name", "version"
+        )
+    )
+    loaded_cache: dict[str, set[str]] = {}
+    for version in live:
+        label = str(version)
+        if version.name not in loaded_cache:
+            loaded_cache[version.name] = set(torchserve_versions_loaded(name=version.name))
+        if str(version.version) in loaded_cache[version.name]:
+            report.already_loaded.append(label)
+            continue
+        path = Path(version.archive_path)
+        if not path.is_file():
+            report.failed[label] = f"archive {path} is missing"
+            continue
+        digest = file_sha256(path)
+        if version.sha256 and digest != version.sha256:
+            report.failed[label] = f"archive {path.name} does not match its recorded sha256 (got {digest[:12]}…)"
+            continue
+        try:
+            client.register(path, model_name=version.name, initial_workers=version.workers or 1)
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad archive must not stop the others
+            report.failed[label] = f"{type(exc).__name__}: {exc}"
+            continue
+        report.registered.append(label)
+    for version in live:
+        if version.status == ModelVersionStatus.DEFAULT and str(version) not in report.failed:
+            client.set_default(version.name, str(version.version))
+            report.default_set = str(version)
+    for version in live:
+        reason = report.failed.get(str(version))
+        if reason:
+            logger.error("TorchServe sync: %s: %s", version, reason)
+            # Kept live in the registry: the archive may be restored, and the next sync retries.
+            ModelVersion.objects.filter(pk=version.pk).update(note=f"TorchServe sync failed: {reason}")
+    logger.info("TorchServe sync: %s", report.summary())
+    return report
+
+
+def model_version_lookup(*, name: str, version: int | str) -> ModelVersion:
+    try:
+        number = int(version)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("Version must be an integer.", field="version") from exc
+    found = ModelVersion.objects.filter(name=name, version=number).first()
+    if found is None:
+        raise NotFound(f"Model '{name}' has no version {number}.")
+    return found
+
+
+# --- nightly retraining ---------------------------------------------------------------------------
+
+RETRAINING_TASK = "recadmin.modelops.tasks.scheduled_training"
+
+
+def retraining_schedule_name(model_name: str) -> str:
+    return f"Nightly retraining of {model_name}"
+
+
+@transaction.atomic
+def retraining_schedule_set(
+    *,
+    hour: int = 3,
+    minute: int = 0,
+    kind: str = ModelKind.SASREC,
+    params: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    enabled: bool = True,
+) -> Any:
+    """Create or update the django-celery-beat PeriodicTask that trains `model_name` every night.
+
+    One task per model name, so running the command again edits it instead of adding a second
+    schedule. It stays editable in the admin (Periodic tasks)."""
+    import json
+
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
+        raise ValidationError("Hour must be between 0 and 23.", field="hour")
+    if isinstance(minute, bool) or not isinstance(minute, int) or not 0 <= minute <= 59:
+        raise ValidationError("Minute must be between 0 and 59.", field="minute")
+    if kind not in ModelKind.values:
+        raise ValidationError(f"Unknown model kind '{kind}'.", field="kind")
+    cleaned = _validate_params(kind, params)
+    name = model_name_resolve(model_name)
+    schedule, _ = CrontabSchedule.objects.get_or_create(
+        minute=str(minute),
+        hour=str(hour),
+        day_of_week="*",
+        day_of_month="*",
+        month_of_year="*",
+        timezone=settings.TIME_ZONE,
+    )
+    task, _ = PeriodicTask.objects.update_or_create(
+        name=retraining_schedule_name(name),
+        defaults={
+            "task": RETRAINING_TASK,
+            "crontab": schedule,
+            "interval": None,
+            "kwargs": json.dumps({"kind": kind, "params": cleaned, "model_name": name}),
+            "enabled": enabled,
+            "queue": "training",
+            "description": f"Trains a new {kind} version of '{name}' at {hour:02d}:{minute:02d} "
+            f"{settings.TIME_ZONE} and promotes it if it passes the gate.",
+        },
+    )
+    return task
