@@ -1,0 +1,197 @@
+"""The TorchServe handler in-process, with TorchServe's own Context (as a worker builds it) around
+a real trained checkpoint: single requests, batches, similar items and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import ts
+from ts.context import Context, RequestProcessor
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.utils.util import PredictionException
+
+from handlers.recommender_handler import RecommenderHandler
+from training.checkpoint import load_checkpoint
+
+METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
+
+
+def make_context(model_dir: Path, handler_settings: dict[str, Any] | None = None) -> Context:
+    metrics = MetricsCacheYamlImpl(config_file_path=str(METRICS_YAML))
+    metrics.initialize_cache()
+    return Context(
+        "recommender",
+        str(model_dir),
+        {"model": {"modelName": "recommender", "modelVersion": "1"}},
+        8,
+        None,
+        "0.12.0",
+        metrics=metrics,
+        model_yaml_config={"batchSize": 8, "handler": {"default_k": 5, "max_k": 30, **(handler_settings or {})}},
+    )
+
+
+def run(handler: RecommenderHandler, context: Context, *bodies: Any) -> list[Any]:
+    """What TorchServe's Service.predict does for a batch: one RequestProcessor per request."""
+    context.request_processor = [RequestProcessor({}) for _ in bodies]
+    context.metrics.request_ids = {i: f"req-{i}" for i in range(len(bodies))}
+    return handler.handle([{"body": b} for b in bodies], context)
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_checkpoint: Path) -> Any:
+    return load_checkpoint(trained_checkpoint)
+
+
+@pytest.fixture
+def context(trained_checkpoint: Path) -> Context:
+    return make_context(trained_checkpoint)
+
+
+@pytest.fixture
+def handler(context: Context) -> RecommenderHandler:
+    h = RecommenderHandler()
+    h.initialize(context)
+    return h
+
+
+def test_it_reads_k_limits_from_the_model_yaml(handler: RecommenderHandler) -> None:
+    assert handler.default_k == 5
+    assert handler.max_k == 30
+
+
+def test_a_history_gets_the_top_k_by_model_score_without_history_or_excluded(
+    handler: RecommenderHandler, context: Context, loaded: Any
+) -> None:
+    history = ["sku-000", "sku-001", "sku-002"]
+    [answer] = run(handler, context, {"history": history, "k": 10, "exclude": ["sku-003", "unknown"]})
+    assert len(answer) == 10
+    items = [a["item"] for a in answer]
+    assert not set(items) & {"sku-000", "sku-001", "sku-002", "sku-003"}
+    scores = [a["score"] for a in answer]
+    assert scores == sorted(scores, reverse=True)
+    # The same ranking the model gives, computed here by hand.
+    index = loaded.item_index
+    raw = loaded.model.score([[index.index(i) for i in history]])[0].clone()
+    for banned in [0, *(index.index(i) for i in [*history, "sku-003"])]:
+        raw[banned] = -math.inf
+    expected_scores = torch.topk(raw, 10).values.tolist()
+    assert scores == pytest.approx(expected_scores, abs=1e-5)
+
+
+def test_without_k_it_answers_default_k_items(handler: RecommenderHandler, context: Context) -> None:
+    [answer] = run(handler, context, {"history": ["sku-005"]})
+    assert len(answer) == 5
+
+
+def test_unknown_ids_are_skipped_and_an_all_unknown_history_scores_like_a_new_customer(
+    handler: RecommenderHandler, context: Context
+) -> None:
+    known, mixed = run(
+        handler, context, {"history": ["sku-004"], "k": 8}, {"history": ["nope", "sku-004", 17], "k": 8}
+    )
+    assert known == mixed
+    unknown, empty = run(handler, context, {"history": ["nope", "gone"], "k": 8}, {"history": [], "k": 8})
+    assert unknown == empty
+    assert len(empty) == 8
+
+
+def test_json_text_and_bytes_bodies_are_accepted(handler: RecommenderHandler, context: Context) -> None:
+    body = {"history": ["sku-001"], "k": 4}
+    as_dict, as_text, as_bytes = run(handler, context, body, json.dumps(body), json.dumps(body).encode())
+    assert as_dict == as_text == as_bytes
+
+
+def test_k_beyond_the_catalogue_returns_every_remaining_item(handler: RecommenderHandler, context: Context) -> None:
+    num_items = handler.num_items
+    ctx = make_context(Path(context.system_properties["model_dir"]), {"max_k": 1000})
+    h = RecommenderHandler()
+    h.initialize(ctx)
+    [answer] = run(h, ctx, {"history": ["sku-001", "sku-002"], "k": 1000, "exclude": ["sku-003"]})
+    assert len(answer) <= num_items - 3
+    assert len({a["item"] for a in answer}) == len(answer)
+    assert all(math.isfinite(a["score"]) for a in answer)
+
+
+def test_a_batch_is_scored_in_one_forward_pass_with_the_same_answers_as_single_requests(
+    handler: RecommenderHandler, context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies = [
+        {"history": ["sku-001", "sku-002"], "k": 6},
+        {"similar_to": "sku-010", "k": 4},
+        {"history": [], "k": 3, "exclude": ["sku-000"]},
+        {"history": ["sku-020"], "k": 7, "exclude": ["sku-021"]},
+    ]
+    singles = [run(handler, context, b)[0] for b in bodies]
+    calls: list[int] = []
+    real_score = handler.model.score
+
+    def counting_score(histories: Any) -> torch.Tensor:
+        calls.append(len(histories))
+        return real_score(histories)
+
+    monkeypatch.setattr(handler.model, "score", counting_score)
+    batched = run(handler, context, *bodies)
+    assert calls == [3]  # the three history requests together, once
+    assert batched == singles
+
+
+def test_similar_to_returns_nearest_items_by_cosine_of_item_embeddings(
+    handler: RecommenderHandler, context: Context, loaded: Any
+) -> None:
+    [answer] = run(handler, context, {"similar_to": "sku-010", "k": 5, "exclude": ["sku-011"]})
+    items = [a["item"] for a in answer]
+    assert "sku-010" not in items and "sku-011" not in items
+    emb = torch.nn.functional.normalize(loaded.model.item_embeddings().detach().float(), dim=1)
+    anchor = loaded.item_index.index("sku-010")
+    sims = emb @ emb[anchor]
+    for a in answer:
+        assert a["score"] == pytest.approx(float(sims[loaded.item_index.index(a["item"])]), abs=1e-5)
+    scores = [a["score"] for a in answer]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_similar_to_an_unknown_item_is_an_empty_list(handler: RecommenderHandler, context: Context) -> None:
+    assert run(handler, context, {"similar_to": "never-seen", "k": 5}) == [[]]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ({}, "needs"),
+        ({"history": None}, "needs"),
+        ({"history": ["sku-001"], "k": 0}, '"k"'),
+        ({"history": ["sku-001"], "k": "5"}, '"k"'),
+        ({"history": ["sku-001"], "k": True}, '"k"'),
+        ({"history": ["sku-001"], "k": 31}, "at most 30"),
+        ({"history": "sku-001"}, '"history"'),
+        ({"history": [["sku-001"]]}, '"history"'),
+        ({"history": [], "exclude": "sku-001"}, '"exclude"'),
+        ({"history": [], "similar_to": "sku-001"}, "either"),
+        ({"similar_to": ["sku-001"]}, '"similar_to"'),
+    ],
+)
+def test_bad_requests_are_rejected_with_400(
+    handler: RecommenderHandler, context: Context, body: Any, message: str
+) -> None:
+    with pytest.raises(PredictionException) as exc_info:
+        run(handler, context, body)
+    assert exc_info.value.error_code == 400
+    assert message in exc_info.value.message
+
+
+def test_a_bad_request_in_a_batch_gets_its_own_400_and_the_others_are_answered(
+    handler: RecommenderHandler, context: Context
+) -> None:
+    good, bad = run(handler, context, {"history": ["sku-001"], "k": 3}, {"history": ["sku-001"], "k": -1})
+    assert len(good) == 3
+    assert bad["code"] == 400 and '"k"' in bad["message"]
+    assert context.get_response_status(0)[0] == 200
+    assert context.get_response_status(1)[0] == 400
