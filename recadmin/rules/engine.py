@@ -438,7 +438,7 @@ def _build_list(
     counts: dict[str | None, int] = {}
     chosen: list[tuple[_Working, CompiledRule | None]] = []
     pending_pins = sorted(pinned_slots.items())
-    use_mmr = scene.mmr_enabled and scene.mmr_lambda < 1.0 and len(pool) > 1
+    use_mmr = scene.mmr_enabled and len(pool) > 1
     embeddings = _normalised([w.candidate.embedding for w in pool]) if use_mmr else None
     if embeddings is None:
         use_mmr = False
