@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 
 from recadmin.catalog.models import Category, Customer, Item
@@ -71,7 +72,14 @@ def item_list(
 
 
 def item_ids_by_shop_id(*, shop_ids: Iterable[str]) -> dict[str, int]:
-    return dict(Item.objects.filter(shop_id__in=set(shop_ids)).values_list("shop_id", "id"))
+    """Map shop ids to primary keys (unknown ids are absent). Ingestion calls this per batch."""
+    wanted = list(set(shop_ids))
+    if connection.vendor == "postgresql":
+        # One array parameter instead of an IN list of thousands: far less query-building work.
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT shop_id, id FROM {Item._meta.db_table} WHERE shop_id = ANY(%s)", [wanted])
+            return dict(cursor.fetchall())
+    return dict(Item.objects.filter(shop_id__in=wanted).values_list("shop_id", "id"))
 
 
 def customer_get(*, shop_id: str) -> Customer:

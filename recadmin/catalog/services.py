@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Substr
 from django.utils import timezone
@@ -339,6 +339,8 @@ def customers_ensure(*, shop_ids: Iterable[str]) -> dict[str, int]:
     """Map shop ids to primary keys, creating the customers that don't exist yet (event ingestion:
     unknown customers are created). Safe under concurrency: conflicting inserts are ignored."""
     wanted = set(shop_ids)
+    if connection.vendor == "postgresql":
+        return _pg_customers_ensure(list(wanted))
     found = dict(Customer.objects.filter(shop_id__in=wanted).values_list("shop_id", "id"))
     missing = wanted - found.keys()
     if missing:
@@ -349,4 +351,22 @@ def customers_ensure(*, shop_ids: Iterable[str]) -> dict[str, int]:
             batch_size=5000,
         )
         found.update(Customer.objects.filter(shop_id__in=missing).values_list("shop_id", "id"))
+    return found
+
+
+def _pg_customers_ensure(wanted: list[str]) -> dict[str, int]:
+    table = Customer._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT shop_id, id FROM {table} WHERE shop_id = ANY(%s)", [wanted])
+        found = dict(cursor.fetchall())
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            cursor.execute(
+                f"INSERT INTO {table} (shop_id, attributes, created_at, updated_at) "
+                "SELECT s, '{}'::jsonb, now(), now() FROM unnest(%s::text[]) AS s "
+                "ON CONFLICT (shop_id) DO NOTHING",
+                [missing],
+            )
+            cursor.execute(f"SELECT shop_id, id FROM {table} WHERE shop_id = ANY(%s)", [missing])
+            found.update(cursor.fetchall())
     return found

@@ -258,8 +258,8 @@ def events_store(*, rows: Sequence[EventRow], customer_ids: Mapping[str, int], i
     """Insert validated rows whose customer and item are resolved; returns the stored event ids."""
     if not rows:
         return set()
-    now = timezone.now()
     pg = connection.vendor == "postgresql"
+    now: Any = timezone.now().isoformat() if pg else timezone.now()
     records = [
         (
             customer_ids[r.customer],
@@ -268,10 +268,10 @@ def events_store(*, rows: Sequence[EventRow], customer_ids: Mapping[str, int], i
             r.value,
             r.occurred_at.isoformat() if pg else r.occurred_at,
             r.scene,
-            json.dumps(r.context, separators=(",", ":")) if pg else r.context,
+            (json.dumps(r.context, separators=(",", ":")) if r.context else "{}") if pg else r.context,
             r.recommendation_id,
             r.event_id,
-            now.isoformat() if pg else now,
+            now,
         )
         for r in rows
     ]
