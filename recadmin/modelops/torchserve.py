@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
@@ -137,6 +137,9 @@ class TorchServeConfig:
     register_timeout: float = 300.0
     model_store: Path = Path("model_store")
     model_name: str = "recommender"
+    #: TorchServe always starts its gRPC APIs too (unused here, but their ports must be free).
+    grpc_inference_port: int = 7070
+    grpc_management_port: int = 7071
     #: Transient failures are retried this many times (so up to retries + 1 attempts).
     retries: int = 2
     backoff: float = 0.2
@@ -621,13 +624,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def config_on_free_ports(run_dir: Path, model_store: Path, **overrides: Any) -> TorchServeConfig:
     """A loopback config on three free ports with its key file (and so its cwd) in run_dir."""
-    ports = [free_port(), free_port(), free_port()]
-    while len(set(ports)) < 3:
-        ports = [free_port(), free_port(), free_port()]
+    ports = [free_port() for _ in range(5)]
+    while len(set(ports)) < 5:
+        ports = [free_port() for _ in range(5)]
     return TorchServeConfig(
         inference_url=f"http://127.0.0.1:{ports[0]}",
         management_url=f"http://127.0.0.1:{ports[1]}",
         metrics_url=f"http://127.0.0.1:{ports[2]}",
+        grpc_inference_port=ports[3],
+        grpc_management_port=ports[4],
         key_file=Path(run_dir) / KEY_FILE_NAME,
         model_store=Path(model_store),
         **overrides,
@@ -654,6 +659,10 @@ def render_properties(
             "inference_address": config.inference_url,
             "management_address": config.management_url,
             "metrics_address": config.metrics_url,
+            "grpc_inference_address": _host_of(config.inference_url),
+            "grpc_management_address": _host_of(config.management_url),
+            "grpc_inference_port": str(config.grpc_inference_port),
+            "grpc_management_port": str(config.grpc_management_port),
             "model_store": str(Path(config.model_store).resolve()),
             "enable_model_api": "true",
             "disable_token_authorization": "false" if config.token_auth else "true",
@@ -776,23 +785,34 @@ def torchserve_start(
     return handle
 
 
-def torchserve_stop(config: TorchServeConfig, *, timeout: float = 30.0) -> bool:
-    """Stop the TorchServe started from config.run_dir: SIGTERM (TorchServe stops its workers),
-    then SIGKILL to its process group after `timeout`. False when none was running."""
+def torchserve_stop(config: TorchServeConfig, *, timeout: float = 30.0, graceful: bool = True) -> bool:
+    """Stop the TorchServe started from config.run_dir: SIGTERM (TorchServe stops its workers;
+    takes about 2.5 s), then SIGKILL to its process group after `timeout`. graceful=False kills
+    at once, as a crash would (tests). False when none was running."""
     run_dir = config.run_dir
     pid = read_pid(config)
     stopped = False
     if pid is not None:
         stopped = True
+        try:
+            # torchserve_start runs it in a session of its own: the group is TorchServe and its
+            # workers only. Never signal our own group.
+            pgid: int | None = os.getpgid(pid)
+            if pgid == os.getpgrp():
+                pgid = None
+        except ProcessLookupError:
+            pgid = None
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+            os.kill(pid, signal.SIGTERM if graceful else signal.SIGKILL)
+        deadline = time.monotonic() + (timeout if graceful else 0)
         while _is_torchserve_pid(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _is_torchserve_pid(pid):
-            logger.warning("TorchServe pid %s ignored SIGTERM for %.0fs: killing its process group", pid, timeout)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        if _is_torchserve_pid(pid) or not graceful:
+            if graceful:
+                logger.warning("TorchServe pid %s ignored SIGTERM for %.0fs: killing its process group", pid, timeout)
+            if pgid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             kill_deadline = time.monotonic() + 5
@@ -860,6 +880,10 @@ def _tail(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:]) + "\n"
+
+
+def _host_of(url: str) -> str:
+    return urlsplit(url).hostname or "127.0.0.1"
 
 
 def _param(value: Any) -> str:
