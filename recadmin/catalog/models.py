@@ -6,6 +6,7 @@ speak in those ids, the integer primary keys stay internal.
 
 from __future__ import annotations
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -61,14 +62,16 @@ class Category(models.Model):
 class Item(models.Model):
     shop_id = models.CharField(max_length=SHOP_ID_MAX_LENGTH, unique=True, help_text="The shop's id or SKU.")
     title = models.CharField(max_length=500, blank=True, default="")
-    category = models.ForeignKey(
-        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="items"
-    )
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="items")
     brand = models.CharField(max_length=200, blank=True, default="", db_index=True)
     # Unknown prices stay NULL rather than 0, so a "price below X" rule does not catch them.
-    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    price = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)]
+    )
     currency = models.CharField(max_length=3, blank=True, default="USD", help_text="ISO 4217 code.")
-    stock_quantity = models.IntegerField(null=True, blank=True, help_text="Units in stock; empty if not tracked.")
+    stock_quantity = models.IntegerField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Units in stock; empty if not tracked."
+    )
     in_stock = models.BooleanField(default=True, db_index=True)
     is_active = models.BooleanField(default=True, db_index=True, help_text="Inactive items are never recommended.")
     attributes = models.JSONField(default=dict, blank=True)
