@@ -1,0 +1,113 @@
+"""The preview page, the served log admin and the links from the customer, scene and rule pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from recadmin.catalog.models import Customer
+from recadmin.rules.services import rule_create
+from recadmin.serving import fallbacks
+from recadmin.serving.served_log import served_log_drain
+
+pytestmark = [pytest.mark.django_db]
+
+
+@pytest.fixture
+def admin_client_logged(db: None) -> Client:
+    user = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-for-tests-only")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.torchserve
+def test_the_preview_shows_the_final_list_with_reasons_next_to_the_raw_ranking(
+    admin_client_logged: Client, served_model: Any
+) -> None:
+    rule = rule_create(
+        name="Boost acme",
+        kind="boost",
+        scenes=["home"],
+        condition={"field": "brand", "op": "eq", "value": "acme"},
+        weight=1000.0,
+    )
+    url = reverse("admin:serving_preview")
+
+    response = admin_client_logged.get(url, {"scene": "home", "customer": "customer-000", "n": 10})
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="final-list"' in html and 'id="raw-list"' in html
+    assert "Source: model" in html
+    assert f"boosted by rule #{rule.pk} Boost acme" in html
+    final, raw = response.context["final"], response.context["raw"]
+    assert len(final) == 10 and len(raw) == 10
+    # The raw ranking is the model's own order: the boost changed the final list, not it.
+    assert [r["item"] for r in final] != [r["item"] for r in raw]
+
+
+def test_the_preview_takes_a_typed_history(admin_client_logged: Client, shop_with_events: Any) -> None:
+    response = admin_client_logged.get(
+        reverse("admin:serving_preview"), {"scene": "home", "history": "sku-001, sku-002 sku-003", "n": 5}
+    )
+
+    assert response.status_code == 200
+    assert response.context["result"].history == ["sku-001", "sku-002", "sku-003"]
+    # No model here: the page still shows the fallback list, and says so.
+    assert "Source: fallback" in response.content.decode()
+
+
+def test_the_preview_is_linked_from_customer_scene_and_rule_pages(
+    admin_client_logged: Client, shop_with_events: Any
+) -> None:
+    customer = Customer.objects.get(shop_id="customer-000")
+    rule = rule_create(name="Pin", kind="pin", scenes=["home"], position=1, pinned_items=["sku-001"])
+    preview = reverse("admin:serving_preview")
+    pages = {
+        reverse("admin:catalog_customer_change", args=[customer.pk]): f"{preview}?customer=customer-000",
+        reverse("admin:rules_scene_change", args=[shop_with_events["home"].pk]): f"{preview}?scene=home",
+        reverse("admin:rules_businessrule_change", args=[rule.pk]): f"{preview}?rule={rule.pk}",
+    }
+    for page, link in pages.items():
+        response = admin_client_logged.get(page)
+        assert response.status_code == 200, page
+        assert link in response.content.decode(), page
+
+    prefilled = admin_client_logged.get(f"{preview}?rule={rule.pk}")
+    assert prefilled.status_code == 200
+    assert prefilled.context["form"].initial["scene"] == "home"
+
+
+def test_the_served_log_admin_lists_rows_and_fallback_counters(
+    admin_client_logged: Client, api_client: Any, shop_with_events: Any
+) -> None:
+    body = api_client.get("/api/v1/recommendations", {"customer": "x", "scene": "home", "n": 3}).json()
+    served_log_drain()
+    fallbacks.fallback_record(reason=fallbacks.REASON_TORCHSERVE_DOWN, detail="test")
+
+    changelist = admin_client_logged.get(reverse("admin:serving_servedrecommendation_changelist"))
+    searched = admin_client_logged.get(
+        reverse("admin:serving_servedrecommendation_changelist"), {"q": body["recommendation_id"]}
+    )
+
+    assert changelist.status_code == 200
+    html = changelist.content.decode()
+    assert 'id="fallback-counters"' in html and "torchserve_unavailable" in html
+    assert body["recommendation_id"] in searched.content.decode()
+    row_id = searched.context["cl"].result_list[0].pk
+    detail = admin_client_logged.get(reverse("admin:serving_servedrecommendation_change", args=[row_id]))
+    assert detail.status_code == 200
+    assert body["items"][0]["item"] in detail.content.decode()
+
+
+def test_fallback_counters_can_be_reset_from_the_admin(admin_client_logged: Client) -> None:
+    fallbacks.fallback_record(reason=fallbacks.REASON_TORCHSERVE_SLOW)
+
+    admin_client_logged.post(reverse("admin:serving_fallback_reset"))
+
+    assert fallbacks.fallback_counts()[fallbacks.REASON_TORCHSERVE_SLOW] == 0

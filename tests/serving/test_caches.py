@@ -1,0 +1,119 @@
+"""Caches of the hot path: item metadata (invalidated by catalog writes), trending lists, the log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from recadmin.catalog.models import Item
+from recadmin.catalog.services import category_update, item_update, items_bulk_upsert
+from recadmin.serving.items import items_metadata
+from recadmin.serving.models import ServedRecommendation
+from recadmin.serving.popular import popular_compute, popular_get
+from recadmin.serving.served_log import served_log_backlog, served_log_drain, served_log_push
+from tests.factories import CategoryFactory, EventFactory, ItemFactory
+
+pytestmark = [pytest.mark.django_db(transaction=False)]
+
+
+def test_item_metadata_is_read_once_then_served_from_the_cache(shop: Any) -> None:
+    ids = [f"sku-{i:03d}" for i in range(30)]
+    first = items_metadata(ids)
+
+    with CaptureQueriesContext(connection) as queries:
+        second = items_metadata(ids)
+
+    assert len(first) == 30 and first == second
+    assert len(queries) == 0
+
+
+def test_item_writes_through_the_catalog_services_invalidate_the_cache(
+    shop: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    items_metadata(["sku-001", "sku-002"])
+    with django_capture_on_commit_callbacks(execute=True):
+        item_update(item=Item.objects.get(shop_id="sku-001"), data={"title": "Renamed"})
+    with django_capture_on_commit_callbacks(execute=True):
+        items_bulk_upsert(rows=[{"shop_id": "sku-002", "price": "99.00", "in_stock": False}])
+
+    fresh = items_metadata(["sku-001", "sku-002"])
+
+    assert fresh["sku-001"]["title"] == "Renamed"
+    assert fresh["sku-002"]["price"] == 99.0 and fresh["sku-002"]["in_stock"] is False
+
+
+def test_a_category_move_invalidates_every_cached_path(shop: Any, django_capture_on_commit_callbacks: Any) -> None:
+    items_metadata(["sku-000"])
+    other = CategoryFactory(slug="other-root")
+    with django_capture_on_commit_callbacks(execute=True):
+        category_update(category=shop["skin"], parent=other)
+
+    assert items_metadata(["sku-000"])["sku-000"]["category_path"] == "/other-root/skin/"
+
+
+def test_unknown_items_are_left_out(shop: Any) -> None:
+    assert set(items_metadata(["sku-001", "nope"])) == {"sku-001"}
+
+
+def test_trending_decays_with_age_and_counts_event_weights(db: None) -> None:
+    cat = CategoryFactory(slug="c")
+    old, recent, bought = ItemFactory(category=cat), ItemFactory(category=cat), ItemFactory(category=cat)
+    now = timezone.now()
+    for _ in range(10):
+        EventFactory(item=old, occurred_at=now - dt.timedelta(days=20))
+    for _ in range(4):
+        EventFactory(item=recent, occurred_at=now - dt.timedelta(hours=1))
+    EventFactory(item=bought, type="purchase", occurred_at=now - dt.timedelta(hours=1))
+
+    ranked = popular_compute(now=now)["*"]
+
+    order = [item for item, _ in ranked]
+    # 10 views 20 days ago (half-life 7 days: ~1.4) < 4 recent views < 1 recent purchase (weight 8).
+    assert order[:3] == [bought.shop_id, recent.shop_id, old.shop_id]
+
+
+def test_trending_is_cached_and_built_on_demand(shop_with_events: Any) -> None:
+    first = popular_get(category="skin")
+    with CaptureQueriesContext(connection) as queries:
+        again = popular_get(category="skin")
+
+    assert first and first == again
+    assert len(queries) == 0
+
+
+def test_inactive_items_never_trend(shop_with_events: Any) -> None:
+    Item.objects.filter(shop_id__in=[i for i, _ in popular_compute()["*"][:3]]).update(is_active=False)
+    ranked = [i for i, _ in popular_compute()["*"]]
+
+    assert not set(ranked) & set(Item.objects.filter(is_active=False).values_list("shop_id", flat=True))
+
+
+def test_the_served_log_buffers_then_drains_in_bulk(db: None) -> None:
+    for i in range(3):
+        served_log_push(record={"recommendation_id": f"r{i}", "scene": "home", "source": "model",
+                                "items": [{"item": "a", "position": 1, "score": 1.0}]})
+    assert served_log_backlog() == 3
+
+    with CaptureQueriesContext(connection) as queries:
+        written = served_log_drain()
+
+    assert written == 3 and served_log_backlog() == 0
+    assert ServedRecommendation.objects.count() == 3
+    assert sum("INSERT" in q["sql"] for q in queries.captured_queries) == 1
+
+
+@pytest.mark.redis
+def test_the_served_log_goes_through_redis_when_configured(db: None) -> None:
+    from django_redis import get_redis_connection
+
+    served_log_push(record={"recommendation_id": "via-redis", "source": "fallback", "items": []})
+    from recadmin.serving.served_log import _list_key
+
+    assert get_redis_connection("default").llen(_list_key()) == 1
+    served_log_drain()
+    assert ServedRecommendation.objects.filter(recommendation_id="via-redis", source="fallback").exists()
