@@ -112,8 +112,8 @@ class WeightMode(models.TextChoices):
 
 CONDITION_HELP = (
     "A JSON condition over item fields. Fields: "
-    f"{FIELDS_HELP}. A leaf is {{\"field\": ..., \"op\": ..., \"value\": ...}}; combine with "
-    "{\"all\": [...]}, {\"any\": [...]}, {\"not\": {...}}. Operators: category in_subtree (slug or list, includes "
+    f'{FIELDS_HELP}. A leaf is {{"field": ..., "op": ..., "value": ...}}; combine with '
+    '{"all": [...]}, {"any": [...]}, {"not": {...}}. Operators: category in_subtree (slug or list, includes '
     "descendants) / eq / in; brand eq / ne / in / not_in; price lt / lte / gt / gte / eq / between [min, max]; "
     "in_stock and active eq true/false; item eq / in (shop ids); attributes.NAME eq / ne / in / not_in / exists. "
     'Example: {"all": [{"field": "category", "op": "in_subtree", "value": "skincare"}, '
@@ -158,9 +158,10 @@ class BusinessRule(models.Model):
         help_text="Pin only: the 1-based position of the first pinned item; the others follow it.",
     )
     pinned_items = models.ManyToManyField(
-        Item, blank=True, related_name="pinned_by_rules", help_text=(
-            "Pin only: the item(s) to pin; several fill consecutive positions in the order of their shop id."
-        ),
+        Item,
+        blank=True,
+        related_name="pinned_by_rules",
+        help_text=("Pin only: the item(s) to pin; several fill consecutive positions in the order of their shop id."),
     )
     valid_from = models.DateTimeField(null=True, blank=True, help_text="Empty: valid from now on.")
     valid_until = models.DateTimeField(null=True, blank=True, help_text="Empty: valid until disabled. Exclusive.")

@@ -32,9 +32,9 @@ def run(candidates: list[Candidate], *rules: CompiledRule, scene: SceneSettings 
 
 def test_the_engine_module_imports_nothing_from_django() -> None:
     source = Path(engine.__file__).read_text()
-    imported = [
-        node.module or "" for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
-    ] + [alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import) for alias in node.names]
+    imported = [node.module or "" for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)] + [
+        alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import) for alias in node.names
+    ]
     assert not [name for name in imported if name.startswith(("django", "rest_framework"))]
     conditions = Path(engine.__file__).with_name("conditions.py").read_text()
     assert "django" not in conditions
