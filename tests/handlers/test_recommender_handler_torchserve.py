@@ -1,0 +1,130 @@
+"""The handler inside a real TorchServe: batching, a sequence model, and the hot-path latency."""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recadmin.modelops.archive import Archive, archive_build
+from tests.fixtures.torchserve import TorchServeInstance, synthetic_sequences, train_checkpoint
+from training.checkpoint import load_checkpoint
+
+NAME = "recommender"
+HAS_SASREC = importlib.util.find_spec("training.models.sasrec") is not None
+SASREC_QUICK = {"hidden": 16, "blocks": 1, "max_len": 10, "max_epochs": 3, "dropout": 0.1, "batch_size": 64}
+
+
+def _handler_calls(instance: TorchServeInstance) -> int:
+    """TorchServe logs one HandlerTime metric per handle() call, that is per batch."""
+    path = instance.run_dir / "logs" / "model_metrics.log"
+    return path.read_text().count("HandlerTime") if path.exists() else 0
+
+
+def _wait_for_calls(instance: TorchServeInstance, at_least: int, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (calls := _handler_calls(instance)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return calls
+
+
+def test_concurrent_requests_are_batched_and_answered_like_single_ones(
+    torchserve: TorchServeInstance, trained_checkpoint: Path
+) -> None:
+    archive = archive_build(
+        checkpoint_dir=trained_checkpoint,
+        name="batched",
+        version="1",
+        model_store=torchserve.model_store,
+        batch_size=4,
+        max_batch_delay=400,  # long enough for four threads to land in one batch
+        overwrite=True,
+    )
+    client = torchserve.client
+    client.register(archive.path, model_name="batched")
+    bodies: list[dict[str, Any]] = [
+        {"history": ["sku-001", "sku-002"], "k": 5},
+        {"similar_to": "sku-004", "k": 3},
+        {"history": [], "k": 4, "exclude": ["sku-000"]},
+        {"history": ["sku-010"], "k": 6},
+    ]
+    before = _wait_for_calls(torchserve, 0)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        batched = list(pool.map(lambda b: client.predict("batched", b, timeout=10), bodies))
+    after = _wait_for_calls(torchserve, before + 1)
+    assert after - before < len(bodies)  # fewer handler calls than requests: they were batched
+    singles = [client.predict("batched", b, timeout=10) for b in bodies]
+    assert batched == singles
+    assert [len(a) for a in batched] == [5, 3, 4, 6]
+
+
+@pytest.mark.skipif(not HAS_SASREC, reason="training.models.sasrec is not there yet")
+def test_a_sequence_model_is_served_with_the_same_ranking_as_in_process(
+    torchserve: TorchServeInstance, tmp_path: Path
+) -> None:
+    checkpoint = train_checkpoint(tmp_path / "sasrec", kind="sasrec", params=SASREC_QUICK)
+    archive = archive_build(checkpoint_dir=checkpoint, name=NAME, version="1", model_store=torchserve.model_store,
+                            overwrite=True)
+    torchserve.client.register(archive.path, model_name=NAME)
+    history = ["sku-005", "sku-006", "sku-007"]
+    answer = torchserve.client.predict(NAME, {"history": history, "k": 10})
+
+    loaded = load_checkpoint(checkpoint)
+    scores = loaded.model.score([[loaded.item_index.index(i) for i in history]])[0]
+    for banned in [0, *(loaded.item_index.index(i) for i in history)]:
+        scores[banned] = float("-inf")
+    top = scores.topk(10)
+    assert [a["score"] for a in answer] == pytest.approx(top.values.tolist(), abs=1e-4)
+    assert {a["item"] for a in answer} == set(loaded.item_index.ids_of(top.indices.tolist()))
+    similar = torchserve.client.predict(NAME, {"similar_to": "sku-005", "k": 5})
+    assert len(similar) == 5 and "sku-005" not in {a["item"] for a in similar}
+
+
+def _latency(instance: TorchServeInstance, archive: Archive, label: str) -> dict[str, float]:
+    client = instance.client
+    started = time.monotonic()
+    client.register(archive.path, model_name=archive.name, initial_workers=1)
+    client.wait_until_ready(archive.name, archive.version, timeout=60)
+    ready_in = time.monotonic() - started
+    history = [f"sku-{i:03d}" for i in range(5, 25)]
+    body = {"history": history, "k": 500}
+    for _ in range(5):  # warm the connection and the worker
+        client.predict_fast(archive.name, body, budget=2.0)
+    timings = []
+    for _ in range(40):
+        t0 = time.perf_counter()
+        answer = client.predict_fast(archive.name, body, budget=2.0)
+        timings.append(time.perf_counter() - t0)
+    assert len(answer) == 500
+    timings.sort()
+    figures = {
+        "register_until_ready_s": round(ready_in, 2),
+        "p50_ms": round(statistics.median(timings) * 1000, 2),
+        "p95_ms": round(timings[int(len(timings) * 0.95) - 1] * 1000, 2),
+    }
+    print(f"\n[latency] {label}: {figures}; TorchServe start-ups took {[round(s, 2) for s in instance.starts]} s")
+    return figures
+
+
+@pytest.mark.slow
+def test_predict_k500_answers_well_within_the_serving_budget(torchserve: TorchServeInstance, tmp_path: Path) -> None:
+    sequences = synthetic_sequences(num_users=500, num_items=900, length=20, seed=1)
+    assert len({i for s in sequences.values() for i in s}) > 600
+    checkpoint = train_checkpoint(tmp_path / "pop", kind="pop", sequences=sequences)
+    archive = archive_build(checkpoint_dir=checkpoint, name="latency", version="1", model_store=torchserve.model_store,
+                            max_batch_delay=1, handler_settings={"max_k": 1000}, overwrite=True)
+    figures = _latency(torchserve, archive, "pop, 900 items")
+    assert figures["p50_ms"] < 150
+    if HAS_SASREC:
+        checkpoint = train_checkpoint(tmp_path / "sasrec", kind="sasrec", sequences=sequences,
+                                      params={**SASREC_QUICK, "hidden": 64, "max_len": 50, "max_epochs": 1})
+        archive = archive_build(checkpoint_dir=checkpoint, name="latency", version="2",
+                                model_store=torchserve.model_store, max_batch_delay=1,
+                                handler_settings={"max_k": 1000}, overwrite=True)
+        figures = _latency(torchserve, archive, "sasrec hidden 64, 900 items")
+        assert figures["p50_ms"] < 150
