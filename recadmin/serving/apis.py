@@ -147,6 +147,7 @@ class RecommendationsApi(APIView):
             item=_text(params, "item"),
             category=_text(params, "category", max_length=100),
             recommendation_id=_text(params, "recommendation_id", max_length=64),
+            bundle=bundle,
         )
         return _render(served)
 
@@ -173,6 +174,7 @@ class SimilarItemsApi(APIView):
             n=validate_n(params.get("n"), default=bundle.settings.default_n),
             offset=validate_offset(params.get("offset")),
             recommendation_id=_text(params, "recommendation_id", max_length=64),
+            bundle=bundle,
         )
         return _render(served)
 

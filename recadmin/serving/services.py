@@ -42,8 +42,10 @@ from recadmin.serving.served_log import served_log_push
 logger = logging.getLogger(__name__)
 
 MAX_N = 100
-# The full list cached per recommendation_id: long enough for several pages of the largest n.
-LIST_LENGTH = 100
+# The full list cached per recommendation_id: at least this long (several pages of a usual n), and
+# as long as the first request's offset + n. Later pages of the same id are slices of it; asking
+# past its end gives a short or empty page rather than a different list.
+LIST_LENGTH = 50
 MAX_LIST_LENGTH = 500
 MAX_K = 1000
 LIST_TTL_SECONDS = 30 * 60
@@ -431,12 +433,13 @@ def recommendations_build(
     history: Sequence[str] | None = None,
     want_raw: bool = False,
     now: dt.datetime | None = None,
+    bundle: SceneBundle | None = None,
 ) -> ServedList:
     """Make a full list (not logged, not cached). `history` (oldest first) replaces the customer's
     own, for the admin preview. Raises ValidationError for bad parameters; never for a model failure."""
     started = time.perf_counter()
     now = now or timezone.now()
-    bundle = scene_bundle(scene, now=now)
+    bundle = bundle or scene_bundle(scene, now=now)
     context_meta = validate_item(item)
     category = validate_category(category)
     length = _list_length(n, offset)
@@ -511,6 +514,7 @@ def recommendations_serve(
     item: str | None = None,
     category: str | None = None,
     recommendation_id: str | None = None,
+    bundle: SceneBundle | None = None,
 ) -> ServedList:
     """GET /api/v1/recommendations: a page of a new list, or of the cached list `recommendation_id`
     (the same list, so pages never repeat or skip items). An expired id gets a new list."""
@@ -519,7 +523,9 @@ def recommendations_serve(
         served = _page_from_cache(recommendation_id, n=n, offset=offset, started=started)
         if served is not None:
             return served
-    served = recommendations_build(customer=customer, scene=scene, n=n, offset=offset, item=item, category=category)
+    served = recommendations_build(
+        customer=customer, scene=scene, n=n, offset=offset, item=item, category=category, bundle=bundle
+    )
     _cache_list(served)
     served.latency_ms = (time.perf_counter() - started) * 1000
     _log(served)
@@ -527,7 +533,13 @@ def recommendations_serve(
 
 
 def similar_serve(
-    *, item: str, scene: str | None = None, n: int = 10, offset: int = 0, recommendation_id: str | None = None
+    *,
+    item: str,
+    scene: str | None = None,
+    n: int = 10,
+    offset: int = 0,
+    recommendation_id: str | None = None,
+    bundle: SceneBundle | None = None,
 ) -> ServedList:
     """GET /api/v1/items/<id>/similar: the model's nearest items, with the scene's rules."""
     started = time.perf_counter()
@@ -536,7 +548,7 @@ def similar_serve(
         if served is not None:
             return served
     now = timezone.now()
-    bundle = scene_bundle(scene, now=now, required=False)
+    bundle = bundle or scene_bundle(scene, now=now, required=False)
     context_meta = validate_item(item)
     length = _list_length(n, offset)
     model = default_model_get()
