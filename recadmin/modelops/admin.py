@@ -44,7 +44,7 @@ _current_request: contextvars.ContextVar[HttpRequest | None] = contextvars.Conte
 )
 
 # Metrics shown side by side, in this order, when present.
-COMPARED_METRICS = ["ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr", "coverage@10", "diversity@10"]
+COMPARED_METRICS = ["NDCG@10", "HR@10", "NDCG@5", "HR@5", "NDCG@20", "HR@20", "MRR", "coverage@10", "diversity@10"]
 
 
 def _progress_bar(run: TrainingRun) -> SafeString:
@@ -393,15 +393,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="valid NDCG@10")
     def valid_ndcg(self, obj: ModelVersion) -> str:
-        return _fmt(obj.valid_metrics.get("ndcg@10"))
+        return _fmt(obj.valid_metrics.get("NDCG@10"))
 
     @admin.display(description="valid HR@10")
     def valid_hr(self, obj: ModelVersion) -> str:
-        return _fmt(obj.valid_metrics.get("hr@10"))
+        return _fmt(obj.valid_metrics.get("HR@10"))
 
     @admin.display(description="test NDCG@10")
     def test_ndcg(self, obj: ModelVersion) -> str:
-        return _fmt(obj.test_metrics.get("ndcg@10"))
+        return _fmt(obj.test_metrics.get("NDCG@10"))
 
     @admin.display(description="Δ NDCG@10 vs default")
     def vs_default(self, obj: ModelVersion) -> SafeString:

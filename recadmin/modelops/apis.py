@@ -75,7 +75,7 @@ class ModelVersionOutputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=ModelKind.choices)
     status = serializers.CharField(help_text="built, registered, default, retired or failed")
     params = serializers.DictField()
-    valid_metrics = serializers.DictField(child=serializers.FloatField(), help_text="e.g. ndcg@10, hr@10, mrr")
+    valid_metrics = serializers.DictField(child=serializers.FloatField(), help_text="e.g. NDCG@10, HR@10, MRR")
     test_metrics = serializers.DictField(child=serializers.FloatField())
     num_events = serializers.IntegerField()
     num_users = serializers.IntegerField()
@@ -95,8 +95,8 @@ _VERSION_EXAMPLE = {
     "kind": "sasrec",
     "status": "default",
     "params": {"epochs": 20},
-    "valid_metrics": {"ndcg@10": 0.051, "hr@10": 0.089},
-    "test_metrics": {"ndcg@10": 0.047, "hr@10": 0.083},
+    "valid_metrics": {"NDCG@10": 0.051, "HR@10": 0.089},
+    "test_metrics": {"NDCG@10": 0.047, "HR@10": 0.083},
     "num_events": 198502,
     "num_users": 22363,
     "num_items": 12101,

@@ -143,5 +143,6 @@ class ModelVersion(models.Model):
 
     @property
     def ndcg10(self) -> float | None:
-        value: Any = (self.valid_metrics or {}).get("ndcg@10")
+        metrics = self.valid_metrics or {}
+        value: Any = metrics.get("NDCG@10", metrics.get("ndcg@10"))
         return float(value) if value is not None else None

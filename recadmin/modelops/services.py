@@ -35,48 +35,53 @@ logger = logging.getLogger(__name__)
 
 MAX_WORKERS = 16
 
-# The main parameters a person may set from the admin or the API, per kind, with their bounds.
-# Anything else in `params` is refused: a typo must not silently train with the defaults.
-PARAM_SPECS: dict[str, dict[str, tuple[type, float, float]]] = {
+# The parameters a person may set from the admin or the API, per kind, with their bounds; the
+# names are those of the models in `training/models` (their DEFAULTS). Anything else in `params`
+# is refused: a typo must not silently train with the defaults. Strings list their choices.
+PARAM_SPECS: dict[str, dict[str, tuple[Any, Any, Any]]] = {
     ModelKind.SASREC: {
-        "epochs": (int, 1, 500),
-        "hidden_dim": (int, 8, 1024),
-        "num_layers": (int, 1, 8),
-        "num_heads": (int, 1, 16),
+        "max_epochs": (int, 1, 1000),
+        "hidden": (int, 8, 1024),
+        "blocks": (int, 1, 8),
+        "heads": (int, 1, 16),
+        "ffn_mult": (int, 1, 8),
         "max_len": (int, 2, 1000),
         "dropout": (float, 0.0, 0.9),
         "lr": (float, 1e-6, 1.0),
-        "batch_size": (int, 1, 65536),
         "weight_decay": (float, 0.0, 1.0),
-        "patience": (int, 0, 100),
+        "batch_size": (int, 1, 65536),
+        "patience": (int, 1, 1000),
+        "max_seconds": (float, 1.0, 7 * 86400.0),
+        "loss": (str, ("full", "sampled"), None),
+        "num_negatives": (int, 1, 100000),
+        "use_attributes": (bool, None, None),
     },
     ModelKind.CF: {
-        "epochs": (int, 1, 500),
-        "dim": (int, 2, 1024),
+        "max_epochs": (int, 1, 1000),
         "factors": (int, 2, 1024),
+        "dim": (int, 2, 1024),
         "lr": (float, 1e-6, 1.0),
         "reg": (float, 0.0, 1e6),
         "l2": (float, 0.0, 1e6),
         "batch_size": (int, 1, 65536),
+        "max_seconds": (float, 1.0, 7 * 86400.0),
     },
     ModelKind.ITEMKNN: {
         "neighbours": (int, 1, 10000),
-        "neighbors": (int, 1, 10000),
-        "k": (int, 1, 10000),
         "shrink": (float, 0.0, 1e6),
         "window": (int, 1, 1000),
     },
     ModelKind.POP: {
-        "half_life_days": (float, 0.0, 3650.0),
-        "decay": (bool, 0, 1),
+        "half_life_days": (float, 0.001, 3650.0),
+        "use_event_weights": (bool, None, None),
     },
 }
 # Pipeline options accepted beside model parameters (not passed to the model).
-PIPELINE_OPTIONS: dict[str, tuple[type, float, float]] = {
+PIPELINE_OPTIONS: dict[str, tuple[Any, Any, Any]] = {
     "seed": (int, 0, 2**31 - 1),
-    "test_days": (float, 0.0, 3650.0),
-    "valid_days": (float, 0.0, 3650.0),
-    "test_fraction": (float, 0.0, 0.5),
+    "test_days": (float, 0.01, 3650.0),
+    "valid_days": (float, 0.01, 3650.0),
+    "holdout_fraction": (float, 0.01, 0.45),
     "min_events": (int, 1, 10**9),
     "workers": (int, 1, MAX_WORKERS),
 }
@@ -98,6 +103,13 @@ def _validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]
                 f"Unknown parameter '{name}' for {kind}. Allowed: {allowed}.", field=f"params.{name}"
             )
         kind_of, low, high = specs[name]
+        if kind_of is str:
+            if value not in low:
+                raise ValidationError(
+                    f"Parameter '{name}' must be one of: {', '.join(low)}.", field=f"params.{name}"
+                )
+            cleaned[name] = value
+            continue
         try:
             if kind_of is bool:
                 if not isinstance(value, bool):
@@ -112,10 +124,8 @@ def _validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]
                     raise TypeError
                 coerced = float(value)
         except (TypeError, ValueError) as exc:
-            raise ValidationError(
-                f"Parameter '{name}' must be {'an integer' if kind_of is int else 'a ' + kind_of.__name__}.",
-                field=f"params.{name}",
-            ) from exc
+            expected = {int: "an integer", bool: "true or false"}.get(kind_of, "a number")
+            raise ValidationError(f"Parameter '{name}' must be {expected}.", field=f"params.{name}") from exc
         if kind_of is not bool and not (low <= coerced <= high):
             raise ValidationError(f"Parameter '{name}' must be between {low} and {high}.", field=f"params.{name}")
         cleaned[name] = coerced

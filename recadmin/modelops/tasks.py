@@ -46,7 +46,8 @@ def train_model(self: Any, run_id: int) -> dict[str, Any]:
 
     from recadmin.modelops.pipeline import execute
 
-    retries_left = self.request.retries < self.max_retries
+    # In-process (eager) runs have no worker to come back later: they fail at once instead.
+    retries_left = not self.request.is_eager and self.request.retries < self.max_retries
     try:
         run = execute(run=run, retry_transient=retries_left)
     except ServiceUnavailable as exc:

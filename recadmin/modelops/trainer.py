@@ -1,0 +1,181 @@
+"""Exported events -> `training/` dataset -> time-based split -> fit -> evaluate -> checkpoint.
+
+The only module of recadmin that imports `training` (and so torch); loaded by the pipeline inside
+the Celery task. Everything model-specific stays in `training/`: this file only adapts the
+database export to its dataset and reports progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recadmin.modelops.loader import EventArrays
+
+if TYPE_CHECKING:
+    from recadmin.modelops.pipeline import Reporter, TrainOutcome
+
+logger = logging.getLogger("recadmin.modelops.trainer")
+
+# Options of the pipeline itself, never passed to a model.
+PIPELINE_KEYS = {"seed", "workers", "min_events", "holdout_fraction", "test_days", "valid_days"}
+DEFAULT_HOLDOUT_FRACTION = 0.1
+
+
+def _ids_for(pks: np.ndarray, shop_ids: dict[int, str]) -> np.ndarray:
+    """Shop ids for an array of primary keys, without a Python loop over the events."""
+    unique, inverse = np.unique(pks, return_inverse=True)
+    names = np.array([shop_ids[int(pk)] for pk in unique.tolist()], dtype=object)
+    return names[inverse] if len(pks) else np.zeros(0, dtype=object)
+
+
+def dataset_from_arrays(arrays: EventArrays) -> Any:
+    """An `InteractionDataset` over the shop's ids: every active item is indexed (with its
+    category and brand as attributes), so items without events can still be scored."""
+    from training.data import InteractionDataset
+
+    users = _ids_for(arrays.customer, arrays.customer_shop_ids)
+    items = _ids_for(arrays.item, arrays.item_shop_ids)
+    type_names = np.array(arrays.type_names or ["view"], dtype=object)
+    weights = {name: float(w) for name, w in zip(arrays.type_names, _type_weights(arrays), strict=True)}
+    return InteractionDataset.from_events(
+        users,
+        items,
+        arrays.timestamp.astype(np.float64),
+        type_names[arrays.types] if len(arrays) else np.zeros(0, dtype=object),
+        type_weights=weights,
+        item_attributes=arrays.item_attributes or None,
+        catalog=sorted(arrays.item_shop_ids.values()),
+    )
+
+
+def _type_weights(arrays: EventArrays) -> list[float]:
+    weights: list[float] = []
+    for code in range(len(arrays.type_names)):
+        found = arrays.weights[arrays.types == code]
+        weights.append(float(found[0]) if found.size else 1.0)
+    return weights
+
+
+def split_for(dataset: Any, params: dict[str, Any]) -> Any:
+    """A time-based hold-out of the shop's own events: the latest go to test, the ones before to
+    validation (by days when given, else by a fraction of the events)."""
+    from training.data import split_by_time
+
+    ts = dataset.timestamps
+    newest = float(ts.max())
+    test_cutoff = valid_cutoff = None
+    if params.get("test_days"):
+        test_cutoff = newest - float(params["test_days"]) * 86400.0
+    if params.get("valid_days"):
+        valid_cutoff = (test_cutoff if test_cutoff is not None else newest) - float(params["valid_days"]) * 86400.0
+    return split_by_time(
+        dataset,
+        test_cutoff=test_cutoff,
+        valid_cutoff=valid_cutoff,
+        holdout_fraction=float(params.get("holdout_fraction", DEFAULT_HOLDOUT_FRACTION)),
+    )
+
+
+_EPOCH_RE = re.compile(r"epoch (\d+)")
+
+
+def train(
+    *, arrays: EventArrays, kind: str, params: dict[str, Any], reporter: Reporter, workdir: Path
+) -> TrainOutcome:
+    import torch
+
+    from recadmin.modelops.models import TrainingStage
+    from recadmin.modelops.pipeline import StageFailed, TrainOutcome
+    from training.checkpoint import save_checkpoint
+    from training.metrics import evaluate
+    from training.models import build_model
+
+    # The worker shares the machine with the web and TorchServe processes.
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    started = time.perf_counter()
+    dataset = dataset_from_arrays(arrays)
+    try:
+        split = split_for(dataset, params)
+    except ValueError as exc:
+        raise StageFailed(TrainingStage.TRAINING, f"Could not split the events by time: {exc}") from exc
+    if len(split.valid) == 0 or len(split.test) == 0:
+        raise StageFailed(
+            TrainingStage.TRAINING,
+            f"The time-based hold-out has {len(split.valid)} validation and {len(split.test)} test customers: "
+            "more events spread over more time are needed to evaluate a model.",
+        )
+    logger.info(
+        "Dataset: %d events, %d customers, %d items; split at %s: train %d events, valid %d, test %d customers (%.1fs)",
+        dataset.num_interactions,
+        dataset.num_users,
+        dataset.num_items,
+        {k: round(v) for k, v in split.info.items()},
+        split.train.num_interactions,
+        len(split.valid),
+        len(split.test),
+        time.perf_counter() - started,
+    )
+
+    model_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS}
+    seed = int(params.get("seed", 0))
+    model = build_model(kind, dataset.num_items, **model_params)
+    max_epochs = int(model.params.get("max_epochs") or model.params.get("epochs") or 0)
+
+    def on_progress(fraction: float, text: str, metrics: dict[str, float] | None) -> None:
+        match = _EPOCH_RE.search(text or "")
+        if match and max_epochs:
+            label = f"training epoch {match.group(1)}/{max_epochs}"
+        else:
+            label = f"training: {text}" if text else "training"
+        if metrics:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("valid_") or k == "loss")
+            logger.info("%s: %s", label, shown)
+        reporter.within(fraction, label)
+
+    report = model.fit(split.train, progress=on_progress, seed=seed, valid=split.valid)
+    train_seconds = time.perf_counter() - started
+
+    reporter.stage(TrainingStage.EVALUATING, "evaluating")
+    attributes = dataset.attribute_matrix(8) if dataset.num_attributes else None
+    valid_metrics = evaluate(model, split.valid, num_items=dataset.num_items, attributes=attributes).full
+    reporter.within(0.5, "evaluating on the test hold-out")
+    test_metrics = evaluate(model, split.test, num_items=dataset.num_items, attributes=attributes).full
+    logger.info(
+        "valid NDCG@10 %.4f HR@10 %.4f; test NDCG@10 %.4f HR@10 %.4f",
+        valid_metrics.get("NDCG@10", 0.0),
+        valid_metrics.get("HR@10", 0.0),
+        test_metrics.get("NDCG@10", 0.0),
+        test_metrics.get("HR@10", 0.0),
+    )
+    checkpoint_dir = workdir / "checkpoint"
+    save_checkpoint(
+        model,
+        checkpoint_dir,
+        item_index=dataset.item_index,
+        extra={"split": split.info, "best_epoch": report.best_epoch, "epochs": report.epochs},
+    )
+    return TrainOutcome(
+        checkpoint_dir=checkpoint_dir,
+        kind=kind,
+        params=dict(model.params),
+        valid_metrics={k: round(float(v), 6) for k, v in valid_metrics.items()},
+        test_metrics={k: round(float(v), 6) for k, v in test_metrics.items()},
+        num_events=int(dataset.num_interactions),
+        num_users=int(dataset.num_users),
+        num_items=int(dataset.num_items),
+        extra={
+            "epochs": report.epochs,
+            "best_epoch": report.best_epoch,
+            "history": report.history[-50:],
+            "split": split.info,
+            "valid_users": len(split.valid),
+            "test_users": len(split.test),
+            "train_seconds": round(train_seconds, 2),
+        },
+    )
