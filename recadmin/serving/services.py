@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -34,6 +34,7 @@ from recadmin.modelops.selectors import DefaultModel, default_model_get
 from recadmin.rules import engine
 from recadmin.rules.engine import Candidate, Context, RuleSet, SceneSettings
 from recadmin.serving import fallbacks
+from recadmin.serving.embeddings import embeddings_get
 from recadmin.serving.items import items_metadata
 from recadmin.serving.models import ServedEndpoint, ServedSource
 from recadmin.serving.popular import popular_get
@@ -302,12 +303,18 @@ def _rank(
     length: int,
     extra_reason: dict[str, Any] | None = None,
     want_raw: bool = False,
+    embedding_version: int | None = None,
 ) -> _Built:
     now = context.now
     pinned = _pinned_ids(bundle.ruleset, now)
     metas = items_metadata([item for item, _ in scored] + pinned)
     candidates = [_to_candidate(metas[item], score, origin) for item, score in scored if item in metas]
     extras = tuple(_to_candidate(metas[i], 0.0, "pinned") for i in pinned if i in metas)
+    if bundle.settings.mmr_enabled and bundle.settings.mmr_lambda < 1.0 and embedding_version is not None:
+        vectors = embeddings_get(version_id=embedding_version, shop_ids=[c.item_id for c in (*candidates, *extras)])
+        if vectors:
+            candidates = [replace(c, embedding=vectors.get(c.item_id)) for c in candidates]
+            extras = tuple(replace(c, embedding=vectors.get(c.item_id)) for c in extras)
     ctx = Context(now=now, purchases=context.purchases, current_item=context.current_item, extra_candidates=extras)
     ranking = engine.apply_rules(candidates, bundle.ruleset, bundle.settings, ctx, n=length, offset=0)
     items = []
@@ -473,15 +480,29 @@ def recommendations_build(
         if not scored:
             raise _Fallback(fallbacks.REASON_UNKNOWN_TO_MODEL)
         built = _rank(
-            scored, origin=origin, bundle=bundle, context=context, length=length, extra_reason=extra, want_raw=want_raw
+            scored,
+            origin=origin,
+            bundle=bundle,
+            context=context,
+            length=length,
+            extra_reason=extra,
+            want_raw=want_raw,
+            embedding_version=model.id,
         )
     except _Fallback as fallback:
         source, reason, detail = ServedSource.FALLBACK, fallback.reason, fallback.detail
         fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
     if built is None:
         scored = _fallback_scores(scene=bundle.settings, category=category, context_meta=context_meta)
+        # The vectors live in the cache: a fallback list is diversified too, even with TorchServe down.
         built = _rank(
-            scored, origin="popular_fallback", bundle=bundle, context=context, length=length, want_raw=want_raw
+            scored,
+            origin="popular_fallback",
+            bundle=bundle,
+            context=context,
+            length=length,
+            want_raw=want_raw,
+            embedding_version=model.id if model is not None else None,
         )
     model_used = model if source == ServedSource.MODEL else None
     return ServedList(
@@ -571,6 +592,7 @@ def similar_serve(
             context=context,
             length=length,
             extra_reason={"type": "similar_to", "item": item},
+            embedding_version=model.id,
         )
     except _Fallback as fallback:
         source, reason = ServedSource.FALLBACK, fallback.reason
@@ -580,7 +602,14 @@ def similar_serve(
             **{**bundle.settings.to_dict(), "fallback": engine.FALLBACK_CATEGORY}
         )
         scored = _fallback_scores(scene=settings_for_fallback, category=None, context_meta=context_meta)
-        built = _rank(scored, origin="popular_fallback", bundle=bundle, context=context, length=length)
+        built = _rank(
+            scored,
+            origin="popular_fallback",
+            bundle=bundle,
+            context=context,
+            length=length,
+            embedding_version=model.id if model is not None else None,
+        )
     model_used = model if source == ServedSource.MODEL else None
     served = ServedList(
         recommendation_id=_new_id(),

@@ -27,6 +27,14 @@ def refresh_popular() -> dict[str, int]:
     return popular_refresh()
 
 
+@shared_task(name="recadmin.serving.tasks.export_item_embeddings", ignore_result=True, acks_late=True)
+def export_item_embeddings(version_id: int) -> int:
+    """Cache a model version's item vectors for the MMR re-rank (imports torch: worker only)."""
+    from recadmin.serving.embeddings import embeddings_export
+
+    return embeddings_export(version_id=version_id)
+
+
 @app.on_after_finalize.connect
 def _schedule(sender: Any, **kwargs: Any) -> None:
     # Entries in beat_schedule are copied into django-celery-beat's tables by its scheduler, so
