@@ -82,7 +82,7 @@ class BusinessRuleForm(forms.ModelForm):
             )
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         # The model's clean() checks the plain fields (and reports them); the many-to-many fields
         # only exist here, before the save, so the form reports those.
         spec = RuleSpec(

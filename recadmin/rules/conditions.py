@@ -79,14 +79,22 @@ class ConditionError(ValueError):
 class ItemLike(Protocol):
     """What a condition reads from an item (the engine's Candidate satisfies it)."""
 
-    item_id: str
-    category: str | None
-    category_path: tuple[str, ...]
-    brand: str
-    price: float | None
-    in_stock: bool
-    active: bool
-    attributes: Mapping[str, Any]
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def category_path(self) -> tuple[str, ...]: ...
+    @property
+    def brand(self) -> str: ...
+    @property
+    def price(self) -> float | None: ...
+    @property
+    def in_stock(self) -> bool: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
 
 
 def _join(path: str, part: str) -> str:
@@ -213,7 +221,7 @@ def category_slugs(condition: Mapping[str, Any]) -> set[str]:
     for leaf in iter_leaves(condition):
         if leaf.get("field") == "category":
             value = leaf.get("value")
-            found.update(value if isinstance(value, list) else [value])
+            found.update(str(v) for v in (value if isinstance(value, list) else [value]))
     return found
 
 
@@ -237,12 +245,16 @@ def _fold(value: Any) -> Any:
     return value.casefold() if isinstance(value, str) else value
 
 
-def _attribute_values(item: ItemLike, name: str) -> tuple[bool, list[Any]]:
-    if name not in item.attributes:
-        return False, []
-    raw = item.attributes[name]
-    values = raw if isinstance(raw, list) else [raw]
-    return True, [_fold(v) for v in values]
+def _attribute_values(item: ItemLike, name: str) -> list[Any]:
+    raw = item.attributes.get(name, _MISSING)
+    if raw is _MISSING:
+        return []
+    if isinstance(raw, list):
+        return [_fold(v) for v in raw]
+    return [_fold(raw)]
+
+
+_MISSING = object()
 
 
 def _leaf(field: str, op: str, value: Any) -> Predicate:
@@ -294,14 +306,13 @@ def _leaf(field: str, op: str, value: Any) -> Predicate:
         target = _fold(value)
 
         def contains(item: ItemLike) -> bool:
-            return target in _attribute_values(item, name)[1]
+            return target in _attribute_values(item, name)
 
         return contains if op == "eq" else (lambda item: not contains(item))
     targets = [_fold(v) for v in value]
 
     def shares(item: ItemLike) -> bool:
-        values = _attribute_values(item, name)[1]
-        return any(v in values for v in targets)
+        return any(v in targets for v in _attribute_values(item, name))
 
     return shares if op == "in" else (lambda item: not shares(item))
 

@@ -210,12 +210,14 @@ class Ranking:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Working:
     candidate: Candidate
     order: int
     score: float
-    reasons: list[dict[str, Any]]
+    # Only the boost / bury reasons: the origin reason is prepended when the page is built, so the
+    # hundreds of candidates that never make the page cost no dict.
+    reasons: list[dict[str, Any]] | None = None
 
 
 def _origin_reason(candidate: Candidate) -> dict[str, Any]:
@@ -288,10 +290,13 @@ def _normalised(vectors: list[tuple[float, ...] | None]) -> np.ndarray | None:
         # No embeddings (or inconsistent sizes): nothing to diversify on, MMR is score order.
         return None
     dim = dims.pop()
-    matrix = np.zeros((len(vectors), dim), dtype=np.float64)
-    for row, vector in enumerate(vectors):
-        if vector and len(vector) == dim:
-            matrix[row] = vector
+    if all(vectors):
+        matrix = np.asarray(vectors, dtype=np.float64)
+    else:
+        matrix = np.zeros((len(vectors), dim), dtype=np.float64)
+        for row, vector in enumerate(vectors):
+            if vector and len(vector) == dim:
+                matrix[row] = vector
     norms = np.linalg.norm(matrix, axis=1)
     norms[norms == 0] = 1.0
     return matrix / norms[:, None]
@@ -368,12 +373,14 @@ def apply_rules(
                 removed[cause] = removed.get(cause, 0) + 1
             dropped[candidate.item_id] = cause
             continue
-        working = _Working(candidate, order, _finite(candidate.score), [_origin_reason(candidate)])
+        working = _Working(candidate, order, _finite(candidate.score))
         for rule, predicate in adjusters:
-            if predicate(working.candidate):
+            if predicate(candidate):
                 before = working.score
                 working.score = _adjust(working.score, rule)
                 applied.add(rule.id)
+                if working.reasons is None:
+                    working.reasons = []
                 working.reasons.append(
                     {
                         "type": "boosted" if rule.kind == KIND_BOOST else "buried",
@@ -401,7 +408,7 @@ def apply_rules(
     for index, (working, pin_rule) in enumerate(chosen):
         if index < offset:
             continue
-        reasons = list(working.reasons)
+        reasons = [_origin_reason(working.candidate), *(working.reasons or ())]
         if pin_rule is not None:
             reasons.append({"type": "pinned", "rule": pin_rule.id, "rule_name": pin_rule.name, "position": index + 1})
         items.append(
@@ -465,7 +472,7 @@ def _build_list(
                     available[index] = False
                     capped_ids.add(index)
         if use_mmr and vector is not None:
-            max_sim = np.maximum(max_sim, embeddings @ vector)  # type: ignore[operator]
+            max_sim = np.maximum(max_sim, embeddings @ vector)
 
     def pin_vector(working: _Working) -> np.ndarray | None:
         if not use_mmr or not working.candidate.embedding or embeddings is None:
