@@ -62,6 +62,9 @@ class RecommenderHandler(BaseHandler):
         self.index_of: dict[str, int] = {item_id: i for i, item_id in enumerate(self.item_ids) if item_id is not None}
         with torch.inference_mode():
             emb = model.item_embeddings().detach().float()
+            # What a new customer (empty or all-unknown history) gets never changes: computed once
+            # here, it costs nothing per request and does not depend on what else is in a batch.
+            self.new_customer_scores = model.score([[]])[0].detach().float().clone()
         # Unit rows: one matrix product then gives cosine similarities.
         self.unit_embeddings = torch.nn.functional.normalize(emb, dim=1)
         self.context = context
@@ -140,10 +143,12 @@ class RecommenderHandler(BaseHandler):
     # ---- scoring ----------------------------------------------------------------------------
 
     def inference(self, requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[Any]:
-        """All history requests of the batch in one model.score() call, all similar_to requests
-        in one matrix product; then masking and top-k per request."""
+        """All history requests of the batch in one model.score() call (empty histories use the
+        precomputed new-customer scores), all similar_to requests in one matrix product; then
+        masking and top-k per request."""
         results: list[Any] = [None] * len(requests)
-        history_rows = [i for i, r in enumerate(requests) if r.get("kind") == "history"]
+        history_rows = [i for i, r in enumerate(requests) if r.get("kind") == "history" and r["history"]]
+        new_customer_rows = [i for i, r in enumerate(requests) if r.get("kind") == "history" and not r["history"]]
         similar_rows = [i for i, r in enumerate(requests) if r.get("kind") == "similar" and r["item"] is not None]
         with torch.inference_mode():
             if history_rows:
@@ -151,6 +156,9 @@ class RecommenderHandler(BaseHandler):
                 for row, i in enumerate(history_rows):
                     r = requests[i]
                     results[i] = self._top_k(scores[row], r["k"], r["seen"] + r["exclude"])
+            for i in new_customer_rows:
+                r = requests[i]
+                results[i] = self._top_k(self.new_customer_scores, r["k"], r["exclude"])
             if similar_rows:
                 anchors = self.unit_embeddings[[requests[i]["item"] for i in similar_rows]]
                 sims = anchors @ self.unit_embeddings.T

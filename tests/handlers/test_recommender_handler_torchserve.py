@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 
 from recadmin.modelops.archive import Archive, archive_build
-from tests.fixtures.torchserve import TorchServeInstance, synthetic_sequences, train_checkpoint
+from tests.fixtures.torchserve import SASREC_QUICK, TorchServeInstance, synthetic_sequences, train_checkpoint
 from training.checkpoint import load_checkpoint
 
 NAME = "recommender"
 HAS_SASREC = importlib.util.find_spec("training.models.sasrec") is not None
-SASREC_QUICK = {"hidden": 16, "blocks": 1, "max_len": 10, "max_epochs": 3, "dropout": 0.1, "batch_size": 64}
 
 
 def _handler_calls(instance: TorchServeInstance) -> int:
@@ -63,11 +62,10 @@ def test_concurrent_requests_are_batched_and_answered_like_single_ones(
     assert [len(a) for a in batched] == [5, 3, 4, 6]
 
 
-@pytest.mark.skipif(not HAS_SASREC, reason="training.models.sasrec is not there yet")
 def test_a_sequence_model_is_served_with_the_same_ranking_as_in_process(
-    torchserve: TorchServeInstance, tmp_path: Path
+    torchserve: TorchServeInstance, trained_sasrec_checkpoint: Path
 ) -> None:
-    checkpoint = train_checkpoint(tmp_path / "sasrec", kind="sasrec", params=SASREC_QUICK)
+    checkpoint = trained_sasrec_checkpoint
     archive = archive_build(checkpoint_dir=checkpoint, name=NAME, version="1", model_store=torchserve.model_store,
                             overwrite=True)
     torchserve.client.register(archive.path, model_name=NAME)
