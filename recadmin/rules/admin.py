@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -112,6 +112,16 @@ class BusinessRuleForm(forms.ModelForm):
         return cleaned
 
 
+def _preview_link(query: str) -> str:
+    """A link to the serving app's preview page, when that app provides one. Resolved by URL name:
+    rules sits below serving and must not import it."""
+    try:
+        url = reverse("admin:serving_preview")
+    except NoReverseMatch:
+        return "-"
+    return format_html('<a href="{}?{}">preview</a>', url, query)
+
+
 class SceneListFilter(admin.SimpleListFilter):
     """Scenes a rule applies to, counting 'all scenes' rules in every one."""
 
@@ -156,13 +166,13 @@ class ActiveNowFilter(admin.SimpleListFilter):
 class SceneAdmin(admin.ModelAdmin):
     list_display = [
         "slug", "name", "default_n", "candidate_multiplier", "max_per_category", "mmr_enabled", "mmr_lambda",
-        "fallback", "exclude_purchased_days", "enabled", "rules_link",
+        "fallback", "exclude_purchased_days", "enabled", "rules_link", "preview",
     ]  # fmt: skip
     list_filter = ["enabled", "mmr_enabled", "fallback"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at", "preview"]
     fieldsets = [
-        (None, {"fields": ["slug", "name", "description", "enabled"]}),
+        (None, {"fields": ["slug", "name", "description", "enabled", "preview"]}),
         ("List", {"fields": ["default_n", "candidate_multiplier", "fallback"]}),
         (
             "Diversity",
@@ -181,21 +191,26 @@ class SceneAdmin(admin.ModelAdmin):
         url = reverse("admin:rules_businessrule_changelist") + f"?scene={scene.slug}"
         return format_html('<a href="{}">rules</a>', url)
 
+    @admin.display(description="preview")
+    def preview(self, scene: Scene) -> str:
+        return _preview_link(f"scene={scene.slug}") if scene.pk else "-"
+
 
 @admin.register(BusinessRule)
 class BusinessRuleAdmin(admin.ModelAdmin):
     form = BusinessRuleForm
     list_display = [
         "name", "kind", "scene_list", "priority", "enabled", "active_now", "valid_from", "valid_until", "updated_at",
+        "preview",
     ]  # fmt: skip
     list_filter = ["kind", "enabled", ActiveNowFilter, SceneListFilter, "all_scenes"]
     search_fields = ["name"]
     raw_id_fields = ["pinned_items"]
     filter_horizontal = ["scenes"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at", "preview"]
     actions = ["enable_rules", "disable_rules"]
     fieldsets = [
-        (None, {"fields": ["name", "kind", "enabled", "priority"]}),
+        (None, {"fields": ["name", "kind", "enabled", "priority", "preview"]}),
         ("Where", {"fields": ["all_scenes", "scenes"]}),
         (
             "Which items",
@@ -218,6 +233,10 @@ class BusinessRuleAdmin(admin.ModelAdmin):
         if rule.all_scenes:
             return "all"
         return ", ".join(scene.slug for scene in rule.scenes.all()) or "-"
+
+    @admin.display(description="preview")
+    def preview(self, rule: BusinessRule) -> str:
+        return _preview_link(f"rule={rule.pk}") if rule.pk else "-"
 
     @admin.display(description="active now", boolean=True)
     def active_now(self, rule: BusinessRule) -> bool:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from django.test import Client
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from recadmin.rules.models import BusinessRule, Scene
 from tests.rules.factories import BusinessRuleFactory, CategoryFactory, ItemFactory, SceneFactory
@@ -105,3 +105,15 @@ def test_the_disable_action_goes_through_the_service(admin_client: Client, home:
     )
     assert response.status_code == 302
     assert not BusinessRule.objects.filter(enabled=True).exists()
+
+
+def test_scene_and_rule_pages_link_to_the_preview(admin_client: Client, home: Scene) -> None:
+    rule = BusinessRuleFactory(scenes=[home])
+    scene_page = admin_client.get(reverse("admin:rules_scene_change", args=[home.pk])).content.decode()
+    rule_page = admin_client.get(reverse("admin:rules_businessrule_change", args=[rule.pk])).content.decode()
+    try:
+        preview = reverse("admin:serving_preview")
+    except NoReverseMatch:
+        pytest.skip("the serving app provides no preview page")
+    assert f"{preview}?scene=home" in scene_page
+    assert f"{preview}?rule={rule.pk}" in rule_page
