@@ -41,6 +41,14 @@ def _validated(serializer_class: type[serializers.Serializer], data: Any, *, par
     if not isinstance(data, dict):
         raise ValidationError("The body must be a JSON object.", field="body")
     serializer = serializer_class(data=data, partial=partial)
+    # DRF drops unknown keys silently; a typo ("max_per_categry") or a read-only field ("slug" on a
+    # patch) would then look accepted while nothing changed, so name it instead.
+    unknown = sorted(set(data) - set(serializer.fields))
+    if unknown:
+        raise ValidationError(
+            f"{unknown[0]}: unknown or read-only field; accepted: {', '.join(serializer.fields)}.",
+            extra={"fields": {name: ["unknown or read-only field"] for name in unknown}},
+        )
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 

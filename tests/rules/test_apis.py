@@ -221,3 +221,11 @@ def test_the_schema_documents_the_endpoints_with_examples() -> None:
         assert path in paths
     examples = paths["/api/v1/rules"]["post"]["requestBody"]["content"]["application/json"]["examples"]
     assert len(examples) >= 4
+
+
+def test_unknown_or_read_only_fields_are_named_not_ignored(manage: APIClient) -> None:
+    response = manage.patch("/api/v1/scenes/home", {"slug": "house"}, format="json")
+    assert response.status_code == 400 and "slug" in response.json()["extra"]["fields"]
+    response = manage.post("/api/v1/rules", {**BOOST, "wieght": 2}, format="json")
+    assert response.status_code == 400 and "wieght" in response.json()["extra"]["fields"]
+    assert Scene.objects.filter(slug="home").exists()
