@@ -691,13 +691,15 @@ def torchserve_start(
     extra_properties: dict[str, Any] | None = None,
     ready_timeout: float = 60.0,
     wait_for_models: bool = True,
+    stop_with_parent: bool = False,
 ) -> TorchServeHandle:
     """Start TorchServe in the background with its cwd in config.run_dir (key file, logs,
     sockets, unpacked models and TorchServe's own pid file all live there, so several instances
     can run side by side), wait until the management API answers, write run_dir/torchserve.pid.
 
     `models`: names or name=file.mar to load at start ("ALL" for the whole store); with
-    wait_for_models, waits until each has a READY worker."""
+    wait_for_models, waits until each has a READY worker. stop_with_parent: a tiny watchdog
+    kills TorchServe when this process dies without stopping it (a killed test run)."""
     run_dir = config.run_dir.resolve()
     existing = read_pid(config)
     if existing is not None:
@@ -751,6 +753,11 @@ def torchserve_start(
     if cli.returncode != 0 or pid is None:
         raise TorchServeStartError(f"torchserve --start failed (exit {cli.returncode}): {_tail(log_file, 20)}")
     (run_dir / PID_FILE_NAME).write_text(f"{pid}\n")
+    if stop_with_parent:
+        subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(pid)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
     handle = TorchServeHandle(
         config=config, pid=pid, run_dir=run_dir, config_file=config_file, log_file=log_file, models=tuple(models)
     )
@@ -783,6 +790,29 @@ def torchserve_start(
         client.close()
     logger.info("TorchServe pid %s up in %.2fs at %s", pid, handle.started_in, config.management_url)
     return handle
+
+
+# Runs as `python -c _WATCHDOG <parent pid> <torchserve pid>`: polls both; when the parent is gone
+# first, kills TorchServe's process group (its own session, see torchserve_start).
+_WATCHDOG = """
+import os, signal, sys, time
+parent, pid = int(sys.argv[1]), int(sys.argv[2])
+pgid = os.getpgid(pid)
+def alive(p):
+    try:
+        os.kill(p, 0)
+    except ProcessLookupError:
+        return False
+    return True
+while alive(pid):
+    if not alive(parent):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        break
+    time.sleep(1)
+"""
 
 
 def torchserve_stop(config: TorchServeConfig, *, timeout: float = 30.0, graceful: bool = True) -> bool:
