@@ -33,6 +33,7 @@ from recadmin.modelops.services import (
     model_version_retire,
     model_version_rollback,
     model_version_scale,
+    training_params_validate,
     training_run_cancel,
     training_run_create,
 )
@@ -73,23 +74,58 @@ def _progress_bar(run: TrainingRun) -> SafeString:
 class TrainNowForm(forms.ModelForm):
     """The main parameters of each model kind; empty fields keep the model's defaults."""
 
-    epochs = forms.IntegerField(required=False, min_value=1, max_value=500, help_text="sasrec, cf")
-    hidden_dim = forms.IntegerField(required=False, min_value=8, max_value=1024, help_text="sasrec")
-    num_layers = forms.IntegerField(required=False, min_value=1, max_value=8, help_text="sasrec")
+    max_epochs = forms.IntegerField(required=False, min_value=1, max_value=1000, help_text="sasrec, cf")
+    hidden = forms.IntegerField(required=False, min_value=8, max_value=1024, help_text="sasrec: embedding size")
+    blocks = forms.IntegerField(required=False, min_value=1, max_value=8, help_text="sasrec: attention blocks")
     max_len = forms.IntegerField(required=False, min_value=2, max_value=1000, help_text="sasrec: history length")
     dropout = forms.FloatField(required=False, min_value=0, max_value=0.9, help_text="sasrec")
     lr = forms.FloatField(required=False, min_value=1e-6, max_value=1, help_text="sasrec, cf: learning rate")
+    max_seconds = forms.FloatField(required=False, min_value=1, help_text="sasrec, cf: training time budget")
     factors = forms.IntegerField(required=False, min_value=2, max_value=1024, help_text="cf: latent factors")
+    neighbours = forms.IntegerField(required=False, min_value=1, max_value=10000, help_text="itemknn")
+    half_life_days = forms.FloatField(required=False, min_value=0.001, help_text="pop: time decay")
     workers = forms.IntegerField(
         required=False, min_value=1, max_value=MAX_WORKERS, help_text="TorchServe workers for the new version"
     )
     seed = forms.IntegerField(required=False, min_value=0)
 
-    PARAM_FIELDS = ["epochs", "hidden_dim", "num_layers", "max_len", "dropout", "lr", "factors", "workers", "seed"]
+    PARAM_FIELDS = [
+        "max_epochs",
+        "hidden",
+        "blocks",
+        "max_len",
+        "dropout",
+        "lr",
+        "max_seconds",
+        "factors",
+        "neighbours",
+        "half_life_days",
+        "workers",
+        "seed",
+    ]
 
     class Meta:
         model = TrainingRun
         fields = ["kind", "model_name"]
+
+    def params(self) -> dict[str, Any]:
+        return {
+            name: self.cleaned_data[name]
+            for name in self.PARAM_FIELDS
+            if self.cleaned_data.get(name) not in (None, "")
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        kind = cleaned.get("kind")
+        if kind:
+            try:
+                training_params_validate(kind=kind, params=self.params())
+            except ApplicationError as exc:
+                fields = list((exc.extra.get("fields") or {}).keys())
+                target = fields[0].removeprefix("params.") if fields else None
+                self.add_error(target if target in self.fields else None, exc.message)
+        return cleaned
 
 
 @admin.register(TrainingRun)
@@ -146,23 +182,13 @@ class TrainingRunAdmin(admin.ModelAdmin):
         return super().add_view(request, form_url, extra_context)
 
     def save_model(self, request: HttpRequest, obj: TrainingRun, form: Any, change: bool) -> None:
-        params = {
-            name: form.cleaned_data[name]
-            for name in TrainNowForm.PARAM_FIELDS
-            if form.cleaned_data.get(name) not in (None, "")
-        }
-        try:
-            run = training_run_create(
-                kind=form.cleaned_data["kind"],
-                params=params,
-                model_name=form.cleaned_data.get("model_name") or None,
-                created_by=request.user,
-                trigger="admin",
-            )
-        except ApplicationError as exc:
-            # Shown on the form by the add view's validation below; reaching here means a race.
-            messages.error(request, exc.message)
-            raise
+        run = training_run_create(
+            kind=form.cleaned_data["kind"],
+            params=form.params(),
+            model_name=form.cleaned_data.get("model_name") or None,
+            created_by=request.user,
+            trigger="admin",
+        )
         obj.pk = run.pk
         obj.refresh_from_db()
         messages.success(request, f"Training run #{run.pk} started ({run.kind}). Its progress shows below.")
@@ -373,7 +399,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def torchserve_state(self, obj: ModelVersion) -> SafeString:
         request = _current_request.get()
         if request is not None and not self._runtime(request).torchserve_reachable:
-            return format_html('<span style="color:#ba2121">unreachable</span>')
+            return mark_safe('<span style="color:#ba2121">unreachable</span>')
         entry = self._entry(obj)
         if entry is None or not entry.loaded:
             expected = obj.status in (ModelVersionStatus.REGISTERED, ModelVersionStatus.DEFAULT)

@@ -132,6 +132,11 @@ def _validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]
     return cleaned
 
 
+def training_params_validate(*, kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The cleaned parameters for `kind`, or ValidationError naming the offending one."""
+    return _validate_params(kind, params)
+
+
 def _on_commit_dispatch(run_id: int) -> None:
     from recadmin.modelops.tasks import train_model
 

@@ -1,0 +1,139 @@
+"""The admin: Train now, live progress, versions with TorchServe's state, actions through the adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from recadmin.modelops.models import ModelVersion, TrainingRun
+from tests.fixtures.torchserve import TorchServeInstance
+
+pytestmark = pytest.mark.django_db
+
+VERSIONS_URL = "/admin/modelops/modelversion/"
+
+
+def _action(client: Client, action: str, versions: list[ModelVersion], **extra: Any) -> str:
+    response = client.post(
+        VERSIONS_URL,
+        {"action": action, "_selected_action": [v.pk for v in versions], **extra},
+        follow=True,
+    )
+    assert response.status_code == 200
+    return " ".join(str(m) for m in response.context["messages"])
+
+
+def test_promote_and_roll_back_through_the_admin_actions(
+    admin_client: Client, make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
+) -> None:
+    v1 = make_version(1, status="default")
+    v2 = make_version(2)
+
+    message = _action(admin_client, "promote", [v2])
+    assert "recommender v2 is now the default in TorchServe" in message
+    assert torchserve_settings.client.default_version("recommender") == "2"
+
+    message = _action(admin_client, "rollback", [v2])
+    assert "recommender v1 is the default again" in message
+    assert torchserve_settings.client.default_version("recommender") == "1"
+    v1.refresh_from_db()
+    assert v1.status == "default"
+
+
+def test_admin_actions_show_errors_instead_of_failing(
+    admin_client: Client, make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
+) -> None:
+    v1 = make_version(1, status="default")
+    assert "is the default: promote or roll back" in _action(admin_client, "retire", [v1])
+    assert "no previous default" in _action(admin_client, "rollback", [v1])
+    assert "Workers: give a number" in _action(admin_client, "scale", [v1], workers="")
+
+
+def test_scale_and_retire_through_the_admin(
+    admin_client: Client, make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
+) -> None:
+    make_version(1, status="default")
+    v2 = make_version(2)
+    assert "2 worker(s) requested and ready" in _action(admin_client, "scale", [v2], workers="2")
+    assert torchserve_settings.client.describe("recommender", "2")[0].ready_workers == 2
+    assert "unregistered from TorchServe" in _action(admin_client, "retire", [v2])
+    assert [i.version for i in torchserve_settings.client.describe("recommender")] == ["1"]
+
+
+def test_the_version_list_shows_what_torchserve_actually_has_and_metrics_against_the_default(
+    admin_client: Client, make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
+) -> None:
+    make_version(1, status="default", ndcg=0.05)
+    v2 = make_version(2, ndcg=0.04)
+    torchserve_settings.client.unregister("recommender", "2")
+
+    page = admin_client.get(VERSIONS_URL).content.decode()
+
+    assert "loaded · 1/1 workers ready · default" in page
+    assert "not loaded (run the sync)" in page
+    assert "-0.0100" in page  # v2's NDCG@10 against the default's
+    detail = admin_client.get(f"{VERSIONS_URL}{v2.pk}/change/").content.decode()
+    assert "default v1" in detail and "0.0500" in detail and "0.0400" in detail
+
+
+def test_the_version_list_says_when_torchserve_is_unreachable(admin_client: Client, settings: Any) -> None:
+    from recadmin.modelops.torchserve import free_port
+
+    settings.TORCHSERVE_MANAGEMENT_URL = f"http://127.0.0.1:{free_port()}"
+    settings.TORCHSERVE_TIMEOUT = 0.5
+    ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="default")
+    page = admin_client.get(VERSIONS_URL).content.decode()
+    assert "unreachable" in page and "manage.py torchserve start" in page
+
+
+def test_train_now_starts_a_run_with_the_chosen_parameters(
+    admin_client: Client, make_shop: Callable[..., None], torchserve_settings: TorchServeInstance,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    make_shop()
+    form = admin_client.get("/admin/modelops/trainingrun/add/").content.decode()
+    assert "Train now" in form and 'name="max_epochs"' in form
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/modelops/trainingrun/add/", {"kind": "pop", "model_name": "", "seed": "3"}, follow=True
+        )
+
+    assert response.status_code == 200
+    run = TrainingRun.objects.get()
+    assert run.params == {"seed": 3} and run.trigger == "admin" and run.created_by is not None
+    assert run.status == "succeeded", run.error
+    assert ModelVersion.objects.get(training_run=run).status == "default"
+
+
+def test_train_now_refuses_a_parameter_the_kind_does_not_have(admin_client: Client) -> None:
+    response = admin_client.post("/admin/modelops/trainingrun/add/", {"kind": "pop", "max_epochs": "3"})
+    assert response.status_code == 200
+    assert "Unknown parameter" in response.content.decode()
+    assert not TrainingRun.objects.exists()
+
+
+def test_training_runs_show_a_live_progress_bar_fed_by_a_json_endpoint(admin_client: Client) -> None:
+    run = TrainingRun.objects.create(kind="sasrec", status="running", progress=37.0, stage="training epoch 3/8")
+
+    page = admin_client.get("/admin/modelops/trainingrun/").content.decode()
+    assert f'data-run="{run.pk}" data-status="running"' in page
+    assert "37% · training epoch 3/8" in page
+    assert "Train now" in page
+
+    progress = admin_client.get(f"/admin/modelops/trainingrun/progress/?ids={run.pk},x").json()
+    assert progress["runs"] == [
+        {"id": run.pk, "status": "running", "progress": 37.0, "stage": "training epoch 3/8", "error": ""}
+    ]
+    detail = admin_client.get(f"/admin/modelops/trainingrun/{run.pk}/change/").content.decode()
+    assert "recadmin-progress" in detail and "progress/" in detail
+
+
+def test_cancel_action_stops_a_queued_run(admin_client: Client) -> None:
+    run = TrainingRun.objects.create(kind="pop")
+    admin_client.post("/admin/modelops/trainingrun/", {"action": "cancel_runs", "_selected_action": [run.pk]})
+    run.refresh_from_db()
+    assert run.status == "cancelled"

@@ -1,0 +1,158 @@
+"""The model management API (manage scope)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from recadmin.modelops.models import ModelVersion, TrainingRun
+from tests.fixtures.torchserve import TorchServeInstance
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def manage_client(make_api_client: Callable[..., APIClient]) -> APIClient:
+    return make_api_client("manage")
+
+
+def test_model_endpoints_need_the_manage_scope(make_api_client: Callable[..., APIClient]) -> None:
+    client = make_api_client("recommend")
+    response = client.get("/api/v1/models")
+    assert response.status_code == 403
+    assert response.json()["extra"]["required_scope"] == "manage"
+    assert client.post("/api/v1/training-runs", {"kind": "pop"}, format="json").status_code == 403
+
+
+def test_it_lists_versions_with_what_torchserve_has_loaded(
+    manage_client: APIClient, make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
+) -> None:
+    make_version(1, status="registered", ndcg=0.05)
+    make_version(2, status="default", ndcg=0.07)
+
+    body = manage_client.get("/api/v1/models").json()
+
+    assert body["torchserve"]["reachable"] is True
+    by_version = {row["version"]: row for row in body["versions"]}
+    assert by_version[2]["status"] == "default"
+    assert by_version[2]["torchserve"] == {"loaded": True, "is_default": True, "workers_ready": 1, "workers_total": 1}
+    assert by_version[1]["valid_metrics"]["NDCG@10"] == 0.05
+
+
+def test_it_lists_versions_when_torchserve_is_down_and_says_so(
+    manage_client: APIClient, settings: Any
+) -> None:
+    from recadmin.modelops.torchserve import free_port
+
+    settings.TORCHSERVE_MANAGEMENT_URL = f"http://127.0.0.1:{free_port()}"
+    settings.TORCHSERVE_TIMEOUT = 0.5
+    ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="default")
+
+    response = manage_client.get("/api/v1/models")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["torchserve"]["reachable"] is False and "did not answer" in body["torchserve"]["error"]
+    assert body["versions"][0]["version"] == 1
+
+
+def test_starting_a_training_run_returns_its_id_and_enqueues_it_after_commit(
+    manage_client: APIClient, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = manage_client.post(
+            "/api/v1/training-runs", {"kind": "sasrec", "params": {"max_epochs": 3, "hidden": 32}}, format="json"
+        )
+    assert response.status_code == 201
+    run = TrainingRun.objects.get(pk=response.json()["id"])
+    assert (run.kind, run.status, run.trigger) == ("sasrec", "queued", "api")
+    assert run.params == {"max_epochs": 3, "hidden": 32}
+    assert len(callbacks) == 1, "the task is handed to Celery only once the run is committed"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"kind": "deep-magic"}, "kind"),
+        ({"kind": "sasrec", "params": {"epoch": 3}}, "params.epoch"),
+        ({"kind": "sasrec", "params": {"hidden": "big"}}, "params.hidden"),
+        ({"kind": "sasrec", "params": {"dropout": 2}}, "params.dropout"),
+        ({"kind": "sasrec", "params": {"loss": "hinge"}}, "params.loss"),
+        ({"kind": "pop", "params": "fast"}, "params"),
+        ({"kind": "pop", "model_name": "no spaces please"}, "model_name"),
+    ],
+)
+def test_bad_training_input_is_a_400_naming_the_field(
+    manage_client: APIClient, payload: dict[str, Any], field: str
+) -> None:
+    response = manage_client.post("/api/v1/training-runs", payload, format="json")
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["extra"]["fields"]
+    assert not TrainingRun.objects.exists()
+
+
+def test_it_shows_a_training_run_and_404s_an_unknown_one(manage_client: APIClient) -> None:
+    run = TrainingRun.objects.create(kind="pop", status="running", progress=42.0, stage="training epoch 2/5")
+    ModelVersion.objects.create(name="recommender", version=4, kind="pop", training_run=run)
+    body = manage_client.get(f"/api/v1/training-runs/{run.pk}").json()
+    assert (body["status"], body["progress"], body["stage"], body["model_version"]) == (
+        "running",
+        42.0,
+        "training epoch 2/5",
+        4,
+    )
+    response = manage_client.get("/api/v1/training-runs/999999")
+    assert response.status_code == 404 and "999999" in response.json()["message"]
+
+
+def test_promote_and_rollback_through_the_api(
+    manage_client: APIClient, make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
+) -> None:
+    make_version(1, status="default")
+    make_version(2)
+
+    response = manage_client.post("/api/v1/models/recommender/2/promote")
+    assert response.status_code == 200 and response.json()["status"] == "default"
+    assert torchserve_settings.client.default_version("recommender") == "2"
+
+    response = manage_client.post("/api/v1/models/recommender/rollback")
+    assert response.status_code == 200 and response.json()["version"] == 1
+    assert torchserve_settings.client.default_version("recommender") == "1"
+
+
+def test_promote_and_rollback_errors_are_clear(manage_client: APIClient) -> None:
+    response = manage_client.post("/api/v1/models/recommender/7/promote")
+    assert response.status_code == 404 and "no version 7" in response.json()["message"]
+    response = manage_client.post("/api/v1/models/recommender/rollback")
+    assert response.status_code == 409 and "no previous default" in response.json()["message"]
+
+
+def test_promote_when_torchserve_is_unreachable_is_a_503_and_changes_nothing(
+    manage_client: APIClient, settings: Any
+) -> None:
+    from recadmin.modelops.torchserve import free_port
+
+    settings.TORCHSERVE_MANAGEMENT_URL = f"http://127.0.0.1:{free_port()}"
+    settings.TORCHSERVE_TIMEOUT = 0.5
+    ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="default")
+    ModelVersion.objects.create(name="recommender", version=2, kind="pop", status="registered")
+
+    response = manage_client.post("/api/v1/models/recommender/2/promote")
+
+    assert response.status_code == 503 and "did not answer" in response.json()["message"]
+    assert ModelVersion.objects.get(status="default").version == 1
+
+
+def test_scale_validates_workers(manage_client: APIClient) -> None:
+    ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="default")
+    response = manage_client.post("/api/v1/models/recommender/1/scale", {"workers": 0}, format="json")
+    assert response.status_code == 400 and "workers" in response.json()["extra"]["fields"]
+
+
+def test_the_schema_documents_the_model_endpoints(client: Any) -> None:
+    schema = client.get("/api/schema/").content.decode()
+    for path in ("/api/v1/models:", "/api/v1/training-runs:", "/api/v1/models/{name}/rollback:"):
+        assert path in schema
