@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -370,3 +372,46 @@ def _pg_customers_ensure(wanted: list[str]) -> dict[str, int]:
             cursor.execute(f"SELECT shop_id, id FROM {table} WHERE shop_id = ANY(%s)", [missing])
             found.update(cursor.fetchall())
     return found
+
+
+# --- bulk loading (importers) ----------------------------------------------------------------------
+
+
+def copy_escape(value: Any) -> str:
+    """A value in PostgreSQL COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, separators=(",", ":"))
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def pg_copy_upsert(
+    *, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], key: str, update: Sequence[str]
+) -> int:
+    """COPY rows into a temp table, then INSERT ... ON CONFLICT (key) DO UPDATE/NOTHING into `table`.
+    PostgreSQL only; returns the number of rows inserted (not updated)."""
+    cols = ", ".join(columns)
+    tmp = f"{table}_load_tmp"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+        cursor.execute(f"ALTER TABLE {tmp} ALTER COLUMN id DROP NOT NULL")
+        with cursor.cursor.copy(f"COPY {tmp} ({cols}) FROM STDIN") as copy:
+            buffer = io.StringIO()
+            for row in rows:
+                buffer.write("\t".join(copy_escape(v) for v in row))
+                buffer.write("\n")
+            copy.write(buffer.getvalue())
+        action = "DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in update) if update else "DO NOTHING"
+        cursor.execute(
+            f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {tmp} "
+            f"ON CONFLICT ({key}) {action} RETURNING (xmax = 0)"
+        )
+        inserted = sum(1 for (fresh,) in cursor.fetchall() if fresh)
+        cursor.execute(f"DROP TABLE {tmp}")
+    return inserted

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
@@ -221,20 +221,47 @@ _TMP_TABLE_SQL = (
 )
 
 
-def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
-    """COPY the rows into a session temp table, then move them over with ON CONFLICT DO NOTHING:
-    COPY's speed with INSERT's duplicate handling. Returns the event ids actually stored."""
-    table = Event._meta.db_table
-    cols = ", ".join(_COLUMNS)
+def _copy_payload(records: Sequence[tuple[Any, ...]]) -> str:
     buffer = io.StringIO()
     for record in records:
         buffer.write("\t".join(_copy_escape(v) for v in record))
         buffer.write("\n")
+    return buffer.getvalue()
+
+
+def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
+    """Store rows (unique event ids) on PostgreSQL; returns the event ids actually stored.
+
+    Usually none of the ids exist yet: then the rows are COPYed straight into the table, the
+    fastest way in. If some do (a resent batch), or a concurrent request stores one of them
+    between the check and the COPY, the rows go through a temp table and INSERT ... ON CONFLICT
+    DO NOTHING instead."""
+    import psycopg
+
+    table = Event._meta.db_table
+    cols = ", ".join(_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT event_id FROM {table} WHERE event_id = ANY(%s)", [[r[8] for r in records]])
+        existing = {row[0] for row in cursor.fetchall()}
+    fresh = [r for r in records if r[8] not in existing] if existing else records
+    if not fresh:
+        return set()
+    payload = _copy_payload(fresh)
+    if not existing:
+        try:
+            with (
+                transaction.atomic(),
+                connection.cursor() as cursor,
+                cursor.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy,
+            ):
+                copy.write(payload)
+            return {r[8] for r in fresh}
+        except (IntegrityError, psycopg.IntegrityError):
+            pass  # lost a race with a concurrent request: fall through to the conflict-safe path
     with connection.cursor() as cursor:
         cursor.execute(_TMP_TABLE_SQL)
-        raw = cursor.cursor  # psycopg 3 cursor: COPY is not part of the DB-API
-        with raw.copy(f"COPY events_ingest_tmp ({cols}) FROM STDIN") as copy:
-            copy.write(buffer.getvalue())
+        with cursor.cursor.copy(f"COPY events_ingest_tmp ({cols}) FROM STDIN") as copy:
+            copy.write(payload)
         cursor.execute(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM events_ingest_tmp "
             "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
@@ -245,19 +272,26 @@ def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
 
 
 def _orm_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
-    ids = [r[8] for r in records]
-    existing = set(Event.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
-    fresh = [r for r in records if r[8] not in existing]
-    Event.objects.bulk_create(
-        [Event(**dict(zip(_COLUMNS, r, strict=True))) for r in fresh], ignore_conflicts=True, batch_size=2000
-    )
-    return {r[8] for r in fresh}
+    stored: set[str] = set()
+    # Chunks keep the IN list under SQLite's bound-parameter limit.
+    for start in range(0, len(records), 5000):
+        chunk = records[start : start + 5000]
+        ids = [r[8] for r in chunk]
+        existing = set(Event.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
+        fresh = [r for r in chunk if r[8] not in existing]
+        Event.objects.bulk_create(
+            [Event(**dict(zip(_COLUMNS, r, strict=True))) for r in fresh], ignore_conflicts=True, batch_size=1000
+        )
+        stored.update(r[8] for r in fresh)
+    return stored
 
 
 def events_store(*, rows: Sequence[EventRow], customer_ids: Mapping[str, int], item_ids: Mapping[str, int]) -> set[str]:
     """Insert validated rows whose customer and item are resolved; returns the stored event ids."""
     if not rows:
         return set()
+    if len({r.event_id for r in rows}) != len(rows):
+        rows = list({r.event_id: r for r in reversed(rows)}.values())[::-1]  # keep the first of each id
     pg = connection.vendor == "postgresql"
     now: Any = timezone.now().isoformat() if pg else timezone.now()
     records = [
