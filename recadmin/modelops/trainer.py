@@ -25,6 +25,9 @@ logger = logging.getLogger("recadmin.modelops.trainer")
 # Options of the pipeline itself, never passed to a model.
 PIPELINE_KEYS = {"seed", "workers", "min_events", "holdout_fraction", "test_days", "valid_days"}
 DEFAULT_HOLDOUT_FRACTION = 0.1
+# Fewer evaluated customers than this (absolute, or share of all) make metrics noise.
+MIN_EVAL_USERS = 20
+MIN_EVAL_SHARE = 0.02
 
 
 def _ids_for(pks: np.ndarray, shop_ids: dict[int, str]) -> np.ndarray:
@@ -64,8 +67,31 @@ def _type_weights(arrays: EventArrays) -> list[float]:
 
 def split_for(dataset: Any, params: dict[str, Any]) -> Any:
     """A time-based hold-out of the shop's own events: the latest go to test, the ones before to
-    validation (by days when given, else by a fraction of the events)."""
-    from training.data import split_by_time
+    validation (by days when given, else by a fraction of the events).
+
+    When time does not separate customers' histories (imported data whose timestamps follow the
+    file, one customer after another, leaves almost nobody with events on both sides of a cut-off),
+    it falls back to leave-one-out (each customer's last event is test, the one before validation)
+    and says so in `split.info`."""
+    from training.data import split_by_time, split_leave_one_out
+
+    split = _split_by_time(dataset, params, split_by_time)
+    needed = max(MIN_EVAL_USERS, int(MIN_EVAL_SHARE * dataset.num_users))
+    if min(len(split.valid), len(split.test)) >= needed or params.get("test_days") or params.get("valid_days"):
+        return split
+    loo = split_leave_one_out(dataset)
+    loo.info = {
+        **dict(loo.info or {}),
+        "fallback": (
+            f"time-based hold-out had only {len(split.valid)} validation / {len(split.test)} test customers "
+            f"(needs {needed}); used leave-one-out"
+        ),
+    }
+    logger.warning("Split: %s", loo.info["fallback"])
+    return loo
+
+
+def _split_by_time(dataset: Any, params: dict[str, Any], split_by_time: Any) -> Any:
 
     ts = dataset.timestamps
     newest = float(ts.max())
@@ -111,11 +137,12 @@ def train(
             "more events spread over more time are needed to evaluate a model.",
         )
     logger.info(
-        "Dataset: %d events, %d customers, %d items; split at %s: train %d events, valid %d, test %d customers (%.1fs)",
+        "Dataset: %d events, %d customers, %d items; %s split %s: train %d events, valid %d, test %d customers (%.1fs)",
         dataset.num_interactions,
         dataset.num_users,
         dataset.num_items,
-        {k: round(v) for k, v in split.info.items()},
+        split.kind,
+        {k: (round(v) if isinstance(v, float) else v) for k, v in split.info.items()},
         split.train.num_interactions,
         len(split.valid),
         len(split.test),
@@ -158,7 +185,7 @@ def train(
         model,
         checkpoint_dir,
         item_index=dataset.item_index,
-        extra={"split": split.info, "best_epoch": report.best_epoch, "epochs": report.epochs},
+        extra={"split": {"kind": split.kind, **split.info}, "best_epoch": report.best_epoch, "epochs": report.epochs},
     )
     return TrainOutcome(
         checkpoint_dir=checkpoint_dir,
@@ -173,7 +200,7 @@ def train(
             "epochs": report.epochs,
             "best_epoch": report.best_epoch,
             "history": report.history[-50:],
-            "split": split.info,
+            "split": {"kind": split.kind, **split.info},
             "valid_users": len(split.valid),
             "test_users": len(split.test),
             "train_seconds": round(train_seconds, 2),
