@@ -139,9 +139,10 @@ def history_record(events: Sequence[HistoryEvent]) -> None:
     current = cache.get_many(list(keys.values()))
     updates = {}
     for customer, entries in by_customer.items():
-        merged = {_encode(e): e for e in current.get(keys[customer], [])}
-        merged.update({_encode(e): e for e in entries})
-        newest = sorted(merged.values(), key=lambda e: e.ts, reverse=True)[:length]
+        # Stored as (ts, member) pairs of plain strings: cheap to pickle, same members as in Redis.
+        merged = dict(current.get(keys[customer], []))
+        merged.update((_encode(e), e.ts) for e in entries)
+        newest = sorted(merged.items(), key=lambda pair: pair[1], reverse=True)[:length]
         updates[keys[customer]] = newest
     cache.set_many(updates, ttl)
 
@@ -159,7 +160,7 @@ def history_get_many(customer_shop_ids: Sequence[str], limit: int | None = None)
         results = pipe.execute()
         return {c: history_decode(raw) for c, raw in zip(customer_shop_ids, results, strict=True)}
     found = cache.get_many([f"hist:{c}" for c in customer_shop_ids])
-    return {c: list(found.get(f"hist:{c}", []))[:limit] for c in customer_shop_ids}
+    return {c: history_decode(m for m, _ in found.get(f"hist:{c}", [])[:limit]) for c in customer_shop_ids}
 
 
 def history_get(customer_shop_id: str, limit: int | None = None) -> list[HistoryEntry]:

@@ -272,16 +272,37 @@ def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
 
 
 def _orm_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
+    """SQLite and other backends: skip ids already stored, insert the rest (INSERT OR IGNORE covers
+    a concurrent writer). Plain executemany: Django's bulk_create costs more than the database here."""
     stored: set[str] = set()
+    table = Event._meta.db_table
+    ops = connection.ops
+    placeholders = ", ".join(["%s"] * len(_COLUMNS))
+    verb = "INSERT OR IGNORE" if connection.vendor == "sqlite" else "INSERT"
+    sql = f"{verb} INTO {table} ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
     # Chunks keep the IN list under SQLite's bound-parameter limit.
     for start in range(0, len(records), 5000):
         chunk = records[start : start + 5000]
         ids = [r[8] for r in chunk]
         existing = set(Event.objects.filter(event_id__in=ids).values_list("event_id", flat=True))
         fresh = [r for r in chunk if r[8] not in existing]
-        Event.objects.bulk_create(
-            [Event(**dict(zip(_COLUMNS, r, strict=True))) for r in fresh], ignore_conflicts=True, batch_size=1000
-        )
+        params = [
+            (
+                c,
+                i,
+                t,
+                v,
+                ops.adapt_datetimefield_value(o),
+                s,
+                json.dumps(ctx),
+                rec,
+                e,
+                ops.adapt_datetimefield_value(cr),
+            )
+            for c, i, t, v, o, s, ctx, rec, e, cr in fresh
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
         stored.update(r[8] for r in fresh)
     return stored
 
