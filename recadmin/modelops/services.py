@@ -530,3 +530,32 @@ def retraining_schedule_set(
         },
     )
     return task
+
+
+SYNC_TASK = "recadmin.modelops.tasks.sync_torchserve"
+SYNC_SCHEDULE_NAME = "TorchServe sync (re-register live versions after a restart)"
+
+
+@transaction.atomic
+def torchserve_sync_schedule_ensure(*, every_seconds: int = 60, enabled: bool = True) -> Any:
+    """The periodic start-up sync: a restarted TorchServe comes back empty, and within a minute
+    beat's `sync_torchserve` registers the live versions again. Cheap when nothing is missing
+    (one list call). Editable in the admin like the retraining schedule."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    if isinstance(every_seconds, bool) or not isinstance(every_seconds, int) or every_seconds < 10:
+        raise ValidationError("The sync interval must be at least 10 seconds.", field="every_seconds")
+    interval, _ = IntervalSchedule.objects.get_or_create(every=every_seconds, period=IntervalSchedule.SECONDS)
+    task, _ = PeriodicTask.objects.update_or_create(
+        name=SYNC_SCHEDULE_NAME,
+        defaults={
+            "task": SYNC_TASK,
+            "interval": interval,
+            "crontab": None,
+            "kwargs": "{}",
+            "enabled": enabled,
+            "queue": "training",
+            "description": "Registers in TorchServe every registered/default version it lacks (after a restart).",
+        },
+    )
+    return task

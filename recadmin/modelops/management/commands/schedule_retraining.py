@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recadmin.core.errors import ValidationError
 from recadmin.modelops.models import ModelKind
-from recadmin.modelops.services import retraining_schedule_set
+from recadmin.modelops.services import retraining_schedule_set, torchserve_sync_schedule_ensure
 
 
 class Command(BaseCommand):
@@ -23,6 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--model-name", default=None, help="TorchServe model name (default: the configured one)")
         parser.add_argument("--params", default="{}", help='Model parameters as JSON, e.g. \'{"epochs": 50}\'')
         parser.add_argument("--disable", action="store_true", help="Keep the schedule but switch it off")
+        parser.add_argument(
+            "--sync-every",
+            type=int,
+            default=60,
+            help="Also schedule the TorchServe sync every N seconds (default: %(default)s; 0 = leave it alone)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -42,3 +48,9 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from exc
         state = "enabled" if task.enabled else "disabled"
         self.stdout.write(f"{task.name}: {task.description} ({state}, periodic task #{task.pk})")
+        if options["sync_every"]:
+            try:
+                sync = torchserve_sync_schedule_ensure(every_seconds=options["sync_every"])
+            except ValidationError as exc:
+                raise CommandError(exc.message) from exc
+            self.stdout.write(f"{sync.name}: every {options['sync_every']}s (periodic task #{sync.pk})")
