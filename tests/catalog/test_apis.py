@@ -1,0 +1,236 @@
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from recadmin.catalog.models import Customer, Item
+from recadmin.events.models import Event
+from tests.factories import CategoryFactory, CustomerFactory, EventFactory, ItemFactory
+
+pytestmark = pytest.mark.django_db
+
+
+# --- auth and scopes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["/api/v1/items", "/api/v1/customers", "/api/v1/items/x", "/api/v1/customers/x"])
+def test_it_answers_401_without_a_key(url: str) -> None:
+    response = APIClient().get(url)
+    assert response.status_code == 401
+    assert "message" in response.json()
+
+
+def test_any_valid_key_may_read_items(make_api_client: Callable[..., APIClient]) -> None:
+    ItemFactory(shop_id="SKU-1")
+    response = make_api_client("recommend").get("/api/v1/items")
+    assert response.status_code == 200
+    assert [row["shop_id"] for row in response.json()["results"]] == ["SKU-1"]
+
+
+def test_a_recommend_key_may_not_write_items(make_api_client: Callable[..., APIClient]) -> None:
+    response = make_api_client("recommend").post("/api/v1/items", {"shop_id": "SKU-1"}, format="json")
+    assert response.status_code == 403
+    assert response.json()["extra"]["required_scopes"] == ["ingest", "manage"]
+
+
+def test_a_recommend_key_may_not_read_customers(make_api_client: Callable[..., APIClient]) -> None:
+    assert make_api_client("recommend").get("/api/v1/customers").status_code == 403
+
+
+@pytest.mark.parametrize("scope", ["ingest", "manage"])
+def test_ingest_or_manage_keys_may_write(make_api_client: Callable[..., APIClient], scope: str) -> None:
+    response = make_api_client(scope).post("/api/v1/items", {"shop_id": f"SKU-{scope}"}, format="json")
+    assert response.status_code == 201
+
+
+# --- items -----------------------------------------------------------------------------------------
+
+
+def test_item_create_returns_the_item(api_client: APIClient) -> None:
+    CategoryFactory(slug="hair")
+    body = {"shop_id": "SKU-9", "title": "Oil", "category": "hair", "price": "12.90", "stock_quantity": 3}
+    response = api_client.post("/api/v1/items", body, format="json")
+    assert response.status_code == 201
+    data = response.json()
+    assert (data["category"], data["price"], data["in_stock"]) == ("hair", "12.90", True)
+
+
+def test_item_create_conflicts_on_an_existing_shop_id(api_client: APIClient) -> None:
+    ItemFactory(shop_id="SKU-9")
+    response = api_client.post("/api/v1/items", {"shop_id": "SKU-9"}, format="json")
+    assert response.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"shop_id": "A", "price": "-1"}, "price"),
+        ({"shop_id": "A", "stock_quantity": -2}, "stock_quantity"),
+        ({"shop_id": "A", "stock_quantity": "many"}, "stock_quantity"),
+        ({"shop_id": "A", "in_stock": "perhaps"}, "in_stock"),
+        ({"shop_id": "A", "title": "x" * 501}, "title"),
+        ({"shop_id": "x" * 129}, "shop_id"),
+        ({"shop_id": "A", "attributes": [1, 2]}, "attributes"),
+        ({"title": "no id"}, "shop_id"),
+        ({"shop_id": "A", "category": "unknown"}, "category"),
+    ],
+)
+def test_item_create_rejects_bad_input_naming_the_field(api_client: APIClient, body: dict, field: str) -> None:
+    response = api_client.post("/api/v1/items", body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()["extra"]["fields"]
+    assert not Item.objects.exists()
+
+
+def test_malformed_json_gets_a_400(api_client: APIClient) -> None:
+    response = api_client.post("/api/v1/items", "{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert "body" in response.json()["extra"]["fields"]
+
+
+def test_item_put_creates_then_updates(api_client: APIClient) -> None:
+    first = api_client.put("/api/v1/items/SKU-5", {"title": "One", "brand": "acme"}, format="json")
+    second = api_client.put("/api/v1/items/SKU-5", {"title": "Two"}, format="json")
+    assert (first.status_code, second.status_code) == (201, 200)
+    item = Item.objects.get(shop_id="SKU-5")
+    assert (item.title, item.brand) == ("Two", "acme")
+
+
+def test_item_put_accepts_a_shop_id_with_slashes(api_client: APIClient) -> None:
+    assert api_client.put("/api/v1/items/shoes/red/42", {"title": "Red"}, format="json").status_code == 201
+    assert api_client.get("/api/v1/items/shoes/red/42").json()["title"] == "Red"
+
+
+def test_item_patch_changes_only_given_fields(api_client: APIClient) -> None:
+    ItemFactory(shop_id="SKU-1", title="Keep", price=Decimal("10.00"))
+    response = api_client.patch("/api/v1/items/SKU-1", {"price": "8.00"}, format="json")
+    assert response.status_code == 200
+    item = Item.objects.get(shop_id="SKU-1")
+    assert (item.title, item.price) == ("Keep", Decimal("8.00"))
+
+
+def test_item_patch_of_a_missing_item_is_404(api_client: APIClient) -> None:
+    assert api_client.patch("/api/v1/items/none", {"price": "1"}, format="json").status_code == 404
+
+
+def test_item_delete_deactivates_and_keeps_events(api_client: APIClient) -> None:
+    event = EventFactory(item=ItemFactory(shop_id="SKU-1"))
+    response = api_client.delete("/api/v1/items/SKU-1")
+    assert response.status_code == 200 and response.json()["is_active"] is False
+    assert Item.objects.get(shop_id="SKU-1").is_active is False
+    assert Event.objects.filter(pk=event.pk).exists()
+
+
+def test_items_bulk_upsert_reports_rows_and_stores_the_valid_ones(api_client: APIClient) -> None:
+    ItemFactory(shop_id="A")
+    rows = [{"shop_id": "A", "title": "renamed"}, {"shop_id": "B"}, {"shop_id": "C", "price": "-3"}, "junk"]
+    response = api_client.put("/api/v1/items", rows, format="json")
+    assert response.status_code == 207
+    body = response.json()
+    assert (body["created"], body["updated"]) == (1, 1)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(2, "price"), (3, "non_field_errors")]
+    assert set(Item.objects.values_list("shop_id", flat=True)) == {"A", "B"}
+
+
+def test_items_bulk_upsert_all_valid_is_200(api_client: APIClient) -> None:
+    response = api_client.put("/api/v1/items", {"items": [{"shop_id": "A"}, {"shop_id": "B"}]}, format="json")
+    assert response.status_code == 200
+    assert response.json() == {"created": 2, "updated": 0, "errors": []}
+
+
+def test_items_bulk_upsert_over_the_limit_is_400(api_client: APIClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("recadmin.catalog.apis.BULK_MAX_ROWS", 2)
+    response = api_client.put("/api/v1/items", [{"shop_id": str(i)} for i in range(3)], format="json")
+    assert response.status_code == 400
+    assert "items" in response.json()["extra"]["fields"]
+
+
+def test_items_list_filters_by_category_subtree(api_client: APIClient) -> None:
+    root = CategoryFactory(slug="beauty")
+    hair = CategoryFactory(slug="hair", parent=root)
+    ItemFactory(shop_id="in-root", category=root)
+    ItemFactory(shop_id="in-child", category=hair)
+    ItemFactory(shop_id="elsewhere", category=CategoryFactory(slug="books"))
+    response = api_client.get("/api/v1/items", {"category": "beauty"})
+    assert {r["shop_id"] for r in response.json()["results"]} == {"in-root", "in-child"}
+    assert api_client.get("/api/v1/items", {"category": "nope"}).json()["results"] == []
+
+
+def test_items_list_filters_by_brand_stock_and_update_time(api_client: APIClient) -> None:
+    ItemFactory(shop_id="a", brand="acme", in_stock=True)
+    ItemFactory(shop_id="b", brand="acme", in_stock=False)
+    old = ItemFactory(shop_id="c", brand="globex")
+    Item.objects.filter(pk=old.pk).update(updated_at=timezone.now() - dt.timedelta(days=3))
+    assert [
+        r["shop_id"] for r in api_client.get("/api/v1/items", {"brand": "acme", "in_stock": "true"}).json()["results"]
+    ] == ["a"]
+    since = (timezone.now() - dt.timedelta(days=1)).isoformat()
+    assert {r["shop_id"] for r in api_client.get("/api/v1/items", {"updated_since": since}).json()["results"]} == {
+        "a",
+        "b",
+    }
+
+
+def test_items_list_rejects_a_bad_filter_value(api_client: APIClient) -> None:
+    response = api_client.get("/api/v1/items", {"updated_since": "yesterday"})
+    assert response.status_code == 400
+    assert "updated_since" in response.json()["extra"]["fields"]
+
+
+def test_items_list_pages_with_a_cursor(api_client: APIClient) -> None:
+    for i in range(5):
+        ItemFactory(shop_id=f"p{i}")
+    seen: list[str] = []
+    url: str | None = "/api/v1/items?limit=2"
+    while url:
+        body = api_client.get(url).json()
+        seen += [r["shop_id"] for r in body["results"]]
+        url = body["next"]
+    assert sorted(seen) == [f"p{i}" for i in range(5)]
+    assert len(seen) == 5
+
+
+# --- customers -------------------------------------------------------------------------------------
+
+
+def test_customer_create_and_conflict(api_client: APIClient) -> None:
+    body = {"shop_id": "C-1", "attributes": {"segment": "new"}}
+    assert api_client.post("/api/v1/customers", body, format="json").status_code == 201
+    assert api_client.post("/api/v1/customers", body, format="json").status_code == 409
+
+
+def test_customer_put_patch_get_delete(api_client: APIClient) -> None:
+    assert api_client.put("/api/v1/customers/C-2", {"attributes": {"a": 1}}, format="json").status_code == 201
+    assert api_client.patch("/api/v1/customers/C-2", {"attributes": {"b": 2}}, format="json").status_code == 200
+    assert api_client.get("/api/v1/customers/C-2").json()["attributes"] == {"a": 1, "b": 2}
+    assert api_client.delete("/api/v1/customers/C-2").status_code == 204
+    assert not Customer.objects.filter(shop_id="C-2").exists()
+
+
+def test_customer_attributes_must_be_an_object(api_client: APIClient) -> None:
+    response = api_client.put("/api/v1/customers/C-3", {"attributes": "vip"}, format="json")
+    assert response.status_code == 400
+    assert "attributes" in response.json()["extra"]["fields"]
+
+
+def test_customers_bulk_upsert_and_list(api_client: APIClient) -> None:
+    CustomerFactory(shop_id="old")
+    response = api_client.put(
+        "/api/v1/customers", [{"shop_id": "old"}, {"shop_id": "new"}, {"shop_id": ""}], format="json"
+    )
+    assert response.status_code == 207
+    assert (response.json()["created"], response.json()["errors"][0]["index"]) == (1, 2)
+    listed = api_client.get("/api/v1/customers").json()["results"]
+    assert {r["shop_id"] for r in listed} == {"old", "new"}
+
+
+def test_schema_documents_the_catalog_endpoints() -> None:
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    assert "/api/v1/items" in schema["paths"]
+    assert "/api/v1/customers/{shop_id}" in schema["paths"]
+    assert "ingest" in schema["paths"]["/api/v1/items"]["put"]["description"]
