@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,13 @@ WEIGHT_MULTIPLY = "multiply"
 WEIGHT_ADD = "add"
 FALLBACK_CATEGORY = "category"
 FALLBACK_OVERALL = "overall"
+
+
+def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    # Cached dicts may come from an older or newer release during a rolling deploy: keep the
+    # fields this release knows, so a cache entry never turns into a TypeError on the hot path.
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,8 @@ class RuleSet:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuleSet:
         rules = tuple(
-            CompiledRule(**{**raw, "pinned_items": tuple(raw.get("pinned_items") or ())}) for raw in data["rules"]
+            CompiledRule(**{**_known(CompiledRule, raw), "pinned_items": tuple(raw.get("pinned_items") or ())})
+            for raw in data["rules"]
         )
         return cls(scene=str(data["scene"]), rules=rules, version=str(data.get("version", "")))
 
@@ -147,7 +155,7 @@ class SceneSettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SceneSettings:
-        return cls(**data)
+        return cls(**_known(cls, data))
 
     def candidates_wanted(self, n: int, offset: int = 0) -> int:
         """How many candidates to ask the model for: k = multiplier x the items the page needs."""

@@ -28,6 +28,9 @@ from recadmin.rules.models import BusinessRule, Scene
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "rules:version"
+# Part of every entry's key: bump it when the cached shapes change, so a release never reads
+# entries written by another one.
+CACHE_SCHEMA = 1
 # Entries are keyed by version, so they never serve stale data; the timeout only bounds memory.
 _CACHE_SECONDS = 3600
 
@@ -60,7 +63,7 @@ def _cached(kind: str, slug: str, build: Any) -> Any:
     version = rules_cache_version()
     if not version:
         return build()
-    key = f"rules:{kind}:{version}:{slug}"
+    key = f"rules:{kind}:s{CACHE_SCHEMA}:{version}:{slug}"
     try:
         hit = cache.get(key)
     except Exception:  # noqa: BLE001

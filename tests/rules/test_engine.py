@@ -219,3 +219,11 @@ def test_negative_n_or_offset_is_refused() -> None:
         run([c("a", 1.0)], n=-1)
     with pytest.raises(ValueError):
         run([c("a", 1.0)], offset=-1)
+
+
+def test_cached_dicts_from_another_release_still_load() -> None:
+    data = SceneSettings(slug="cart").to_dict() | {"added_in_a_later_release": 1}
+    assert SceneSettings.from_dict(data) == SceneSettings(slug="cart")
+    rules = RuleSet("home", (CompiledRule(1, "b", "boost"),)).to_dict()
+    rules["rules"][0]["new_field"] = "x"
+    assert RuleSet.from_dict(rules).rules[0] == CompiledRule(1, "b", "boost")
