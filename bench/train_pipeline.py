@@ -48,8 +48,13 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
+    import signal
+
     import django
 
+    # A stopped benchmark still stops its TorchServe and records its run as interrupted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     django.setup()
     from django.conf import settings
     from django.core.management import call_command

@@ -430,6 +430,19 @@ def execute(
             error=f"{TrainingStage(stage).label} failed: {type(exc).__name__}: {exc}",
             log_tail=(reporter.tail.text() + "\n" + traceback.format_exc(limit=8))[-20000:],
         )
+    except BaseException:
+        # Interrupted (Ctrl-C, SystemExit on SIGTERM): the run must not stay "running" forever.
+        stage = reporter.stage_key
+        _cleanup(version, registered, note="Interrupted.")
+        _finish(
+            run,
+            status=TrainingRunStatus.FAILED,
+            failed_stage=stage,
+            stage=f"interrupted: {TrainingStage(stage).label}",
+            error=f"{TrainingStage(stage).label} interrupted (the process was stopped).",
+            log_tail=reporter.tail.text(),
+        )
+        raise
     finally:
         for target in watched:
             target.removeHandler(reporter.tail)

@@ -137,9 +137,78 @@ def training_params_validate(*, kind: str, params: dict[str, Any] | None) -> dic
     return _validate_params(kind, params)
 
 
+def _child_environment() -> dict[str, str]:
+    """The environment for a child process that must see the same database, TorchServe and model
+    store as this one (settings may have been changed after start-up, e.g. by tests)."""
+    import os
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    env = dict(os.environ)
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("postgresql"):
+        auth = quote(db.get("USER") or "")
+        if db.get("PASSWORD"):
+            auth += ":" + quote(db["PASSWORD"])
+        host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
+        env["DATABASE_URL"] = f"postgres://{auth}@{host}/{quote(db['NAME'])}"
+    elif db["ENGINE"].endswith("sqlite3") and db["NAME"] and ":memory:" not in str(db["NAME"]):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    for name in (
+        "TORCHSERVE_INFERENCE_URL",
+        "TORCHSERVE_MANAGEMENT_URL",
+        "TORCHSERVE_METRICS_URL",
+        "TORCHSERVE_KEY_FILE",
+        "TORCHSERVE_TIMEOUT",
+        "TORCHSERVE_REGISTER_TIMEOUT",
+        "MODEL_STORE",
+        "RECOMMENDER_MODEL_NAME",
+        "PROMOTION_TOLERANCE",
+    ):
+        env[name] = str(getattr(settings, name))
+    env["TORCHSERVE_TOKEN_AUTH"] = "true" if settings.TORCHSERVE_TOKEN_AUTH else "false"
+    return env
+
+
+def _spawn_training_process(run_id: int) -> None:
+    """Without a broker, run the task body in a child `manage.py train --run <id>`: the web process
+    stays torch-free and answers at once, and the run's progress shows in the admin as it goes."""
+    import subprocess
+    import sys
+
+    log_dir = Path(settings.VAR_DIR) / "training"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    manage = Path(settings.BASE_DIR) / "manage.py"
+    with open(log_dir / f"run-{run_id}.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(manage), "train", "--run", str(run_id), "--no-progress"],
+            env=_child_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives a web worker restart
+            close_fds=True,
+        )
+    TrainingRun.objects.filter(pk=run_id, celery_task_id="").update(celery_task_id=f"pid:{process.pid}")
+
+
 def _on_commit_dispatch(run_id: int) -> None:
+    from recadmin.celery import app
     from recadmin.modelops.tasks import train_model
 
+    # MODELOPS_TRAIN_IN_SUBPROCESS: set where tasks run eagerly (no Redis) but runs are started
+    # from web requests; the test suite leaves it off so that runs finish inside the test.
+    if app.conf.task_always_eager and getattr(settings, "MODELOPS_TRAIN_IN_SUBPROCESS", False):
+        try:
+            _spawn_training_process(run_id)
+        except OSError as exc:
+            TrainingRun.objects.filter(pk=run_id, status=TrainingRunStatus.QUEUED).update(
+                status=TrainingRunStatus.FAILED,
+                error=f"Could not start the training process: {exc}",
+                finished_at=timezone.now(),
+            )
+        return
     try:
         result = train_model.apply_async(args=[run_id])
     except Exception as exc:  # a broker outage must show on the run, not vanish

@@ -154,7 +154,14 @@ def train(
     model = build_model(kind, dataset.num_items, **model_params)
     max_epochs = int(model.params.get("max_epochs") or model.params.get("epochs") or 0)
 
+    budget = float(model.params.get("max_seconds") or 0.0)
+    fit_started = time.monotonic()
+
     def on_progress(fraction: float, text: str, metrics: dict[str, float] | None) -> None:
+        # Models that stop on a time budget (or early) rarely reach max_epochs: the bar follows
+        # whichever of epochs and time is further along.
+        if budget > 0:
+            fraction = max(fraction, min(0.99, (time.monotonic() - fit_started) / budget))
         match = _EPOCH_RE.search(text or "")
         if match and max_epochs:
             label = f"training epoch {match.group(1)}/{max_epochs}"

@@ -127,3 +127,37 @@ def test_only_one_default_per_name_is_possible() -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelVersion.objects.create(name="recommender", version=2, kind="pop", status="default")
     ModelVersion.objects.create(name="other", version=1, kind="pop", status="default")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_without_a_broker_a_run_can_train_in_a_child_process_that_sees_the_same_database(
+    transactional_db: None,
+    make_shop: Callable[..., None],
+    torchserve_settings: TorchServeInstance,
+    settings: Any,
+    tmp_path: Any,
+) -> None:
+    """MODELOPS_TRAIN_IN_SUBPROCESS: the web request returns at once and a `manage.py train --run`
+    child (torch-free parent) does the work, against this test's database and TorchServe."""
+    import time
+
+    from recadmin.modelops.services import training_run_create
+
+    settings.MODELOPS_TRAIN_IN_SUBPROCESS = True
+    settings.VAR_DIR = tmp_path
+    make_shop()
+
+    run = training_run_create(kind="pop")  # no surrounding transaction: dispatched at once
+    run.refresh_from_db()
+    assert run.celery_task_id.startswith("pid:")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.is_finished:
+            break
+        time.sleep(0.5)
+    log = (tmp_path / "training" / f"run-{run.pk}.log").read_text()
+    assert run.status == "succeeded", (run.error, log[-2000:])
+    assert ModelVersion.objects.get(training_run=run).status == "default"
+    assert torchserve_settings.client.default_version("recommender") == "1"
