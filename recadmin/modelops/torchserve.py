@@ -336,18 +336,27 @@ class TorchServeClient:
         timeout = self.config.timeout if timeout is None else timeout
         attempts = 1 + (self.config.retries if retries is None else retries)
         deadline = time.monotonic() + timeout * attempts
-        auth_retried = False
+        auth_retried = stale_retried = False
         attempt = 0
         while True:
             attempt += 1
             headers = self._headers(api)
             if data is not None:
                 headers["Content-Type"] = "application/json"
+            # Never past the overall deadline: a strict budget stays strict across attempts.
+            budget = max(0.001, min(timeout, deadline - time.monotonic()))
             try:
                 resp = self._http.request(
-                    method, url, body=data, headers=headers, timeout=urllib3.Timeout(total=timeout)
+                    method, url, body=data, headers=headers, timeout=urllib3.Timeout(total=budget)
                 )
             except (NewConnectionError, ProtocolError, Urllib3TimeoutError, Urllib3HTTPError, OSError) as exc:
+                if isinstance(exc, ProtocolError) and idempotent and not stale_retried:
+                    # A kept-alive connection the server closed meanwhile: one immediate retry on
+                    # a fresh connection, within the same deadline, even on the no-retry fast path.
+                    stale_retried = True
+                    attempt -= 1
+                    if time.monotonic() < deadline:
+                        continue
                 # A read timeout on a non-idempotent call may have taken effect: don't repeat it.
                 connect_failed = isinstance(exc, NewConnectionError) or "Connection refused" in str(exc)
                 retryable = idempotent or connect_failed
@@ -371,7 +380,7 @@ class TorchServeClient:
                 if self._refresh_key(api):
                     attempt -= 1
                     continue
-            if status in _TRANSIENT_STATUS and attempt < attempts and time.monotonic() < deadline:
+            if status in _TRANSIENT_STATUS and idempotent and attempt < attempts and time.monotonic() < deadline:
                 time.sleep(self.config.backoff * 2 ** (attempt - 1))
                 continue
             raise _error_for(status, ts_type, message, self.config)

@@ -17,6 +17,8 @@ from recadmin.modelops.torchserve import (
     TorchServeConfig,
     TorchServeError,
     TorchServeTimeout,
+    TorchServeUnavailable,
+    WorkersNotReady,
     get_client,
 )
 from tests.fixtures.torchserve import TorchServeInstance
@@ -163,7 +165,7 @@ def test_the_fast_path_keeps_its_budget_when_torchserve_is_stopped_mid_run(
     assert len(client.predict_fast(NAME, {"history": ["sku-001"], "k": 3}, budget=2.0)) == 3
     torchserve.stop()
     started = time.monotonic()
-    with pytest.raises(Exception) as exc_info:
+    with pytest.raises(TorchServeUnavailable) as exc_info:
         client.predict_fast(NAME, {"history": ["sku-001"], "k": 3}, budget=0.3)
     assert time.monotonic() - started < 1.0
     assert exc_info.value.status_code == 503
@@ -203,3 +205,23 @@ def test_an_archive_outside_the_store_is_registered_by_its_absolute_path(
     assert reg.version == "1"
     [info] = torchserve.client.describe(NAME)
     assert info.mar_url == str(outside)
+
+
+def test_a_version_without_workers_is_unavailable_after_retries_not_a_hang(
+    torchserve: TorchServeInstance, archives: dict[str, Archive]
+) -> None:
+    client = torchserve.client
+    client.register(archives["1"].path, model_name=NAME)
+    client.scale_workers(NAME, "1", min_workers=0, timeout=30)
+    [info] = client.describe(NAME)
+    assert not info.is_ready
+    started = time.monotonic()
+    with pytest.raises(TorchServeUnavailable) as exc_info:
+        client.predict(NAME, {"history": []}, timeout=2)
+    assert time.monotonic() - started < 5
+    assert exc_info.value.extra["torchserve_status"] == 503
+    with pytest.raises(WorkersNotReady, match="no READY worker"):
+        client.wait_until_ready(NAME, "1", timeout=0.5)
+    client.scale_workers(NAME, "1", min_workers=1, timeout=60)
+    assert client.wait_until_ready(NAME, "1", timeout=30).is_ready
+    assert len(client.predict(NAME, {"history": [], "k": 2})) == 2
