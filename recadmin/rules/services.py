@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from recadmin.catalog.models import Item
 from recadmin.core.errors import Conflict, ValidationError
@@ -124,7 +124,12 @@ def scene_create(*, slug: str, name: str, **fields: Any) -> Scene:
     scene = Scene(slug=slug, name=name, **fields)
     scene_validate(scene=scene)
     _full_clean(scene)
-    scene.save()
+    try:
+        # A savepoint, so a concurrent create of the same slug leaves the outer transaction usable.
+        with transaction.atomic():
+            scene.save()
+    except IntegrityError as exc:
+        raise Conflict(f"A scene '{slug}' already exists.", extra={"fields": {"slug": ["already exists"]}}) from exc
     rules_cache_bump()
     return scene
 

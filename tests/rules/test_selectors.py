@@ -136,3 +136,30 @@ def test_seed_scenes_creates_the_standard_scenes_once_and_keeps_edits(capsys: py
     assert "exists, left unchanged" in capsys.readouterr().out
     for scene in Scene.objects.all():
         scene.full_clean()
+
+
+@pytest.mark.redis
+def test_rule_sets_are_stored_in_redis_when_configured(settings) -> None:  # type: ignore[no-untyped-def]
+    from django_redis import get_redis_connection
+
+    SceneFactory(slug="home")
+    selectors.ruleset_for_scene("home")
+    pattern = f"{settings.CACHE_KEY_PREFIX}:*rules:ruleset:*:home"  # this run's keys only
+    keys = [key.decode() for key in get_redis_connection("default").scan_iter(pattern)]
+    assert len(keys) == 1
+
+
+def test_a_cache_outage_falls_back_to_the_database(settings) -> None:  # type: ignore[no-untyped-def]
+    home = SceneFactory(slug="home")
+    BusinessRuleFactory(scenes=[home])
+    # A Redis that refuses connections: reads and writes fail, the rules still come from the database.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    assert len(selectors.ruleset_for_scene("home").rules) == 1
+    assert selectors.scene_settings_get("home") is not None
+    services.scene_update(scene=home, data={"default_n": 5})  # the bump must not fail either
