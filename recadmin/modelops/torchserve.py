@@ -160,6 +160,10 @@ class TorchServeConfig:
             register_timeout=float(settings.TORCHSERVE_REGISTER_TIMEOUT),
             model_store=Path(settings.MODEL_STORE),
             model_name=str(settings.RECOMMENDER_MODEL_NAME),
+            # Not in settings.py (nothing of ours talks gRPC); a test or a second instance on the
+            # same machine sets them to keep TorchServe's gRPC listeners apart.
+            grpc_inference_port=int(getattr(settings, "TORCHSERVE_GRPC_INFERENCE_PORT", 7070)),
+            grpc_management_port=int(getattr(settings, "TORCHSERVE_GRPC_MANAGEMENT_PORT", 7071)),
         )
 
     @property
@@ -179,6 +183,8 @@ class TorchServeConfig:
             "TORCHSERVE_REGISTER_TIMEOUT": self.register_timeout,
             "MODEL_STORE": Path(self.model_store),
             "RECOMMENDER_MODEL_NAME": self.model_name,
+            "TORCHSERVE_GRPC_INFERENCE_PORT": self.grpc_inference_port,
+            "TORCHSERVE_GRPC_MANAGEMENT_PORT": self.grpc_management_port,
         }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -131,3 +132,26 @@ def test_get_client_reuses_one_client_per_process_and_config(tmp_path: Path) -> 
     config = TorchServeConfig(key_file=tmp_path / "key_file.json")
     assert get_client(config) is get_client(config)
     assert get_client(config) is not get_client(TorchServeConfig(key_file=tmp_path / "other.json"))
+
+
+@pytest.mark.torchserve
+def test_the_command_starts_and_stops_a_torchserve_with_token_auth_from_the_settings(
+    tmp_path: Path, settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_on_free_ports(tmp_path / "var" / "torchserve", tmp_path / "model_store", token_auth=True)
+    for name, value in config.as_settings().items():
+        setattr(settings, name, value)
+    try:
+        call_command("torchserve", "start", "--timeout", "60")
+        out = capsys.readouterr().out
+        assert "TorchServe started (pid" in out and "token auth on" in out
+        assert "no models registered" in out
+        assert config.key_file.is_file()
+        assert TorchServeClient(config).list_models() == []
+        call_command("torchserve", "stop")
+        assert "stopped" in capsys.readouterr().out
+    finally:
+        torchserve_stop(config, graceful=False)
+    assert read_pid(config) is None
+    call_command("torchserve", "stop")
+    assert "was not running" in capsys.readouterr().out
