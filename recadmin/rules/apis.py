@@ -279,6 +279,42 @@ RULE_EXAMPLES = [
 ]
 
 
+RULE_RESPONSE_EXAMPLE = OpenApiExample(
+    "A boost as stored",
+    response_only=True,
+    status_codes=["200", "201"],
+    value={
+        "id": 12,
+        "name": "Skincare week",
+        "kind": "boost",
+        "condition": {"field": "category", "op": "in_subtree", "value": "skincare"},
+        "scenes": ["home"],
+        "all_scenes": False,
+        "filter_mode": "exclude",
+        "weight": 1.5,
+        "weight_mode": "multiply",
+        "position": None,
+        "pinned_items": [],
+        "valid_from": "2026-12-01T00:00:00Z",
+        "valid_until": "2026-12-08T00:00:00Z",
+        "priority": 0,
+        "enabled": True,
+        "active_now": False,
+        "created_at": "2026-11-24T05:00:00Z",
+        "updated_at": "2026-11-24T05:00:00Z",
+    },
+)
+BAD_RULE_EXAMPLE = OpenApiExample(
+    "A condition that cannot match",
+    response_only=True,
+    status_codes=["400"],
+    value={
+        "message": "condition: all[1].value: price min 50 is above max 10, so nothing can match",
+        "extra": {"fields": {"condition": ["all[1].value: price min 50 is above max 10, so nothing can match"]}},
+    },
+)
+
+
 class RuleCollectionApi(APIView):
     permission_classes = [HasManageScope]
     pagination_class = StableCursorPagination
@@ -317,7 +353,7 @@ class RuleCollectionApi(APIView):
         summary="Create a business rule",
         request=RuleFields,
         responses={201: RuleOutput, **ERROR_RESPONSES},
-        examples=RULE_EXAMPLES,
+        examples=[*RULE_EXAMPLES, RULE_RESPONSE_EXAMPLE, BAD_RULE_EXAMPLE],
     )
     def post(self, request: Request) -> Response:
         data = _validated(RuleFields, request.data)
