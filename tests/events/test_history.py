@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from recadmin.events.history import (
+    HistoryEvent,
+    history_clear,
+    history_get,
+    history_get_many,
+    history_rebuild,
+    history_record,
+)
+from tests.factories import CustomerFactory, EventFactory, ItemFactory
+
+
+def _ev(customer: str, item: str, ts: float, type_: str = "view") -> HistoryEvent:
+    return HistoryEvent(customer=customer, item=item, type=type_, ts=ts)
+
+
+def test_history_is_newest_first_with_the_type_weight() -> None:
+    history_record([_ev("h1", "a", 100.0, "view"), _ev("h1", "b", 300.0, "purchase"), _ev("h1", "c", 200.0, "click")])
+    entries = history_get("h1")
+    assert [e.item for e in entries] == ["b", "c", "a"]
+    assert [e.weight for e in entries] == [8.0, 2.0, 1.0]
+    assert entries[0].ts == 300.0
+
+
+def test_history_keeps_only_the_newest_n(settings: Any) -> None:
+    settings.HISTORY_LENGTH = 3
+    history_record([_ev("h2", f"i{n}", float(n)) for n in range(10)])
+    history_record([_ev("h2", "late-but-old", 0.5)])
+    assert [e.item for e in history_get("h2")] == ["i9", "i8", "i7"]
+
+
+def test_history_limit_and_unknown_customers() -> None:
+    history_record([_ev("h3", f"i{n}", float(n)) for n in range(5)])
+    assert len(history_get("h3", 2)) == 2
+    assert history_get("nobody") == []
+
+
+def test_recording_the_same_event_twice_adds_it_once() -> None:
+    history_record([_ev("h4", "a", 1.0)])
+    history_record([_ev("h4", "a", 1.0)])
+    assert len(history_get("h4")) == 1
+
+
+def test_item_ids_with_separators_survive() -> None:
+    history_record([_ev("h5", "shoes|red|42", 1.0)])
+    assert history_get("h5")[0].item == "shoes|red|42"
+
+
+def test_history_get_many_reads_many_customers() -> None:
+    history_record([_ev("m1", "a", 1.0), _ev("m2", "b", 2.0)])
+    result = history_get_many(["m1", "m2", "m3"])
+    assert [e.item for e in result["m1"]] == ["a"]
+    assert [e.item for e in result["m2"]] == ["b"]
+    assert result["m3"] == []
+
+
+def test_history_clear_forgets_a_customer() -> None:
+    history_record([_ev("h6", "a", 1.0)])
+    history_clear(["h6"])
+    assert history_get("h6") == []
+
+
+@pytest.mark.django_db
+def test_history_rebuild_restores_the_latest_events_from_the_database(settings: Any) -> None:
+    settings.HISTORY_LENGTH = 2
+    customer = CustomerFactory(shop_id="rb")
+    now = timezone.now()
+    for minutes, sku in [(30, "old"), (20, "mid"), (10, "new")]:
+        EventFactory(customer=customer, item=ItemFactory(shop_id=sku), occurred_at=now - dt.timedelta(minutes=minutes))
+    history_clear(["rb"])
+    assert history_rebuild([customer.pk]) == 1
+    assert [e.item for e in history_get("rb")] == ["new", "mid"]
+
+
+@pytest.mark.django_db
+def test_an_ingested_click_shows_up_in_history_at_once(api_client: APIClient) -> None:
+    ItemFactory(shop_id="SKU-H")
+    body = {"customer": "C-H", "item": "SKU-H", "type": "click", "event_id": "hist-1"}
+    assert api_client.post("/api/v1/events", body, format="json").status_code == 200
+    entries = history_get("C-H")
+    assert [(e.item, e.type, e.weight) for e in entries] == [("SKU-H", "click", 2.0)]
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_an_ingested_click_is_in_redis_at_once(api_client: APIClient) -> None:
+    from django_redis import get_redis_connection
+
+    from recadmin.events.history import history_key
+
+    ItemFactory(shop_id="SKU-R")
+    body = {"customer": "C-R", "item": "SKU-R", "type": "click", "event_id": "hist-r"}
+    assert api_client.post("/api/v1/events", body, format="json").status_code == 200
+    assert get_redis_connection("default").zcard(history_key("C-R")) == 1
+    assert [(e.item, e.type) for e in history_get("C-R")] == [("SKU-R", "click")]
+
+
+@pytest.mark.redis
+def test_a_batch_for_many_customers_is_recorded_in_redis() -> None:
+    history_record([_ev(f"many-{n % 300}", f"i{n}", float(n)) for n in range(1500)])
+    result = history_get_many([f"many-{n}" for n in range(300)])
+    assert all(len(entries) == 5 for entries in result.values())
+    assert result["many-0"][0].item == "i1200"
