@@ -91,6 +91,14 @@ class ModelVersionConflict(TorchServeError, Conflict):
     default_message = "TorchServe already has this model version."
 
 
+class DefaultVersionProtected(TorchServeError, Conflict):
+    """TorchServe keeps a model's default version while other versions exist: set another
+    default first."""
+
+    status_code = 409
+    default_message = "The default version cannot be removed while other versions exist."
+
+
 class PredictionRejected(TorchServeError):
     """The handler refused the request (bad input): a 400 from the model, not a server fault."""
 
@@ -433,7 +441,9 @@ class TorchServeClient:
             if name and version:
                 with contextlib.suppress(TorchServeError, TorchServeUnavailable):
                     self.unregister(name, version)
-            raise TorchServeError(f"Registering {url} failed: {exc.message}", exc.extra) from exc
+            # Same class (a missing archive stays a 404), with the archive named in the message.
+            message = f"Registering {url} failed: {exc.message}"
+            raise type(exc)(message, ts_status=exc.ts_status, ts_type=exc.ts_type) from exc
         message = str(payload.get("status", "")) if isinstance(payload, dict) else str(payload)
         match = re.search(r'Model "([^"]+)" Version: (\S+)', message)
         return Registration(
@@ -522,8 +532,8 @@ class TorchServeClient:
         )
 
     def unregister(self, name: str, version: str, *, timeout: float | None = None) -> None:
-        """TorchServe refuses to remove the default version while others exist (ModelVersionConflict
-        is not raised for that: it is a TorchServeError with TorchServe's message)."""
+        """TorchServe refuses to remove the default version while others exist:
+        DefaultVersionProtected (a 409), with TorchServe's message."""
         self._request(
             "DELETE",
             "management",
@@ -972,6 +982,8 @@ def _error_for(status: int, ts_type: str | None, message: str, config: TorchServ
         return TorchServeUnavailable(f"TorchServe: {message}", extra)
     if status == 404:
         return ModelNotRegistered(message, ts_status=status, ts_type=ts_type)
+    if status == 403 and ts_type == "InvalidModelVersionException":
+        return DefaultVersionProtected(message, ts_status=status, ts_type=ts_type)
     if status == 409:
         return ModelVersionConflict(message, ts_status=status, ts_type=ts_type)
     if status == 400 and ts_type not in _MANAGEMENT_400_TYPES:
@@ -1025,6 +1037,7 @@ def _manifest_version(mar: str | Path) -> str | None:
 
 
 __all__ = [
+    "DefaultVersionProtected",
     "ModelNotRegistered",
     "ModelSummary",
     "ModelVersionConflict",

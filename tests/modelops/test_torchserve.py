@@ -11,6 +11,7 @@ import pytest
 
 from recadmin.modelops.archive import Archive, archive_build
 from recadmin.modelops.torchserve import (
+    DefaultVersionProtected,
     ModelNotRegistered,
     ModelVersionConflict,
     PredictionRejected,
@@ -79,6 +80,11 @@ def test_versions_are_listed_switched_and_removed(
     assert versions["1"].is_default and not versions["2"].is_default
     assert all(v.is_ready for v in versions.values())
     assert len(client.predict(NAME, {"history": []})) == 10  # v1's default_k
+    with pytest.raises(DefaultVersionProtected) as exc_info:
+        client.unregister(NAME, "1")
+    assert exc_info.value.status_code == 409
+    with pytest.raises(ModelNotRegistered):
+        client.set_default(NAME, "7")
 
     client.set_default(NAME, "2")
     assert client.default_version(NAME) == "2"
@@ -137,6 +143,9 @@ def test_a_broken_archive_gives_a_clear_error_and_leaves_nothing_registered(
         assert "recommender-9.mar" in exc_info.value.message
         with pytest.raises(ModelNotRegistered):
             torchserve.client.describe(NAME)
+        # No such file in the store: a 404 naming the archive.
+        with pytest.raises(ModelNotRegistered, match=r"recommender-404\.mar"):
+            torchserve.client.register("recommender-404.mar", model_name=NAME, timeout=30)
         # Not an archive at all.
         (torchserve.model_store / "junk-1.mar").write_bytes(b"not a zip")
         with pytest.raises(TorchServeError):
