@@ -125,9 +125,7 @@ def archive_build(
     with tempfile.TemporaryDirectory(prefix="mar-", dir=store) as staging_str:
         staging = Path(staging_str)
         code = staging / "code"
-        shutil.copytree(
-            TRAINING_PACKAGE, code / "training", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
-        )
+        shutil.copytree(TRAINING_PACKAGE, code / "training", ignore=_only_python_sources)
         config_file = staging / "model-config.yaml"
         config_file.write_text(yaml.safe_dump(model_config, sort_keys=False))
         export = staging / "export"
@@ -179,6 +177,18 @@ def archive_manifest(path: Path) -> dict[str, Any]:
             return dict(json.loads(zf.read("MAR-INF/MANIFEST.json")))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ValidationError(f"{Path(path).name} is not a model archive: {exc}", field="archive") from exc
+
+
+def _only_python_sources(directory: str, names: list[str]) -> set[str]:
+    """copytree filter: the model code only (no caches, tests, notebooks or data files)."""
+    skip = set()
+    for name in names:
+        if os.path.isdir(os.path.join(directory, name)):
+            if name in ("__pycache__", "tests") or name.startswith("."):
+                skip.add(name)
+        elif not name.endswith(".py"):
+            skip.add(name)
+    return skip
 
 
 def _check_archive(path: Path) -> None:
