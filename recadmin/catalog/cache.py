@@ -10,12 +10,16 @@ at once (they expire on their TTL).
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterable
 
 from django.core.cache import cache
 from django.db import transaction
 
 GENERATION_KEY = "catalog:items:generation"
+# Bumped by every change (items or categories): readers that keep item data in process memory
+# compare it once per request and drop their copy when it moved.
+CHANGES_KEY = "catalog:items:changes"
 
 
 def items_generation() -> int:
@@ -26,6 +30,31 @@ def items_generation() -> int:
     return int(value or 0)
 
 
+def _fresh_token() -> int:
+    # A lost counter (evicted, flushed) restarts at a random value, never at one a reader saw before.
+    return secrets.randbelow(2**62) + 1
+
+
+def items_state() -> tuple[int, int | None]:
+    """(generation, change counter) in one cache round trip; the counter is None when the cache
+    cannot say (then nothing may be trusted from a process-local copy)."""
+    try:
+        found = cache.get_many([GENERATION_KEY, CHANGES_KEY])
+        changes = found.get(CHANGES_KEY)
+        if changes is None:
+            cache.add(CHANGES_KEY, _fresh_token(), None)
+            changes = cache.get(CHANGES_KEY)
+    except Exception:  # noqa: BLE001
+        return 0, None
+    return int(found.get(GENERATION_KEY) or 0), (int(changes) if changes is not None else None)
+
+
+def _count_change() -> None:
+    with contextlib.suppress(Exception):
+        if not cache.add(CHANGES_KEY, _fresh_token(), None):
+            cache.incr(CHANGES_KEY)
+
+
 def item_cache_key(shop_id: str, generation: int) -> str:
     return f"catalog:item:{generation}:{shop_id}"
 
@@ -34,12 +63,14 @@ def _bump() -> None:
     with contextlib.suppress(Exception):
         if not cache.add(GENERATION_KEY, 1, None):
             cache.incr(GENERATION_KEY)
+    _count_change()
 
 
 def _delete(shop_ids: list[str]) -> None:
     with contextlib.suppress(Exception):
         generation = items_generation()
         cache.delete_many([item_cache_key(s, generation) for s in shop_ids])
+    _count_change()
 
 
 def items_changed(shop_ids: Iterable[str] | None = None) -> None:

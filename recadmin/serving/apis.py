@@ -23,6 +23,7 @@ from recadmin.serving.services import (
     validate_n,
     validate_offset,
 )
+from recadmin.serving.state import hot_state
 
 
 class ItemOutputSerializer(serializers.Serializer):
@@ -49,15 +50,17 @@ class ListOutputSerializer(serializers.Serializer):
 
 
 def _render(served: ServedList) -> Response:
+    # Built as plain data: already in the documented shape (ListOutputSerializer), and running a
+    # serializer over every item would cost more than the rest of the hot path's Python.
     data: dict[str, Any] = {
         "recommendation_id": served.recommendation_id,
         "scene": served.scene,
         "model_version": served.model_version,
-        "source": served.source,
+        "source": str(served.source),
         "offset": served.offset,
         "items": served.page,
     }
-    return Response(ListOutputSerializer(data).data)
+    return Response(data)
 
 
 def _text(params: Any, name: str, *, max_length: int = SHOP_ID_MAX_LENGTH) -> str | None:
@@ -138,7 +141,8 @@ class RecommendationsApi(APIView):
     def get(self, request: Request) -> Response:
         params = request.query_params
         scene = _text(params, "scene", max_length=64)
-        bundle = scene_bundle(scene)
+        state = hot_state()
+        bundle = scene_bundle(scene, state=state)
         served = recommendations_serve(
             customer=_text(params, "customer") or "",
             scene=scene,
@@ -148,6 +152,7 @@ class RecommendationsApi(APIView):
             category=_text(params, "category", max_length=100),
             recommendation_id=_text(params, "recommendation_id", max_length=64),
             bundle=bundle,
+            state=state,
         )
         return _render(served)
 
@@ -167,7 +172,8 @@ class SimilarItemsApi(APIView):
     def get(self, request: Request, shop_id: str) -> Response:
         params = request.query_params
         scene = _text(params, "scene", max_length=64)
-        bundle = scene_bundle(scene, required=False)
+        state = hot_state()
+        bundle = scene_bundle(scene, required=False, state=state)
         served = similar_serve(
             item=shop_id,
             scene=scene,
@@ -175,6 +181,7 @@ class SimilarItemsApi(APIView):
             offset=validate_offset(params.get("offset")),
             recommendation_id=_text(params, "recommendation_id", max_length=64),
             bundle=bundle,
+            state=state,
         )
         return _render(served)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,6 +28,9 @@ _KEY = "serving:emb:{}:{}"
 _READY = "serving:emb:{}:ready"
 _LOCK = "serving:emb:{}:lock"
 _CHUNK = 2000
+# A version's vectors never change: each process keeps those it has read (one version at a time).
+_local: dict[int, dict[str, tuple[float, ...]]] = {}
+_local_lock = threading.Lock()
 
 
 def embedding_key(version_id: int, shop_id: str) -> str:
@@ -36,19 +40,33 @@ def embedding_key(version_id: int, shop_id: str) -> str:
 def embeddings_get(*, version_id: int, shop_ids: Iterable[str]) -> dict[str, tuple[float, ...]]:
     """Unit vectors of the items the export covered (one round trip); {} while not exported."""
     ids = list(shop_ids)
+    local = _local.get(version_id)
+    if local is not None:
+        out = {s: local[s] for s in ids if s in local}
+        remote = [s for s in ids if s not in local]
+        if not remote:
+            return out
+    else:
+        out, remote = {}, ids
     ready_key = _READY.format(version_id)
     try:
-        found = cache.get_many([ready_key, *(embedding_key(version_id, s) for s in ids)])
+        found = cache.get_many([ready_key, *(embedding_key(version_id, s) for s in remote)])
     except Exception:  # noqa: BLE001 - no vectors: MMR degrades to score order
-        return {}
+        return out
     if ready_key not in found:
         _request_export(version_id)
-        return {}
-    out: dict[str, tuple[float, ...]] = {}
-    for shop_id in ids:
+        return out
+    fetched: dict[str, tuple[float, ...]] = {}
+    for shop_id in remote:
         raw = found.get(embedding_key(version_id, shop_id))
         if raw is not None:
-            out[shop_id] = tuple(np.frombuffer(raw, dtype=np.float16).astype(np.float64).tolist())
+            fetched[shop_id] = tuple(np.frombuffer(raw, dtype=np.float16).astype(np.float64).tolist())
+    with _local_lock:
+        if version_id not in _local:
+            _local.clear()
+            _local[version_id] = {}
+        _local[version_id].update(fetched)
+    out.update(fetched)
     return out
 
 

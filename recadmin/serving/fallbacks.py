@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -32,18 +34,42 @@ _LAST = "serving:fallback:last"
 _SINCE = "serving:fallback:since"
 
 
+# During an outage every request falls back: one log line per reason and process per second, with
+# the number of events it stands for, keeps the log readable (the counters have every event).
+LOG_EVERY_SECONDS = 1.0
+_log_state: dict[str, tuple[float, int]] = {}
+_log_lock = threading.Lock()
+
+
+def _log(reason: str, detail: str, scene: str, customer: str) -> bool:
+    now = time.monotonic()
+    with _log_lock:
+        last, suppressed = _log_state.get(reason, (0.0, 0))
+        if now - last < LOG_EVERY_SECONDS:
+            _log_state[reason] = (last, suppressed + 1)
+            return False
+        _log_state[reason] = (now, 0)
+    more = f" (+{suppressed} more since the last line)" if suppressed else ""
+    logger.warning("serving fell back (%s) scene=%s customer=%s: %s%s", reason, scene, customer, detail, more)
+    return True
+
+
 def fallback_record(*, reason: str, detail: str = "", scene: str = "", customer: str = "") -> None:
-    """Count one fallback and log it (failures at WARNING, expected ones at DEBUG)."""
+    """Count one fallback and log it (failures at WARNING, rate-limited; expected ones at DEBUG)."""
+    logged = False
     if reason in FAILURE_REASONS:
-        logger.warning("serving fell back (%s) scene=%s customer=%s: %s", reason, scene, customer, detail)
+        logged = _log(reason, detail, scene, customer)
     else:
         logger.debug("serving fallback (%s) scene=%s customer=%s", reason, scene, customer)
     with contextlib.suppress(Exception):
         key = _COUNTER.format(reason)
-        cache.add(_SINCE, timezone.now().isoformat(), None)
-        if not cache.add(key, 1, None):
+        try:
             cache.incr(key)
-        if reason in FAILURE_REASONS:
+        except ValueError:  # the first one since a reset
+            cache.add(_SINCE, timezone.now().isoformat(), None)
+            if not cache.add(key, 1, None):
+                cache.incr(key)
+        if logged:  # as often as the log line: once a second per process at most
             cache.set(_LAST, {"reason": reason, "detail": detail[:300], "at": timezone.now().isoformat()}, None)
 
 

@@ -1,27 +1,36 @@
 """Item metadata for the hot path, cached per item and fetched in bulk.
 
-A list needs title, category, brand, price, stock and attributes of a few hundred candidates: one
-`get_many` (a single MGET on Redis), then one ORM query for whatever was missing, written back with
-`set_many`. Keys come from `recadmin.catalog.cache`, whose `items_changed` hook the catalog services
-call, so an edited item is re-read on the next request.
+A list needs title, category, brand, price, stock and attributes of a few hundred candidates. Three
+layers: a process-local dict (no round trip, no unpickling), the shared cache per item (one
+`get_many`, a single MGET on Redis), the database (one query for whatever is still missing, written
+back with `set_many`). Keys and the change counter come from `recadmin.catalog.cache`, whose
+`items_changed` hook the catalog services call: every request reads the counter (one small round
+trip) and drops the process-local copy when it moved, so an edited item is re-read at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
 
-from recadmin.catalog.cache import item_cache_key, items_generation
+from recadmin.catalog.cache import item_cache_key, items_state
 from recadmin.catalog.models import Item
 
 ITEM_TTL_SECONDS = 6 * 3600
 # Ids the model knows but the catalog does not (yet): remembered briefly so they cost no query.
 _MISSING: dict[str, Any] = {"missing": True}
 _MISSING_TTL_SECONDS = 60
+
+# Process-local copy: bounded, and only trusted while the catalog's change counter stands still.
+LOCAL_MAX_ITEMS = 200_000
+_local: dict[str, dict[str, Any]] = {}
+_local_state: list[int | None] = [None]
+_local_lock = threading.Lock()
 
 _FIELDS = (
     "id",
@@ -54,24 +63,34 @@ def _to_meta(row: dict[str, Any]) -> dict[str, Any]:
         "attributes": row["attributes"] or {},
         "category": row["category__slug"] or "",
         "category_path": row["category__path"] or "",
+        "path": tuple(p for p in (row["category__path"] or "").strip("/").split("/") if p),
     }
 
 
-def items_metadata(shop_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """{shop_id: metadata} for the ids the catalog knows; unknown ids are left out."""
+def items_metadata(
+    shop_ids: Iterable[str], *, state: tuple[int, int | None] | None = None
+) -> dict[str, dict[str, Any]]:
+    """{shop_id: metadata} for the ids the catalog knows; unknown ids are left out. `state`:
+    (generation, change counter) when the caller already read them (serving.state.hot_state)."""
     wanted = list(dict.fromkeys(str(s) for s in shop_ids))
     if not wanted:
         return {}
-    generation = items_generation()
-    keys = {item_cache_key(s, generation): s for s in wanted}
-    try:
-        cached = cache.get_many(list(keys))
-    except Exception:  # noqa: BLE001 - a cache outage: read everything from the database
-        cached = {}
-    found: dict[str, dict[str, Any]] = {}
-    for key, value in cached.items():
-        if value is not None:
-            found[keys[key]] = value
+    generation, changes = state if state is not None and state[1] is not None else items_state()
+    with _local_lock:
+        if changes is None or changes != _local_state[0] or len(_local) > LOCAL_MAX_ITEMS:
+            _local.clear()
+            _local_state[0] = changes
+        found: dict[str, dict[str, Any]] = {s: _local[s] for s in wanted if s in _local}
+    remote = [s for s in wanted if s not in found]
+    if remote:
+        keys = {item_cache_key(s, generation): s for s in remote}
+        try:
+            cached = cache.get_many(list(keys))
+        except Exception:  # noqa: BLE001 - a cache outage: read everything from the database
+            cached = {}
+        for key, value in cached.items():
+            if value is not None:
+                found[keys[key]] = value
     missing = [s for s in wanted if s not in found]
     if missing:
         rows = {r["shop_id"]: _to_meta(r) for r in Item.objects.filter(shop_id__in=missing).values(*_FIELDS)}
@@ -89,4 +108,9 @@ def items_metadata(shop_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
                 cache.set_many(to_set, ITEM_TTL_SECONDS)
             if unknown:
                 cache.set_many(unknown, _MISSING_TTL_SECONDS)
+    if remote and changes is not None:
+        with _local_lock:
+            if _local_state[0] == changes:
+                # Unknown ids stay out of the local copy: they may be created any moment.
+                _local.update({s: found[s] for s in remote if not found[s].get("missing")})
     return {s: found[s] for s in wanted if not found[s].get("missing")}

@@ -53,13 +53,22 @@ def _list_key() -> str:
     return cache.make_key(_LIST_KEY)
 
 
-def served_log_push(*, record: dict[str, Any]) -> None:
-    """Queue one served page for the log. Never raises: logging must not fail a recommendation."""
+def served_log_push(
+    *, record: dict[str, Any], keep_key: str | None = None, keep_value: Any = None, keep_seconds: int = 0
+) -> None:
+    """Queue one served page for the log. Never raises: logging must not fail a recommendation.
+
+    `keep_key`/`keep_value`: a JSON value to store in the cache for `keep_seconds` in the same
+    round trip (the full list of a new recommendation_id); read it back with `kept_get`."""
     payload = json.dumps(record, separators=(",", ":"), default=str)
     connection = _redis()
     if connection is not None:
         try:
-            length = connection.rpush(_list_key(), payload)
+            pipe = connection.pipeline(transaction=False)
+            if keep_key is not None:
+                pipe.set(cache.make_key(keep_key), json.dumps(keep_value, separators=(",", ":")), ex=keep_seconds)
+            pipe.rpush(_list_key(), payload)
+            length = pipe.execute()[-1]
         except Exception:  # noqa: BLE001 - Redis down: keep the record locally rather than lose it
             logger.warning("served log: Redis unavailable, buffering locally")
         else:
@@ -69,11 +78,26 @@ def served_log_push(*, record: dict[str, Any]) -> None:
                 with contextlib.suppress(Exception):
                     connection.ltrim(_list_key(), -MAX_BACKLOG, -1)
             return
+    if keep_key is not None:
+        with contextlib.suppress(Exception):
+            cache.set(keep_key, keep_value, keep_seconds)
     with _local_lock:
         _local_buffer.append(payload)
         full = len(_local_buffer) >= DRAIN_BATCH
     if full and connection is None:
         served_log_drain()
+
+
+def kept_get(key: str) -> Any:
+    """A value stored with served_log_push(keep_key=...), or None."""
+    connection = _redis()
+    try:
+        if connection is not None:
+            raw = connection.get(cache.make_key(key))
+            return json.loads(raw) if raw is not None else None
+        return cache.get(key)
+    except Exception:  # noqa: BLE001 - an expired or unreadable list: the caller makes a new one
+        return None
 
 
 def _kick_drain() -> None:

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from recadmin.core.errors import ValidationError
 from recadmin.events.history import HistoryEntry, history_get
-from recadmin.modelops.selectors import DefaultModel, default_model_get
+from recadmin.modelops.selectors import DefaultModel
 from recadmin.rules import engine
 from recadmin.rules.engine import Candidate, Context, RuleSet, SceneSettings
 from recadmin.serving import fallbacks
@@ -38,7 +38,9 @@ from recadmin.serving.embeddings import embeddings_get
 from recadmin.serving.items import items_metadata
 from recadmin.serving.models import ServedEndpoint, ServedSource
 from recadmin.serving.popular import popular_get
-from recadmin.serving.served_log import served_log_push
+from recadmin.serving.served_log import kept_get, served_log_push
+from recadmin.serving.state import NO_SCENE as _NO_SCENE
+from recadmin.serving.state import HotState, SceneBundle, default_model, hot_state, scene_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -135,29 +137,19 @@ def validate_offset(value: Any) -> int:
     return offset
 
 
-@dataclass(frozen=True)
-class SceneBundle:
-    settings: SceneSettings
-    ruleset: RuleSet
-    enabled: bool = True
-
-
-_NO_SCENE = SceneBundle(settings=SceneSettings(slug=""), ruleset=RuleSet(scene=""))
-
-
-def scene_bundle(slug: str | None, *, now: dt.datetime | None = None, required: bool = True) -> SceneBundle:
-    """The scene's settings and compiled rules (cached by the rules app). 400 for an unknown scene."""
+def scene_bundle(
+    slug: str | None, *, now: dt.datetime | None = None, required: bool = True, state: HotState | None = None
+) -> SceneBundle:
+    """The scene's settings and compiled rules (cached by the rules app and in this process).
+    400 naming `scene` for an unknown one."""
     if not slug:
         if required:
             raise ValidationError("scene is required (the placement's slug, e.g. home).", field="scene")
         return _NO_SCENE
-    from recadmin.rules.selectors import ruleset_for_scene, scene_settings_for_slug
-
-    found = scene_settings_for_slug(slug)
-    if found is None:
+    bundle = scene_lookup(slug, state or hot_state(), now or timezone.now())
+    if bundle is None:
         raise ValidationError(f"Unknown scene {slug!r}.", field="scene")
-    scene_settings, enabled = found
-    return SceneBundle(settings=scene_settings, ruleset=ruleset_for_scene(slug, now or timezone.now()), enabled=enabled)
+    return bundle
 
 
 def validate_category(slug: str | None) -> str | None:
@@ -179,11 +171,13 @@ def validate_category(slug: str | None) -> str | None:
     return slug
 
 
-def validate_item(shop_id: str | None, *, field_name: str = "item") -> dict[str, Any] | None:
+def validate_item(
+    shop_id: str | None, *, field_name: str = "item", state: HotState | None = None
+) -> dict[str, Any] | None:
     """The item's metadata (cached); 400 naming `field_name` for an id the catalog does not know."""
     if shop_id is None or shop_id == "":
         return None
-    meta = items_metadata([shop_id]).get(shop_id)
+    meta = items_metadata([shop_id], state=state.items if state else None).get(shop_id)
     if meta is None:
         raise ValidationError(f"Unknown item {shop_id!r}.", field=field_name)
     return meta
@@ -195,7 +189,9 @@ def validate_item(shop_id: str | None, *, field_name: str = "item") -> dict[str,
 
 
 def _to_candidate(meta: dict[str, Any], score: float, origin: str) -> Candidate:
-    path = tuple(p for p in (meta.get("category_path") or "").strip("/").split("/") if p)
+    path = meta.get("path")
+    if path is None:
+        path = tuple(p for p in (meta.get("category_path") or "").strip("/").split("/") if p)
     return Candidate(
         item_id=meta["item"],
         score=float(score),
@@ -256,17 +252,18 @@ def _predict(model: DefaultModel, payload: dict[str, Any], *, started: float) ->
     return out
 
 
-def _fallback_scores(*, scene: SceneSettings, category: str | None, context_meta: dict[str, Any] | None) -> list[
-    tuple[str, float]
-]:
-    """The scene's fallback: trending in the requested or current item's category, then overall."""
+def _fallback_scores(
+    *, scene: SceneSettings, category: str | None, context_meta: dict[str, Any] | None, limit: int = MAX_K
+) -> list[tuple[str, float]]:
+    """The scene's fallback: trending in the requested or current item's category, then overall
+    (at most `limit` candidates of each, as many as the model would have been asked for)."""
     slug = category
     if slug is None and scene.fallback == engine.FALLBACK_CATEGORY and context_meta is not None:
         slug = context_meta.get("category") or None
     ranked: list[tuple[str, float]] = []
     if slug:
-        ranked = list(popular_get(category=slug))
-    overall = popular_get(category=None)
+        ranked = list(popular_get(category=slug)[:limit])
+    overall = popular_get(category=None)[:limit]
     if slug:
         seen = {item for item, _ in ranked}
         # Category items first, then the overall list (scored below them) to fill the page.
@@ -304,10 +301,11 @@ def _rank(
     extra_reason: dict[str, Any] | None = None,
     want_raw: bool = False,
     embedding_version: int | None = None,
+    state: HotState | None = None,
 ) -> _Built:
     now = context.now
     pinned = _pinned_ids(bundle.ruleset, now)
-    metas = items_metadata([item for item, _ in scored] + pinned)
+    metas = items_metadata([item for item, _ in scored] + pinned, state=state.items if state else None)
     candidates = [_to_candidate(metas[item], score, origin) for item, score in scored if item in metas]
     extras = tuple(_to_candidate(metas[i], 0.0, "pinned") for i in pinned if i in metas)
     if bundle.settings.mmr_enabled and bundle.settings.mmr_lambda < 1.0 and embedding_version is not None:
@@ -367,22 +365,19 @@ def _list_key(recommendation_id: str) -> str:
     return _LIST_KEY.format(recommendation_id)
 
 
-def _cache_list(served: ServedList) -> None:
-    with contextlib.suppress(Exception):
-        cache.set(_list_key(served.recommendation_id), served.to_cache(), LIST_TTL_SECONDS)
-
-
 def _cached_list(recommendation_id: str) -> dict[str, Any] | None:
-    try:
-        value = cache.get(_list_key(recommendation_id))
-    except Exception:  # noqa: BLE001
-        return None
+    value = kept_get(_list_key(recommendation_id))
     return value if isinstance(value, dict) else None
 
 
-def _log(served: ServedList) -> None:
+def _log(served: ServedList, *, keep: bool = False) -> None:
+    """Queue the page for the served log and, for a new list, keep the full list under its id
+    (one round trip for both)."""
     page = served.page
     served_log_push(
+        keep_key=_list_key(served.recommendation_id) if keep else None,
+        keep_value=served.to_cache() if keep else None,
+        keep_seconds=LIST_TTL_SECONDS,
         record={
             "recommendation_id": served.recommendation_id,
             "offset": served.offset,
@@ -441,13 +436,15 @@ def recommendations_build(
     want_raw: bool = False,
     now: dt.datetime | None = None,
     bundle: SceneBundle | None = None,
+    state: HotState | None = None,
 ) -> ServedList:
     """Make a full list (not logged, not cached). `history` (oldest first) replaces the customer's
     own, for the admin preview. Raises ValidationError for bad parameters; never for a model failure."""
     started = time.perf_counter()
     now = now or timezone.now()
-    bundle = bundle or scene_bundle(scene, now=now)
-    context_meta = validate_item(item)
+    state = state or hot_state()
+    bundle = bundle or scene_bundle(scene, now=now, state=state)
+    context_meta = validate_item(item, state=state)
     category = validate_category(category)
     length = _list_length(n, offset)
     if history is None:
@@ -455,7 +452,7 @@ def recommendations_build(
         history_ids, purchases = _history_ids(entries)
     else:
         history_ids, purchases = list(history), {}
-    model = default_model_get()
+    model = default_model(state)
     model_history = [*history_ids, item] if item else history_ids
     exclude = [item] if item and bundle.settings.exclude_current_item else []
     context = Context(now=now, purchases=purchases, current_item=item)
@@ -488,12 +485,13 @@ def recommendations_build(
             extra_reason=extra,
             want_raw=want_raw,
             embedding_version=model.id,
+            state=state,
         )
     except _Fallback as fallback:
         source, reason, detail = ServedSource.FALLBACK, fallback.reason, fallback.detail
         fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
     if built is None:
-        scored = _fallback_scores(scene=bundle.settings, category=category, context_meta=context_meta)
+        scored = _fallback_scores(scene=bundle.settings, category=category, context_meta=context_meta, limit=k)
         # The vectors live in the cache: a fallback list is diversified too, even with TorchServe down.
         built = _rank(
             scored,
@@ -503,6 +501,7 @@ def recommendations_build(
             length=length,
             want_raw=want_raw,
             embedding_version=model.id if model is not None else None,
+            state=state,
         )
     model_used = model if source == ServedSource.MODEL else None
     return ServedList(
@@ -536,6 +535,7 @@ def recommendations_serve(
     category: str | None = None,
     recommendation_id: str | None = None,
     bundle: SceneBundle | None = None,
+    state: HotState | None = None,
 ) -> ServedList:
     """GET /api/v1/recommendations: a page of a new list, or of the cached list `recommendation_id`
     (the same list, so pages never repeat or skip items). An expired id gets a new list."""
@@ -545,11 +545,10 @@ def recommendations_serve(
         if served is not None:
             return served
     served = recommendations_build(
-        customer=customer, scene=scene, n=n, offset=offset, item=item, category=category, bundle=bundle
+        customer=customer, scene=scene, n=n, offset=offset, item=item, category=category, bundle=bundle, state=state
     )
-    _cache_list(served)
     served.latency_ms = (time.perf_counter() - started) * 1000
-    _log(served)
+    _log(served, keep=True)
     return served
 
 
@@ -561,6 +560,7 @@ def similar_serve(
     offset: int = 0,
     recommendation_id: str | None = None,
     bundle: SceneBundle | None = None,
+    state: HotState | None = None,
 ) -> ServedList:
     """GET /api/v1/items/<id>/similar: the model's nearest items, with the scene's rules."""
     started = time.perf_counter()
@@ -569,10 +569,11 @@ def similar_serve(
         if served is not None:
             return served
     now = timezone.now()
-    bundle = bundle or scene_bundle(scene, now=now, required=False)
-    context_meta = validate_item(item)
+    state = state or hot_state()
+    bundle = bundle or scene_bundle(scene, now=now, required=False, state=state)
+    context_meta = validate_item(item, state=state)
     length = _list_length(n, offset)
-    model = default_model_get()
+    model = default_model(state)
     context = Context(now=now, current_item=item)
     k = min(max(bundle.settings.candidates_wanted(length), length), MAX_K)
     source, reason = ServedSource.MODEL, ""
@@ -601,7 +602,7 @@ def similar_serve(
         settings_for_fallback = SceneSettings(
             **{**bundle.settings.to_dict(), "fallback": engine.FALLBACK_CATEGORY}
         )
-        scored = _fallback_scores(scene=settings_for_fallback, category=None, context_meta=context_meta)
+        scored = _fallback_scores(scene=settings_for_fallback, category=None, context_meta=context_meta, limit=k)
         built = _rank(
             scored,
             origin="popular_fallback",
@@ -626,9 +627,8 @@ def similar_serve(
         offset=offset,
         n=n,
     )
-    _cache_list(served)
     served.latency_ms = (time.perf_counter() - started) * 1000
-    _log(served)
+    _log(served, keep=True)
     return served
 
 

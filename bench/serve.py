@@ -1,0 +1,387 @@
+"""Serving benchmark: 32 concurrent clients for 30 s against
+  (a) TorchServe's prediction endpoint directly (the same requests serving sends),
+  (b) GET /api/v1/recommendations under gunicorn, with rules and diversity on, the Beauty model,
+  (c) the same with TorchServe stopped (every answer is the fallback list),
+and prints requests/s, p50, p95, p99 and errors for each, in one run.
+
+Goals (issue 5): (b) p99 <= 1.5 x (a) p99 + 5 ms, >= 300 req/s, zero errors; (c) p99 < 20 ms.
+
+Everything is set up here and removed at the end: a scratch PostgreSQL database, a Redis key prefix
+of its own, a temporary directory with the model store, a private TorchServe and gunicorn on free
+loopback ports. Traffic goes to 127.0.0.1 only, each phase is bounded in time and in requests.
+
+    .venv/bin/python bench/serve.py [--seconds 30] [--clients 32] [--train-seconds 120]
+
+Needs PostgreSQL (--postgres, default postgres://postgres@127.0.0.1:5432/postgres), Redis
+(--redis, default redis://127.0.0.1:6379/0), Java 17, and ../shared/data/Beauty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+MAX_REQUESTS_PER_PHASE = 500_000
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    fallback_answers: int = 0
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies_ms) + self.errors
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, round(q / 100.0 * (len(ordered) - 1)))]
+
+    def row(self) -> str:
+        rps = self.requests / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.name:<44} {rps:>9.1f} {self.pct(50):>8.2f} {self.pct(95):>8.2f} {self.pct(99):>8.2f} "
+            f"{self.errors:>7d}"
+        )
+
+
+def _load(
+    name: str,
+    *,
+    host: str,
+    port: int,
+    make_request: Any,
+    clients: int,
+    seconds: float,
+    check: Any = None,
+) -> PhaseResult:
+    """`clients` threads, each on its own kept-alive connection, sending back to back for `seconds`."""
+    result = PhaseResult(name=name, seconds=seconds)
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+    budget = [MAX_REQUESTS_PER_PHASE]
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        local_lat: list[float] = []
+        local_err = 0
+        samples: list[str] = []
+        fallbacks = 0
+        while time.perf_counter() < stop_at:
+            with lock:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+            method, path, body, headers = make_request(rng)
+            started = time.perf_counter()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                elapsed = (time.perf_counter() - started) * 1000
+                if resp.status != 200:
+                    local_err += 1
+                    if len(samples) < 3:
+                        samples.append(f"HTTP {resp.status}: {data[:200]!r}")
+                    continue
+                if check is not None:
+                    fallbacks += check(data)
+                local_lat.append(elapsed)
+            except (OSError, http.client.HTTPException) as exc:
+                local_err += 1
+                if len(samples) < 3:
+                    samples.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.close()
+        with lock:
+            result.latencies_ms.extend(local_lat)
+            result.errors += local_err
+            result.error_samples.extend(samples)
+            result.fallback_answers += fallbacks
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _wait_http(host: str, port: int, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"http://{host}:{port}{path} did not answer within {timeout:.0f}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--kind", default="sasrec", help="Model kind trained on Beauty.")
+    parser.add_argument("--train-seconds", type=float, default=120.0, help="SASRec training time cap.")
+    parser.add_argument("--epochs", type=int, default=2, help="SASRec epochs (the bench measures serving).")
+    parser.add_argument("--gunicorn-workers", type=int, default=3)
+    parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--n", type=int, default=10, help="List length asked of the API.")
+    args = parser.parse_args()
+
+    import psycopg
+
+    tag = f"benchserve{os.getpid()}"
+    tmp = Path(tempfile.mkdtemp(prefix="recadmin-bench-serve-"))
+    pg = urllib.parse.urlparse(args.postgres)
+    db_name = f"recadmin_{tag}"
+    db_url = pg._replace(path=f"/{db_name}").geturl()
+    admin_conn = psycopg.connect(args.postgres, autocommit=True)
+    admin_conn.execute(f'CREATE DATABASE "{db_name}"')
+
+    from recadmin.modelops.torchserve import config_on_free_ports, free_port
+
+    ts_config = config_on_free_ports(tmp / "torchserve", tmp / "model_store", token_auth=False, timeout=10.0)
+    env = {
+        "DATABASE_URL": db_url,
+        "REDIS_URL": args.redis,
+        "CACHE_KEY_PREFIX": tag,
+        "CELERY_TASK_ALWAYS_EAGER": "true",
+        "RECADMIN_VAR_DIR": str(tmp / "var"),
+        "STATIC_ROOT": str(tmp / "static"),
+        "SECRET_KEY": "bench-" + tag,
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "MODEL_STORE": str(ts_config.model_store),
+        "TORCHSERVE_INFERENCE_URL": ts_config.inference_url,
+        "TORCHSERVE_MANAGEMENT_URL": ts_config.management_url,
+        "TORCHSERVE_METRICS_URL": ts_config.metrics_url,
+        "TORCHSERVE_KEY_FILE": str(ts_config.key_file),
+        "TORCHSERVE_TOKEN_AUTH": "false",
+        "DJANGO_SETTINGS_MODULE": "recadmin.settings",
+    }
+    os.environ.update(env)
+    gunicorn: subprocess.Popen[bytes] | None = None
+    results: list[PhaseResult] = []
+    notes: list[str] = []
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        from recadmin.modelops.torchserve import torchserve_start, torchserve_stop
+
+        t0 = time.perf_counter()
+        call_command("migrate", verbosity=0)
+        call_command("import_dataset", "beauty", "--path", str(Path(args.data) / "amazon-beauty"), "--no-progress")
+        notes.append(f"migrate + import Beauty: {time.perf_counter() - t0:.1f}s")
+
+        t0 = time.perf_counter()
+        torchserve_start(ts_config, ready_timeout=120)
+        notes.append(f"TorchServe up in {time.perf_counter() - t0:.1f}s")
+
+        from recadmin.modelops.models import ModelVersion, ModelVersionStatus
+        from recadmin.modelops.services import training_run_create, training_run_execute
+
+        t0 = time.perf_counter()
+        params: dict[str, Any] = (
+            {"max_seconds": args.train_seconds, "max_epochs": args.epochs} if args.kind == "sasrec" else {}
+        )
+        run = training_run_create(kind=args.kind, params=params, trigger="cli", enqueue=False)
+        run = training_run_execute(run=run)
+        if run.status != "succeeded":
+            raise RuntimeError(f"training failed: {run.error or run.gate_decision}")
+        version = ModelVersion.objects.get(training_run=run)
+        if version.status != ModelVersionStatus.DEFAULT:
+            raise RuntimeError(f"the trained version is not the default: {run.gate_decision}")
+        ndcg = (version.valid_metrics or {}).get("ndcg@10")
+        notes.append(f"trained {version} ({args.kind}) in {time.perf_counter() - t0:.1f}s, valid NDCG@10 {ndcg}")
+
+        from recadmin.catalog.models import Item
+        from recadmin.core.services import api_key_create
+        from recadmin.events.history import history_get
+        from recadmin.rules.models import Scene
+        from recadmin.rules.services import rule_create
+        from recadmin.serving.embeddings import embeddings_export
+        from recadmin.serving.popular import popular_refresh
+        from recadmin.serving.services import LIST_LENGTH
+
+        # A scene with the diversity settings on and one rule of each kind.
+        scene = Scene.objects.create(
+            slug="home",
+            name="Home",
+            candidate_multiplier=5,
+            max_per_category=3,
+            mmr_enabled=True,
+            mmr_lambda=0.7,
+            exclude_purchased_days=30,
+        )
+        top_category = (
+            Item.objects.exclude(category=None).values_list("category__slug", flat=True).order_by("-id").first()
+        )
+        brand = Item.objects.exclude(brand="").values_list("brand", flat=True).order_by("id").first()
+        pin_item = Item.objects.order_by("id").values_list("shop_id", flat=True).first()
+        rule_create(name="In stock only", kind="filter", scenes=[scene.slug], filter_mode="include",
+                    condition={"field": "in_stock", "op": "eq", "value": True})
+        if top_category:
+            rule_create(name="Boost a category", kind="boost", scenes=[scene.slug], weight=1.5,
+                        condition={"field": "category", "op": "in_subtree", "value": top_category})
+        if brand:
+            rule_create(name="Bury a brand", kind="bury", scenes=[scene.slug], weight=2.0,
+                        condition={"field": "brand", "op": "eq", "value": brand})
+        rule_create(name="Pin one", kind="pin", scenes=[scene.slug], position=2, pinned_items=[pin_item])
+        popular_refresh()
+        exported = embeddings_export(version_id=version.pk)
+        notes.append(f"scene 'home': 4 rules, max 3 per category, MMR lambda 0.7 ({exported} item vectors)")
+        key = api_key_create(name="bench", scopes=["recommend"]).raw_key
+
+        from recadmin.catalog.models import Customer
+
+        rng = random.Random(0)
+        customer_ids = list(Customer.objects.values_list("shop_id", flat=True))
+        sample = rng.sample(customer_ids, min(2000, len(customer_ids)))
+        k = scene.candidate_multiplier * LIST_LENGTH
+        ts_payloads = []
+        for customer in sample:
+            history = [e.item for e in reversed(history_get(customer, 50))]
+            ts_payloads.append(json.dumps({"history": history, "k": k, "exclude": []}).encode())
+
+        port = free_port()
+        log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115 - closed in finally with the process
+        gunicorn = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "recadmin.wsgi:application",
+                "--bind", f"127.0.0.1:{port}",
+                "--workers", str(args.gunicorn_workers),
+                "--worker-class", "gthread",
+                "--threads", str(args.gunicorn_threads),
+                "--keep-alive", "30",
+                "--backlog", "256",
+            ],
+            cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        _wait_http("127.0.0.1", port, "/healthz", 60)
+
+        ts = urllib.parse.urlparse(ts_config.inference_url)
+        ts_path = f"/predictions/{version.name}/{version.version}"
+
+        def ts_request(r: random.Random) -> tuple[str, str, bytes, dict[str, str]]:
+            return "POST", ts_path, r.choice(ts_payloads), {"Content-Type": "application/json"}
+
+        auth = {"Authorization": f"Bearer {key}"}
+
+        def api_request(r: random.Random) -> tuple[str, str, None, dict[str, str]]:
+            customer = urllib.parse.quote(r.choice(sample))
+            return "GET", f"/api/v1/recommendations?customer={customer}&scene=home&n={args.n}", None, auth
+
+        def is_fallback(data: bytes) -> int:
+            return 1 if b'"source":"fallback"' in data else 0
+
+        # Warm both paths (TorchServe worker, gunicorn workers' caches and connections).
+        _load("warm-up", host=ts.hostname or "127.0.0.1", port=ts.port or 80, make_request=ts_request,
+              clients=8, seconds=3)
+        _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=8, seconds=5)
+
+        results.append(_load("(a) TorchServe predictions (direct)", host=ts.hostname or "127.0.0.1",
+                             port=ts.port or 80, make_request=ts_request, clients=args.clients,
+                             seconds=args.seconds))
+        results.append(_load("(b) /api/v1/recommendations, rules+diversity", host="127.0.0.1", port=port,
+                             make_request=api_request, clients=args.clients, seconds=args.seconds,
+                             check=is_fallback))
+        torchserve_stop(ts_config, timeout=20)
+        _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=4, seconds=1)
+        results.append(_load("(c) the same, TorchServe stopped", host="127.0.0.1", port=port,
+                             make_request=api_request, clients=args.clients, seconds=args.seconds,
+                             check=is_fallback))
+    finally:
+        if gunicorn is not None:
+            os.killpg(gunicorn.pid, signal.SIGTERM)
+            try:
+                gunicorn.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(gunicorn.pid, signal.SIGKILL)
+        try:
+            from recadmin.modelops.torchserve import torchserve_stop
+
+            torchserve_stop(ts_config, timeout=20)
+        except Exception as exc:  # noqa: BLE001 - keep cleaning up
+            print(f"warning: stopping TorchServe: {exc}", file=sys.stderr)
+        try:
+            import redis
+
+            client = redis.Redis.from_url(args.redis)
+            for key_name in client.scan_iter(f"{tag}:*", count=10_000):
+                client.delete(key_name)
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: cleaning Redis: {exc}", file=sys.stderr)
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:  # noqa: BLE001
+            pass
+        admin_conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        admin_conn.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    for note in notes:
+        print(f"  {note}")
+    print(f"\n{args.clients} concurrent clients, {args.seconds:.0f} s per phase, n={args.n}")
+    print(f"{'phase':<44} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for result in results:
+        print(result.row())
+        for sample_error in result.error_samples[:3]:
+            print(f"    error: {sample_error}")
+    if len(results) == 3:
+        a, b, c = results
+        goal_b = 1.5 * a.pct(99) + 5
+        b_rps = b.requests / b.seconds
+        print()
+        print(f"(b) p99 {b.pct(99):.1f} ms vs goal {goal_b:.1f} ms (1.5 x (a) p99 + 5): "
+              f"{'met' if b.pct(99) <= goal_b else 'NOT met'}")
+        print(f"(b) {b_rps:.0f} req/s vs goal 300: {'met' if b_rps >= 300 else 'NOT met'}; errors {b.errors}; "
+              f"fallback answers {b.fallback_answers} of {len(b.latencies_ms)}")
+        print(f"(c) p99 {c.pct(99):.1f} ms vs goal 20 ms: {'met' if c.pct(99) < 20 else 'NOT met'}; errors "
+              f"{c.errors}; fallback answers {c.fallback_answers} of {len(c.latencies_ms)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""What a request must know before it can rank, read in one cache round trip.
+
+The version tokens of the lower apps' caches (the rules' `rules:version`, the default model's key,
+the catalog's item generation and change counter) come back in one `get_many`. Everything derived
+from them is then kept in this process and reused while the tokens stand still: the scene's
+settings and compiled rules, the default version. When a token moves (a rule saved, a version
+promoted, an item edited) the next request sees it and reloads through the owning app's selectors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.cache import cache
+
+from recadmin.catalog.cache import CHANGES_KEY, GENERATION_KEY
+from recadmin.modelops.selectors import DefaultModel, default_cache_key, default_model_get, model_name_resolve
+from recadmin.rules.engine import RuleSet, SceneSettings
+from recadmin.rules.selectors import VERSION_KEY, ruleset_for_scene, scene_settings_for_slug
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class SceneBundle:
+    settings: SceneSettings
+    ruleset: RuleSet
+    enabled: bool = True
+
+
+NO_SCENE = SceneBundle(settings=SceneSettings(slug=""), ruleset=RuleSet(scene=""))
+
+
+@dataclass(frozen=True)
+class HotState:
+    rules_version: str | None
+    default_raw: Any  # what the default-model key holds (dict, "none") or _MISSING
+    items_generation: int
+    items_changes: int | None
+
+    @property
+    def items(self) -> tuple[int, int | None]:
+        return self.items_generation, self.items_changes
+
+
+_bundles: dict[tuple[str, str], SceneBundle | None] = {}
+_bundles_lock = threading.Lock()
+
+
+def hot_state() -> HotState:
+    keys = [VERSION_KEY, default_cache_key(model_name_resolve()), GENERATION_KEY, CHANGES_KEY]
+    try:
+        found = cache.get_many(keys)
+    except Exception:  # noqa: BLE001 - a cache outage: every lookup below goes to its selector
+        found = {}
+    changes = found.get(CHANGES_KEY)
+    return HotState(
+        rules_version=found.get(VERSION_KEY),
+        default_raw=found.get(keys[1], _MISSING),
+        items_generation=int(found.get(GENERATION_KEY) or 0),
+        # A missing counter is created (with a fresh random value) by catalog.cache.items_state.
+        items_changes=int(changes) if changes is not None else None,
+    )
+
+
+def default_model(state: HotState) -> DefaultModel | None:
+    raw = state.default_raw
+    if isinstance(raw, dict):
+        return DefaultModel(**raw)
+    if raw == "none":
+        return None
+    return default_model_get()
+
+
+def scene_lookup(slug: str, state: HotState, now: dt.datetime) -> SceneBundle | None:
+    """The scene's settings and rules, None for an unknown scene."""
+    version = state.rules_version
+    if version is not None:
+        hit = _bundles.get((version, slug), _MISSING)
+        if hit is not _MISSING:
+            return hit  # type: ignore[return-value]
+    found = scene_settings_for_slug(slug)
+    bundle = None
+    if found is not None:
+        scene_settings, enabled = found
+        bundle = SceneBundle(settings=scene_settings, ruleset=ruleset_for_scene(slug, now), enabled=enabled)
+    if version is not None:
+        with _bundles_lock:
+            if any(key[0] != version for key in _bundles):
+                _bundles.clear()
+            _bundles[(version, slug)] = bundle
+    return bundle
