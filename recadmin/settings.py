@@ -160,10 +160,6 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer", "description": "recadmin API key"}}
-    },
-    "SECURITY": [{"ApiKey": []}],
 }
 
 # Celery: with REDIS_URL a real worker runs tasks; without it they run in-process, eagerly.

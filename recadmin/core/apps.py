@@ -8,3 +8,7 @@ class CoreConfig(AppConfig):
     name = "recadmin.core"
     label = "core"
     verbose_name = "Core"
+
+    def ready(self) -> None:
+        # Registers the OpenAPI description of API-key auth with drf-spectacular.
+        from recadmin.core import schema  # noqa: F401
