@@ -74,15 +74,15 @@ def _progress_bar(run: TrainingRun) -> SafeString:
 class TrainNowForm(forms.ModelForm):
     """The main parameters of each model kind; empty fields keep the model's defaults."""
 
-    max_epochs = forms.IntegerField(required=False, min_value=1, max_value=1000, help_text="sasrec, cf")
+    max_epochs = forms.IntegerField(required=False, min_value=1, max_value=1000, help_text="sasrec")
     hidden = forms.IntegerField(required=False, min_value=8, max_value=1024, help_text="sasrec: embedding size")
     blocks = forms.IntegerField(required=False, min_value=1, max_value=8, help_text="sasrec: attention blocks")
     max_len = forms.IntegerField(required=False, min_value=2, max_value=1000, help_text="sasrec: history length")
     dropout = forms.FloatField(required=False, min_value=0, max_value=0.9, help_text="sasrec")
-    lr = forms.FloatField(required=False, min_value=1e-6, max_value=1, help_text="sasrec, cf: learning rate")
-    max_seconds = forms.FloatField(required=False, min_value=1, help_text="sasrec, cf: training time budget")
-    factors = forms.IntegerField(required=False, min_value=2, max_value=1024, help_text="cf: latent factors")
-    neighbours = forms.IntegerField(required=False, min_value=1, max_value=10000, help_text="itemknn")
+    lr = forms.FloatField(required=False, min_value=1e-6, max_value=1, help_text="sasrec: learning rate")
+    max_seconds = forms.FloatField(required=False, min_value=1, help_text="sasrec: training time budget (s)")
+    l2 = forms.FloatField(required=False, min_value=0, help_text="cf (EASE): regularisation")
+    neighbours = forms.IntegerField(required=False, min_value=1, max_value=10000, help_text="cf, itemknn")
     half_life_days = forms.FloatField(required=False, min_value=0.001, help_text="pop: time decay")
     workers = forms.IntegerField(
         required=False, min_value=1, max_value=MAX_WORKERS, help_text="TorchServe workers for the new version"
@@ -97,7 +97,7 @@ class TrainNowForm(forms.ModelForm):
         "dropout",
         "lr",
         "max_seconds",
-        "factors",
+        "l2",
         "neighbours",
         "half_life_days",
         "workers",

@@ -49,6 +49,19 @@ def test_the_task_trains_archives_registers_and_promotes_a_first_version_that_se
     assert default_model_get().version == 1
 
 
+@pytest.mark.parametrize("kind", ["cf", "itemknn"])
+def test_every_model_kind_goes_through_the_pipeline(
+    kind: str, make_shop: Callable[..., None], torchserve_settings: TorchServeInstance
+) -> None:
+    make_shop()
+    run = training_run_execute(run=training_run_create(kind=kind, enqueue=False))
+    assert run.status == "succeeded", (run.error, run.log_tail[-2000:])
+    version = ModelVersion.objects.get(training_run=run)
+    assert version.kind == kind and version.status == ModelVersionStatus.DEFAULT
+    answer = torchserve_settings.client.predict("recommender", {"similar_to": "sku-003", "k": 3})
+    assert len(answer if isinstance(answer, list) else answer["items"]) == 3
+
+
 def test_the_gate_keeps_a_worse_model_registered_but_not_default(
     make_shop: Callable[..., None], make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
 ) -> None:
