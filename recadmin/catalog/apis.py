@@ -103,7 +103,7 @@ class ItemInput(ItemFields):
     shop_id = serializers.CharField(max_length=SHOP_ID_MAX_LENGTH)
 
 
-class ItemOutput(serializers.ModelSerializer):
+class CatalogItemOutput(serializers.ModelSerializer):
     category = serializers.SlugRelatedField(slug_field="slug", read_only=True)
 
     class Meta:
@@ -175,19 +175,19 @@ class ItemCollectionApi(APIView):
             OpenApiParameter("cursor", str),
             OpenApiParameter("limit", int),
         ],
-        responses={200: ItemOutput(many=True)},
+        responses={200: CatalogItemOutput(many=True)},
     )
     def get(self, request: Request) -> Response:
         filters = ItemFilters(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        return _paginate(request, self, selectors.item_list(**filters.validated_data), ItemOutput)
+        return _paginate(request, self, selectors.item_list(**filters.validated_data), CatalogItemOutput)
 
     @extend_schema(
         operation_id="items_create",
         summary="Create an item",
         description="Scope `ingest` or `manage`. 409 if the shop id exists (use PUT to upsert).",
         request=ItemInput,
-        responses={201: ItemOutput},
+        responses={201: CatalogItemOutput},
         examples=[OpenApiExample("item", value=ITEM_EXAMPLE, request_only=True)],
     )
     def post(self, request: Request) -> Response:
@@ -195,7 +195,7 @@ class ItemCollectionApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         item = services.item_create(shop_id=data.pop("shop_id"), data=data)
-        return Response(ItemOutput(item).data, status=status.HTTP_201_CREATED)
+        return Response(CatalogItemOutput(item).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         operation_id="items_bulk_upsert",
@@ -228,16 +228,16 @@ class ItemDetailApi(APIView):
     read_scopes = ANY_SCOPE
     write_scopes = WRITE_SCOPES
 
-    @extend_schema(operation_id="items_retrieve", summary="Get an item", responses={200: ItemOutput})
+    @extend_schema(operation_id="items_retrieve", summary="Get an item", responses={200: CatalogItemOutput})
     def get(self, request: Request, shop_id: str) -> Response:
-        return Response(ItemOutput(selectors.item_get(shop_id=shop_id)).data)
+        return Response(CatalogItemOutput(selectors.item_get(shop_id=shop_id)).data)
 
     @extend_schema(
         operation_id="items_upsert",
         summary="Create or update an item by its shop id",
         description="Scope `ingest` or `manage`. Fields not sent keep their values. 201 if created, 200 if updated.",
         request=ItemFields,
-        responses={200: ItemOutput, 201: ItemOutput},
+        responses={200: CatalogItemOutput, 201: CatalogItemOutput},
         examples=[OpenApiExample("item", value={k: v for k, v in ITEM_EXAMPLE.items() if k != "shop_id"})],
     )
     def put(self, request: Request, shop_id: str) -> Response:
@@ -246,14 +246,14 @@ class ItemDetailApi(APIView):
         serializer = ItemFields(data=request.data)
         serializer.is_valid(raise_exception=True)
         item, created = services.item_upsert(shop_id=shop_id, data=serializer.validated_data)
-        return Response(ItemOutput(item).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(CatalogItemOutput(item).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
         operation_id="items_partial_update",
         summary="Update some fields of an item",
         description="Scope `ingest` or `manage`.",
         request=ItemFields,
-        responses={200: ItemOutput},
+        responses={200: CatalogItemOutput},
         examples=[OpenApiExample("price and stock", value={"price": "9.99", "stock_quantity": 0})],
     )
     def patch(self, request: Request, shop_id: str) -> Response:
@@ -261,17 +261,17 @@ class ItemDetailApi(APIView):
         serializer = ItemFields(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         item = services.item_update(item=item, data=serializer.validated_data)
-        return Response(ItemOutput(item).data)
+        return Response(CatalogItemOutput(item).data)
 
     @extend_schema(
         operation_id="items_destroy",
         summary="Deactivate an item",
         description="Scope `ingest` or `manage`. The item is deactivated (never recommended again), its events kept.",
-        responses={200: ItemOutput},
+        responses={200: CatalogItemOutput},
     )
     def delete(self, request: Request, shop_id: str) -> Response:
         item = services.item_deactivate(item=selectors.item_get(shop_id=shop_id))
-        return Response(ItemOutput(item).data)
+        return Response(CatalogItemOutput(item).data)
 
 
 # --- customers -------------------------------------------------------------------------------------
