@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -70,8 +73,20 @@ EXAMPLE_EVENT = {
 }
 
 
+class FastJSONParser(JSONParser):
+    """json.loads on the raw bytes: skips DRF's text-decoding stream reader, which costs
+    milliseconds on a 10,000-event body."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return json.loads(stream.read() if stream is not None else b"")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise ParseError(f"JSON parse error - {exc}") from exc
+
+
 class EventIngestApi(APIView):
     permission_classes = [HasIngestScope]
+    parser_classes = [FastJSONParser]
 
     @extend_schema(
         operation_id="events_ingest",
