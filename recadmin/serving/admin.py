@@ -32,8 +32,8 @@ class CappedCountPaginator(Paginator):
     millions of rows costs one cheap query instead of a full COUNT(*)."""
 
     @cached_property
-    def count(self) -> int:  # type: ignore[override]
-        return self.object_list[: COUNT_CAP + 1].count()  # type: ignore[union-attr]
+    def count(self) -> int:
+        return int(self.object_list[: COUNT_CAP + 1].count())  # type: ignore[attr-defined]
 
 
 @admin.register(ServedRecommendation)

@@ -26,7 +26,7 @@ from recadmin.serving.services import (
 from recadmin.serving.state import hot_state
 
 
-class ItemOutputSerializer(serializers.Serializer):
+class RecommendedItemSerializer(serializers.Serializer):
     item = serializers.CharField(help_text="The item's shop id.")
     title = serializers.CharField()
     category = serializers.CharField(allow_null=True, help_text="The category's slug.")
@@ -40,17 +40,17 @@ class ItemOutputSerializer(serializers.Serializer):
     )
 
 
-class ListOutputSerializer(serializers.Serializer):
+class RecommendationListSerializer(serializers.Serializer):
     recommendation_id = serializers.CharField(help_text="Send it back with events (and with offset for more pages).")
     scene = serializers.CharField()
     model_version = serializers.CharField(allow_null=True, help_text='"name:version" of the model, null on fallback.')
-    source = serializers.ChoiceField(choices=["model", "fallback", "popular"])
+    source = serializers.ChoiceField(choices=["model", "fallback", "popular"])  # type: ignore[assignment]
     offset = serializers.IntegerField()
-    items = ItemOutputSerializer(many=True)
+    items = RecommendedItemSerializer(many=True)
 
 
 def _render(served: ServedList) -> Response:
-    # Built as plain data: already in the documented shape (ListOutputSerializer), and running a
+    # Built as plain data: already in the documented shape (RecommendationListSerializer), and running a
     # serializer over every item would cost more than the rest of the hot path's Python.
     data: dict[str, Any] = {
         "recommendation_id": served.recommendation_id,
@@ -134,7 +134,7 @@ class RecommendationsApi(APIView):
             OpenApiParameter("category", OpenApiTypes.STR, description="Category slug: the fallback's category."),
             *_COMMON,
         ],
-        responses={200: ListOutputSerializer},
+        responses={200: RecommendationListSerializer},
         examples=[OpenApiExample("A list from the model", value=_EXAMPLE, response_only=True)],
         tags=["recommendations"],
     )
@@ -165,7 +165,7 @@ class SimilarItemsApi(APIView):
         description="Nearest items by the model's item embeddings, with the scene's rules when a scene is given. "
         "Falls back to trending in the item's category.",
         parameters=[OpenApiParameter("scene", OpenApiTypes.STR, description="The placement's slug."), *_COMMON],
-        responses={200: ListOutputSerializer},
+        responses={200: RecommendationListSerializer},
         examples=[OpenApiExample("Similar items", value={**_EXAMPLE, "scene": "product_detail"}, response_only=True)],
         tags=["recommendations"],
     )
@@ -197,7 +197,7 @@ class PopularApi(APIView):
             OpenApiParameter("n", OpenApiTypes.INT, description="Items to return, 1..100 (default 10)."),
             OpenApiParameter("offset", OpenApiTypes.INT, description="Skip this many items (>= 0)."),
         ],
-        responses={200: ListOutputSerializer},
+        responses={200: RecommendationListSerializer},
         examples=[
             OpenApiExample(
                 "Trending in a category",

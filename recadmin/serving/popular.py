@@ -101,7 +101,7 @@ def popular_refresh() -> dict[str, int]:
     started = time.monotonic()
     lists = popular_compute()
     lists.setdefault(_OVERALL, [])
-    payload = {popular_key(None if k == _OVERALL else k): v for k, v in lists.items()}
+    payload: dict[str, Any] = {popular_key(None if k == _OVERALL else k): v for k, v in lists.items()}
     payload[_BUILT_KEY] = {"at": timezone.now().isoformat(), "seconds": round(time.monotonic() - started, 3)}
     cache.set_many(payload, TTL_SECONDS)
     logger.info("popular lists refreshed: %d lists in %.2fs", len(lists), time.monotonic() - started)
@@ -120,7 +120,7 @@ def popular_get(*, category: str | None = None) -> Ranked:
     except Exception:  # noqa: BLE001 - no cache: compute (slow but correct)
         found = {}
     if key in found:
-        ranked: Ranked = [tuple(x) for x in found[key]]  # type: ignore[misc]
+        ranked: Ranked = [tuple(x) for x in found[key]]
         _local[key] = (time.monotonic(), ranked)
         return ranked
     if _BUILT_KEY in found:
@@ -136,11 +136,11 @@ def popular_get(*, category: str | None = None) -> Ranked:
             with contextlib.suppress(Exception):
                 value = cache.get(key)
                 if value is not None:
-                    return [tuple(x) for x in value]  # type: ignore[misc]
+                    return [tuple(x) for x in value]
     try:
         lists = popular_compute()
         with contextlib.suppress(Exception):
-            payload = {popular_key(None if k == _OVERALL else k): v for k, v in lists.items()}
+            payload: dict[str, Any] = {popular_key(None if k == _OVERALL else k): v for k, v in lists.items()}
             payload.setdefault(popular_key(None), [])
             payload[_BUILT_KEY] = {"at": timezone.now().isoformat(), "seconds": None}
             cache.set_many(payload, TTL_SECONDS)
