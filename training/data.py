@@ -299,9 +299,9 @@ class InteractionDataset:
         return out
 
     def item_counts(self, weighted: bool = False) -> np.ndarray:
-        return np.bincount(
-            self.items, weights=self.weights if weighted else None, minlength=self.num_items + 1
-        ).astype(np.float64)
+        return np.bincount(self.items, weights=self.weights if weighted else None, minlength=self.num_items + 1).astype(
+            np.float64
+        )
 
     def select(self, keep: np.ndarray) -> InteractionDataset:
         """A dataset with the same users, items and attributes but only the events where keep is True."""
@@ -357,6 +357,9 @@ class Split:
     valid: EvalSet  # model selection and early stopping only
     test: EvalSet
     full: InteractionDataset  # everything (train + held-out events)
+    # Everything the test histories contain (train + validation events): what a model may be
+    # refitted on, once selected, before the test; never the test targets.
+    refit: InteractionDataset | None = None
     kind: str = "loo"
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -386,7 +389,8 @@ def split_leave_one_out(dataset: InteractionDataset) -> Split:
         histories=[seqs[u][:-2] for u in valid_rows],
         targets=np.array([seqs[u][-2] for u in valid_rows], dtype=np.int64),
     )
-    return Split(train=train, valid=valid, test=test, full=dataset, kind="loo")
+    refit = dataset.select(from_end >= np.where(ev_len >= 2, 1, 0))
+    return Split(train=train, valid=valid, test=test, full=dataset, refit=refit, kind="loo")
 
 
 def _first_new_after(
@@ -447,6 +451,7 @@ def split_by_time(
         valid=EvalSet(users=vu, histories=vh, targets=vt),
         test=EvalSet(users=tu, histories=th, targets=tt),
         full=dataset,
+        refit=dataset.select(ts <= test_cutoff),
         kind="time",
         info={"valid_cutoff": valid_cutoff, "test_cutoff": test_cutoff},
     )
@@ -527,9 +532,7 @@ def _read_pairs(path: str | Path) -> tuple[list[str], list[str], list[float] | N
     return users, items, (times or None)
 
 
-def read_split(
-    train: str | Path, test: str | Path, negatives: str | Path | None = None
-) -> Split:
+def read_split(train: str | Path, test: str | Path, negatives: str | Path | None = None) -> Split:
     """Generic explicit split: train.tsv and test.tsv (`user<TAB>item[<TAB>timestamp]`), optional
     negatives.tsv (`user<TAB>test_item<TAB>neg1...`).
 
@@ -593,6 +596,7 @@ def read_split(
         valid=valid,
         test=test_set,
         full=full,
+        refit=full,
         kind="split",
         info={"test_users_without_history": skipped},
     )

@@ -34,3 +34,33 @@ def finish_scores(scores: torch.Tensor) -> torch.Tensor:
     """Column 0 (padding) is never a recommendation."""
     scores[:, 0] = float("-inf")
     return scores
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator() -> None:
+    """Keep freed memory in glibc's heap instead of returning it to the kernel.
+
+    Score and logit matrices are tens of MB; by default each allocation is a fresh mmap whose
+    page faults cost more than the matrix product itself on small VMs. Idempotent; no-op off glibc.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return
+    _ALLOCATOR_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest value glibc accepts
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def bf16_supported() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -1,0 +1,154 @@
+"""The benchmark command (its interface is fixed: other tools call it).
+
+    python -m training.benchmark --format {s3rec,movielens,split} --data PATH [--attributes PATH]
+        [--test PATH] [--negatives PATH] --model {pop,itemknn,cf,sasrec} --out DIR [--seed N]
+
+Trains on the training part, selects on validation, evaluates on test (training.trainer, the same
+code the product calls), prints a table and writes DIR/metrics.json, DIR/rankings.jsonl and the
+checkpoint in DIR/checkpoint. Extra options: --params JSON overrides model defaults (quick
+settings for tests); --threads N (default 2).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Other processes share this machine's cores: a spinning OpenMP thread waiting on a descheduled
+# sibling costs more than it saves. Must be set before torch starts its thread pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.data import Split, read_movielens, read_s3rec, read_split, split_leave_one_out
+from training.metrics import format_table
+from training.models import MODEL_KINDS
+
+TOP_N = 100
+
+
+def load_split(args: argparse.Namespace) -> Split:
+    if args.format == "s3rec":
+        return split_leave_one_out(read_s3rec(args.data, args.attributes))
+    if args.format == "movielens":
+        return split_leave_one_out(read_movielens(args.data))
+    if args.test is None:
+        raise SystemExit("--format split needs --test PATH")
+    return read_split(args.data, args.test, args.negatives)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--format", required=True, choices=["s3rec", "movielens", "split"])
+    parser.add_argument("--data", required=True, help="sequence file, MovieLens directory, or train.tsv")
+    parser.add_argument("--attributes", help="item2attributes.json (s3rec format)")
+    parser.add_argument("--test", help="test.tsv (split format)")
+    parser.add_argument("--negatives", help="negatives.tsv (split format): adds sampled metrics")
+    parser.add_argument("--model", required=True, choices=list(MODEL_KINDS))
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--params", default="{}", help="JSON object overriding model defaults")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.negatives and args.format != "split":
+        raise SystemExit("--negatives is only read with --format split")
+    try:
+        params: dict[str, Any] = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--params is not valid JSON: {exc}") from exc
+    if not isinstance(params, dict):
+        raise SystemExit("--params must be a JSON object")
+
+    from tqdm import tqdm
+
+    from training.checkpoint import save_checkpoint
+    from training.trainer import train_and_evaluate
+
+    split = load_split(args)
+    full = split.full
+    print(
+        f"{full.num_users} users, {full.num_items} items, {full.num_interactions} interactions; "
+        f"train {split.train.num_interactions}, valid {len(split.valid)}, test {len(split.test)} users",
+        flush=True,
+    )
+    bar = tqdm(total=1000, disable=args.no_progress, desc=args.model, unit="‰", file=sys.stderr)
+
+    def progress(fraction: float, stage: str, metrics: dict[str, float] | None) -> None:
+        bar.n = int(fraction * 1000)
+        bar.set_postfix_str(stage, refresh=False)
+        bar.refresh()
+        if metrics and "epoch" in metrics:
+            shown = {k: round(v, 4) for k, v in metrics.items()}
+            tqdm.write(f"epoch {int(metrics['epoch'])}: {shown}", file=sys.stderr)
+
+    result = train_and_evaluate(
+        split,
+        args.model,
+        params,
+        progress=progress,
+        seed=args.seed,
+        top_n=TOP_N,
+        with_candidates=split.test.negatives is not None,
+        threads=args.threads,
+    )
+    bar.close()
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    metrics: dict[str, Any] = {
+        "full": result.test_metrics,
+        "valid": result.valid_metrics,
+        "train_seconds": round(result.train_seconds, 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "epochs": result.report.epochs,
+        "best_epoch": result.report.best_epoch,
+        "params": result.params,
+        "model": args.model,
+        "seed": args.seed,
+        "test_users": len(split.test),
+    }
+    if split.test.negatives is not None:
+        metrics["sampled"] = result.sampled_metrics
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+
+    item_ids = full.item_index.ids
+    user_ids = full.user_ids
+    assert result.test is not None and result.test.top is not None
+    with open(out / "rankings.jsonl", "w", encoding="utf-8") as fh:
+        for row, user_row in enumerate(split.test.users.tolist()):
+            line: dict[str, Any] = {
+                "user": user_ids[user_row],
+                "items": [item_ids[i - 1] for i in result.test.top[row].tolist() if i > 0],
+            }
+            if result.test.candidate_scores is not None:
+                line["candidate_scores"] = {
+                    item_ids[i - 1]: round(s, 6) for i, s in result.test.candidate_scores[row].items()
+                }
+            fh.write(json.dumps(line) + "\n")
+    save_checkpoint(result.model, out / "checkpoint", item_index=full.item_index, extra={"benchmark": metrics})
+
+    rows = {f"{args.model} test": result.test_metrics}
+    if result.valid_metrics:
+        rows[f"{args.model} valid"] = result.valid_metrics
+    print(format_table(rows))
+    if split.test.negatives is not None:
+        print(format_table({f"{args.model} sampled": result.sampled_metrics}))
+    print(
+        f"train_seconds {metrics['train_seconds']}  epochs {metrics['epochs']} (best {metrics['best_epoch']})  "
+        f"peak_rss_mb {metrics['peak_rss_mb']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

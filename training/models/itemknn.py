@@ -1,0 +1,161 @@
+"""Item-to-item co-occurrence kNN: "customers who interacted with this also interacted with".
+
+Similarity is an asymmetric cosine over the binary user x item matrix,
+sim(i, j) = c_ij / (n_i^alpha * n_j^(1 - alpha) + shrink); each item keeps only its top-k
+neighbours (buffers `nbr_idx`, `nbr_sim`), so the checkpoint stays small for any catalog. A user's
+scores sum the neighbour lists of their history items, recent items weighing more.
+
+`fit` needs scipy (imported lazily); scoring and loading need torch only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.base import FitReport, ProgressCallback, Recommender
+from training.models._common import finish_scores, pad_left, seed_everything, tune_allocator
+
+DEFAULTS: dict[str, Any] = {
+    "neighbours": 100,
+    "alpha": 0.5,
+    "shrink": 10.0,
+    "history_decay": 0.8,  # weight of an item = decay ** (its distance from the end of the history)
+    "max_history": 50,
+    "dims": 64,  # item_embeddings(): a truncated SVD of the normalised interaction matrix
+}
+_ROW_CHUNK = 512
+
+
+def interaction_matrix(dataset: Any, binary: bool = True) -> Any:
+    """scipy CSR users x (num_items + 1), column 0 empty."""
+    from scipy import sparse
+
+    rows = dataset.user_of_event()
+    values = np.ones(rows.shape[0], dtype=np.float32) if binary else dataset.weights.astype(np.float32)
+    x = sparse.csr_matrix(
+        (values, (rows, dataset.items)), shape=(dataset.num_users, dataset.num_items + 1), dtype=np.float32
+    )
+    x.sum_duplicates()
+    if binary:
+        x.data[:] = 1.0
+    return x
+
+
+def svd_embeddings(x: Any, dims: int, seed: int) -> np.ndarray:
+    """(num_items + 1, dims) item factors of the column-normalised matrix, scaled by sqrt(sigma)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import svds
+
+    n_cols = x.shape[1]
+    dims = max(1, min(dims, min(x.shape) - 2))
+    col_norm = np.sqrt(np.asarray(x.multiply(x).sum(0)).ravel())
+    col_norm[col_norm == 0] = 1.0
+    xn = (x @ sparse.diags(1.0 / col_norm)).astype(np.float64)
+    if min(xn.shape) <= dims + 1 or xn.nnz == 0:
+        return np.zeros((n_cols, dims), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    _, s, vt = svds(xn, k=dims, v0=rng.standard_normal(min(xn.shape)))
+    emb = (vt.T * np.sqrt(np.maximum(s, 0))).astype(np.float32)
+    emb[0] = 0.0
+    return emb
+
+
+def top_k_rows(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k largest positive entries: (indices, values), best first, 0/0.0 padded."""
+    k = min(k, matrix.shape[1])
+    part = np.argpartition(-matrix, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(matrix, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    keep = vals > 0
+    return np.where(keep, idx, 0), np.where(keep, vals, 0.0).astype(np.float32)
+
+
+class NeighbourModel(Recommender):
+    """Scoring and storage shared by models that reduce to per-item neighbour lists."""
+
+    kind = "neighbours"
+    defaults: dict[str, Any] = DEFAULTS
+
+    def __init__(self, num_items: int, **params: Any) -> None:
+        super().__init__(num_items, **{**self.defaults, **params})
+        k = int(self.params["neighbours"])
+        self.register_buffer("nbr_idx", torch.zeros(num_items + 1, k, dtype=torch.int32))
+        self.register_buffer("nbr_sim", torch.zeros(num_items + 1, k, dtype=torch.float32))
+        self.register_buffer("emb", torch.zeros(num_items + 1, int(self.params["dims"]), dtype=torch.float32))
+
+    def _store(self, idx: np.ndarray, sims: np.ndarray, emb: np.ndarray) -> None:
+        k = self.nbr_idx.shape[1]
+        full_idx = np.zeros((self.num_items + 1, k), dtype=np.int32)
+        full_sim = np.zeros((self.num_items + 1, k), dtype=np.float32)
+        full_idx[:, : idx.shape[1]] = idx
+        full_sim[:, : sims.shape[1]] = sims
+        self.nbr_idx.copy_(torch.from_numpy(full_idx))
+        self.nbr_sim.copy_(torch.from_numpy(full_sim))
+        self.emb = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+        self.params["dims"] = int(emb.shape[1])
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        tune_allocator()
+        hist = pad_left(histories, int(self.params["max_history"]))
+        b, length = hist.shape
+        decay = float(self.params["history_decay"])
+        weights = decay ** torch.arange(length - 1, -1, -1, dtype=torch.float32)
+        real = hist > 0
+        # Position weights count real items from the end (padding sits on the left).
+        weights = weights.unsqueeze(0) * real
+        idx = self.nbr_idx[hist].long()  # (B, L, k)
+        vals = self.nbr_sim[hist] * weights.unsqueeze(2)
+        out = torch.zeros(b, self.num_items + 1)
+        out.scatter_add_(1, idx.view(b, -1), vals.view(b, -1))
+        return finish_scores(out)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.emb.clone()
+
+    @torch.no_grad()
+    def similar_items(self, items: Sequence[int], k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        query = torch.as_tensor(list(items), dtype=torch.long)
+        k = min(k, self.nbr_idx.shape[1])
+        return self.nbr_sim[query, :k].clone(), self.nbr_idx[query, :k].long()
+
+
+class ItemKNN(NeighbourModel):
+    kind = "itemknn"
+    defaults = DEFAULTS
+
+    def fit(
+        self, dataset: Any, *, progress: ProgressCallback | None = None, seed: int = 0, valid: Any = None
+    ) -> FitReport:
+        seed_everything(seed)
+        x = interaction_matrix(dataset)
+        xt = x.T.tocsr()
+        counts = np.asarray(x.sum(0)).ravel().astype(np.float64)
+        alpha, shrink = float(self.params["alpha"]), float(self.params["shrink"])
+        left = np.power(np.maximum(counts, 1.0), alpha)
+        right = np.power(np.maximum(counts, 1.0), 1.0 - alpha)
+        k = int(self.params["neighbours"])
+        n_cols = self.num_items + 1
+        all_idx = np.zeros((n_cols, k), dtype=np.int32)
+        all_sim = np.zeros((n_cols, k), dtype=np.float32)
+        for start in range(1, n_cols, _ROW_CHUNK):
+            stop = min(start + _ROW_CHUNK, n_cols)
+            co = (xt[start:stop] @ x).toarray()  # (chunk, items) co-occurrence counts
+            sims = co / (left[start:stop, None] * right[None, :] + shrink)
+            sims[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            sims[:, 0] = 0.0
+            idx, val = top_k_rows(sims, k)
+            all_idx[start:stop, : idx.shape[1]] = idx
+            all_sim[start:stop, : val.shape[1]] = val
+            if progress:
+                progress(stop / n_cols * 0.9, "neighbours", None)
+        self._store(all_idx, all_sim, svd_embeddings(x, int(self.params["dims"]), seed))
+        if progress:
+            progress(1.0, "done", None)
+        return FitReport(epochs=1, best_epoch=1)

@@ -1,0 +1,350 @@
+"""SASRec-style Transformer over the behaviour sequence (Kang & McAuley 2018), trained with
+cross-entropy over the whole catalog.
+
+Item representation = id embedding + mean of its attribute embeddings (category, brand...), so an
+item nobody interacted with is still scored from its attributes; the same table is the output
+layer. Learned positions are counted from the end of the sequence, causal self-attention (pre-LN),
+and the loss is computed only at real (non-padding) positions, each weighted by its target event's
+type weight. `loss="sampled"` swaps the full softmax for a sampled one for very large catalogs.
+Early stopping on validation NDCG@10 keeps the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.base import FitReport, ProgressCallback, Recommender
+from training.models._common import bf16_supported, finish_scores, pad_left, seed_everything, tune_allocator
+
+DEFAULTS: dict[str, Any] = {
+    "hidden": 64,
+    "blocks": 2,
+    "heads": 1,
+    "ffn_mult": 1,
+    "max_len": 50,
+    "dropout": 0.5,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "batch_size": 128,
+    "max_epochs": 200,
+    "patience": 10,
+    # Training stops after this many seconds (checked per epoch), keeping the best epoch so far.
+    "max_seconds": 780.0,
+    "loss": "full",  # or "sampled"
+    "num_negatives": 512,  # for loss="sampled"
+    "use_attributes": True,
+    # "auto": the catalog-sized matrix products of the training loss in bfloat16 where the CPU has
+    # native bf16 (float32 elsewhere); "float32" to switch that off.
+    # Scoring always runs in float32.
+    "precision": "auto",
+    # Filled in by fit() from the data; needed to rebuild the buffers before load_state_dict.
+    "num_attributes": 0,
+    "max_attributes": 1,
+}
+MAX_ATTRIBUTES = 16
+_SCORE_CHUNK = 256
+
+
+class _FullSoftmaxCE(torch.autograd.Function):
+    """Weighted cross-entropy over the whole catalog with one (P, items) buffer.
+
+    The logits are the largest tensor of training by far: forward keeps one float32 copy, and
+    backward turns it into the softmax gradient in place instead of autograd's several passes.
+    The two matrix products run in bfloat16 when asked (float32 accumulation inside oneDNN).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: torch.Tensor, reps: torch.Tensor, targets: torch.Tensor, w: torch.Tensor, bf16: bool
+    ) -> torch.Tensor:
+        # (bf16 products accumulate in float32 inside oneDNN; the result is float32 either way)
+        logits = (hidden.to(torch.bfloat16) @ reps.to(torch.bfloat16).T).float() if bf16 else hidden @ reps.T
+        logits[:, 0] = float("-inf")
+        lse = torch.logsumexp(logits, dim=1)
+        picked = logits.gather(1, targets.view(-1, 1)).squeeze(1)
+        ctx.save_for_backward(hidden, reps, targets, w, logits, lse)
+        ctx.bf16 = bf16
+        return ((lse - picked) * w).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+        hidden, reps, targets, w, logits, lse = ctx.saved_tensors
+        grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place
+        grad[torch.arange(grad.shape[0]), targets] -= 1.0
+        grad.mul_((w * grad_out).unsqueeze(1))
+        if ctx.bf16:
+            g = grad.to(torch.bfloat16)
+            grad_hidden = (g @ reps.to(torch.bfloat16)).to(hidden.dtype)
+            grad_reps = (g.T @ hidden.to(torch.bfloat16)).to(reps.dtype)
+        else:
+            grad_hidden = grad @ reps
+            grad_reps = grad.T @ hidden
+        return grad_hidden, grad_reps, None, None, None
+
+
+class _Block(nn.Module):
+    def __init__(self, hidden: int, heads: int, ffn_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, hidden * ffn_mult),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden * ffn_mult, hidden),
+        )
+        self.drop = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        b, _, d = x.shape
+        h = self.ln1(x)
+        q, k, v = self.qkv(h).split(d, dim=2)
+        if last_only:
+            # Scoring needs the last position only: its query attends to every key.
+            q, mask, x = q[:, -1:], mask[:, :, -1:], x[:, -1:]
+        heads = self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, t.shape[1], heads, d // heads).transpose(1, 2)
+
+        att = F.scaled_dot_product_attention(
+            split(q), split(k), split(v), attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        att = att.transpose(1, 2).reshape(b, q.shape[1], d)
+        x = x + self.drop(self.proj(att))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SASRec(Recommender):
+    kind = "sasrec"
+
+    def __init__(self, num_items: int, **params: Any) -> None:
+        super().__init__(num_items, **{**DEFAULTS, **params})
+        p = self.params
+        d = int(p["hidden"])
+        if d % int(p["heads"]):
+            raise ValueError("hidden must be divisible by heads")
+        self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)
+        self.attr_emb = nn.Embedding(int(p["num_attributes"]) + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(int(p["max_len"]), d)
+        self.emb_drop = nn.Dropout(float(p["dropout"]))
+        self.blocks = nn.ModuleList(
+            _Block(d, int(p["heads"]), int(p["ffn_mult"]), float(p["dropout"])) for _ in range(int(p["blocks"]))
+        )
+        self.ln_out = nn.LayerNorm(d)
+        self.register_buffer("item_attrs", torch.zeros(num_items + 1, int(p["max_attributes"]), dtype=torch.long))
+        self._cached_repr: torch.Tensor | None = None
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for name, param in self.named_parameters():
+            if param.dim() >= 2:
+                nn.init.xavier_normal_(param)
+            elif name.endswith("bias"):
+                nn.init.zeros_(param)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+            self.attr_emb.weight[0].zero_()
+
+    # ---- representation -----------------------------------------------------------------------
+    def item_representations(self) -> torch.Tensor:
+        """(num_items + 1, hidden): id embedding + mean attribute embedding; row 0 is zero."""
+        rep = self.item_emb.weight
+        if self.params["use_attributes"] and self.item_attrs.shape[1] and int(self.params["num_attributes"]):
+            attrs = self.item_attrs
+            counts = (attrs > 0).sum(1, keepdim=True).clamp(min=1).to(rep.dtype)
+            rep = rep + self.attr_emb(attrs).sum(1) / counts
+        return rep
+
+    def train(self, mode: bool = True) -> SASRec:
+        self._cached_repr = None
+        return super().train(mode)
+
+    def _encode(self, seqs: torch.Tensor, reps: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden states (B, L, d), or (B, 1, d) for the last position, of left-padded sequences."""
+        length = seqs.shape[1]
+        d = reps.shape[1]
+        max_len = int(self.params["max_len"])
+        positions = torch.arange(max_len - length, max_len)
+        x = reps[seqs] * math.sqrt(d) + self.pos_emb(positions).unsqueeze(0)
+        real = seqs > 0
+        x = self.emb_drop(x) * real.unsqueeze(2)
+        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        # Keys: earlier real items, and always the query itself (so a padding row is never empty).
+        mask = (causal.unsqueeze(0) & real.unsqueeze(1)) | torch.eye(length, dtype=torch.bool).unsqueeze(0)
+        mask = mask.unsqueeze(1)  # (B, 1, L, L) broadcast over heads
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only=last_only and i == len(self.blocks) - 1)
+            if x.shape[1] == length:
+                x = x * real.unsqueeze(2)
+        return self.ln_out(x)
+
+    # ---- contract -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        tune_allocator()
+        if self.training:
+            self.eval()
+        if self._cached_repr is None:
+            self._cached_repr = self.item_representations().detach()
+        reps = self._cached_repr
+        n = len(histories)
+        out = torch.empty(n, self.num_items + 1)
+        max_len = int(self.params["max_len"])
+        # Similar lengths together: a batch is only as wide as its longest history.
+        order = np.argsort([min(len(h), max_len) for h in histories], kind="stable")
+        for start in range(0, n, _SCORE_CHUNK):
+            rows = order[start : start + _SCORE_CHUNK]
+            seqs = pad_left([histories[int(i)] for i in rows], max_len)
+            hidden = self._encode(seqs, reps, last_only=True)[:, -1]
+            out[torch.from_numpy(rows)] = hidden @ reps.T
+        return finish_scores(out)
+
+    def item_embeddings(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.item_representations().detach().clone()
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self._cached_repr = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ---- training -----------------------------------------------------------------------------
+    def _set_attributes(self, dataset: Any) -> None:
+        if not self.params["use_attributes"] or dataset.num_attributes == 0:
+            return
+        matrix = torch.from_numpy(dataset.attribute_matrix(MAX_ATTRIBUTES))
+        d = int(self.params["hidden"])
+        self.params["num_attributes"] = dataset.num_attributes
+        self.params["max_attributes"] = int(matrix.shape[1])
+        self.attr_emb = nn.Embedding(dataset.num_attributes + 1, d, padding_idx=0)
+        nn.init.xavier_normal_(self.attr_emb.weight)
+        with torch.no_grad():
+            self.attr_emb.weight[0].zero_()
+        self.item_attrs = matrix
+
+    def _training_arrays(self, dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per user with >= 2 events: inputs seq[:-1] and targets seq[1:] (last max_len), right-aligned."""
+        max_len = int(self.params["max_len"])
+        lengths = dataset.lengths()
+        users = np.nonzero(lengths >= 2)[0]
+        inputs = np.zeros((users.size, max_len), dtype=np.int64)
+        targets = np.zeros((users.size, max_len), dtype=np.int64)
+        weights = np.zeros((users.size, max_len), dtype=np.float32)
+        for row, u in enumerate(users):
+            lo, hi = dataset.offsets[u], dataset.offsets[u + 1]
+            seq = dataset.items[lo:hi]
+            w = dataset.weights[lo:hi]
+            m = min(seq.size - 1, max_len)
+            inputs[row, max_len - m :] = seq[-m - 1 : -1]
+            targets[row, max_len - m :] = seq[-m:]
+            weights[row, max_len - m :] = w[-m:]
+        return inputs, targets, weights, np.minimum(lengths[users] - 1, max_len)
+
+    def _loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, reps: torch.Tensor, bf16: bool
+    ) -> torch.Tensor:
+        if self.params["loss"] == "sampled":
+            negs = torch.randint(1, self.num_items + 1, (int(self.params["num_negatives"]),))
+            pos_logit = (hidden * reps[targets]).sum(1, keepdim=True)
+            neg_logits = hidden @ reps[negs].T
+            neg_logits = neg_logits.masked_fill(negs.view(1, -1) == targets.view(-1, 1), float("-inf"))
+            logits = torch.cat([pos_logit, neg_logits], dim=1)
+            losses = F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
+            return (losses * weights).sum() / weights.sum().clamp(min=1e-9)
+        return _FullSoftmaxCE.apply(hidden, reps, targets, weights / weights.sum().clamp(min=1e-9), bf16)
+
+    def fit(
+        self,
+        dataset: Any,
+        *,
+        progress: ProgressCallback | None = None,
+        seed: int = 0,
+        valid: Any = None,
+    ) -> FitReport:
+        from training.metrics import evaluate
+
+        tune_allocator()
+        seed_everything(seed)
+        self._set_attributes(dataset)
+        self._reset_parameters()
+        p = self.params
+        rng = np.random.default_rng(seed)
+        inputs, targets, weights, lengths = self._training_arrays(dataset)
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=float(p["lr"]), betas=(0.9, 0.98), weight_decay=float(p["weight_decay"]), fused=True
+        )
+        batch_size = int(p["batch_size"])
+        max_epochs = int(p["max_epochs"])
+        report = FitReport()
+        best_score, best_state, bad_epochs = -1.0, None, 0
+        started = time.monotonic()
+        use_bf16 = p["precision"] == "bf16" or (p["precision"] == "auto" and bf16_supported())
+        n_users = inputs.shape[0]
+        if n_users == 0:
+            raise ValueError("no user has two or more training events: nothing to learn a sequence from")
+        for epoch in range(1, max_epochs + 1):
+            self.train()
+            # Buckets of similar length (within a random window) keep the padded batches narrow.
+            perm = rng.permutation(n_users)
+            window = batch_size * 32
+            batches: list[np.ndarray] = []
+            for start in range(0, n_users, window):
+                chunk = perm[start : start + window]
+                chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+                batches.extend(chunk[i : i + batch_size] for i in range(0, chunk.size, batch_size))
+            rng.shuffle(batches)  # type: ignore[arg-type]
+            total_loss = 0.0
+            for step, rows in enumerate(batches):
+                width = int(lengths[rows].max())
+                seq = torch.from_numpy(inputs[rows, -width:])
+                tgt = torch.from_numpy(targets[rows, -width:])
+                wts = torch.from_numpy(weights[rows, -width:])
+                reps = self.item_representations()
+                hidden = self._encode(seq, reps)
+                real = tgt > 0
+                loss = self._loss(hidden[real], tgt[real], wts[real], reps, use_bf16)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += float(loss.detach())
+                if progress and step % 20 == 0:
+                    frac = (epoch - 1 + step / len(batches)) / max_epochs
+                    progress(frac, f"epoch {epoch} step {step}/{len(batches)}", None)
+            row: dict[str, float] = {"epoch": float(epoch), "loss": total_loss / max(len(batches), 1)}
+            report.epochs = epoch
+            if valid is not None and len(valid):
+                metrics = evaluate(self, valid, num_items=self.num_items, ks=(10,)).full
+                row.update({"valid_HR@10": metrics["HR@10"], "valid_NDCG@10": metrics["NDCG@10"]})
+                if metrics["NDCG@10"] > best_score:
+                    best_score, bad_epochs = metrics["NDCG@10"], 0
+                    best_state = copy.deepcopy(self.state_dict())
+                    report.best_epoch, report.best_valid = epoch, dict(metrics)
+                else:
+                    bad_epochs += 1
+            else:
+                report.best_epoch = epoch
+            row["seconds"] = time.monotonic() - started
+            report.history.append(row)
+            if progress:
+                progress(epoch / max_epochs, f"epoch {epoch}", row)
+            if valid is not None and bad_epochs >= int(p["patience"]):
+                break
+            if row["seconds"] > float(p["max_seconds"]):
+                break
+        if best_state is not None:
+            self.load_state_dict(best_state)
+        self.eval()
+        return report
