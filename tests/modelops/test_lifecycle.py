@@ -81,19 +81,6 @@ def test_retire_unregisters_but_refuses_the_default(
     assert [info.version for info in torchserve_settings.client.describe("recommender")] == ["1"]
 
 
-def test_scale_sets_the_workers_torchserve_reports(
-    make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
-) -> None:
-    v1 = make_version(1, status="default")
-    model_version_scale(version=v1, workers=2)
-    info = torchserve_settings.client.describe("recommender", "1")[0]
-    assert info.ready_workers == 2
-    v1.refresh_from_db()
-    assert v1.workers == 2
-    with pytest.raises(ValidationError):
-        model_version_scale(version=v1, workers=0)
-
-
 def test_the_registry_view_shows_what_torchserve_actually_has(
     make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
 ) -> None:
@@ -147,8 +134,13 @@ def test_sync_refuses_a_changed_archive_and_reports_a_missing_one(
     assert "sync failed" in v1.note
 
 
-def test_promoting_a_retired_version_is_a_conflict(make_version: Callable[..., ModelVersion]) -> None:
-    make_version(1, status="default")
-    v2 = make_version(2, status=ModelVersionStatus.RETIRED)
+def test_promoting_a_retired_version_is_a_conflict_and_scaling_needs_a_sane_number(db: None) -> None:
+    v1 = ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="default")
+    v2 = ModelVersion.objects.create(name="recommender", version=2, kind="pop", status=ModelVersionStatus.RETIRED)
     with pytest.raises(Conflict, match="only a registered version"):
         model_version_promote(version=v2)
+    with pytest.raises(Conflict, match="not loaded in TorchServe"):
+        model_version_scale(version=v2, workers=1)
+    for bad in (0, 17, True):
+        with pytest.raises(ValidationError):
+            model_version_scale(version=v1, workers=bad)
