@@ -197,6 +197,7 @@ def main() -> int:
     os.environ.update(env)
     gunicorn: subprocess.Popen[bytes] | None = None
     results: list[PhaseResult] = []
+    diagnostics: list[PhaseResult] = []
     notes: list[str] = []
     try:
         import django
@@ -281,6 +282,25 @@ def main() -> int:
             history = [e.item for e in reversed(history_get(customer, 50))]
             ts_payloads.append(json.dumps({"history": history, "k": k, "exclude": []}).encode())
 
+        # gunicorn's processes enqueue the served-log drain into an in-memory broker nobody reads;
+        # this process plays the Celery worker and drains the log every second, as a deployment's
+        # worker does (an eager drain inside a request would be measured as request latency).
+        web_env = {**os.environ, **env, "CELERY_TASK_ALWAYS_EAGER": "false", "CELERY_BROKER_URL": "memory://"}
+        drained = [0]
+        stop_drain = threading.Event()
+
+        def drain_loop() -> None:
+            from django.db import connection
+
+            from recadmin.serving.served_log import served_log_drain
+
+            while not stop_drain.wait(1.0):
+                drained[0] += served_log_drain()
+            connection.close()
+
+        drainer = threading.Thread(target=drain_loop, daemon=True)
+        drainer.start()
+
         port = free_port()
         log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115 - closed in finally with the process
         gunicorn = subprocess.Popen(
@@ -294,7 +314,7 @@ def main() -> int:
                 "--keep-alive", "30",
                 "--backlog", "256",
             ],
-            cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO, env=web_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         _wait_http("127.0.0.1", port, "/healthz", 60)
 
@@ -324,11 +344,25 @@ def main() -> int:
         results.append(_load("(b) /api/v1/recommendations, rules+diversity", host="127.0.0.1", port=port,
                              make_request=api_request, clients=args.clients, seconds=args.seconds,
                              check=is_fallback))
+        # Diagnostics (not goals): the latency of one request alone, i.e. the service time that
+        # 32 clients queue behind (closed loop: mean latency = clients / throughput).
+        diagnostics.append(_load("    (b) with 1 client", host="127.0.0.1", port=port, make_request=api_request,
+                                 clients=1, seconds=min(args.seconds, 10), check=is_fallback))
         torchserve_stop(ts_config, timeout=20)
         _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=4, seconds=1)
+        diagnostics.append(_load("    (c) with 1 client", host="127.0.0.1", port=port, make_request=api_request,
+                                 clients=1, seconds=min(args.seconds, 10), check=is_fallback))
         results.append(_load("(c) the same, TorchServe stopped", host="127.0.0.1", port=port,
                              make_request=api_request, clients=args.clients, seconds=args.seconds,
                              check=is_fallback))
+        time.sleep(2)
+        stop_drain.set()
+        drainer.join(10)
+        from recadmin.serving.fallbacks import fallback_counts
+        from recadmin.serving.models import ServedRecommendation
+
+        notes.append(f"served log: {ServedRecommendation.objects.count()} pages written by the drain "
+                     f"({drained[0]} in the drain thread); fallback counters {fallback_counts()}")
     finally:
         if gunicorn is not None:
             os.killpg(gunicorn.pid, signal.SIGTERM)
@@ -369,6 +403,8 @@ def main() -> int:
         print(result.row())
         for sample_error in result.error_samples[:3]:
             print(f"    error: {sample_error}")
+    for result in diagnostics:
+        print(result.row())
     if len(results) == 3:
         a, b, c = results
         goal_b = 1.5 * a.pct(99) + 5
