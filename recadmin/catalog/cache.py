@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 GENERATION_KEY = "catalog:items:generation"
 # Bumped by every change (items or categories): readers that keep item data in process memory
@@ -82,3 +85,17 @@ def items_changed(shop_ids: Iterable[str] | None = None) -> None:
     ids = [str(s) for s in shop_ids]
     if ids:
         transaction.on_commit(lambda: _delete(ids))
+
+
+# Single-row saves that bypass the services (the admin's item form, django-import-export's rows)
+# fire Django's signals: those invalidate too. Bulk writes fire none and call items_changed above.
+@receiver(post_save, sender="catalog.Item", dispatch_uid="catalog-cache-item-saved")
+@receiver(post_delete, sender="catalog.Item", dispatch_uid="catalog-cache-item-deleted")
+def _item_saved(sender: type, instance: Any, **kwargs: Any) -> None:
+    items_changed([instance.shop_id])
+
+
+@receiver(post_save, sender="catalog.Category", dispatch_uid="catalog-cache-category-saved")
+@receiver(post_delete, sender="catalog.Category", dispatch_uid="catalog-cache-category-deleted")
+def _category_saved(sender: type, instance: Any, **kwargs: Any) -> None:
+    items_changed()

@@ -117,3 +117,13 @@ def test_the_served_log_goes_through_redis_when_configured(db: None) -> None:
     assert get_redis_connection("default").llen(_list_key()) == 1
     served_log_drain()
     assert ServedRecommendation.objects.filter(recommendation_id="via-redis", source="fallback").exists()
+
+
+def test_an_item_saved_outside_the_services_invalidates_too(shop: Any, django_capture_on_commit_callbacks: Any) -> None:
+    items_metadata(["sku-003"])
+    item = Item.objects.get(shop_id="sku-003")
+    item.title = "Edited in the admin form"
+    with django_capture_on_commit_callbacks(execute=True):
+        item.save()
+
+    assert items_metadata(["sku-003"])["sku-003"]["title"] == "Edited in the admin form"
