@@ -114,16 +114,16 @@ _EPOCH_RE = re.compile(r"epoch (\d+)")
 def train(
     *, arrays: EventArrays, kind: str, params: dict[str, Any], reporter: Reporter, workdir: Path
 ) -> TrainOutcome:
+    """Fit and evaluate through `training.trainer.train_and_evaluate` (the entry point the
+    benchmark shares), on this shop's split, then save the checkpoint the archive is built from."""
     import torch
 
     from recadmin.modelops.models import TrainingStage
     from recadmin.modelops.pipeline import StageFailed, TrainOutcome
     from training.checkpoint import save_checkpoint
-    from training.metrics import evaluate
-    from training.models import build_model
+    from training.models import model_class
+    from training.trainer import train_and_evaluate
 
-    # The worker shares the machine with the web and TorchServe processes.
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     started = time.perf_counter()
     dataset = dataset_from_arrays(arrays)
     try:
@@ -133,11 +133,11 @@ def train(
     if len(split.valid) == 0 or len(split.test) == 0:
         raise StageFailed(
             TrainingStage.TRAINING,
-            f"The time-based hold-out has {len(split.valid)} validation and {len(split.test)} test customers: "
+            f"The hold-out has {len(split.valid)} validation and {len(split.test)} test customers: "
             "more events spread over more time are needed to evaluate a model.",
         )
     logger.info(
-        "Dataset: %d events, %d customers, %d items; %s split %s: train %d events, valid %d, test %d customers (%.1fs)",
+        "Dataset: %d events, %d customers, %d items; %s split %s: train %d events, valid %d, test %d customers",
         dataset.num_interactions,
         dataset.num_users,
         dataset.num_items,
@@ -146,60 +146,73 @@ def train(
         split.train.num_interactions,
         len(split.valid),
         len(split.test),
-        time.perf_counter() - started,
     )
 
     model_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS}
-    seed = int(params.get("seed", 0))
-    model = build_model(kind, dataset.num_items, **model_params)
-    max_epochs = int(model.params.get("max_epochs") or model.params.get("epochs") or 0)
-
-    budget = float(model.params.get("max_seconds") or 0.0)
+    defaults = dict(getattr(model_class(kind), "defaults", None) or _module_defaults(kind))
+    effective = {**defaults, **model_params}
+    max_epochs = int(effective.get("max_epochs") or 0)
+    budget = float(effective.get("max_seconds") or 0.0)
     fit_started = time.monotonic()
+    evaluating = False
 
     def on_progress(fraction: float, text: str, metrics: dict[str, float] | None) -> None:
+        nonlocal evaluating
+        if metrics:
+            shown = ", ".join(
+                f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("valid_") or k in ("loss", "NDCG@10")
+            )
+            logger.info("%s: %s", text, shown)
+        # train_and_evaluate reports fitting up to 0.9, then the test evaluation.
+        if fraction >= 0.9 or text == "testing":
+            if not evaluating:
+                evaluating = True
+                reporter.stage(TrainingStage.EVALUATING, "evaluating on the test hold-out")
+            reporter.within((fraction - 0.9) / 0.1, "evaluating on the test hold-out")
+            return
+        part = fraction / 0.9
         # Models that stop on a time budget (or early) rarely reach max_epochs: the bar follows
         # whichever of epochs and time is further along.
         if budget > 0:
-            fraction = max(fraction, min(0.99, (time.monotonic() - fit_started) / budget))
+            part = max(part, min(0.99, (time.monotonic() - fit_started) / budget))
         match = _EPOCH_RE.search(text or "")
         if match and max_epochs:
             label = f"training epoch {match.group(1)}/{max_epochs}"
+        elif text == "validated":
+            label = "evaluating on the validation hold-out"
         else:
             label = f"training: {text}" if text else "training"
-        if metrics:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("valid_") or k == "loss")
-            logger.info("%s: %s", label, shown)
-        reporter.within(fraction, label)
+        reporter.within(part, label)
 
-    report = model.fit(split.train, progress=on_progress, seed=seed, valid=split.valid)
-    train_seconds = time.perf_counter() - started
-
-    reporter.stage(TrainingStage.EVALUATING, "evaluating")
-    attributes = dataset.attribute_matrix(8) if dataset.num_attributes else None
-    valid_metrics = evaluate(model, split.valid, num_items=dataset.num_items, attributes=attributes).full
-    reporter.within(0.5, "evaluating on the test hold-out")
-    test_metrics = evaluate(model, split.test, num_items=dataset.num_items, attributes=attributes).full
+    # The worker shares the machine with the web and TorchServe processes.
+    threads = max(1, min(torch.get_num_threads(), 4))
+    result = train_and_evaluate(
+        split, kind, model_params, progress=on_progress, seed=int(params.get("seed", 0)), threads=threads
+    )
+    if not evaluating:
+        reporter.stage(TrainingStage.EVALUATING, "evaluated")
     logger.info(
         "valid NDCG@10 %.4f HR@10 %.4f; test NDCG@10 %.4f HR@10 %.4f",
-        valid_metrics.get("NDCG@10", 0.0),
-        valid_metrics.get("HR@10", 0.0),
-        test_metrics.get("NDCG@10", 0.0),
-        test_metrics.get("HR@10", 0.0),
+        result.valid_metrics.get("NDCG@10", 0.0),
+        result.valid_metrics.get("HR@10", 0.0),
+        result.test_metrics.get("NDCG@10", 0.0),
+        result.test_metrics.get("HR@10", 0.0),
     )
+    report = result.report
+    split_info = {"kind": split.kind, **split.info}
     checkpoint_dir = workdir / "checkpoint"
     save_checkpoint(
-        model,
+        result.model,
         checkpoint_dir,
         item_index=dataset.item_index,
-        extra={"split": {"kind": split.kind, **split.info}, "best_epoch": report.best_epoch, "epochs": report.epochs},
+        extra={"split": split_info, "best_epoch": report.best_epoch, "epochs": report.epochs},
     )
     return TrainOutcome(
         checkpoint_dir=checkpoint_dir,
         kind=kind,
-        params=dict(model.params),
-        valid_metrics={k: round(float(v), 6) for k, v in valid_metrics.items()},
-        test_metrics={k: round(float(v), 6) for k, v in test_metrics.items()},
+        params=dict(result.params),
+        valid_metrics={k: round(float(v), 6) for k, v in result.valid_metrics.items()},
+        test_metrics={k: round(float(v), 6) for k, v in result.test_metrics.items()},
         num_events=int(dataset.num_interactions),
         num_users=int(dataset.num_users),
         num_items=int(dataset.num_items),
@@ -207,9 +220,17 @@ def train(
             "epochs": report.epochs,
             "best_epoch": report.best_epoch,
             "history": report.history[-50:],
-            "split": {"kind": split.kind, **split.info},
+            "split": split_info,
             "valid_users": len(split.valid),
             "test_users": len(split.test),
-            "train_seconds": round(train_seconds, 2),
+            "train_seconds": round(result.train_seconds, 2),
+            "seconds_to_checkpoint": round(time.perf_counter() - started, 2),
         },
     )
+
+
+def _module_defaults(kind: str) -> dict[str, Any]:
+    import importlib
+
+    module = importlib.import_module(f"training.models.{kind}")
+    return dict(getattr(module, "DEFAULTS", {}))
