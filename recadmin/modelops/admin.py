@@ -49,11 +49,12 @@ COMPARED_METRICS = ["NDCG@10", "HR@10", "NDCG@5", "HR@5", "NDCG@20", "HR@20", "M
 
 
 def _progress_bar(run: TrainingRun) -> SafeString:
-    colour = {
+    colours: dict[str, str] = {
         TrainingRunStatus.FAILED: "#ba2121",
         TrainingRunStatus.CANCELLED: "#888",
         TrainingRunStatus.SUCCEEDED: "#3a8e3a",
-    }.get(run.status, "#417690")
+    }
+    colour = colours.get(str(run.status), "#417690")
     return format_html(
         '<div class="recadmin-progress" data-run="{}" data-status="{}" '
         'style="width:160px;background:#eee;border-radius:3px">'

@@ -69,7 +69,7 @@ def default_model_get(*, name: str | None = None) -> DefaultModel | None:
         .values("id", "name", "version", "kind")
         .first()
     )
-    value: dict[str, Any] | str = row if row is not None else _NONE
+    value: Any = row if row is not None else _NONE
     with contextlib.suppress(Exception):  # a cache outage must not fail the request
         cache.set(key, value, _DEFAULT_CACHE_SECONDS)
     return DefaultModel(**row) if row is not None else None
@@ -168,9 +168,10 @@ def model_versions_with_runtime(*, name: str | None = None, include_retired: boo
     for entry in view.versions:
         key = (entry.model_version.name, str(entry.model_version.version))
         known.add(key)
-        info = runtime.get(key)
-        if info is None:
+        found = runtime.get(key)
+        if found is None:
             continue
+        info = found
         entry.loaded = True
         entry.is_torchserve_default = info.is_default
         entry.workers_ready = info.ready_workers
