@@ -161,3 +161,8 @@ def test_without_a_broker_a_run_can_train_in_a_child_process_that_sees_the_same_
     assert run.status == "succeeded", (run.error, log[-2000:])
     assert ModelVersion.objects.get(training_run=run).status == "default"
     assert torchserve_settings.client.default_version("recommender") == "1"
+
+
+def test_the_torchserve_sync_is_scheduled_on_every_install() -> None:
+    sync = PeriodicTask.objects.get(task="recadmin.modelops.tasks.sync_torchserve")
+    assert sync.enabled and sync.interval.every == 60 and sync.interval.period == "seconds"
