@@ -232,32 +232,25 @@ def _copy_payload(records: Sequence[tuple[Any, ...]]) -> str:
 def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
     """Store rows (unique event ids) on PostgreSQL; returns the event ids actually stored.
 
-    Usually none of the ids exist yet: then the rows are COPYed straight into the table, the
-    fastest way in. If some do (a resent batch), or a concurrent request stores one of them
-    between the check and the COPY, the rows go through a temp table and INSERT ... ON CONFLICT
-    DO NOTHING instead."""
+    Usually none of the ids exist yet: then the rows are COPYed straight into the table (in a
+    savepoint), the fastest way in. If some do (a resent batch, a concurrent request), the unique
+    index refuses the COPY and the rows go through a temp table and INSERT ... ON CONFLICT DO
+    NOTHING instead."""
     import psycopg
 
     table = Event._meta.db_table
     cols = ", ".join(_COLUMNS)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT event_id FROM {table} WHERE event_id = ANY(%s)", [[r[8] for r in records]])
-        existing = {row[0] for row in cursor.fetchall()}
-    fresh = [r for r in records if r[8] not in existing] if existing else records
-    if not fresh:
-        return set()
-    payload = _copy_payload(fresh)
-    if not existing:
-        try:
-            with (
-                transaction.atomic(),
-                connection.cursor() as cursor,
-                cursor.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy,
-            ):
-                copy.write(payload)
-            return {r[8] for r in fresh}
-        except (IntegrityError, psycopg.IntegrityError):
-            pass  # lost a race with a concurrent request: fall through to the conflict-safe path
+    payload = _copy_payload(records)
+    try:
+        with (
+            transaction.atomic(),
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy,
+        ):
+            copy.write(payload)
+        return {r[8] for r in records}
+    except (IntegrityError, psycopg.IntegrityError):
+        pass  # some ids exist already (a resent batch, or a race): the conflict-safe path below
     with connection.cursor() as cursor:
         cursor.execute(_TMP_TABLE_SQL)
         with cursor.cursor.copy(f"COPY events_ingest_tmp ({cols}) FROM STDIN") as copy:
