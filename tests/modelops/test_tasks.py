@@ -166,3 +166,63 @@ def test_without_a_broker_a_run_can_train_in_a_child_process_that_sees_the_same_
 def test_the_torchserve_sync_is_scheduled_on_every_install() -> None:
     sync = PeriodicTask.objects.get(task="recadmin.modelops.tasks.sync_torchserve")
     assert sync.enabled and sync.interval.every == 60 and sync.interval.period == "seconds"
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_with_redis_a_real_celery_worker_runs_the_training_task(
+    transactional_db: None, make_shop: Callable[..., None], torchserve_settings: TorchServeInstance, tmp_path: Any
+) -> None:
+    """The deployment path: the run is enqueued on Redis and a separate `celery worker` process
+    (here on a private queue, against this test's database and TorchServe) trains and registers it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings
+
+    from recadmin.celery import app
+    from recadmin.modelops.services import _child_environment, training_run_create
+
+    make_shop()
+    queue = f"training-test-{os.getpid()}"
+    env = {
+        **_child_environment(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.REDIS_URL,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+    }
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "recadmin", "worker", "-Q", queue, "--pool", "solo", "-l", "info"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    previous = (app.conf.task_always_eager, app.conf.task_routes, app.conf.broker_url)
+    app.conf.task_always_eager = False
+    app.conf.task_routes = {"recadmin.modelops.tasks.*": {"queue": queue}}
+    try:
+        run = training_run_create(kind="pop", trigger="api")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            run.refresh_from_db()
+            if run.is_finished:
+                break
+            time.sleep(0.5)
+    finally:
+        app.conf.task_always_eager, app.conf.task_routes, app.conf.broker_url = previous
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+    output = (tmp_path / "worker.log").read_text(errors="replace")
+    assert run.status == "succeeded", (run.status, run.error, output[-3000:])
+    assert run.celery_task_id and not run.celery_task_id.startswith("pid:")
+    assert "recadmin.modelops.tasks.train_model" in output
+    assert torchserve_settings.client.default_version("recommender") == "1"
