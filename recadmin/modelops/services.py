@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from recadmin.modelops.selectors import default_cache_key, model_name_resolve, m
 logger = logging.getLogger(__name__)
 
 MAX_WORKERS = 16
+_MODEL_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$")
 
 # The parameters a person may set from the admin or the API, per kind, with their bounds; the
 # names are those of the models in `training/models` (their DEFAULTS). Anything else in `params`
@@ -244,8 +246,11 @@ def training_run_create(
         raise ValidationError(f"Unknown model kind '{kind}'. Choose one of: {choices}.", field="kind")
     cleaned = _validate_params(kind, params)
     name = (model_name or "").strip() or settings.RECOMMENDER_MODEL_NAME
-    if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 100:
-        raise ValidationError("Model names use letters, digits, '-' and '_' only.", field="model_name")
+    # The archive's file name is <name>-<version>.mar: the archiver's rule, checked before training.
+    if not _MODEL_NAME_RE.match(name) or len(name) > 100:
+        raise ValidationError(
+            "Model names start with a letter and use letters, digits, '_' and single '-' only.", field="model_name"
+        )
     run = TrainingRun.objects.create(
         kind=kind,
         params=cleaned,
