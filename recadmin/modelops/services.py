@@ -79,6 +79,7 @@ PARAM_SPECS: dict[str, dict[str, tuple[Any, Any, Any]]] = {
         "use_event_weights": (bool, None, None),
     },
 }
+PARAM_ALIASES = {"epochs": "max_epochs"}
 # Pipeline options accepted beside model parameters (not passed to the model).
 PIPELINE_OPTIONS: dict[str, tuple[Any, Any, Any]] = {
     "seed": (int, 0, 2**31 - 1),
@@ -97,7 +98,9 @@ def _validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]
         raise ValidationError("Parameters must be a JSON object.", field="params")
     specs = {**PARAM_SPECS.get(kind, {}), **PIPELINE_OPTIONS}
     cleaned: dict[str, Any] = {}
-    for name, value in params.items():
+    for given, value in params.items():
+        # Friendly aliases for the commonest setting, mapped to the model's own name.
+        name = PARAM_ALIASES.get(given, given) if PARAM_ALIASES.get(given) in specs else given
         if value is None or value == "":
             continue
         if name not in specs:

@@ -78,6 +78,7 @@ def test_starting_a_training_run_returns_its_id_and_enqueues_it_after_commit(
     [
         ({"kind": "deep-magic"}, "kind"),
         ({"kind": "sasrec", "params": {"epoch": 3}}, "params.epoch"),
+        ({"kind": "pop", "params": {"epochs": 3}}, "params.epochs"),
         ({"kind": "sasrec", "params": {"hidden": "big"}}, "params.hidden"),
         ({"kind": "sasrec", "params": {"dropout": 2}}, "params.dropout"),
         ({"kind": "sasrec", "params": {"loss": "hinge"}}, "params.loss"),
@@ -92,6 +93,12 @@ def test_bad_training_input_is_a_400_naming_the_field(
     assert response.status_code == 400, response.json()
     assert field in response.json()["extra"]["fields"]
     assert not TrainingRun.objects.exists()
+
+
+def test_epochs_is_accepted_as_the_name_of_max_epochs(manage_client: APIClient) -> None:
+    response = manage_client.post("/api/v1/training-runs", {"kind": "sasrec", "params": {"epochs": 4}}, format="json")
+    assert response.status_code == 201
+    assert TrainingRun.objects.get().params == {"max_epochs": 4}
 
 
 def test_it_shows_a_training_run_and_404s_an_unknown_one(manage_client: APIClient) -> None:
