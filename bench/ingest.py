@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -247,18 +248,24 @@ def bench_import(args: argparse.Namespace, base_env: dict[str, str]) -> None:
     env = {**base_env, "DATABASE_URL": db_url(args.database_url, name)}
     try:
         manage(env, "migrate", "--noinput")
+        load = os.getloadavg()[0]
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        manage(env, "import_dataset", "beauty", "--path", str(beauty), "--no-progress")
+        output = manage(env, "import_dataset", "beauty", "--path", str(beauty), "--no-progress")
         elapsed = time.perf_counter() - started
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
         counts = manage(
             env, "shell", "-c",
             "from recadmin.catalog.models import Customer, Item; from recadmin.events.models import Event;"
             "print(Customer.objects.count(), Item.objects.count(), Event.objects.count())",
-        ).split()  # fmt: skip
+        ).strip().splitlines()[-1].split()  # fmt: skip
         print(
-            f"import_dataset beauty: {elapsed:.2f} s wall (incl. process start) for "
-            f"{int(counts[0]):,} customers, {int(counts[1]):,} items, {int(counts[2]):,} events"
+            f"import_dataset beauty: {elapsed:.2f} s wall (incl. process start; load average {load:.1f}) for "
+            f"{int(counts[0]):,} customers, {int(counts[1]):,} items, {int(counts[2]):,} events; "
+            f"the command's own CPU {cpu:.1f} s"
         )
+        print(f"  {output.strip().splitlines()[-1]}")
         started = time.perf_counter()
         manage(env, "import_dataset", "beauty", "--path", str(beauty), "--no-progress")
         print(f"  re-import (idempotent, stores nothing): {time.perf_counter() - started:.2f} s")
