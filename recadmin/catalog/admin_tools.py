@@ -50,7 +50,7 @@ class CheapDatesQuerySet(models.QuerySet):
     are every year/month/day between the first and the last row (MIN/MAX, which an index answers),
     so a bucket may occasionally be empty."""
 
-    def datetimes(self, field_name: str, kind: str, order: str = "ASC", tzinfo: Any = None) -> Any:  # type: ignore[override]
+    def datetimes(self, field_name: str, kind: Any, order: Any = "ASC", tzinfo: Any = None) -> Any:
         if kind not in {"year", "month", "day"}:
             return super().datetimes(field_name, kind, order, tzinfo)
         span = self.aggregate(first=models.Min(field_name), last=models.Max(field_name))

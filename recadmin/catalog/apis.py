@@ -104,7 +104,7 @@ class ItemInput(ItemFields):
 
 
 class CatalogItemOutput(serializers.ModelSerializer):
-    category = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    category: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="slug", read_only=True)
 
     class Meta:
         model = Item
@@ -117,7 +117,7 @@ class CatalogItemOutput(serializers.ModelSerializer):
 class BulkResultOutput(serializers.Serializer):
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
-    errors = serializers.ListField(
+    errors = serializers.ListField(  # type: ignore[assignment]
         child=inline_serializer(
             "BulkRowError",
             fields={
@@ -153,7 +153,7 @@ class ItemFilters(serializers.Serializer):
 
 def _paginate(request: Request, view: APIView, qs: Any, output: type[serializers.Serializer]) -> Response:
     paginator = StableCursorPagination()
-    page = paginator.paginate_queryset(qs, request, view=view)
+    page: Any = paginator.paginate_queryset(qs, request, view=view)
     return paginator.get_paginated_response(output(page, many=True).data)
 
 

@@ -90,7 +90,7 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 class LatestEventsInline(ReadOnlyMixin, admin.TabularInline):
     model = Event
-    fields = EVENT_FIELDS
+    fields = EVENT_FIELDS  # type: ignore[assignment]
     readonly_fields = EVENT_FIELDS
     extra = 0
     max_num = 0

@@ -32,7 +32,7 @@ class EventInput(serializers.Serializer):
         required=False, help_text="ISO 8601 (naive = UTC) or unix seconds; default now. 2000-01-01 .. now + 1 day."
     )
     scene = serializers.CharField(max_length=64, required=False, help_text="The scene's slug, e.g. product_detail.")
-    context = serializers.JSONField(required=False, help_text="Device, page... (an object).")
+    context = serializers.JSONField(required=False, help_text="Device, page... (an object).")  # type: ignore[assignment]
     recommendation_id = serializers.CharField(
         max_length=64, required=False, allow_null=True, help_text="The id of the served list this event came from."
     )

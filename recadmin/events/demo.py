@@ -19,6 +19,7 @@ import itertools
 import math
 import random
 from decimal import Decimal
+from typing import Any
 
 from django.utils import timezone
 
@@ -71,7 +72,7 @@ def demo_shop_build(
         dept: names[i * BRANDS_PER_DEPARTMENT : (i + 1) * BRANDS_PER_DEPARTMENT] for i, dept in enumerate(DEPARTMENTS)
     }
 
-    items = []
+    items: list[dict[str, Any]] = []
     by_leaf: dict[str, list[int]] = {leaf: [] for _, leaf in leaves}
     popularity: list[float] = []
     item_brand: list[str] = []
@@ -100,7 +101,7 @@ def demo_shop_build(
         item_brand.append(brand)
         item_price.append(price)
 
-    customers = []
+    customers: list[dict[str, Any]] = []
     prefs = []
     for c in range(n_customers):
         favourite_leaves = rng.sample([leaf for _, leaf in leaves], rng.randint(1, 2))

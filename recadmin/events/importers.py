@@ -435,7 +435,7 @@ def _load_items(rows: list[dict[str, Any]]) -> int:
     return Item.objects.count() - before
 
 
-_ITEM_DEFAULTS = {"title": "", "brand": "", "price": None, "currency": "USD", "stock_quantity": None,
+_ITEM_DEFAULTS: dict[str, Any] = {"title": "", "brand": "", "price": None, "currency": "USD", "stock_quantity": None,
                   "in_stock": True, "is_active": True, "attributes": {}}  # fmt: skip
 
 
@@ -474,16 +474,18 @@ def _load_customers(rows: list[dict[str, Any]]) -> int:
             created += pg_copy_upsert(table=table, columns=columns, rows=plain, key="shop_id", update=[])
         return created
     before = Customer.objects.count()
-    with_attrs = [Customer(shop_id=r["shop_id"], attributes=r["attributes"], created_at=now, updated_at=now)
-                  for r in rows if r.get("attributes")]  # fmt: skip
-    plain = [Customer(shop_id=r["shop_id"], created_at=now, updated_at=now) for r in rows if not r.get("attributes")]
-    if with_attrs:
+    customers_with_attrs = [Customer(shop_id=r["shop_id"], attributes=r["attributes"], created_at=now, updated_at=now)
+                            for r in rows if r.get("attributes")]  # fmt: skip
+    customers_plain = [
+        Customer(shop_id=r["shop_id"], created_at=now, updated_at=now) for r in rows if not r.get("attributes")
+    ]
+    if customers_with_attrs:
         Customer.objects.bulk_create(
-            with_attrs, batch_size=2000, update_conflicts=True, unique_fields=["shop_id"],
+            customers_with_attrs, batch_size=2000, update_conflicts=True, unique_fields=["shop_id"],
             update_fields=["attributes", "updated_at"],
         )  # fmt: skip
-    if plain:
-        Customer.objects.bulk_create(plain, batch_size=5000, ignore_conflicts=True)
+    if customers_plain:
+        Customer.objects.bulk_create(customers_plain, batch_size=5000, ignore_conflicts=True)
     return Customer.objects.count() - before
 
 
