@@ -561,7 +561,7 @@ def read_split(train: str | Path, test: str | Path, negatives: str | Path | None
 
     users, histories, targets, negs = [], [], [], []
     skipped = 0
-    for user, item in first.items():
+    for user, item in sorted(first.items(), key=lambda kv: row_of.get(kv[0], -1)):
         row = row_of.get(user)
         if row is None or len(seqs[row]) == 0:
             skipped += 1  # no history at all: nothing to condition on

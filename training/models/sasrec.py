@@ -31,12 +31,12 @@ DEFAULTS: dict[str, Any] = {
     "heads": 1,
     "ffn_mult": 1,
     "max_len": 50,
-    "dropout": 0.5,
-    "lr": 1e-3,
+    "dropout": 0.3,
+    "lr": 3e-3,
     "weight_decay": 0.0,
-    "batch_size": 128,
+    "batch_size": 256,
     "max_epochs": 200,
-    "patience": 10,
+    "patience": 5,
     # Training stops after this many seconds (checked per epoch), keeping the best epoch so far.
     "max_seconds": 780.0,
     "loss": "full",  # or "sampled"
