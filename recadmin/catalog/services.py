@@ -361,11 +361,13 @@ def _pg_customers_ensure(wanted: list[str]) -> dict[str, int]:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT shop_id, id FROM {table} WHERE shop_id = ANY(%s)", [wanted])
         found = dict(cursor.fetchall())
-        missing = [s for s in wanted if s not in found]
+        # Sorted, so that concurrent requests creating overlapping customers take the unique-index
+        # locks in the same order and cannot deadlock.
+        missing = sorted(s for s in wanted if s not in found)
         if missing:
             cursor.execute(
                 f"INSERT INTO {table} (shop_id, attributes, created_at, updated_at) "
-                "SELECT s, '{}'::jsonb, now(), now() FROM unnest(%s::text[]) AS s "
+                "SELECT s, '{}'::jsonb, now(), now() FROM unnest(%s::text[]) WITH ORDINALITY AS t(s, n) ORDER BY n "
                 "ON CONFLICT (shop_id) DO NOTHING",
                 [missing],
             )
