@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -48,7 +48,7 @@ MAX_N = 100
 # The full list cached per recommendation_id: at least this long (several pages of a usual n), and
 # as long as the first request's offset + n. Later pages of the same id are slices of it; asking
 # past its end gives a short or empty page rather than a different list.
-LIST_LENGTH = 50
+LIST_LENGTH = 30
 MAX_LIST_LENGTH = 500
 MAX_K = 1000
 LIST_TTL_SECONDS = 30 * 60
@@ -188,7 +188,9 @@ def validate_item(
 # --------------------------------------------------------------------------------------------
 
 
-def _to_candidate(meta: dict[str, Any], score: float, origin: str) -> Candidate:
+def _to_candidate(
+    meta: dict[str, Any], score: float, origin: str, embedding: tuple[float, ...] | None = None
+) -> Candidate:
     path = meta.get("path")
     if path is None:
         path = tuple(p for p in (meta.get("category_path") or "").strip("/").split("/") if p)
@@ -202,6 +204,7 @@ def _to_candidate(meta: dict[str, Any], score: float, origin: str) -> Candidate:
         in_stock=bool(meta.get("in_stock", True)),
         active=bool(meta.get("is_active", True)),
         attributes=meta.get("attributes") or {},
+        embedding=embedding,
         origin=origin,
     )
 
@@ -307,13 +310,14 @@ def _rank(
     now = context.now
     pinned = _pinned_ids(bundle.ruleset, now)
     metas = items_metadata([item for item, _ in scored] + pinned, state=state.items if state else None)
-    candidates = [_to_candidate(metas[item], score, origin) for item, score in scored if item in metas]
-    extras = tuple(_to_candidate(metas[i], 0.0, "pinned") for i in pinned if i in metas)
+    vectors: dict[str, tuple[float, ...]] = {}
     if bundle.settings.mmr_enabled and bundle.settings.mmr_lambda < 1.0 and embedding_version is not None:
-        vectors = embeddings_get(version_id=embedding_version, shop_ids=[c.item_id for c in (*candidates, *extras)])
-        if vectors:
-            candidates = [replace(c, embedding=vectors.get(c.item_id)) for c in candidates]
-            extras = tuple(replace(c, embedding=vectors.get(c.item_id)) for c in extras)
+        vectors = embeddings_get(version_id=embedding_version, shop_ids=[i for i, _ in scored if i in metas] + pinned)
+    get_vector = vectors.get
+    candidates = [
+        _to_candidate(metas[item], score, origin, get_vector(item)) for item, score in scored if item in metas
+    ]
+    extras = tuple(_to_candidate(metas[i], 0.0, "pinned", get_vector(i)) for i in pinned if i in metas)
     ctx = Context(now=now, purchases=context.purchases, current_item=context.current_item, extra_candidates=extras)
     ranking = engine.apply_rules(candidates, bundle.ruleset, bundle.settings, ctx, n=length, offset=0)
     items = []
