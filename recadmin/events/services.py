@@ -33,6 +33,8 @@ from recadmin.events.models import (
 )
 
 logger = logging.getLogger(__name__)
+# One encoder for every row: json.dumps with options builds a new encoder per call.
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 FUTURE_TOLERANCE = dt.timedelta(days=1)
@@ -316,7 +318,7 @@ def events_store(*, rows: Sequence[EventRow], customer_ids: Mapping[str, int], i
             r.value,
             r.occurred_at.isoformat() if pg else r.occurred_at,
             r.scene,
-            (json.dumps(r.context, separators=(",", ":")) if r.context else "{}") if pg else r.context,
+            (_json_encode(r.context) if r.context else "{}") if pg else r.context,
             r.recommendation_id,
             r.event_id,
             now,

@@ -185,3 +185,17 @@ def test_schema_documents_the_events_endpoint() -> None:
     operation = schema["paths"]["/api/v1/events"]["post"]
     assert "ingest" in operation["description"]
     assert {"200", "207", "400"} <= set(operation["responses"])
+
+
+def test_context_and_ids_with_special_characters_round_trip(api_client: APIClient) -> None:
+    ItemFactory(shop_id="SKU\t1\\ü")
+    context = {"page": "/p/crème\\brûlée", "note": "tab\there\nnewline", "n": 1}
+    body = _event(1, item="SKU\t1\\ü", customer="kund€", scene="home", context=context, event_id="é\\1")
+    assert api_client.post(URL, body, format="json").json()["stored"] == 1
+    event = Event.objects.select_related("item", "customer").get()
+    assert (event.context, event.item.shop_id, event.customer.shop_id, event.event_id) == (
+        context,
+        "SKU\t1\\ü",
+        "kund€",
+        "é\\1",
+    )
