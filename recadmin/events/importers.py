@@ -50,6 +50,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from recadmin.catalog.cache import items_changed
 from recadmin.catalog.models import PATH_SEPARATOR, Category, Customer, Item
 from recadmin.catalog.services import pg_copy_upsert
 from recadmin.core.errors import ValidationError
@@ -514,6 +515,8 @@ def dataset_load(
         stats.categories = _load_categories(dataset.categories)
         stats.items_created = _load_items(dataset.items)
         stats.customers_created = _load_customers(dataset.customers)
+    # Bulk writes fire no signals: tell the item caches above the catalog (serving) that items moved.
+    items_changed()
     item_ids = dict(Item.objects.values_list("shop_id", "id"))
     customer_ids = dict(Customer.objects.values_list("shop_id", "id"))
     for chunk in _chunks(dataset.events, chunk_size):
