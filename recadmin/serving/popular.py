@@ -127,10 +127,10 @@ def popular_get(*, category: str | None = None) -> Ranked:
         _local[key] = (time.monotonic(), [])
         return []
     # Missing: one request rebuilds, concurrent ones wait briefly for it instead of piling on.
-    got_lock = False
+    got_lock: bool | None = None  # None: the cache did not answer, so nobody can be building
     with contextlib.suppress(Exception):
-        got_lock = cache.add(_LOCK_KEY, 1, 60)
-    if not got_lock:
+        got_lock = bool(cache.add(_LOCK_KEY, 1, 60))
+    if got_lock is False:
         for _ in range(50):
             time.sleep(0.02)
             with contextlib.suppress(Exception):

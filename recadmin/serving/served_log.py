@@ -71,6 +71,7 @@ def served_log_push(
             length = pipe.execute()[-1]
         except Exception:  # noqa: BLE001 - Redis down: keep the record locally rather than lose it
             logger.warning("served log: Redis unavailable, buffering locally")
+            connection = None  # and write the local buffer from here when it fills
         else:
             if length % DRAIN_BATCH == 0:
                 _kick_drain()

@@ -453,7 +453,11 @@ def recommendations_build(
     category = validate_category(category)
     length = _list_length(n, offset)
     if history is None:
-        entries = history_get(customer, HISTORY_LIMIT) if customer else []
+        try:
+            entries = history_get(customer, HISTORY_LIMIT) if customer else []
+        except Exception:  # Redis down: serve as for a new customer rather than fail
+            logger.warning("serving: history of %r unavailable", customer, exc_info=True)
+            entries = []
         history_ids, purchases = _history_ids(entries)
     else:
         history_ids, purchases = list(history), {}

@@ -94,3 +94,20 @@ def test_a_disabled_scene_serves_its_fallback(api_client: APIClient, shop_with_e
 
     assert body["source"] == "fallback"
     assert fallbacks.fallback_counts()[fallbacks.REASON_SCENE_DISABLED] == 1
+
+
+@pytest.mark.redis
+def test_with_redis_unreachable_a_valid_request_still_gets_a_list(
+    api_client: APIClient, shop_with_events: Any, settings: Any
+) -> None:
+    from recadmin.modelops.torchserve import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": dead}}
+    settings.CACHES = caches
+    settings.REDIS_URL = dead
+
+    response = api_client.get(URL, {"customer": "customer-000", "scene": "home", "n": 4})
+
+    assert response.status_code == 200, response.content
+    assert len(response.json()["items"]) == 4
