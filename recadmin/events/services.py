@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import logging
 import math
@@ -206,15 +205,6 @@ _COLUMNS = (
 )
 
 
-def _copy_escape(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    text = str(value)
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
-
-
 # Plain columns, no constraints: rows are checked when they move to the real table.
 _TMP_TABLE_SQL = (
     "CREATE TEMP TABLE IF NOT EXISTS events_ingest_tmp (customer_id bigint, item_id bigint, type text, "
@@ -223,15 +213,31 @@ _TMP_TABLE_SQL = (
 )
 
 
-def _copy_payload(records: Sequence[tuple[Any, ...]]) -> str:
-    buffer = io.StringIO()
-    for record in records:
-        buffer.write("\t".join(_copy_escape(v) for v in record))
-        buffer.write("\n")
-    return buffer.getvalue()
+def _escape_text(text: str) -> str:
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
 
 
-def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
+def _copy_payload(
+    rows: Sequence[EventRow], customer_ids: Mapping[str, int], item_ids: Mapping[str, int], now: str
+) -> str:
+    """The rows in COPY text format, one f-string per row: this runs for every ingested event."""
+    esc = _escape_text
+    null = "\\N"
+    lines = []
+    for r in rows:
+        value = null if r.value is None else repr(r.value)
+        context = esc(_json_encode(r.context)) if r.context else "{}"
+        rec = null if r.recommendation_id is None else esc(r.recommendation_id)
+        lines.append(
+            f"{customer_ids[r.customer]}\t{item_ids[r.item]}\t{esc(r.type)}\t{value}\t{r.occurred_at.isoformat()}\t"
+            f"{esc(r.scene)}\t{context}\t{rec}\t{esc(r.event_id)}\t{now}\n"
+        )
+    return "".join(lines)
+
+
+def _pg_store(payload: str, event_ids: Sequence[str]) -> set[str]:
     """Store rows (unique event ids) on PostgreSQL; returns the event ids actually stored.
 
     Usually none of the ids exist yet: then the rows are COPYed straight into the table (in a
@@ -242,7 +248,6 @@ def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
 
     table = Event._meta.db_table
     cols = ", ".join(_COLUMNS)
-    payload = _copy_payload(records)
     try:
         with (
             transaction.atomic(),
@@ -250,7 +255,7 @@ def _pg_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
             cursor.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy,
         ):
             copy.write(payload)
-        return {r[8] for r in records}
+        return set(event_ids)
     except (IntegrityError, psycopg.IntegrityError):
         pass  # some ids exist already (a resent batch, or a race): the conflict-safe path below
     with connection.cursor() as cursor:
@@ -308,24 +313,16 @@ def events_store(*, rows: Sequence[EventRow], customer_ids: Mapping[str, int], i
         return set()
     if len({r.event_id for r in rows}) != len(rows):
         rows = list({r.event_id: r for r in reversed(rows)}.values())[::-1]  # keep the first of each id
-    pg = connection.vendor == "postgresql"
-    now: Any = timezone.now().isoformat() if pg else timezone.now()
+    if connection.vendor == "postgresql":
+        payload = _copy_payload(rows, customer_ids, item_ids, timezone.now().isoformat())
+        return _pg_store(payload, [r.event_id for r in rows])
+    now = timezone.now()
     records = [
-        (
-            customer_ids[r.customer],
-            item_ids[r.item],
-            r.type,
-            r.value,
-            r.occurred_at.isoformat() if pg else r.occurred_at,
-            r.scene,
-            (_json_encode(r.context) if r.context else "{}") if pg else r.context,
-            r.recommendation_id,
-            r.event_id,
-            now,
-        )
+        (customer_ids[r.customer], item_ids[r.item], r.type, r.value, r.occurred_at, r.scene, r.context,
+         r.recommendation_id, r.event_id, now)
         for r in rows
-    ]
-    return _pg_store(records) if pg else _orm_store(records)
+    ]  # fmt: skip
+    return _orm_store(records)
 
 
 def events_ingest(*, payload: Sequence[Any], record_history: bool = True) -> IngestResult:
