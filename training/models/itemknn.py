@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from training.base import FitReport, ProgressCallback, Recommender
-from training.models._common import finish_scores, pad_left, seed_everything, tune_allocator
+from training.models._common import finish_scores, seed_everything, tune_allocator
 
 DEFAULTS: dict[str, Any] = {
     "neighbours": 100,
@@ -103,18 +103,28 @@ class NeighbourModel(Recommender):
     @torch.no_grad()
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         tune_allocator()
-        hist = pad_left(histories, int(self.params["max_history"]))
-        b, length = hist.shape
+        max_history = int(self.params["max_history"])
         decay = float(self.params["history_decay"])
-        weights = decay ** torch.arange(length - 1, -1, -1, dtype=torch.float32)
-        real = hist > 0
-        # Position weights count real items from the end (padding sits on the left).
-        weights = weights.unsqueeze(0) * real
-        idx = self.nbr_idx[hist].long()  # (B, L, k)
-        vals = self.nbr_sim[hist] * weights.unsqueeze(2)
-        out = torch.zeros(b, self.num_items + 1)
-        out.scatter_add_(1, idx.view(b, -1), vals.view(b, -1))
-        return finish_scores(out)
+        rows_l, items_l, weights_l = [], [], []
+        for row, history in enumerate(histories):
+            h = np.asarray(history, dtype=np.int64)[-max_history:]
+            h = h[h > 0]
+            if h.size:
+                rows_l.append(np.full(h.size, row, dtype=np.int64))
+                items_l.append(h)
+                # decay ** (distance from the end of the history): the latest item weighs 1
+                weights_l.append(np.power(decay, np.arange(h.size - 1, -1, -1, dtype=np.float32)))
+        width = self.num_items + 1
+        out = torch.zeros(len(histories) * width)
+        if rows_l:
+            rows = torch.from_numpy(np.concatenate(rows_l))
+            items = torch.from_numpy(np.concatenate(items_l))
+            weights = torch.from_numpy(np.concatenate(weights_l).astype(np.float32))
+            # Only real history entries are expanded: (entries, k) neighbour ids and weights.
+            targets = rows.unsqueeze(1) * width + self.nbr_idx[items].long()
+            values = self.nbr_sim[items] * weights.unsqueeze(1)
+            out.index_add_(0, targets.view(-1), values.view(-1))
+        return finish_scores(out.view(len(histories), width))
 
     def item_embeddings(self) -> torch.Tensor:
         return self.emb.clone()

@@ -147,6 +147,7 @@ class SASRec(Recommender):
         self.ln_out = nn.LayerNorm(d)
         self.register_buffer("item_attrs", torch.zeros(num_items + 1, int(p["max_attributes"]), dtype=torch.long))
         self._cached_repr: torch.Tensor | None = None
+        self._cached_repr_t: torch.Tensor | None = None
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -199,18 +200,21 @@ class SASRec(Recommender):
         if self.training:
             self.eval()
         if self._cached_repr is None:
-            self._cached_repr = self.item_representations().detach()
+            self._cached_repr = self.item_representations().detach().contiguous()
+            self._cached_repr_t = self._cached_repr.T.contiguous()
         reps = self._cached_repr
         n = len(histories)
-        out = torch.empty(n, self.num_items + 1)
         max_len = int(self.params["max_len"])
+        hidden = torch.empty(n, reps.shape[1])
         # Similar lengths together: a batch is only as wide as its longest history.
         order = np.argsort([min(len(h), max_len) for h in histories], kind="stable")
         for start in range(0, n, _SCORE_CHUNK):
             rows = order[start : start + _SCORE_CHUNK]
             seqs = pad_left([histories[int(i)] for i in rows], max_len)
-            hidden = self._encode(seqs, reps, last_only=True)[:, -1]
-            out[torch.from_numpy(rows)] = hidden @ reps.T
+            hidden[torch.from_numpy(rows)] = self._encode(seqs, reps, last_only=True)[:, -1]
+        # One product straight into the result: the (n, items) matrix is written exactly once.
+        out = torch.empty(n, self.num_items + 1)
+        torch.mm(hidden, self._cached_repr_t, out=out)
         return finish_scores(out)
 
     def item_embeddings(self) -> torch.Tensor:
