@@ -20,8 +20,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import reverse
 
 ADMIN_USERNAME = "admin"
+QUICK_EPOCHS = 20
+EPOCH_KINDS = {"sasrec", "cf"}
 
 
 class Command(BaseCommand):
@@ -34,7 +37,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default: %(default)s).")
         parser.add_argument("--port", type=int, default=8000, help="Port to serve on (default: %(default)s).")
         parser.add_argument("--kind", default="sasrec", help="Model to train: sasrec, cf, itemknn, pop.")
-        parser.add_argument("--epochs", type=int, default=None, help="Training epochs (default: the model's).")
+        parser.add_argument(
+            "--epochs",
+            type=int,
+            default=None,
+            help=f"Training epochs for sasrec/cf (default {QUICK_EPOCHS}, a demo in minutes; nightly runs use more).",
+        )
         parser.add_argument("--items", type=int, default=2000, help="Demo shop: number of items.")
         parser.add_argument("--customers", type=int, default=1000, help="Demo shop: number of customers.")
         parser.add_argument("--seed", type=int, default=7, help="Demo shop and training seed.")
@@ -65,7 +73,10 @@ class Command(BaseCommand):
         version = self._model(options)
 
         base = f"http://{options['host']}:{options['port']}"
-        self._summary(base, username, password, raw_key, version, time.monotonic() - started)
+        from recadmin.catalog.models import Customer
+
+        customer = Customer.objects.order_by("id").values_list("shop_id", flat=True).first() or "new-customer"
+        self._summary(base, username, password, raw_key, version, customer, time.monotonic() - started)
         if options["no_serve"]:
             return
         self._serve(options, torchserve)
@@ -168,8 +179,8 @@ class Command(BaseCommand):
             return default
 
         params: dict[str, Any] = {"seed": options["seed"]}
-        if options["epochs"]:
-            params["epochs"] = options["epochs"]
+        if options["kind"] in EPOCH_KINDS:
+            params["epochs"] = options["epochs"] or QUICK_EPOCHS
         run = training_run_create(kind=options["kind"], params=params, trigger="quickstart", enqueue=False)
         bar = tqdm(total=100, unit="%", desc="training", bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
 
@@ -192,7 +203,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  default version: {default.name} v{default.version}")
         return default or version
 
-    def _summary(self, base: str, username: str, password: str, raw_key: str, version: Any, seconds: float) -> None:
+    def _summary(
+        self, base: str, username: str, password: str, raw_key: str, version: Any, customer: str, seconds: float
+    ) -> None:
         self._step(f"Ready in {seconds:.0f}s")
         model = f"{version.name} v{version.version}" if version is not None else "none"
         self.stdout.write(
@@ -200,9 +213,9 @@ class Command(BaseCommand):
             f"  API docs     {base}/api/docs/\n"
             f"  API key      {raw_key}\n"
             f"  model        {model}\n"
-            f"  preview      {base}/admin/ → Serving → Preview\n"
+            f"  preview      {base}{reverse('admin:serving_preview')}\n"
             f"  try it       curl -H 'Authorization: Bearer {raw_key}' "
-            f"'{base}/api/v1/recommendations?customer=c1&scene=home&n=10'"
+            f"'{base}/api/v1/recommendations?customer={customer}&scene=home&n=10'"
         )
 
     def _serve(self, options: dict[str, Any], torchserve: Any) -> None:
