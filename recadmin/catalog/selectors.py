@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 
 from django.db import connection
@@ -71,13 +72,25 @@ def item_list(
     return qs
 
 
+# Thousands of ids travel as one JSON string: psycopg's client-side quoting of a text[] parameter
+# costs milliseconds per thousand elements in Python, json.dumps a fraction of that in C.
+PG_JSON_TEXT_ARRAY = "ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))"
+
+
+def pg_json_param(values: list[str]) -> str:
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+
+
 def item_ids_by_shop_id(*, shop_ids: Iterable[str]) -> dict[str, int]:
     """Map shop ids to primary keys (unknown ids are absent). Ingestion calls this per batch."""
     wanted = list(set(shop_ids))
     if connection.vendor == "postgresql":
         # One array parameter instead of an IN list of thousands: far less query-building work.
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT shop_id, id FROM {Item._meta.db_table} WHERE shop_id = ANY(%s)", [wanted])
+            cursor.execute(
+                f"SELECT shop_id, id FROM {Item._meta.db_table} WHERE shop_id = ANY({PG_JSON_TEXT_ARRAY})",
+                [pg_json_param(wanted)],
+            )
             return dict(cursor.fetchall())
     return dict(Item.objects.filter(shop_id__in=wanted).values_list("shop_id", "id"))
 

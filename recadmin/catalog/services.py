@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from recadmin.catalog.cache import items_changed
 from recadmin.catalog.models import PATH_SEPARATOR, Category, Customer, Item
+from recadmin.catalog.selectors import PG_JSON_TEXT_ARRAY, pg_json_param
 from recadmin.core.errors import Conflict, ValidationError
 
 # Item fields a client may set, besides shop_id. `category` is given as the category's slug.
@@ -359,7 +360,9 @@ def customers_ensure(*, shop_ids: Iterable[str]) -> dict[str, int]:
 def _pg_customers_ensure(wanted: list[str]) -> dict[str, int]:
     table = Customer._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT shop_id, id FROM {table} WHERE shop_id = ANY(%s)", [wanted])
+        cursor.execute(
+            f"SELECT shop_id, id FROM {table} WHERE shop_id = ANY({PG_JSON_TEXT_ARRAY})", [pg_json_param(wanted)]
+        )
         found = dict(cursor.fetchall())
         # Sorted, so that concurrent requests creating overlapping customers take the unique-index
         # locks in the same order and cannot deadlock.
@@ -367,11 +370,14 @@ def _pg_customers_ensure(wanted: list[str]) -> dict[str, int]:
         if missing:
             cursor.execute(
                 f"INSERT INTO {table} (shop_id, attributes, created_at, updated_at) "
-                "SELECT s, '{}'::jsonb, now(), now() FROM unnest(%s::text[]) WITH ORDINALITY AS t(s, n) ORDER BY n "
+                "SELECT s, '{}'::jsonb, now(), now() "
+                "FROM jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS t(s, n) ORDER BY n "
                 "ON CONFLICT (shop_id) DO NOTHING",
-                [missing],
+                [pg_json_param(missing)],
             )
-            cursor.execute(f"SELECT shop_id, id FROM {table} WHERE shop_id = ANY(%s)", [missing])
+            cursor.execute(
+                f"SELECT shop_id, id FROM {table} WHERE shop_id = ANY({PG_JSON_TEXT_ARRAY})", [pg_json_param(missing)]
+            )
             found.update(cursor.fetchall())
     return found
 
