@@ -15,6 +15,7 @@ from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.core.auth import HasRecommendScope
 from recadmin.core.errors import ValidationError
 from recadmin.serving.services import (
+    HISTORY_LIMIT,
     ServedList,
     popular_serve,
     recommendations_serve,
@@ -141,10 +142,11 @@ class RecommendationsApi(APIView):
     def get(self, request: Request) -> Response:
         params = request.query_params
         scene = _text(params, "scene", max_length=64)
-        state = hot_state()
+        customer = _text(params, "customer") or ""
+        state = hot_state(customer=customer, history_limit=HISTORY_LIMIT)
         bundle = scene_bundle(scene, state=state)
         served = recommendations_serve(
-            customer=_text(params, "customer") or "",
+            customer=customer,
             scene=scene,
             n=validate_n(params.get("n"), default=bundle.settings.default_n),
             offset=validate_offset(params.get("offset")),

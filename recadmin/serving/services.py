@@ -454,7 +454,10 @@ def recommendations_build(
     length = _list_length(n, offset)
     if history is None:
         try:
-            entries = history_get(customer, HISTORY_LIMIT) if customer else []
+            if state.history is not None and state.history_customer == customer:
+                entries = state.history  # read with the cache tokens, in the same round trip
+            else:
+                entries = history_get(customer, HISTORY_LIMIT) if customer else []
         except Exception:  # Redis down: serve as for a new customer rather than fail
             logger.warning("serving: history of %r unavailable", customer, exc_info=True)
             entries = []

@@ -1,7 +1,8 @@
 """What a request must know before it can rank, read in one cache round trip.
 
 The version tokens of the lower apps' caches (the rules' `rules:version`, the default model's key,
-the catalog's item generation and change counter) come back in one `get_many`. Everything derived
+the catalog's item generation and change counter) and, with Redis, the customer's recent history
+(the events app's sorted set, as `events.history.history_key` invites) come back in one pipeline. Everything derived
 from them is then kept in this process and reused while the tokens stand still: the scene's
 settings and compiled rules, the default version. When a token moves (a rule saved, a version
 promoted, an item edited) the next request sees it and reloads through the owning app's selectors.
@@ -14,9 +15,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 
 from recadmin.catalog.cache import CHANGES_KEY, GENERATION_KEY
+from recadmin.events.history import HistoryEntry, history_decode, history_key
 from recadmin.modelops.selectors import DefaultModel, default_cache_key, default_model_get, model_name_resolve
 from recadmin.rules.engine import RuleSet, SceneSettings
 from recadmin.rules.selectors import VERSION_KEY, ruleset_for_scene, scene_settings_for_slug
@@ -40,6 +43,9 @@ class HotState:
     default_raw: Any  # what the default-model key holds (dict, "none") or _MISSING
     items_generation: int
     items_changes: int | None
+    # The customer's newest events (newest first) when read in the same round trip, else None.
+    history: list[HistoryEntry] | None = None
+    history_customer: str = ""
 
     @property
     def items(self) -> tuple[int, int | None]:
@@ -50,10 +56,29 @@ _bundles: dict[tuple[str, str], SceneBundle | None] = {}
 _bundles_lock = threading.Lock()
 
 
-def hot_state() -> HotState:
+def _uses_redis() -> bool:
+    return bool(settings.REDIS_URL) and str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
+
+
+def _read(keys: list[str], customer: str, limit: int) -> tuple[dict[str, Any], list[HistoryEntry] | None]:
+    if customer and _uses_redis():
+        from django_redis import get_redis_connection
+
+        pipe = get_redis_connection("default").pipeline(transaction=False)
+        pipe.mget([cache.make_key(k) for k in keys])
+        pipe.zrevrange(history_key(customer), 0, limit - 1)
+        values, members = pipe.execute()
+        client = cache.client  # type: ignore[attr-defined]
+        found = {k: client.decode(v) for k, v in zip(keys, values, strict=True) if v is not None}
+        return found, history_decode(members)
+    return cache.get_many(keys), None
+
+
+def hot_state(*, customer: str = "", history_limit: int = 50) -> HotState:
     keys = [VERSION_KEY, default_cache_key(model_name_resolve()), GENERATION_KEY, CHANGES_KEY]
+    history: list[HistoryEntry] | None = None
     try:
-        found = cache.get_many(keys)
+        found, history = _read(keys, customer, history_limit)
     except Exception:  # noqa: BLE001 - a cache outage: every lookup below goes to its selector
         found = {}
     changes = found.get(CHANGES_KEY)
@@ -63,6 +88,8 @@ def hot_state() -> HotState:
         items_generation=int(found.get(GENERATION_KEY) or 0),
         # A missing counter is created (with a fresh random value) by catalog.cache.items_state.
         items_changes=int(changes) if changes is not None else None,
+        history=history,
+        history_customer=customer,
     )
 
 
