@@ -45,8 +45,11 @@ class Recommender(nn.Module, ABC):
         *,
         progress: ProgressCallback | None = None,
         seed: int = 0,
+        valid: Any = None,
     ) -> FitReport:
-        """Train on `dataset` (a `training.data.InteractionDataset` split for training)."""
+        """Train on `dataset` (a `training.data.InteractionDataset` split for training).
+
+        `valid` (a `training.data.EvalSet`) is for early stopping; models without epochs ignore it."""
 
     @abstractmethod
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:

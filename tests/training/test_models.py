@@ -133,3 +133,10 @@ def test_time_decayed_popularity_prefers_recent_items() -> None:
 def test_build_model_rejects_an_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown model kind"):
         build_model("gru", 10)
+
+
+def test_sasrec_with_sampled_softmax_also_learns_the_pattern(split, fitted) -> None:
+    params = {**QUICK["sasrec"], "loss": "sampled", "num_negatives": 24}
+    model = build_model("sasrec", split.full.num_items, **params)
+    model.fit(split.train, valid=split.valid, seed=0)
+    assert _ndcg10(model, split) > _ndcg10(fitted["pop"], split) + 0.25

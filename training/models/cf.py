@@ -42,7 +42,7 @@ class EASE(NeighbourModel):
         x = interaction_matrix(dataset)
         counts = np.asarray(x.sum(0)).ravel()
         counts[0] = 0
-        m = int(min(int(self.params["max_items"]), np.count_nonzero(counts)))
+        m = min(int(self.params["max_items"]), int(np.count_nonzero(counts)))
         keep = np.sort(np.argsort(-counts, kind="stable")[:m])  # item indices in the Gram matrix
         xs = x[:, keep]
         gram = torch.from_numpy((xs.T @ xs).toarray().astype(np.float32))

@@ -80,6 +80,9 @@ class NeighbourModel(Recommender):
     """Scoring and storage shared by models that reduce to per-item neighbour lists."""
 
     kind = "neighbours"
+    nbr_idx: torch.Tensor
+    nbr_sim: torch.Tensor
+    emb: torch.Tensor
     defaults: dict[str, Any] = DEFAULTS
 
     def __init__(self, num_items: int, **params: Any) -> None:

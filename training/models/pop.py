@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
 
 class Popularity(Recommender):
     kind = "pop"
+    counts: torch.Tensor
 
     def __init__(self, num_items: int, **params: Any) -> None:
         super().__init__(num_items, **{**DEFAULTS, **params})

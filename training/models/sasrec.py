@@ -130,6 +130,7 @@ class _Block(nn.Module):
 
 class SASRec(Recommender):
     kind = "sasrec"
+    item_attrs: torch.Tensor
 
     def __init__(self, num_items: int, **params: Any) -> None:
         super().__init__(num_items, **{**DEFAULTS, **params})
@@ -214,6 +215,7 @@ class SASRec(Recommender):
             hidden[torch.from_numpy(rows)] = self._encode(seqs, reps, last_only=True)[:, -1]
         # One product straight into the result: the (n, items) matrix is written exactly once.
         out = torch.empty(n, self.num_items + 1)
+        assert self._cached_repr_t is not None
         torch.mm(hidden, self._cached_repr_t, out=out)
         return finish_scores(out)
 
@@ -309,7 +311,7 @@ class SASRec(Recommender):
                 chunk = perm[start : start + window]
                 chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
                 batches.extend(chunk[i : i + batch_size] for i in range(0, chunk.size, batch_size))
-            rng.shuffle(batches)  # type: ignore[arg-type]
+            rng.shuffle(batches)
             total_loss = 0.0
             for step, rows in enumerate(batches):
                 width = int(lengths[rows].max())
