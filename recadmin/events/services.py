@@ -171,9 +171,8 @@ def event_validate(row: Any, *, index: int, now: dt.datetime, types: Mapping[str
         event_id = str(event_id)
         if len(event_id) > EVENT_ID_MAX_LENGTH:
             raise RowError("event_id", f"At most {EVENT_ID_MAX_LENGTH} characters.")
-    unknown = row.keys() - KNOWN_FIELDS
-    if unknown:
-        name = sorted(unknown)[0]
+    if not KNOWN_FIELDS.issuperset(row):
+        name = sorted(row.keys() - KNOWN_FIELDS)[0]
         raise RowError(name, f"Unknown field {name!r}.")
     return EventRow(
         index=index,
