@@ -39,3 +39,10 @@ def test_sasrec_through_train_and_evaluate_early_stops_on_validation() -> None:
     assert 1 <= result.report.best_epoch <= result.report.epochs <= 30
     assert result.report.best_valid["NDCG@10"] == pytest.approx(result.valid_metrics["NDCG@10"])
     assert [row["epoch"] for row in result.report.history] == list(range(1, result.report.epochs + 1))
+
+
+def test_sasrec_refit_trains_for_the_epoch_count_chosen_on_validation() -> None:
+    params = {"hidden": 16, "max_len": 8, "lr": 5e-3, "max_epochs": 6, "patience": 2, "dropout": 0.1}
+    result = train_and_evaluate(planted_dataset(240), "sasrec", params, seed=0, refit=True)
+    assert result.model.params["max_epochs"] == 6
+    assert result.test_metrics["HR@10"] > 0.5
