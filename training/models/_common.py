@@ -54,7 +54,7 @@ def tune_allocator() -> None:
 
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest value glibc accepts
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-1, 256 * 1024 * 1024)  # M_TRIM_THRESHOLD: give back only beyond 256 MB free
     except (OSError, AttributeError):
         pass
 
