@@ -230,7 +230,7 @@ def main() -> int:
         version = ModelVersion.objects.get(training_run=run)
         if version.status != ModelVersionStatus.DEFAULT:
             raise RuntimeError(f"the trained version is not the default: {run.gate_decision}")
-        ndcg = (version.valid_metrics or {}).get("ndcg@10")
+        ndcg = next((v for k, v in (version.valid_metrics or {}).items() if k.lower() == "ndcg@10"), None)
         notes.append(f"trained {version} ({args.kind}) in {time.perf_counter() - t0:.1f}s, valid NDCG@10 {ndcg}")
 
         from recadmin.catalog.models import Item

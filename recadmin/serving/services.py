@@ -502,6 +502,10 @@ def recommendations_build(
     except _Fallback as fallback:
         source, reason, detail = ServedSource.FALLBACK, fallback.reason, fallback.detail
         fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
+    except Exception as exc:  # a bug on the model path must cost the list, not the response
+        logger.exception("serving: ranking the model's candidates failed")
+        source, reason, detail = ServedSource.FALLBACK, fallbacks.REASON_INTERNAL, repr(exc)
+        fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
     if built is None:
         scored = _fallback_scores(scene=bundle.settings, category=category, context_meta=context_meta, limit=k)
         # The vectors live in the cache: a fallback list is diversified too, even with TorchServe down.
@@ -610,6 +614,10 @@ def similar_serve(
     except _Fallback as fallback:
         source, reason = ServedSource.FALLBACK, fallback.reason
         fallbacks.fallback_record(reason=reason, detail=fallback.detail, scene=scene or "", customer="")
+    except Exception as exc:  # a bug on the model path must cost the list, not the response
+        logger.exception("serving: ranking similar items failed")
+        source, reason = ServedSource.FALLBACK, fallbacks.REASON_INTERNAL
+        fallbacks.fallback_record(reason=reason, detail=repr(exc), scene=scene or "", customer="")
     if built is None:
         settings_for_fallback = SceneSettings(
             **{**bundle.settings.to_dict(), "fallback": engine.FALLBACK_CATEGORY}
