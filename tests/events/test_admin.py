@@ -68,3 +68,12 @@ def test_date_hierarchy_spans_first_to_last_event(admin_client: Client) -> None:
     first_year = timezone.localtime(now - dt.timedelta(days=800)).year
     assert f"occurred_at__year={first_year}" in html
     assert f"occurred_at__year={timezone.localtime(now).year}" in html
+
+
+def test_event_search_finds_by_event_customer_item_or_recommendation_id(admin_client: Client) -> None:
+    target = EventFactory(recommendation_id="rec-9")
+    other = EventFactory()
+    for term in [target.event_id, target.customer.shop_id, target.item.shop_id, "rec-9"]:
+        html = admin_client.get("/admin/events/event/", {"q": term}).content.decode()
+        assert f"/admin/events/event/{target.pk}/change/" in html, term
+        assert f"/admin/events/event/{other.pk}/change/" not in html, term
