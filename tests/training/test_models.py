@@ -140,3 +140,25 @@ def test_sasrec_with_sampled_softmax_also_learns_the_pattern(split, fitted) -> N
     model = build_model("sasrec", split.full.num_items, **params)
     model.fit(split.train, valid=split.valid, seed=0)
     assert _ndcg10(model, split) > _ndcg10(fitted["pop"], split) + 0.25
+
+
+def test_serving_modules_import_and_load_with_only_torch_and_numpy(split, fitted, tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    save_checkpoint(fitted["sasrec"], tmp_path / "ck", item_index=split.full.item_index)
+    code = (
+        "import sys\n"
+        "for name in ('scipy', 'tqdm', 'django', 'implicit', 'pandas', 'sklearn'):\n"
+        "    sys.modules[name] = None  # importing any of them now fails\n"
+        "import training.base, training.checkpoint, training.data, training.metrics\n"
+        "from training.models import MODEL_KINDS, model_class\n"
+        "[model_class(kind) for kind in MODEL_KINDS]\n"
+        f"loaded = training.checkpoint.load_checkpoint({str(tmp_path / 'ck')!r})\n"
+        "print(loaded.model.score([[1, 2]]).shape)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"torch.Size([1, {split.full.num_items + 1}])" in done.stdout
