@@ -39,7 +39,7 @@ def test_schedule_retraining_creates_one_editable_periodic_task_and_updates_it()
     [
         (["--hour", "25"], "Hour must be between 0 and 23"),
         (["--params", "{nope"], "--params is not valid JSON"),
-        (["--params", '{"epochs": 3}'], "Unknown parameter 'epochs'"),
+        (["--params", '{"epoch": 3}'], "Unknown parameter 'epoch'"),
     ],
 )
 def test_schedule_retraining_refuses_bad_input(args: list[str], message: str) -> None:
