@@ -8,6 +8,16 @@ pipeline; reads for many customers in one round trip.
 
 Without REDIS_URL the same structure lives in Django's cache (process-local), so a single machine
 works with nothing else installed.
+
+The cache is not the record, the database is: an entry can be missing (Redis restarted or flushed,
+TTL expired, another process's local memory, an import with --no-history). A read that finds no entry
+loads the customer's newest events from the database in one indexed query and writes them back
+(`history_load_many`). Two sentinel members make that exact without a second key to read:
+EMPTY_MEMBER marks "no events in the database" for a short while, so a cold-start customer's
+repeated requests do not query the database each time (recording an event removes it, so a first
+click counts at once); PARTIAL_MEMBER is added when an event is recorded into a missing entry (the
+older events were never loaded), so the next read loads them instead of trusting a truncated history.
+Neither contains "|", so history_decode skips them.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +33,12 @@ from django.conf import settings
 from django.core.cache import cache
 
 logger = logging.getLogger(__name__)
+
+EMPTY_MEMBER = "~empty"
+PARTIAL_MEMBER = "~partial"
+# How long "this customer has no events" is believed without asking the database again: events that
+# reach the database without history_record (an import with --no-history) show after this at most.
+EMPTY_TTL_SECONDS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +76,28 @@ _RECORD_LUA = """
 local length = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local rows = cjson.decode(ARGV[3])
+local complete = ARGV[4] == '1'
+local empty_ttl = tonumber(ARGV[5])
 for _, row in ipairs(rows) do
   local key = row[1]
-  for _, entry in ipairs(row[2]) do
-    redis.call('ZADD', key, entry[1], entry[2])
+  if #row[2] == 0 then
+    -- Only ever a marker on a missing entry: an event recorded meanwhile must not be hidden.
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('ZADD', key, 0, '~empty')
+      redis.call('EXPIRE', key, empty_ttl)
+    end
+  else
+    if complete then
+      redis.call('ZREM', key, '~empty', '~partial')
+    elseif redis.call('ZREM', key, '~empty') == 0 and redis.call('EXISTS', key) == 0 then
+      redis.call('ZADD', key, 0, '~partial')
+    end
+    for _, entry in ipairs(row[2]) do
+      redis.call('ZADD', key, entry[1], entry[2])
+    end
+    redis.call('ZREMRANGEBYRANK', key, 0, -(length + 1))
+    redis.call('EXPIRE', key, ttl)
   end
-  redis.call('ZREMRANGEBYRANK', key, 0, -(length + 1))
-  redis.call('EXPIRE', key, ttl)
 end
 return #rows
 """
@@ -82,7 +113,8 @@ def _record_script() -> Any:
 
 def history_key(customer_shop_id: str) -> str:
     """The key under which a customer's history lives: in Redis the sorted set itself (so the serving
-    path may fold the read into its own pipeline with ZREVRANGE key 0 limit-1 and history_decode)."""
+    path may fold the read into its own pipeline with ZREVRANGE key 0 limit, one more than it needs so
+    that a PARTIAL marker shows, and history_from_members; on None it calls history_load)."""
     return _key_base() + customer_shop_id
 
 
@@ -106,16 +138,37 @@ def history_decode(raw: Iterable[bytes | str]) -> list[HistoryEntry]:
             ts, type_, weight, item = text.split("|", 3)
             entries.append(HistoryEntry(item=item, type=type_, weight=float(weight), ts=float(ts)))
         except ValueError:
-            continue  # a foreign or corrupt member must not break serving
+            continue  # a foreign or corrupt member (or a sentinel) must not break serving
     return entries
+
+
+def history_split(raw: Sequence[bytes | str]) -> tuple[list[HistoryEntry], bool]:
+    """Members as read from the cache (newest first) into (entries, complete). Not complete when the
+    cache cannot answer alone (no entry, or one recorded without its older events): then the database
+    must (history_load, given the entries found so that none recorded meanwhile is lost)."""
+    if not raw:
+        return [], False
+    complete = True
+    for member in raw:
+        if (member.decode() if isinstance(member, bytes) else member) == PARTIAL_MEMBER:
+            complete = False
+            break
+    return history_decode(raw), complete
+
+
+def history_from_members(raw: Sequence[bytes | str]) -> list[HistoryEntry] | None:
+    """Like history_split, None when not complete."""
+    entries, complete = history_split(raw)
+    return entries if complete else None
 
 
 def _weights() -> dict[str, float]:
     return dict(settings.EVENT_TYPE_WEIGHTS)
 
 
-def history_record(events: Sequence[HistoryEvent]) -> None:
-    """Add events to their customers' histories (one Redis call for the whole batch)."""
+def history_record(events: Sequence[HistoryEvent], *, complete: bool = False) -> None:
+    """Add events to their customers' histories (one Redis call for the whole batch). `complete`
+    says the events are each customer's whole recent history (read from the database)."""
     if not events:
         return
     weights = _weights()
@@ -125,6 +178,11 @@ def history_record(events: Sequence[HistoryEvent]) -> None:
         # The member format of _encode, inlined: this loop runs for every ingested event.
         member = f"{ts!r}|{event.type}|{weights.get(event.type, 1.0)!r}|{event.item}"
         by_customer[event.customer].append((member, ts))
+    _write(by_customer, complete=complete)
+
+
+def _write(by_customer: dict[str, list[tuple[str, float]]], *, complete: bool) -> None:
+    """Store members per customer; a customer with none gets the EMPTY marker (if still missing)."""
     length = settings.HISTORY_LENGTH
     ttl = settings.HISTORY_TTL_SECONDS
     if _uses_redis():
@@ -135,37 +193,128 @@ def history_record(events: Sequence[HistoryEvent]) -> None:
             [base + customer, [[repr(ts), member] for member, ts in entries]]
             for customer, entries in by_customer.items()
         ]
-        _record_script()(keys=[], args=[length, ttl, json.dumps(payload, separators=(",", ":"))])
+        args = [length, ttl, json.dumps(payload, separators=(",", ":")), "1" if complete else "0", EMPTY_TTL_SECONDS]
+        _record_script()(keys=[], args=args)
         return
     keys = {customer: f"hist:{customer}" for customer in by_customer}
     current = cache.get_many(list(keys.values()))
     updates = {}
     for customer, entries in by_customer.items():
+        key = keys[customer]
+        existing = current.get(key)
+        if not entries:
+            if existing is None:
+                cache.add(key, [(EMPTY_MEMBER, 0.0)], EMPTY_TTL_SECONDS)
+            continue
         # Stored as (member, ts) pairs of plain values: cheap to pickle, the same members as in Redis.
-        merged = dict(current.get(keys[customer], []))
+        merged = dict(existing or [])
+        had_empty = merged.pop(EMPTY_MEMBER, None) is not None
+        if complete:
+            merged.pop(PARTIAL_MEMBER, None)
+        elif existing is None and not had_empty:
+            merged[PARTIAL_MEMBER] = 0.0
         merged.update(entries)
-        updates[keys[customer]] = sorted(merged.items(), key=lambda pair: pair[1], reverse=True)[:length]
-    cache.set_many(updates, ttl)
+        updates[key] = sorted(merged.items(), key=lambda pair: pair[1], reverse=True)[:length]
+    if updates:
+        cache.set_many(updates, ttl)
 
 
-def history_get_many(customer_shop_ids: Sequence[str], limit: int | None = None) -> dict[str, list[HistoryEntry]]:
-    """Newest-first histories of many customers in one round trip."""
-    limit = limit or settings.HISTORY_LENGTH
-    if not customer_shop_ids:
-        return {}
+def _read_cache(customer_shop_ids: Sequence[str], limit: int) -> dict[str, tuple[list[HistoryEntry], bool]]:
     if _uses_redis():
         base = _key_base()
         pipe = _redis().pipeline(transaction=False)
         for customer in customer_shop_ids:
-            pipe.zrevrange(base + customer, 0, limit - 1)
+            # One more than asked: a PARTIAL marker sits below the entries (score 0).
+            pipe.zrevrange(base + customer, 0, limit)
         results = pipe.execute()
-        return {c: history_decode(raw) for c, raw in zip(customer_shop_ids, results, strict=True)}
+        return {c: history_split(raw) for c, raw in zip(customer_shop_ids, results, strict=True)}
     found = cache.get_many([f"hist:{c}" for c in customer_shop_ids])
-    return {c: history_decode(m for m, _ in found.get(f"hist:{c}", [])[:limit]) for c in customer_shop_ids}
+    return {c: history_split([m for m, _ in found.get(f"hist:{c}", [])]) for c in customer_shop_ids}
+
+
+def history_load_many(
+    customer_shop_ids: Sequence[str],
+    limit: int | None = None,
+    *,
+    known: Mapping[str, Sequence[HistoryEntry]] | None = None,
+) -> dict[str, list[HistoryEntry]]:
+    """Read customers' newest events from the database (one query on the customer/time index) and
+    write them to the cache; customers without events (unknown ones too) get the short EMPTY marker.
+    What a read does when the cache has no complete entry; `known` are the entries it did find (an
+    event recorded before its transaction is visible here is kept)."""
+    from django.db.models import F, Window
+    from django.db.models.functions import RowNumber
+
+    from recadmin.events.models import Event
+
+    length = settings.HISTORY_LENGTH
+    wanted = list(dict.fromkeys(customer_shop_ids))
+    if not wanted:
+        return {}
+    columns = ("customer__shop_id", "item__shop_id", "type", "occurred_at")
+    if len(wanted) == 1:
+        rows: Iterable[tuple[str, str, str, Any]] = (
+            Event.objects.filter(customer__shop_id=wanted[0])
+            .order_by("-occurred_at", "-id")
+            .values_list(*columns)[:length]
+        )
+    else:
+        rows = (
+            Event.objects.filter(customer__shop_id__in=wanted)
+            .annotate(
+                rank=Window(
+                    RowNumber(), partition_by=[F("customer_id")], order_by=[F("occurred_at").desc(), F("id").desc()]
+                )
+            )
+            .filter(rank__lte=length)
+            .values_list(*columns)
+        )
+    weights = _weights()
+    by_customer: dict[str, list[tuple[str, float]]] = {c: [] for c in wanted}
+    for customer, item, type_, occurred_at in rows:
+        ts = occurred_at.timestamp()
+        by_customer[customer].append((f"{ts!r}|{type_}|{weights.get(type_, 1.0)!r}|{item}", ts))
+    try:
+        _write(by_customer, complete=True)
+    except Exception:  # the database answered: serve that; the cache is refilled next time
+        logger.warning("history: writing %d loaded histories to the cache failed", len(wanted), exc_info=True)
+    limit = limit or length
+    result = {}
+    for customer, pairs in by_customer.items():
+        merged = dict(pairs)
+        for entry in (known or {}).get(customer, ()):
+            merged.setdefault(_encode(entry), entry.ts)
+        ranked = sorted(merged.items(), key=lambda pair: pair[1], reverse=True)
+        result[customer] = history_decode(member for member, _ in ranked[:limit])
+    return result
+
+
+def history_load(
+    customer_shop_id: str, limit: int | None = None, *, known: Sequence[HistoryEntry] = ()
+) -> list[HistoryEntry]:
+    """One customer's history from the database, written back to the cache (history_load_many)."""
+    return history_load_many([customer_shop_id], limit, known={customer_shop_id: known})[customer_shop_id]
+
+
+def history_get_many(
+    customer_shop_ids: Sequence[str], limit: int | None = None, *, load: bool = True
+) -> dict[str, list[HistoryEntry]]:
+    """Newest-first histories of many customers in one round trip; customers the cache has no entry
+    for are loaded from the database (one query for all of them) unless `load` is False."""
+    limit = limit or settings.HISTORY_LENGTH
+    if not customer_shop_ids:
+        return {}
+    cached = _read_cache(customer_shop_ids, limit)
+    missing = [c for c, (_, complete) in cached.items() if not complete]
+    if missing and load:
+        loaded = history_load_many(missing, limit, known={c: cached[c][0] for c in missing})
+        return {c: loaded[c] if c in loaded else cached[c][0][:limit] for c in customer_shop_ids}
+    return {c: cached[c][0][:limit] for c in customer_shop_ids}
 
 
 def history_get(customer_shop_id: str, limit: int | None = None) -> list[HistoryEntry]:
-    """A customer's newest `limit` events, newest first; [] for an unknown customer. The serving hot path."""
+    """A customer's newest `limit` events, newest first; [] for a customer without events. The
+    serving hot path: one cache round trip when warm, one database query when not."""
     return history_get_many([customer_shop_id], limit)[customer_shop_id]
 
 
@@ -207,7 +356,7 @@ def history_rebuild(
         events = [HistoryEvent(customer=c, item=i, type=t, ts=o.timestamp()) for c, i, t, o in ranked]
         shop_ids = list(Customer.objects.filter(id__in=chunk).values_list("shop_id", flat=True))
         history_clear(shop_ids)
-        history_record(events)
+        history_record(events, complete=True)
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:

@@ -1,7 +1,8 @@
 """How a list is made: history, model candidates, rules, diversity, pagination, the served log.
 
 The hot path (`recommendations_serve`) per request:
-  1. the customer's recent history from Redis (one round trip, `events.history`), the scene's
+  1. the customer's recent history from Redis (one round trip, `events.history`; from the database
+     once when the cache has no entry for the customer), the scene's
      compiled rules and settings and the default model version (cached selectors);
   2. one call to TorchServe through the adapter's fast path, inside SERVING_TIME_BUDGET_MS;
   3. item metadata of the candidates (and of pinned items) in one cache `get_many`;
@@ -29,7 +30,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from recadmin.core.errors import ValidationError
-from recadmin.events.history import HistoryEntry, history_get
+from recadmin.events.history import HistoryEntry, history_get, history_load
 from recadmin.modelops.selectors import DefaultModel
 from recadmin.rules import engine
 from recadmin.rules.engine import Candidate, Context, RuleSet, SceneSettings
@@ -456,9 +457,13 @@ def recommendations_build(
         try:
             if state.history is not None and state.history_customer == customer:
                 entries = state.history  # read with the cache tokens, in the same round trip
+            elif state.history_cold and state.history_customer == customer:
+                # Not in the cache (flushed, expired, never recorded): the database has it; the load
+                # writes it back, or a short "no events" marker, so this happens once per customer.
+                entries = history_load(customer, HISTORY_LIMIT, known=state.history_found)
             else:
                 entries = history_get(customer, HISTORY_LIMIT) if customer else []
-        except Exception:  # Redis down: serve as for a new customer rather than fail
+        except Exception:  # Redis and the database down: serve as for a new customer rather than fail
             logger.warning("serving: history of %r unavailable", customer, exc_info=True)
             entries = []
         history_ids, purchases = _history_ids(entries)

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from recadmin.catalog.cache import CHANGES_KEY, GENERATION_KEY
-from recadmin.events.history import HistoryEntry, history_decode, history_key
+from recadmin.events.history import HistoryEntry, history_key, history_split
 from recadmin.modelops.selectors import DefaultModel, default_cache_key, default_model_get, model_name_resolve
 from recadmin.rules.engine import RuleSet, SceneSettings
 from recadmin.rules.selectors import VERSION_KEY, ruleset_for_scene, scene_settings_for_slug
@@ -46,6 +46,10 @@ class HotState:
     # The customer's newest events (newest first) when read in the same round trip, else None.
     history: list[HistoryEntry] | None = None
     history_customer: str = ""
+    # Read in the round trip but the cache had no complete entry: the caller loads it from the
+    # database (events.history.history_load, given what was found) without reading the cache again.
+    history_cold: bool = False
+    history_found: tuple[HistoryEntry, ...] = ()
 
     @property
     def items(self) -> tuple[int, int | None]:
@@ -60,25 +64,32 @@ def _uses_redis() -> bool:
     return bool(settings.REDIS_URL) and str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
 
 
-def _read(keys: list[str], customer: str, limit: int) -> tuple[dict[str, Any], list[HistoryEntry] | None]:
+def _read(keys: list[str], customer: str, limit: int) -> tuple[dict[str, Any], list[HistoryEntry] | None, bool]:
+    """(cache tokens, the history if complete, whether it was read and found cold)."""
     if customer and _uses_redis():
         from django_redis import get_redis_connection
 
         pipe = get_redis_connection("default").pipeline(transaction=False)
         pipe.mget([cache.make_key(k) for k in keys])
-        pipe.zrevrange(history_key(customer), 0, limit - 1)
+        # One member more than needed: a PARTIAL marker (score 0) must show below the entries.
+        pipe.zrevrange(history_key(customer), 0, limit)
         values, members = pipe.execute()
         client = cache.client  # type: ignore[attr-defined]
         found = {k: client.decode(v) for k, v in zip(keys, values, strict=True) if v is not None}
-        return found, history_decode(members)
-    return cache.get_many(keys), None
+        entries, complete = history_split(members)
+        return found, entries[:limit], not complete
+    return cache.get_many(keys), None, False
 
 
 def hot_state(*, customer: str = "", history_limit: int = 50) -> HotState:
     keys = [VERSION_KEY, default_cache_key(model_name_resolve()), GENERATION_KEY, CHANGES_KEY]
     history: list[HistoryEntry] | None = None
+    found_entries: tuple[HistoryEntry, ...] = ()
+    cold = False
     try:
-        found, history = _read(keys, customer, history_limit)
+        found, history, cold = _read(keys, customer, history_limit)
+        if cold:
+            found_entries, history = tuple(history or ()), None
     except Exception:  # noqa: BLE001 - a cache outage: every lookup below goes to its selector
         found = {}
     changes = found.get(CHANGES_KEY)
@@ -90,6 +101,8 @@ def hot_state(*, customer: str = "", history_limit: int = 50) -> HotState:
         items_changes=int(changes) if changes is not None else None,
         history=history,
         history_customer=customer,
+        history_cold=cold,
+        history_found=found_entries,
     )
 
 
