@@ -1,4 +1,4 @@
-"""Catalog API: items and customers, addressed by the shop's own ids.
+"""Catalog API: categories, items and customers, addressed by the shop's own ids (slugs for categories).
 
 Scopes: writing (create, upsert, update, delete) needs an `ingest` or `manage` key: catalog feeds
 are data sync, like events. Reading items needs any valid key (the catalog is what a storefront
@@ -19,9 +19,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from recadmin.catalog import selectors, services
-from recadmin.catalog.models import SHOP_ID_MAX_LENGTH, Customer, Item
+from recadmin.catalog.models import SHOP_ID_MAX_LENGTH, Category, Customer, Item
 from recadmin.core.auth import ApiClient
-from recadmin.core.errors import AuthenticationFailed, PermissionDenied, ValidationError
+from recadmin.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationError
 from recadmin.core.pagination import StableCursorPagination
 
 BULK_MAX_ROWS = 10_000
@@ -272,6 +272,179 @@ class ItemDetailApi(APIView):
     def delete(self, request: Request, shop_id: str) -> Response:
         item = services.item_deactivate(item=selectors.item_get(shop_id=shop_id))
         return Response(CatalogItemOutput(item).data)
+
+
+# --- categories ------------------------------------------------------------------------------------
+
+
+class CategoryFields(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    # (A field named `parent` shadows Field.parent only for mypy: DRF moves declared fields away.)
+    parent = serializers.SlugField(  # type: ignore[assignment]
+        max_length=100, required=False, allow_null=True, help_text="The parent's slug; null for a root."
+    )
+
+
+class CategoryInput(CategoryFields):
+    slug = serializers.SlugField(max_length=100)
+
+
+class CategoryUpdateInput(CategoryFields):
+    slug = serializers.SlugField(max_length=100, required=False, help_text="A new slug (renames the category).")
+
+
+class CategoryOutput(serializers.ModelSerializer):
+    parent: serializers.SlugRelatedField = serializers.SlugRelatedField(  # type: ignore[assignment]
+        slug_field="slug", read_only=True
+    )
+
+    class Meta:
+        model = Category
+        fields = ["slug", "name", "parent", "path", "depth", "created_at"]
+
+
+class CategoryFilters(serializers.Serializer):
+    parent = serializers.SlugField(  # type: ignore[assignment]
+        required=False, help_text="Only the direct children of this category."
+    )
+
+
+CATEGORY_EXAMPLES = [
+    {"slug": "hair-care", "name": "Hair care", "parent": "beauty"},
+    {"slug": "beauty", "name": "Beauty", "parent": None},
+]
+
+
+class CategoryCollectionApi(APIView):
+    permission_classes = [ScopeForMethod]
+    read_scopes = ANY_SCOPE
+    write_scopes = WRITE_SCOPES
+
+    @extend_schema(
+        operation_id="categories_list",
+        summary="List categories",
+        description="Any valid key. Cursor pagination (`cursor`, `limit` up to 1000), newest first.",
+        parameters=[
+            OpenApiParameter("parent", str, description="A category slug: only its direct children."),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: CategoryOutput(many=True)},
+        examples=[
+            OpenApiExample(
+                "categories",
+                value={
+                    "next": None,
+                    "previous": None,
+                    "results": [
+                        {
+                            "slug": "hair-care",
+                            "name": "Hair care",
+                            "parent": "beauty",
+                            "path": "/beauty/hair-care/",
+                            "depth": 1,
+                            "created_at": "2026-01-31T10:00:00Z",
+                        }
+                    ],
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        filters = CategoryFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return _paginate(request, self, selectors.category_list(**filters.validated_data), CategoryOutput)
+
+    @extend_schema(
+        operation_id="categories_bulk_upsert",
+        summary="Upsert many categories",
+        description=(
+            f'Scope `ingest` or `manage`. A list of up to {BULK_MAX_ROWS} categories (or `{{"categories": [...]}}`), '
+            "each `slug`, `name` and `parent` (a slug, or null for a root). Parents may come in the same "
+            "batch, in any order. Existing slugs are updated with the fields given (a move carries the "
+            "whole subtree), new ones created (they need a name). Invalid rows (an unknown parent, a "
+            "parent that would make a cycle) are reported with their index and field and skipped; the "
+            "valid ones are stored (200 if all rows were stored, 207 otherwise)."
+        ),
+        request=CategoryInput(many=True),
+        responses={200: BulkResultOutput, 207: BulkResultOutput},
+        examples=[
+            OpenApiExample("categories", value=CATEGORY_EXAMPLES, request_only=True),
+            OpenApiExample("result", value={"created": 2, "updated": 0, "errors": []}, response_only=True),
+            OpenApiExample(
+                "a row rejected",
+                value={
+                    "created": 1,
+                    "updated": 0,
+                    "errors": [{"index": 0, "field": "parent", "message": "Unknown parent category 'beuaty'."}],
+                },
+                response_only=True,
+                status_codes=["207"],
+            ),
+        ],
+    )
+    def put(self, request: Request) -> Response:
+        valid, errors = _validate_bulk(request.data, CategoryInput, "categories")
+        result = services.categories_bulk_upsert(rows=[row for _, row in valid])
+        errors.extend({**e, "index": valid[e["index"]][0]} for e in result.errors)
+        errors.sort(key=lambda e: e["index"])
+        body = {"created": result.created, "updated": result.updated, "errors": errors}
+        return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
+
+
+class CategoryDetailApi(APIView):
+    permission_classes = [ScopeForMethod]
+    read_scopes = ANY_SCOPE
+    write_scopes = WRITE_SCOPES
+
+    @extend_schema(operation_id="categories_retrieve", summary="Get a category", responses={200: CategoryOutput})
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(CategoryOutput(selectors.category_get(slug=slug)).data)
+
+    @extend_schema(
+        operation_id="categories_partial_update",
+        summary="Rename or move a category",
+        description=(
+            "Scope `ingest` or `manage`. `parent` moves the category with its whole subtree (null: to "
+            "the root); a parent below the category itself is refused (400, field `parent`)."
+        ),
+        request=CategoryUpdateInput,
+        responses={200: CategoryOutput},
+        examples=[
+            OpenApiExample("move", value={"parent": "beauty"}),
+            OpenApiExample("rename", value={"name": "Hair & scalp"}),
+        ],
+    )
+    def patch(self, request: Request, slug: str) -> Response:
+        category = selectors.category_get(slug=slug)
+        serializer = CategoryUpdateInput(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        new_slug = data.get("slug")
+        if new_slug and new_slug != category.slug and Category.objects.filter(slug=new_slug).exists():
+            raise Conflict(
+                f"A category with slug {new_slug!r} exists.", extra={"fields": {"slug": ["Already exists."]}}
+            )
+        parent: Any = services.KEEP
+        if "parent" in data:
+            parent = None
+            if data["parent"] is not None:
+                parent = Category.objects.filter(slug=data["parent"]).first()
+                if parent is None:
+                    raise ValidationError(f"Unknown parent category {data['parent']!r}.", field="parent")
+        category = services.category_update(category=category, name=data.get("name"), slug=new_slug, parent=parent)
+        return Response(CategoryOutput(selectors.category_get(slug=category.slug)).data)
+
+    @extend_schema(
+        operation_id="categories_destroy",
+        summary="Delete a category",
+        description="Scope `ingest` or `manage`. 409 while items or child categories use it.",
+        responses={204: None},
+    )
+    def delete(self, request: Request, slug: str) -> Response:
+        services.category_delete(category=selectors.category_get(slug=slug))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- customers -------------------------------------------------------------------------------------

@@ -36,6 +36,17 @@ def category_get(*, slug: str) -> Category:
     return category
 
 
+def category_list(*, parent: str | None = None) -> QuerySet[Category]:
+    """Categories with their parent loaded; `parent` (a slug) keeps its direct children only."""
+    qs = Category.objects.select_related("parent")
+    if parent:
+        node = Category.objects.filter(slug=parent).only("id").first()
+        if node is None:
+            return qs.none()
+        qs = qs.filter(parent=node)
+    return qs
+
+
 def item_get(*, shop_id: str) -> Item:
     item = Item.objects.select_related("category").filter(shop_id=shop_id).first()
     if item is None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Substr
 from django.utils import timezone
@@ -126,6 +126,142 @@ def category_rebuild_paths() -> int:
     if changed:
         items_changed()
     return len(changed)
+
+
+@transaction.atomic
+def category_delete(*, category: Category) -> None:
+    """Delete a category nobody uses: refused (409) while items or child categories point at it."""
+    items = Item.objects.filter(category=category).count()
+    children = Category.objects.filter(parent=category).count()
+    if items or children:
+        raise Conflict(
+            f"Category {category.slug!r} is in use by {items} item(s) and {children} child category(ies).",
+            extra={"items": items, "children": children},
+        )
+    category.delete()
+    items_changed()
+
+
+def _category_paths(parent_of: Mapping[str, str | None]) -> dict[str, str]:
+    """Every node's path from an acyclic slug -> parent slug map."""
+    paths: dict[str, str] = {}
+    for start in parent_of:
+        chain: list[str] = []
+        node: str | None = start
+        while node is not None and node not in paths:
+            if node in chain:  # a cycle left by raw edits: cut it here rather than loop
+                node = None
+                break
+            chain.append(node)
+            node = parent_of[node]
+        prefix = paths[node] if node is not None else PATH_SEPARATOR
+        for slug in reversed(chain):
+            prefix = paths[slug] = f"{prefix}{slug}{PATH_SEPARATOR}"
+    return paths
+
+
+def _category_batch_problem(
+    prepared: Mapping[str, Mapping[str, Any]],
+    parent_of: Mapping[str, str | None],
+    existing: Iterable[str],
+    max_path: int,
+) -> tuple[str, str, str] | None:
+    """The first batch row that cannot be stored as the tree stands: (slug, field, message)."""
+    known = set(existing) | set(prepared)
+    for slug in prepared:
+        parent = parent_of[slug]
+        if parent is not None and parent not in known:
+            return slug, "parent", f"Unknown parent category {parent!r}."
+    for slug in prepared:
+        chain, node = [slug], parent_of[slug]
+        while node is not None and node not in chain:
+            chain.append(node)
+            node = parent_of[node]
+        if node is not None:  # the walk came back to a node it passed: a cycle
+            cycle = " -> ".join([*chain[chain.index(node) :], node])
+            return slug, "parent", f"Parent {parent_of[slug]!r} would make a cycle ({cycle})."
+        if sum(len(n) + 1 for n in chain) + 1 > max_path:
+            # Deeper than the path column holds: rare enough to refuse rather than truncate.
+            return slug, "parent", "The category tree would be too deep here."
+    return None
+
+
+@transaction.atomic
+def categories_bulk_upsert(*, rows: Sequence[Mapping[str, Any]]) -> BulkUpsertResult:
+    """Upsert categories by slug: rows are {"slug", "name", "parent": slug or None}; a parent may be
+    defined in the same batch, in any order. Omitted fields keep their values (a new category needs a
+    name). Rows naming an unknown parent or closing a cycle are reported with their index and field
+    and skipped; the others are stored, and every path below a moved category follows.
+
+    The whole tree is read once: category tables are small next to items, and only the full picture
+    tells a move that closes a cycle through existing categories from one that does not."""
+    result = BulkUpsertResult()
+    prepared: dict[str, dict[str, Any]] = {}
+    row_index: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        slug = str(row.get("slug") or "")
+        if not slug:
+            result.errors.append({"index": index, "field": "slug", "message": "This field is required."})
+            continue
+        prepared.setdefault(slug, {}).update({k: row[k] for k in ("name", "parent") if k in row})
+        row_index[slug] = index  # later rows win; errors point at the last row of a slug
+
+    existing = {c.slug: c for c in Category.objects.all()}
+    slug_of = {c.pk: c.slug for c in existing.values()}
+
+    def reject(slug: str, field_name: str, message: str) -> None:
+        result.errors.append({"index": row_index[slug], "field": field_name, "message": message})
+        del prepared[slug]
+
+    for slug, values in list(prepared.items()):
+        if slug not in existing and not values.get("name"):
+            reject(slug, "name", "A new category needs a name.")
+        elif values.get("parent") == slug:
+            reject(slug, "parent", "A category cannot be its own parent.")
+
+    max_path = Category._meta.get_field("path").max_length or 1000
+    # Rejecting a row can orphan or un-cycle others: repeat until a pass rejects nothing.
+    while True:
+        parent_of = {slug: slug_of.get(c.parent_id) if c.parent_id else None for slug, c in existing.items()}
+        for slug, values in prepared.items():
+            if "parent" in values:
+                parent_of[slug] = values["parent"] or None
+            elif slug not in existing:
+                parent_of[slug] = None
+        problem = _category_batch_problem(prepared, parent_of, existing.keys(), max_path)
+        if problem is None:
+            break
+        reject(*problem)
+    paths = _category_paths(parent_of)
+    if not prepared:
+        return result
+
+    now = timezone.now()
+    to_create = [Category(slug=s, name=v["name"], created_at=now) for s, v in prepared.items() if s not in existing]
+    try:
+        with transaction.atomic():
+            Category.objects.bulk_create(to_create, batch_size=2000)
+    except IntegrityError as exc:
+        raise Conflict("A concurrent request created some of these categories; send the batch again.") from exc
+    nodes = {**existing, **{c.slug: c for c in Category.objects.filter(slug__in=[c.slug for c in to_create])}}
+    to_update = []
+    for slug, node in nodes.items():
+        parent = parent_of[slug]
+        wanted = (
+            prepared.get(slug, {}).get("name", node.name),
+            nodes[parent].pk if parent is not None else None,
+            paths[slug],
+            _depth(paths[slug]),
+        )
+        if (node.name, node.parent_id, node.path, node.depth) != wanted:
+            node.name, node.parent_id, node.path, node.depth = wanted
+            to_update.append(node)
+    Category.objects.bulk_update(to_update, ["name", "parent", "path", "depth"], batch_size=2000)
+    result.created = len(to_create)
+    result.updated = len(prepared) - len(to_create)
+    if to_update:
+        items_changed()  # paths moved: every cached item path is stale
+    return result
 
 
 # --- items -----------------------------------------------------------------------------------------
