@@ -4,9 +4,12 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from recadmin.catalog.models import Customer
 from recadmin.events.history import (
     HistoryEvent,
     history_clear,
@@ -15,6 +18,7 @@ from recadmin.events.history import (
     history_rebuild,
     history_record,
 )
+from recadmin.events.models import Event
 from tests.factories import CustomerFactory, EventFactory, ItemFactory
 
 # A read the cache cannot answer alone goes to the database, so every test may touch it.
@@ -114,3 +118,120 @@ def test_a_batch_for_many_customers_is_recorded_in_redis() -> None:
     result = history_get_many([f"many-{n}" for n in range(300)])
     assert all(len(entries) == 5 for entries in result.values())
     assert result["many-0"][0].item == "i1200"
+
+
+# --- a cold cache: the database answers once --------------------------------------------------------
+
+
+def _event_queries(queries: CaptureQueriesContext) -> int:
+    return sum(Event._meta.db_table in q["sql"] for q in queries.captured_queries)
+
+
+def _customer_with_events(shop_id: str, skus: list[str]) -> None:
+    customer = CustomerFactory(shop_id=shop_id)
+    now = timezone.now()
+    for minutes, sku in zip(range(len(skus), 0, -1), skus, strict=True):
+        item = ItemFactory(shop_id=sku)
+        EventFactory(customer=customer, item=item, type="click", occurred_at=now - dt.timedelta(minutes=minutes))
+
+
+def test_a_customer_whose_entry_is_gone_is_read_from_the_database_and_cached_again() -> None:
+    _customer_with_events("cold-1", ["a", "b", "c"])
+    history_clear(["cold-1"])
+
+    with CaptureQueriesContext(connection) as first:
+        entries = history_get("cold-1")
+    with CaptureQueriesContext(connection) as second:
+        again = history_get("cold-1")
+
+    assert [(e.item, e.type, e.weight) for e in entries] == [
+        ("c", "click", 2.0),
+        ("b", "click", 2.0),
+        ("a", "click", 2.0),
+    ]
+    assert again == entries
+    assert len(first) == 1 and len(second) == 0
+
+
+def test_the_database_read_keeps_only_the_newest_n(settings: Any) -> None:
+    settings.HISTORY_LENGTH = 2
+    _customer_with_events("cold-2", ["a", "b", "c"])
+    history_clear(["cold-2"])
+
+    assert [e.item for e in history_get("cold-2")] == ["c", "b"]
+
+
+def test_an_unknown_customer_queries_the_database_once() -> None:
+    with CaptureQueriesContext(connection) as queries:
+        results = [history_get("ghost") for _ in range(3)]
+
+    assert results == [[], [], []]
+    assert len(queries) == 1
+
+
+def test_an_event_after_the_empty_marker_counts_at_once_without_the_database() -> None:
+    assert history_get("newbie") == []  # the database says: no events (marker cached)
+    history_record([_ev("newbie", "first", 10.0, "click")])
+
+    with CaptureQueriesContext(connection) as queries:
+        entries = history_get("newbie")
+
+    assert [e.item for e in entries] == ["first"]
+    assert len(queries) == 0
+
+
+def test_an_event_recorded_into_a_missing_entry_brings_the_older_ones_back() -> None:
+    _customer_with_events("cold-3", ["a", "b"])
+    history_clear(["cold-3"])  # e.g. Redis restarted
+    customer = Customer.objects.get(shop_id="cold-3")
+    new = EventFactory(customer=customer, item=ItemFactory(shop_id="new"), type="view", occurred_at=timezone.now())
+    history_record([_ev("cold-3", "new", new.occurred_at.timestamp())])
+
+    assert [e.item for e in history_get("cold-3")] == ["new", "b", "a"]
+    with CaptureQueriesContext(connection) as queries:
+        assert [e.item for e in history_get("cold-3")] == ["new", "b", "a"]
+    assert len(queries) == 0
+
+
+def test_an_event_not_yet_visible_in_the_database_is_not_lost_by_the_load() -> None:
+    # Recorded into a missing entry while its transaction is not visible to the reader: kept.
+    history_record([_ev("cold-4", "pending", 50.0)])
+    assert [e.item for e in history_get("cold-4")] == ["pending"]
+
+
+def test_history_get_many_loads_every_missing_customer_in_one_query() -> None:
+    _customer_with_events("many-a", ["a1", "a2"])
+    _customer_with_events("many-b", ["b1"])
+    history_clear(["many-a", "many-b"])
+
+    with CaptureQueriesContext(connection) as queries:
+        result = history_get_many(["many-a", "many-b", "many-ghost"])
+
+    assert [e.item for e in result["many-a"]] == ["a2", "a1"]
+    assert [e.item for e in result["many-b"]] == ["b1"]
+    assert result["many-ghost"] == []
+    assert _event_queries(queries) == 1 and len(queries) == 1
+
+
+def test_without_loading_a_missing_entry_reads_as_empty() -> None:
+    _customer_with_events("cold-5", ["a"])
+    history_clear(["cold-5"])
+    with CaptureQueriesContext(connection) as queries:
+        assert history_get_many(["cold-5"], load=False) == {"cold-5": []}
+    assert len(queries) == 0
+
+
+@pytest.mark.redis
+def test_the_empty_marker_is_short_lived_in_redis() -> None:
+    from django_redis import get_redis_connection
+
+    from recadmin.events.history import EMPTY_TTL_SECONDS, history_key
+
+    history_get("ghost-r")
+    redis = get_redis_connection("default")
+
+    assert redis.zrange(history_key("ghost-r"), 0, -1) == [b"~empty"]
+    assert 0 < redis.ttl(history_key("ghost-r")) <= EMPTY_TTL_SECONDS
+    history_record([_ev("ghost-r", "x", 5.0)])
+    assert redis.zrange(history_key("ghost-r"), 0, -1) == [b"5.0|view|1.0|x"]
+    assert redis.ttl(history_key("ghost-r")) > EMPTY_TTL_SECONDS
