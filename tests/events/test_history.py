@@ -83,7 +83,7 @@ def test_history_rebuild_restores_the_latest_events_from_the_database(settings: 
     for minutes, sku in [(30, "old"), (20, "mid"), (10, "new")]:
         EventFactory(customer=customer, item=ItemFactory(shop_id=sku), occurred_at=now - dt.timedelta(minutes=minutes))
     history_clear(["rb"])
-    assert history_rebuild([customer.pk]) == 1
+    assert history_rebuild([Customer.objects.get(shop_id="rb").pk]) == 1
     assert [e.item for e in history_get("rb")] == ["new", "mid"]
 
 
@@ -184,8 +184,9 @@ def test_an_event_recorded_into_a_missing_entry_brings_the_older_ones_back() -> 
     _customer_with_events("cold-3", ["a", "b"])
     history_clear(["cold-3"])  # e.g. Redis restarted
     customer = Customer.objects.get(shop_id="cold-3")
-    new = EventFactory(customer=customer, item=ItemFactory(shop_id="new"), type="view", occurred_at=timezone.now())
-    history_record([_ev("cold-3", "new", new.occurred_at.timestamp())])
+    when = timezone.now()
+    EventFactory(customer=customer, item=ItemFactory(shop_id="new"), type="view", occurred_at=when)
+    history_record([_ev("cold-3", "new", when.timestamp())])
 
     assert [e.item for e in history_get("cold-3")] == ["new", "b", "a"]
     with CaptureQueriesContext(connection) as queries:
