@@ -160,6 +160,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models call their choice field "kind": name the enums after what they choose.
+    "ENUM_NAME_OVERRIDES": {
+        "ModelKindEnum": "recadmin.modelops.models.ModelKind",
+        "RuleKindEnum": "recadmin.rules.models.RuleKind",
+    },
 }
 
 # Celery: with REDIS_URL a real worker runs tasks; without it they run in-process, eagerly.
