@@ -190,8 +190,16 @@ TORCHSERVE_KEY_FILE = env.str("TORCHSERVE_KEY_FILE", str(VAR_DIR / "torchserve" 
 TORCHSERVE_TOKEN_AUTH = env.bool("TORCHSERVE_TOKEN_AUTH", default=True)
 TORCHSERVE_TIMEOUT = env.float("TORCHSERVE_TIMEOUT", 5.0)
 TORCHSERVE_REGISTER_TIMEOUT = env.float("TORCHSERVE_REGISTER_TIMEOUT", 300.0)
+# TorchServe always opens gRPC listeners too; give each instance on a machine its own ports.
+TORCHSERVE_GRPC_INFERENCE_PORT = env.int("TORCHSERVE_GRPC_INFERENCE_PORT", 7070)
+TORCHSERVE_GRPC_MANAGEMENT_PORT = env.int("TORCHSERVE_GRPC_MANAGEMENT_PORT", 7071)
 MODEL_STORE = Path(env.str("MODEL_STORE", str(BASE_DIR / "model_store")))
 RECOMMENDER_MODEL_NAME = env.str("RECOMMENDER_MODEL_NAME", "recommender")
+
+# Training runs started from the admin or the API with no Celery worker (no REDIS_URL) run in a
+# child `manage.py train` process: the web request returns at once and web workers never load torch.
+MODELOPS_TRAIN_IN_SUBPROCESS = env.bool("TRAINING_IN_SUBPROCESS", default=not REDIS_URL)
+TRAINING_SOFT_TIME_LIMIT = env.int("TRAINING_SOFT_TIME_LIMIT", 3 * 3600)
 
 # Serving
 SERVING_TIME_BUDGET_MS = env.int("SERVING_TIME_BUDGET_MS", 150)

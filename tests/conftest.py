@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -54,6 +55,12 @@ def _celery_in_process() -> Iterator[None]:
     app.conf.task_eager_propagates = True
     yield
     app.conf.task_always_eager, app.conf.task_eager_propagates = previous
+
+
+@pytest.fixture(autouse=True)
+def _training_in_process(settings: Any) -> None:
+    """Training runs finish inside the test (the child-process mode has its own test)."""
+    settings.MODELOPS_TRAIN_IN_SUBPROCESS = False
 
 
 @pytest.fixture(scope="session")
