@@ -74,6 +74,15 @@ def _validate_bulk(data: Any, serializer_class: type[serializers.Serializer], ke
     return valid, errors
 
 
+def _bulk_response(valid: list, errors: list, result: Any) -> Response:
+    """One answer for every bulk upsert: 200 when all rows were stored, 207 with per-row errors."""
+    # The service's own row errors (an unknown category, say) index into `valid`: map them back.
+    errors = [*errors, *({**e, "index": valid[e["index"]][0]} for e in result.errors)]
+    errors.sort(key=lambda e: e["index"])
+    body = {"created": result.created, "updated": result.updated, "errors": errors}
+    return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
+
+
 class _AttributesField(serializers.JSONField):
     def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
@@ -216,11 +225,7 @@ class ItemCollectionApi(APIView):
     def put(self, request: Request) -> Response:
         valid, errors = _validate_bulk(request.data, ItemInput, "items")
         result = services.items_bulk_upsert(rows=[row for _, row in valid])
-        # The service's own row errors (unknown category) index into `valid`: map them back.
-        errors.extend({**e, "index": valid[e["index"]][0]} for e in result.errors)
-        errors.sort(key=lambda e: e["index"])
-        body = {"created": result.created, "updated": result.updated, "errors": errors}
-        return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
+        return _bulk_response(valid, errors, result)
 
 
 class ItemDetailApi(APIView):
@@ -387,10 +392,7 @@ class CategoryCollectionApi(APIView):
     def put(self, request: Request) -> Response:
         valid, errors = _validate_bulk(request.data, CategoryInput, "categories")
         result = services.categories_bulk_upsert(rows=[row for _, row in valid])
-        errors.extend({**e, "index": valid[e["index"]][0]} for e in result.errors)
-        errors.sort(key=lambda e: e["index"])
-        body = {"created": result.created, "updated": result.updated, "errors": errors}
-        return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
+        return _bulk_response(valid, errors, result)
 
 
 class CategoryDetailApi(APIView):
@@ -519,10 +521,7 @@ class CustomerCollectionApi(APIView):
     def put(self, request: Request) -> Response:
         valid, errors = _validate_bulk(request.data, CustomerInput, "customers")
         result = services.customers_bulk_upsert(rows=[row for _, row in valid])
-        errors.extend({**e, "index": valid[e["index"]][0]} for e in result.errors)
-        errors.sort(key=lambda e: e["index"])
-        body = {"created": result.created, "updated": result.updated, "errors": errors}
-        return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
+        return _bulk_response(valid, errors, result)
 
 
 class CustomerDetailApi(APIView):
