@@ -201,6 +201,10 @@ RECOMMENDER_MODEL_NAME = env.str("RECOMMENDER_MODEL_NAME", "recommender")
 MODELOPS_TRAIN_IN_SUBPROCESS = env.bool("TRAINING_IN_SUBPROCESS", default=not REDIS_URL)
 TRAINING_SOFT_TIME_LIMIT = env.int("TRAINING_SOFT_TIME_LIMIT", 3 * 3600)
 
+# Seconds each web process trusts an API key it has seen before asking the cache again; revoking a
+# key takes effect everywhere within this time (0 turns the per-process cache off).
+API_KEY_PROCESS_CACHE_SECONDS = env.int("API_KEY_PROCESS_CACHE_SECONDS", 5)
+
 # Serving
 SERVING_TIME_BUDGET_MS = env.int("SERVING_TIME_BUDGET_MS", 150)
 PROMOTION_TOLERANCE = env.float("PROMOTION_TOLERANCE", 0.0)

@@ -72,6 +72,9 @@ def django_db_modify_db_settings() -> None:
 
 def clear_cache() -> None:
     """Empty this run's cache only (django-redis's clear() would flush the whole Redis database)."""
+    from recadmin.core.services import api_key_grants_forget_local
+
+    api_key_grants_forget_local()
     if hasattr(cache, "delete_pattern"):
         cache.delete_pattern("*")
     else:

@@ -14,7 +14,12 @@ from rest_framework.request import Request
 
 from recadmin.core.errors import AuthenticationFailed, PermissionDenied
 from recadmin.core.models import ApiKey
-from recadmin.core.services import api_key_cache_key, hash_api_key
+from recadmin.core.services import (
+    api_key_cache_key,
+    api_key_grant_local_get,
+    api_key_grant_local_set,
+    hash_api_key,
+)
 
 # Keys are looked up on every request of the hot path; a short cache keeps that off the database.
 # Revocation deletes the cache entry, so the window only matters across cache outages.
@@ -48,10 +53,14 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise AuthenticationFailed("Authorization header must be 'Bearer <api key>'.")
         hashed = hash_api_key(parts[1])
         cache_key = api_key_cache_key(hashed)
-        try:
-            cached: dict[str, Any] | None = cache.get(cache_key)
-        except Exception:  # noqa: BLE001 - a cache outage must not lock shops out
-            cached = None
+        cached = api_key_grant_local_get(hashed)
+        if cached is None:
+            try:
+                cached = cache.get(cache_key)
+            except Exception:  # noqa: BLE001 - a cache outage must not lock shops out
+                cached = None
+            if cached is not None:
+                api_key_grant_local_set(hashed, cached)
         if cached is None:
             row = (
                 ApiKey.objects.filter(hashed_key=hashed, revoked_at__isnull=True).values("id", "name", "scopes").first()
@@ -64,6 +73,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             ApiKey.objects.filter(pk=row["id"]).update(last_used_at=timezone.now())
             with contextlib.suppress(Exception):
                 cache.set(cache_key, cached, _CACHE_SECONDS)
+            api_key_grant_local_set(hashed, cached)
         client = ApiClient(key_id=cached["id"], name=cached["name"], scopes=frozenset(cached["scopes"]))
         return client, client
 

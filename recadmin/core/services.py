@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -23,6 +26,39 @@ def hash_api_key(raw_key: str) -> str:
 
 def api_key_cache_key(hashed_key: str) -> str:
     return f"{_CACHE_PREFIX}{hashed_key}"
+
+
+# Grants also kept in each process for a few seconds: the recommendations hot path then makes no
+# cache round trip for auth. A revoked key stops working at once in the revoking process and within
+# API_KEY_PROCESS_CACHE_SECONDS everywhere else.
+_process_grants: dict[str, tuple[float, dict[str, Any]]] = {}
+_PROCESS_GRANTS_MAX = 10_000
+
+
+def api_key_grant_local_get(hashed_key: str) -> dict[str, Any] | None:
+    entry = _process_grants.get(hashed_key)
+    if entry is None or entry[0] < time.monotonic():
+        return None
+    return entry[1]
+
+
+def api_key_grant_local_set(hashed_key: str, grant: dict[str, Any]) -> None:
+    ttl = settings.API_KEY_PROCESS_CACHE_SECONDS
+    if ttl <= 0:
+        return
+    if len(_process_grants) >= _PROCESS_GRANTS_MAX:
+        _process_grants.clear()
+    _process_grants[hashed_key] = (time.monotonic() + ttl, grant)
+
+
+def api_key_grants_forget_local() -> None:
+    """Forget every grant this process holds (tests, and after bulk key changes)."""
+    _process_grants.clear()
+
+
+def _forget_grant(hashed_key: str) -> None:
+    _process_grants.pop(hashed_key, None)
+    cache.delete(api_key_cache_key(hashed_key))
 
 
 @dataclass(frozen=True)
@@ -63,13 +99,13 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
         api_key.save(update_fields=["revoked_at"])
     # Drop the cached grant now and again after commit, so a request racing the commit cannot
     # leave the revoked key cached.
-    cache.delete(api_key_cache_key(api_key.hashed_key))
-    transaction.on_commit(lambda: cache.delete(api_key_cache_key(api_key.hashed_key)))
+    _forget_grant(api_key.hashed_key)
+    transaction.on_commit(lambda: _forget_grant(api_key.hashed_key))
     return api_key
 
 
 def api_key_update_scopes(*, api_key: ApiKey, scopes: Iterable[str]) -> ApiKey:
     api_key.scopes = _validate_scopes(scopes)
     api_key.save(update_fields=["scopes"])
-    cache.delete(api_key_cache_key(api_key.hashed_key))
+    _forget_grant(api_key.hashed_key)
     return api_key

@@ -101,3 +101,33 @@ def test_it_rejects_unknown_or_missing_scopes(scopes: list[str]) -> None:
     with pytest.raises(ValidationError) as excinfo:
         api_key_create(name="x", scopes=scopes)
     assert "scopes" in excinfo.value.extra["fields"]
+
+
+def _revoke_elsewhere(api_key: ApiKey) -> None:
+    """What another web process's revocation leaves behind for this one: the row and the shared
+    cache entry change, this process's own grants do not."""
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    from recadmin.core.services import api_key_cache_key
+
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+    cache.delete(api_key_cache_key(api_key.hashed_key))
+
+
+def test_a_key_revoked_by_another_process_is_trusted_only_for_the_process_cache_window(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.API_KEY_PROCESS_CACHE_SECONDS = 60
+    created = api_key_create(name="storefront", scopes=["ingest"])
+    client = _client(created.raw_key)
+    assert client.get("/ingest").status_code == 200
+    _revoke_elsewhere(created.api_key)
+    assert client.get("/ingest").status_code == 200  # within the documented window
+
+
+def test_without_the_process_cache_a_revocation_elsewhere_applies_at_once(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.API_KEY_PROCESS_CACHE_SECONDS = 0
+    created = api_key_create(name="storefront", scopes=["ingest"])
+    client = _client(created.raw_key)
+    assert client.get("/ingest").status_code == 200
+    _revoke_elsewhere(created.api_key)
+    assert client.get("/ingest").status_code == 401
