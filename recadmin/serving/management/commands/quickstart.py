@@ -169,6 +169,7 @@ class Command(BaseCommand):
     def _model(self, options: dict[str, Any]) -> Any:
         from tqdm import tqdm
 
+        from recadmin.modelops.models import TrainingRunStatus
         from recadmin.modelops.selectors import model_version_default
         from recadmin.modelops.services import models_sync_torchserve, training_run_create, training_run_execute
 
@@ -193,10 +194,10 @@ class Command(BaseCommand):
             run = training_run_execute(run=run, progress=progress)
         finally:
             bar.close()
-        if run.status != "succeeded":
+        if run.status != TrainingRunStatus.SUCCEEDED:
             raise CommandError(f"Training run #{run.pk} {run.status} at '{run.stage}': {run.error}")
         version = run.model_versions.order_by("-version").first()
-        metrics = (run.metrics or {}).get("test") or run.metrics
+        metrics = (run.metrics or {}).get("test") or {}
         self.stdout.write(f"  run #{run.pk} succeeded; test metrics: {_fmt_metrics(metrics)}")
         default = model_version_default(name=settings.RECOMMENDER_MODEL_NAME)
         if default is not None:
@@ -241,10 +242,6 @@ class Command(BaseCommand):
                 self.stdout.write("TorchServe stopped.")
 
 
-def _fmt_metrics(metrics: Any) -> str:
-    if not isinstance(metrics, dict):
-        return "n/a"
-    keys = [k for k in ("ndcg@10", "hr@10", "NDCG@10", "HR@10") if k in metrics]
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys) or ", ".join(
-        f"{k} {v}" for k, v in list(metrics.items())[:4]
-    )
+def _fmt_metrics(metrics: dict[str, Any]) -> str:
+    # The evaluator's keys (training.metrics); absent ones are simply not shown.
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in ("NDCG@10", "HR@10") if k in metrics) or "n/a"
