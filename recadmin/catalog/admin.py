@@ -56,10 +56,7 @@ class ItemResource(resources.ModelResource):
     class Meta:
         model = Item
         import_id_fields = ["shop_id"]
-        fields = [
-            "shop_id", "title", "category", "brand", "price", "currency",
-            "stock_quantity", "in_stock", "is_active", "attributes",
-        ]  # fmt: skip
+        fields = ["shop_id", *services.ITEM_FIELDS]
         export_order = fields
         clean_model_instances = True  # field validators (non-negative price and stock) become row errors
         skip_unchanged = True
