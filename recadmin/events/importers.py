@@ -52,7 +52,7 @@ from django.utils.text import slugify
 
 from recadmin.catalog.cache import items_changed
 from recadmin.catalog.models import PATH_SEPARATOR, Category, Customer, Item
-from recadmin.catalog.services import pg_copy_upsert
+from recadmin.catalog.services import customers_ensure, pg_copy_upsert
 from recadmin.core.errors import ValidationError
 from recadmin.events.history import HistoryEvent, history_record
 from recadmin.events.services import EventRow, RowError, event_types, event_validate, events_store
@@ -531,15 +531,7 @@ def dataset_load(
             known.append(row)
         with transaction.atomic():
             if new_customers:
-                now = timezone.now()
-                Customer.objects.bulk_create(
-                    [Customer(shop_id=s, created_at=now, updated_at=now) for s in new_customers],
-                    batch_size=5000,
-                    ignore_conflicts=True,
-                )
-                customer_ids.update(
-                    Customer.objects.filter(shop_id__in=list(new_customers)).values_list("shop_id", "id")
-                )
+                customer_ids.update(customers_ensure(shop_ids=new_customers))
                 stats.customers_created += len(new_customers)
             stored = events_store(rows=known, customer_ids=customer_ids, item_ids=item_ids)
         stats.events_stored += len(stored)
