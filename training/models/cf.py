@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.base import FitReport, ProgressCallback
-from training.models._common import seed_everything
-from training.models.itemknn import NeighbourModel, interaction_matrix, svd_embeddings, top_k_rows
+from training.base import ProgressCallback
+from training.models.itemknn import NeighbourModel, top_k_rows
 
 DEFAULTS: dict[str, Any] = {
     "l2": 200.0,
@@ -35,11 +34,7 @@ class EASE(NeighbourModel):
     kind = "cf"
     defaults = DEFAULTS
 
-    def fit(
-        self, dataset: Any, *, progress: ProgressCallback | None = None, seed: int = 0, valid: Any = None
-    ) -> FitReport:
-        seed_everything(seed)
-        x = interaction_matrix(dataset)
+    def _fill_neighbours(self, x: Any, idx: np.ndarray, sims: np.ndarray, progress: ProgressCallback | None) -> None:
         counts = np.asarray(x.sum(0)).ravel()
         counts[0] = 0
         m = min(int(self.params["max_items"]), int(np.count_nonzero(counts)))
@@ -58,17 +53,9 @@ class EASE(NeighbourModel):
         b = p.numpy()
         if progress:
             progress(0.7, "neighbour lists", None)
-        k = int(self.params["neighbours"])
-        n_cols = self.num_items + 1
-        all_idx = np.zeros((n_cols, k), dtype=np.int32)
-        all_sim = np.zeros((n_cols, k), dtype=np.float32)
+        k = idx.shape[1]
         for start in range(0, m, _ROW_CHUNK):
             rows = b[start : start + _ROW_CHUNK]
-            idx, val = top_k_rows(rows, k)
-            all_idx[keep[start : start + _ROW_CHUNK], : idx.shape[1]] = keep[idx] * (val > 0)
-            all_sim[keep[start : start + _ROW_CHUNK], : val.shape[1]] = val
-        del p, b
-        self._store(all_idx, all_sim, svd_embeddings(x, int(self.params["dims"]), seed))
-        if progress:
-            progress(1.0, "done", None)
-        return FitReport(epochs=1, best_epoch=1)
+            top_idx, top_val = top_k_rows(rows, k)
+            idx[keep[start : start + _ROW_CHUNK], : top_idx.shape[1]] = keep[top_idx] * (top_val > 0)
+            sims[keep[start : start + _ROW_CHUNK], : top_val.shape[1]] = top_val

@@ -92,16 +92,28 @@ class NeighbourModel(Recommender):
         self.register_buffer("nbr_sim", torch.zeros(num_items + 1, k, dtype=torch.float32))
         self.register_buffer("emb", torch.zeros(num_items + 1, int(self.params["dims"]), dtype=torch.float32))
 
-    def _store(self, idx: np.ndarray, sims: np.ndarray, emb: np.ndarray) -> None:
-        k = self.nbr_idx.shape[1]
-        full_idx = np.zeros((self.num_items + 1, k), dtype=np.int32)
-        full_sim = np.zeros((self.num_items + 1, k), dtype=np.float32)
-        full_idx[:, : idx.shape[1]] = idx
-        full_sim[:, : sims.shape[1]] = sims
-        self.nbr_idx.copy_(torch.from_numpy(full_idx))
-        self.nbr_sim.copy_(torch.from_numpy(full_sim))
+    def fit(
+        self, dataset: Any, *, progress: ProgressCallback | None = None, seed: int = 0, valid: Any = None
+    ) -> FitReport:
+        seed_everything(seed)
+        x = interaction_matrix(dataset)
+        k = int(self.params["neighbours"])
+        idx = np.zeros((self.num_items + 1, k), dtype=np.int32)
+        sims = np.zeros((self.num_items + 1, k), dtype=np.float32)
+        self._fill_neighbours(x, idx, sims, progress)
+        emb = svd_embeddings(x, int(self.params["dims"]), seed)
+        self.nbr_idx.copy_(torch.from_numpy(idx))
+        self.nbr_sim.copy_(torch.from_numpy(sims))
         self.emb = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
         self.params["dims"] = int(emb.shape[1])
+        if progress:
+            progress(1.0, "done", None)
+        return FitReport(epochs=1, best_epoch=1)
+
+    def _fill_neighbours(self, x: Any, idx: np.ndarray, sims: np.ndarray, progress: ProgressCallback | None) -> None:
+        """Write each item's neighbours, best first, into the zeroed (num_items + 1, k) `idx`/`sims`
+        from the binary users x items CSR matrix `x`."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -143,32 +155,22 @@ class ItemKNN(NeighbourModel):
     kind = "itemknn"
     defaults = DEFAULTS
 
-    def fit(
-        self, dataset: Any, *, progress: ProgressCallback | None = None, seed: int = 0, valid: Any = None
-    ) -> FitReport:
-        seed_everything(seed)
-        x = interaction_matrix(dataset)
+    def _fill_neighbours(self, x: Any, idx: np.ndarray, sims: np.ndarray, progress: ProgressCallback | None) -> None:
         xt = x.T.tocsr()
         counts = np.asarray(x.sum(0)).ravel().astype(np.float64)
         alpha, shrink = float(self.params["alpha"]), float(self.params["shrink"])
         left = np.power(np.maximum(counts, 1.0), alpha)
         right = np.power(np.maximum(counts, 1.0), 1.0 - alpha)
-        k = int(self.params["neighbours"])
+        k = idx.shape[1]
         n_cols = self.num_items + 1
-        all_idx = np.zeros((n_cols, k), dtype=np.int32)
-        all_sim = np.zeros((n_cols, k), dtype=np.float32)
         for start in range(1, n_cols, _ROW_CHUNK):
             stop = min(start + _ROW_CHUNK, n_cols)
             co = (xt[start:stop] @ x).toarray()  # (chunk, items) co-occurrence counts
-            sims = co / (left[start:stop, None] * right[None, :] + shrink)
-            sims[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            sims[:, 0] = 0.0
-            idx, val = top_k_rows(sims, k)
-            all_idx[start:stop, : idx.shape[1]] = idx
-            all_sim[start:stop, : val.shape[1]] = val
+            chunk = co / (left[start:stop, None] * right[None, :] + shrink)
+            chunk[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            chunk[:, 0] = 0.0
+            top_idx, top_val = top_k_rows(chunk, k)
+            idx[start:stop, : top_idx.shape[1]] = top_idx
+            sims[start:stop, : top_val.shape[1]] = top_val
             if progress:
                 progress(stop / n_cols * 0.9, "neighbours", None)
-        self._store(all_idx, all_sim, svd_embeddings(x, int(self.params["dims"]), seed))
-        if progress:
-            progress(1.0, "done", None)
-        return FitReport(epochs=1, best_epoch=1)
