@@ -615,6 +615,7 @@ def similar_serve(
             length=length,
             extra_reason={"type": "similar_to", "item": item},
             embedding_version=model.id,
+            state=state,
         )
     except _Fallback as fallback:
         source, reason = ServedSource.FALLBACK, fallback.reason
@@ -635,6 +636,7 @@ def similar_serve(
             context=context,
             length=length,
             embedding_version=model.id if model is not None else None,
+            state=state,
         )
     model_used = model if source == ServedSource.MODEL else None
     served = ServedList(
