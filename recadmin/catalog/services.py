@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
-from django.db.models.functions import Concat, Substr
+from django.db.models.functions import Concat, Length, Replace, Substr
 from django.utils import timezone
 
 from recadmin.catalog.cache import items_changed
@@ -85,8 +85,11 @@ def category_update(
         Category.objects.filter(path__startswith=old_path).exclude(pk=category.pk).update(
             path=Concat(Value(category.path), Substr(F("path"), len(old_path) + 1))
         )
-        for child in Category.objects.filter(path__startswith=category.path).exclude(pk=category.pk).only("path"):
-            Category.objects.filter(pk=child.pk).update(depth=_depth(child.path))
+        # Depth is derived from the new path in SQL (separators - 2, as _depth), one UPDATE for the subtree.
+        separators = Length("path") - Length(Replace("path", Value(PATH_SEPARATOR), Value("")))
+        Category.objects.filter(path__startswith=category.path).exclude(pk=category.pk).update(
+            depth=separators - 2
+        )
     items_changed()
     return category
 

@@ -24,6 +24,16 @@ def test_category_update_moves_the_whole_subtree() -> None:
     assert oils.depth == 2
 
 
+def test_category_update_moving_to_the_root_lowers_the_depth_of_the_subtree() -> None:
+    beauty = services.category_create(name="Beauty", slug="beauty")
+    hair = services.category_create(name="Hair", slug="hair", parent=beauty)
+    services.category_create(name="Oils", slug="oils", parent=hair)
+    services.category_create(name="Argan", slug="argan", parent=Category.objects.get(slug="oils"))
+    services.category_update(category=hair, parent=None)
+    depths = dict(Category.objects.values_list("slug", "depth"))
+    assert depths == {"beauty": 0, "hair": 0, "oils": 1, "argan": 2}
+
+
 def test_category_update_renaming_a_slug_rewrites_descendant_paths() -> None:
     beauty = services.category_create(name="Beauty", slug="beauty")
     services.category_create(name="Hair", slug="hair", parent=beauty)
