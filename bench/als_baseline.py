@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.benchmark import load_split
 from training.metrics import KS, evaluate, format_table
+from training.models._common import finish_scores
 from training.models.itemknn import interaction_matrix
 
 
@@ -44,9 +45,7 @@ class _ALSScorer:
     def score(self, histories):
         rows = self.users[self.cursor : self.cursor + len(histories)]
         self.cursor += len(histories)
-        out = self.user_factors[rows] @ self.item_factors.T
-        out[:, 0] = float("-inf")
-        return out
+        return finish_scores(self.user_factors[rows] @ self.item_factors.T)
 
 
 def fit_als(dataset, factors: int, iterations: int, seed: int):
