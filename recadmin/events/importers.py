@@ -52,7 +52,7 @@ from django.utils.text import slugify
 
 from recadmin.catalog.cache import items_changed
 from recadmin.catalog.models import PATH_SEPARATOR, Category, Customer, Item
-from recadmin.catalog.services import customers_ensure, pg_copy_upsert
+from recadmin.catalog.services import ITEM_FIELDS, customers_ensure, pg_copy_upsert
 from recadmin.core.errors import ValidationError
 from recadmin.events.history import HistoryEvent, history_record
 from recadmin.events.services import EventRow, RowError, event_types, event_validate, events_store
@@ -412,8 +412,7 @@ def _load_categories(specs: list[CategorySpec]) -> int:
     return created
 
 
-_ITEM_UPDATE_FIELDS = ["title", "category", "brand", "price", "currency", "stock_quantity", "in_stock",
-                       "is_active", "attributes", "updated_at"]  # fmt: skip
+_ITEM_UPDATE_FIELDS = [*ITEM_FIELDS, "updated_at"]
 
 
 def _load_items(rows: list[dict[str, Any]]) -> int:
