@@ -96,14 +96,19 @@ def popular_compute(*, now: Any = None) -> dict[str, Ranked]:
     return dict(lists)
 
 
+def _store(lists: dict[str, Ranked], *, seconds: float | None) -> None:
+    """Cache every list (the overall one under popular_key(None)) and when they were built."""
+    payload: dict[str, Any] = {popular_key(None if k == _OVERALL else k): v for k, v in lists.items()}
+    payload[_BUILT_KEY] = {"at": timezone.now().isoformat(), "seconds": seconds}
+    cache.set_many(payload, TTL_SECONDS)
+
+
 def popular_refresh() -> dict[str, int]:
     """Recompute every list and cache it. Returns {list: length} (the task's result)."""
     started = time.monotonic()
     lists = popular_compute()
     lists.setdefault(_OVERALL, [])
-    payload: dict[str, Any] = {popular_key(None if k == _OVERALL else k): v for k, v in lists.items()}
-    payload[_BUILT_KEY] = {"at": timezone.now().isoformat(), "seconds": round(time.monotonic() - started, 3)}
-    cache.set_many(payload, TTL_SECONDS)
+    _store(lists, seconds=round(time.monotonic() - started, 3))
     logger.info("popular lists refreshed: %d lists in %.2fs", len(lists), time.monotonic() - started)
     return {k: len(v) for k, v in lists.items()}
 
@@ -140,10 +145,7 @@ def popular_get(*, category: str | None = None) -> Ranked:
     try:
         lists = popular_compute()
         with contextlib.suppress(Exception):
-            payload: dict[str, Any] = {popular_key(None if k == _OVERALL else k): v for k, v in lists.items()}
-            payload.setdefault(popular_key(None), [])
-            payload[_BUILT_KEY] = {"at": timezone.now().isoformat(), "seconds": None}
-            cache.set_many(payload, TTL_SECONDS)
+            _store({_OVERALL: [], **lists}, seconds=None)
     finally:
         if got_lock:
             with contextlib.suppress(Exception):
