@@ -36,7 +36,7 @@ from recadmin.modelops.models import (
     TrainingRunStatus,
     TrainingStage,
 )
-from recadmin.modelops.selectors import model_version_default
+from recadmin.modelops.selectors import model_name_resolve, model_version_default
 from recadmin.modelops.services import (
     file_sha256,
     model_version_mark_default,
@@ -171,12 +171,13 @@ def train_from_arrays(
 def _allocate_version(*, run: TrainingRun, outcome: TrainOutcome) -> ModelVersion:
     # Two runs finishing together would pick the same number: the unique constraint decides and
     # the loser takes the next one.
+    name = model_name_resolve(run.model_name)
     for _ in range(5):
         try:
             with transaction.atomic():
                 return ModelVersion.objects.create(
-                    name=run.model_name or settings.RECOMMENDER_MODEL_NAME,
-                    version=model_version_next_number(name=run.model_name or settings.RECOMMENDER_MODEL_NAME),
+                    name=name,
+                    version=model_version_next_number(name=name),
                     kind=outcome.kind,
                     params=outcome.params,
                     training_run=run,
