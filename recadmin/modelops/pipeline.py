@@ -238,6 +238,23 @@ def _finish(run: TrainingRun, **fields: Any) -> TrainingRun:
     return run
 
 
+def _finish_failed(run: TrainingRun, *, stage: str, detail: str, log_tail: str) -> TrainingRun:
+    label = TrainingStage(stage).label
+    return _finish(
+        run,
+        status=TrainingRunStatus.FAILED,
+        failed_stage=stage,
+        stage=f"failed: {label}",
+        error=f"{label} failed: {detail}",
+        log_tail=log_tail,
+    )
+
+
+def _tail_with_traceback(reporter: Reporter) -> str:
+    # Called inside an except block: format_exc is the exception being handled.
+    return (reporter.tail.text() + "\n" + traceback.format_exc(limit=8))[-20000:]
+
+
 def execute(
     *, run: TrainingRun, progress: Callable[[float, str], None] | None = None, retry_transient: bool = False
 ) -> TrainingRun:
@@ -401,35 +418,18 @@ def execute(
             )
             raise
         _cleanup(version, registered, note=f"Failed while {TrainingStage(stage).label}: {exc.message}")
-        return _finish(
-            run,
-            status=TrainingRunStatus.FAILED,
-            failed_stage=stage,
-            stage=f"failed: {TrainingStage(stage).label}",
-            error=f"{TrainingStage(stage).label} failed: TorchServe unavailable: {exc.message}",
-            log_tail=reporter.tail.text(),
+        return _finish_failed(
+            run, stage=stage, detail=f"TorchServe unavailable: {exc.message}", log_tail=reporter.tail.text()
         )
     except StageFailed as exc:
         _cleanup(version, registered, note=f"Failed while {TrainingStage(exc.stage).label}: {exc.message}")
-        return _finish(
-            run,
-            status=TrainingRunStatus.FAILED,
-            failed_stage=exc.stage,
-            stage=f"failed: {TrainingStage(exc.stage).label}",
-            error=f"{TrainingStage(exc.stage).label} failed: {exc.message}",
-            log_tail=(reporter.tail.text() + "\n" + traceback.format_exc(limit=8))[-20000:],
-        )
+        return _finish_failed(run, stage=exc.stage, detail=exc.message, log_tail=_tail_with_traceback(reporter))
     except Exception as exc:
         stage = reporter.stage_key
         _cleanup(version, registered, note=f"Failed while {TrainingStage(stage).label}: {exc}")
         logger.exception("Training run %s failed while %s", run.pk, stage)
-        return _finish(
-            run,
-            status=TrainingRunStatus.FAILED,
-            failed_stage=stage,
-            stage=f"failed: {TrainingStage(stage).label}",
-            error=f"{TrainingStage(stage).label} failed: {type(exc).__name__}: {exc}",
-            log_tail=(reporter.tail.text() + "\n" + traceback.format_exc(limit=8))[-20000:],
+        return _finish_failed(
+            run, stage=stage, detail=f"{type(exc).__name__}: {exc}", log_tail=_tail_with_traceback(reporter)
         )
     except BaseException:
         # Interrupted (Ctrl-C, SystemExit on SIGTERM): the run must not stay "running" forever.
