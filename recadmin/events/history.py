@@ -338,8 +338,10 @@ def history_rebuild(
     from recadmin.events.models import Event
 
     length = settings.HISTORY_LENGTH
-    ids_qs = Customer.objects.order_by("id").values_list("id", flat=True)
-    ids = list(ids_qs if customer_ids is None else ids_qs.filter(id__in=list(customer_ids)))
+    # Shop ids come with the primary keys: clearing a chunk's entries needs no second query.
+    pairs_qs = Customer.objects.order_by("id").values_list("id", "shop_id")
+    pairs = list(pairs_qs if customer_ids is None else pairs_qs.filter(id__in=list(customer_ids)))
+    ids = [pk for pk, _ in pairs]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -354,8 +356,7 @@ def history_rebuild(
             .values_list("customer__shop_id", "item__shop_id", "type", "occurred_at")
         )
         events = [HistoryEvent(customer=c, item=i, type=t, ts=o.timestamp()) for c, i, t, o in ranked]
-        shop_ids = list(Customer.objects.filter(id__in=chunk).values_list("shop_id", flat=True))
-        history_clear(shop_ids)
+        history_clear([shop_id for _, shop_id in pairs[start : start + chunk_size]])
         history_record(events, complete=True)
         if bar is not None:
             bar.update(len(chunk))
