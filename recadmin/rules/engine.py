@@ -38,11 +38,12 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from recadmin.rules.conditions import compile_condition
+from recadmin.rules.conditions import Predicate, compile_condition
 
 KIND_FILTER = "filter"
 KIND_BOOST = "boost"
@@ -106,6 +107,12 @@ class CompiledRule:
     valid_until: float | None = None
     priority: int = 0
     enabled: bool = True
+
+    @cached_property
+    def predicate(self) -> Predicate:
+        # Compiled once per rule object: serving keeps its rule sets per process, so a request
+        # no longer rebuilds every condition's closures.
+        return compile_condition(self.condition)
 
     def is_active(self, now: dt.datetime) -> bool:
         if not self.enabled:
@@ -352,8 +359,8 @@ def apply_rules(
         raise ValueError("n and offset must not be negative")
     limit = offset + n
     active_rules = sorted((r for r in ruleset.rules if r.is_active(context.now)), key=_rule_sort_key)
-    filters = [(r, compile_condition(r.condition)) for r in active_rules if r.kind == KIND_FILTER]
-    adjusters = [(r, compile_condition(r.condition)) for r in active_rules if r.kind in (KIND_BOOST, KIND_BURY)]
+    filters = [(r, r.predicate) for r in active_rules if r.kind == KIND_FILTER]
+    adjusters = [(r, r.predicate) for r in active_rules if r.kind in (KIND_BOOST, KIND_BURY)]
     pins = [r for r in active_rules if r.kind == KIND_PIN and r.pinned_items]
 
     proposed_ids = {c.item_id for c in candidates}
