@@ -37,7 +37,8 @@ class RecommendedItemSerializer(serializers.Serializer):
     reasons = serializers.ListField(
         child=serializers.DictField(),
         help_text='Why the item is here, in order: its origin ({"type": "model"|"similar"|"popular"|'
-        '"popular_fallback", "score"}), then "boosted"/"buried"/"pinned" by which rule, "similar_to" which item.',
+        '"popular_fallback", "score"}), then "boosted"/"buried"/"pinned" by which rule, "similar_to" which item; '
+        '"rules_skipped" when a fallback list could not be ranked and went out in popularity order.',
     )
 
 

@@ -363,6 +363,39 @@ def _rank(
     return _Built(items=items, raw=raw, report=report)
 
 
+def _rank_or_plain(scored: Sequence[tuple[str, float]], *, origin: str, length: int, **kwargs: Any) -> _Built:
+    """`_rank` for the lists that are the last resort (fallback, popular): when ranking them fails
+    too (a bug in a rule, a cache returning garbage), the list goes out in popularity order without
+    the scene's rules rather than as a 500. Only active catalog items, as far as the catalog answers."""
+    try:
+        return _rank(scored, origin=origin, length=length, **kwargs)
+    except Exception:
+        logger.exception("serving: ranking the %s list failed; serving it in popularity order", origin)
+    try:
+        metas: dict[str, dict[str, Any]] | None = items_metadata([item for item, _ in scored[: length * 4]])
+    except Exception:  # noqa: BLE001 - catalog unreachable too: ids and scores are all there is
+        metas = None
+    items: list[dict[str, Any]] = []
+    for item, score in scored:
+        meta = metas.get(item) if metas is not None else {}
+        if meta is None or not meta.get("is_active", True):
+            continue
+        items.append(
+            {
+                "item": item,
+                "title": meta.get("title", ""),
+                "category": meta.get("category") or None,
+                "price": meta.get("price"),
+                "score": round(float(score), 6),
+                "position": len(items) + 1,
+                "reasons": [{"type": origin, "score": round(float(score), 6)}, {"type": "rules_skipped"}],
+            }
+        )
+        if len(items) >= length:
+            break
+    return _Built(items=items, raw=[], report={"rules_skipped": True})
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -514,7 +547,7 @@ def recommendations_build(
     if built is None:
         scored = _fallback_scores(scene=bundle.settings, category=category, context_meta=context_meta, limit=k)
         # The vectors live in the cache: a fallback list is diversified too, even with TorchServe down.
-        built = _rank(
+        built = _rank_or_plain(
             scored,
             origin="popular_fallback",
             bundle=bundle,
@@ -629,7 +662,7 @@ def similar_serve(
             **{**bundle.settings.to_dict(), "fallback": engine.FALLBACK_CATEGORY}
         )
         scored = _fallback_scores(scene=settings_for_fallback, category=None, context_meta=context_meta, limit=k)
-        built = _rank(
+        built = _rank_or_plain(
             scored,
             origin="popular_fallback",
             bundle=bundle,
@@ -665,7 +698,9 @@ def popular_serve(*, n: int = 10, offset: int = 0, category: str | None = None) 
     category = validate_category(category)
     length = _list_length(n, offset)
     scored = list(popular_get(category=category))
-    built = _rank(scored, origin="popular", bundle=_NO_SCENE, context=Context(now=timezone.now()), length=length)
+    built = _rank_or_plain(
+        scored, origin="popular", bundle=_NO_SCENE, context=Context(now=timezone.now()), length=length
+    )
     served = ServedList(
         recommendation_id=_new_id(),
         endpoint=ServedEndpoint.POPULAR,

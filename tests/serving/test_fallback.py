@@ -111,3 +111,27 @@ def test_with_redis_unreachable_a_valid_request_still_gets_a_list(
 
     assert response.status_code == 200, response.content
     assert len(response.json()["items"]) == 4
+
+
+def test_a_ranking_bug_on_the_fallback_path_still_gets_a_list_not_a_500(
+    api_client: APIClient, shop_with_events: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recadmin.rules import engine
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the rules engine")
+
+    monkeypatch.setattr(engine, "apply_rules", broken)
+
+    response = api_client.get(URL, {"customer": "customer-000", "scene": "home", "n": 4})
+    popular = api_client.get("/api/v1/popular", {"n": 4})
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["source"] == "fallback" and len(body["items"]) == 4
+    assert body["items"][0]["reasons"] == [
+        {"type": "popular_fallback", "score": body["items"][0]["score"]},
+        {"type": "rules_skipped"},
+    ]
+    assert [row["position"] for row in body["items"]] == [1, 2, 3, 4]
+    assert popular.status_code == 200 and len(popular.json()["items"]) == 4
