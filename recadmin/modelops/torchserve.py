@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 #: The repo's config.properties: the defaults every TorchServe we start is based on.
 BASE_PROPERTIES = REPO_ROOT / "handlers" / "config.properties"
+# TorchServe's log4j2 configuration without per-request lines (see the file for why).
+LOG_CONFIG = REPO_ROOT / "handlers" / "log4j2.xml"
 PID_FILE_NAME = "torchserve.pid"
 KEY_FILE_NAME = "key_file.json"  # TorchServe writes it into its working directory; the name is fixed.
 _TS_MAIN_CLASS = "org.pytorch.serve.ModelServer"
@@ -820,6 +822,8 @@ def torchserve_start(
         str(store),
         "--enable-model-api",
     ]
+    if LOG_CONFIG.is_file():
+        cmd += ["--log-config", str(LOG_CONFIG)]
     if not config.token_auth:
         cmd.append("--disable-token-auth")
     if models:
