@@ -33,7 +33,7 @@ Example: skincare (the whole subtree) from 10 to 50, not brand "acme":
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 MAX_DEPTH = 8
@@ -331,3 +331,100 @@ def compile_condition(condition: Mapping[str, Any] | None) -> Predicate:
         inner = compile_condition(condition["not"])
         return lambda item: not inner(item)
     return _leaf(str(condition["field"]), str(condition["op"]), condition.get("value"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch evaluation: the same predicate over a list of items, one list comprehension per leaf.
+# The engine asks each filter / boost / bury rule about every candidate of a request (~150): a
+# comprehension costs a fraction of one closure call per item. Each leaf reads exactly what its
+# `_leaf` twin reads, and "all" / "any" ask a sub-condition only about the items the previous ones
+# left undecided, so every item sees the same evaluations (and errors) as with the predicate.
+
+BatchPredicate = Callable[[Sequence[ItemLike]], list[bool]]
+
+
+def _batch_leaf(field: str, op: str, value: Any) -> BatchPredicate | None:
+    """A comprehension for the common leaves; None means "call the predicate per item"."""
+    if field == "category":
+        if op == "in_subtree":
+            disjoint = frozenset(value if isinstance(value, list) else [value]).isdisjoint
+            return lambda items: [not disjoint(item.category_path) for item in items]
+        if op == "eq":
+            return lambda items: [item.category == value for item in items]
+        wanted_exact = frozenset(value)
+        return lambda items: [item.category in wanted_exact for item in items]
+    if field == "brand":
+        if op in ("eq", "ne"):
+            folded = value.casefold()
+            if op == "eq":
+                return lambda items: [item.brand.casefold() == folded for item in items]
+            return lambda items: [item.brand.casefold() != folded for item in items]
+        folded_set = frozenset(v.casefold() for v in value)
+        if op == "in":
+            return lambda items: [item.brand.casefold() in folded_set for item in items]
+        return lambda items: [item.brand.casefold() not in folded_set for item in items]
+    if field == "price":
+        if op == "between":
+            low, high = float(value[0]), float(value[1])
+            return lambda items: [(price := item.price) is not None and low <= price <= high for item in items]
+        bound = float(value)
+        if op == "lt":
+            return lambda items: [(price := item.price) is not None and price < bound for item in items]
+        if op == "lte":
+            return lambda items: [(price := item.price) is not None and price <= bound for item in items]
+        if op == "gt":
+            return lambda items: [(price := item.price) is not None and price > bound for item in items]
+        if op == "gte":
+            return lambda items: [(price := item.price) is not None and price >= bound for item in items]
+        if op == "eq":
+            return lambda items: [(price := item.price) is not None and abs(price - bound) < 1e-9 for item in items]
+        return None
+    if field in ("in_stock", "active"):
+        if field == "in_stock":
+            return lambda items: [bool(item.in_stock) is value for item in items]
+        return lambda items: [bool(item.active) is value for item in items]
+    if field == "item":
+        if op == "eq":
+            return lambda items: [item.item_id == value for item in items]
+        ids = frozenset(value)
+        return lambda items: [item.item_id in ids for item in items]
+    return None
+
+
+def _batch_all(parts: list[BatchPredicate], wanted: bool) -> BatchPredicate:
+    # wanted=True: "all" (an item stays True while every part holds); False: "any".
+    def evaluate(items: Sequence[ItemLike]) -> list[bool]:
+        result = [wanted] * len(items)
+        undecided = list(range(len(items)))
+        for part in parts:
+            if not undecided:
+                break
+            answers = part([items[index] for index in undecided])
+            still: list[int] = []
+            for index, answer in zip(undecided, answers, strict=True):
+                if bool(answer) is wanted:
+                    still.append(index)
+                else:
+                    result[index] = not wanted
+            undecided = still
+        return result
+
+    return evaluate
+
+
+def compile_condition_batch(condition: Mapping[str, Any] | None) -> BatchPredicate:
+    """`compile_condition(condition)` applied to each of a list of items, as a list of bools."""
+    if not condition:
+        return lambda items: [True] * len(items)
+    if "all" in condition or "any" in condition:
+        key = "all" if "all" in condition else "any"
+        return _batch_all([compile_condition_batch(sub) for sub in condition[key]], key == "all")
+    if "not" in condition:
+        inner = compile_condition_batch(condition["not"])
+        return lambda items: [not answer for answer in inner(items)]
+    field, op, value = str(condition["field"]), str(condition["op"]), condition.get("value")
+    batch = _batch_leaf(field, op, value)
+    if batch is not None:
+        return batch
+    predicate = _leaf(field, op, value)
+    return lambda items: [predicate(item) for item in items]
