@@ -72,25 +72,33 @@ def items_metadata(
 ) -> dict[str, dict[str, Any]]:
     """{shop_id: metadata} for the ids the catalog knows; unknown ids are left out. `state`:
     (generation, change counter) when the caller already read them (serving.state.hot_state)."""
-    wanted = list(dict.fromkeys(str(s) for s in shop_ids))
+    wanted = list(dict.fromkeys(s if isinstance(s, str) else str(s) for s in shop_ids))
     if not wanted:
         return {}
     generation, changes = state if state is not None and state[1] is not None else items_state()
+    found: dict[str, dict[str, Any]] = {}
+    remote: list[str] = []
     with _local_lock:
         if changes is None or changes != _local_state[0] or len(_local) > LOCAL_MAX_ITEMS:
             _local.clear()
             _local_state[0] = changes
-        found: dict[str, dict[str, Any]] = {s: _local[s] for s in wanted if s in _local}
-    remote = [s for s in wanted if s not in found]
-    if remote:
-        keys = {item_cache_key(s, generation): s for s in remote}
-        try:
-            cached = cache.get_many(list(keys))
-        except Exception:  # noqa: BLE001 - a cache outage: read everything from the database
-            cached = {}
-        for key, value in cached.items():
-            if value is not None:
-                found[keys[key]] = value
+        local_get = _local.get
+        for shop_id in wanted:
+            meta = local_get(shop_id)
+            if meta is None:
+                remote.append(shop_id)
+            else:
+                found[shop_id] = meta
+    if not remote:
+        return found  # the hot path with a warm process: the local copy never holds unknown ids
+    keys = {item_cache_key(s, generation): s for s in remote}
+    try:
+        cached = cache.get_many(list(keys))
+    except Exception:  # noqa: BLE001 - a cache outage: read everything from the database
+        cached = {}
+    for key, value in cached.items():
+        if value is not None:
+            found[keys[key]] = value
     missing = [s for s in wanted if s not in found]
     if missing:
         rows = {r["shop_id"]: _to_meta(r) for r in Item.objects.filter(shop_id__in=missing).values(*_FIELDS)}
@@ -108,7 +116,7 @@ def items_metadata(
                 cache.set_many(to_set, ITEM_TTL_SECONDS)
             if unknown:
                 cache.set_many(unknown, _MISSING_TTL_SECONDS)
-    if remote and changes is not None:
+    if changes is not None:
         with _local_lock:
             if _local_state[0] == changes:
                 # Unknown ids stay out of the local copy: they may be created any moment.
