@@ -227,3 +227,109 @@ def test_cached_dicts_from_another_release_still_load() -> None:
     rules = RuleSet("home", (CompiledRule(1, "b", "boost"),)).to_dict()
     rules["rules"][0]["new_field"] = "x"
     assert RuleSet.from_dict(rules).rules[0] == CompiledRule(1, "b", "boost")
+
+
+def test_numpy_embeddings_rank_exactly_like_tuples() -> None:
+    import numpy as np
+
+    scene = SceneSettings(slug="home", mmr_enabled=True, mmr_lambda=0.6, max_per_category=2)
+    vectors = [(1.0, 0.0, 0.2), (0.9, 0.1, 0.2), (0.0, 1.0, 0.0), (0.5, 0.5, 0.5), (1.0, 0.0, 0.2)]
+    cats = ["skincare", "skincare", "haircare", "kitchen", "skincare"]
+    as_tuples = [c(f"i{k}", 1.0 - k / 10, cats[k], embedding=v) for k, v in enumerate(vectors)]
+    # Serving passes cached float64 arrays (not exactly unit after float16 storage).
+    as_arrays = [
+        c(f"i{k}", 1.0 - k / 10, cats[k], embedding=np.asarray(v, dtype=np.float16).astype(np.float64))
+        for k, v in enumerate(vectors)
+    ]
+    rounded = [c(f"i{k}", 1.0 - k / 10, cats[k], embedding=tuple(map(float, a.embedding)))  # type: ignore[union-attr]
+               for k, a in enumerate(as_arrays)]  # fmt: skip
+    assert run(as_arrays, scene=scene).to_dict() == run(rounded, scene=scene).to_dict()
+    exact = [c(f"i{k}", 1.0 - k / 10, cats[k], embedding=np.asarray(v)) for k, v in enumerate(vectors)]
+    assert run(exact, scene=scene).to_dict() == run(as_tuples, scene=scene).to_dict()
+
+
+def test_missing_or_empty_numpy_embeddings_are_no_vector() -> None:
+    import numpy as np
+
+    scene = SceneSettings(slug="home", mmr_enabled=True, mmr_lambda=0.5)
+    with_arrays = [
+        c("a", 1.0, embedding=np.array([1.0, 0.0])),
+        c("b", 0.9, embedding=None),
+        c("twin", 0.8, embedding=np.array([1.0, 0.0])),
+        c("empty", 0.7, embedding=np.array([])),
+        c("other", 0.1, embedding=np.array([0.0, 1.0])),
+    ]
+    with_tuples = [
+        c(x.item_id, x.score, embedding=None if x.embedding is None else tuple(x.embedding))  # type: ignore[arg-type]
+        for x in with_arrays
+    ]
+    assert run(with_arrays, scene=scene).to_dict() == run(with_tuples, scene=scene).to_dict()
+    # No usable vectors at all: score order, not an "ambiguous truth value" error.
+    bare = [c("a", 0.2, embedding=np.array([])), c("b", 0.9, embedding=None)]
+    assert ids(run(bare, scene=scene)) == ["b", "a"]
+
+
+def test_a_pinned_numpy_vector_counts_for_mmr() -> None:
+    import numpy as np
+
+    pin = CompiledRule(id=1, name="pin", kind="pin", position=1, pinned_items=("p",))
+    scene = SceneSettings(slug="home", mmr_enabled=True, mmr_lambda=0.5)
+    candidates = [
+        c("p", 0.0, embedding=np.array([2.0, 0.0])),  # not unit: normalised like any other
+        c("near", 1.0, embedding=np.array([1.0, 0.0])),
+        c("far", 0.9, embedding=np.array([0.0, 3.0])),
+    ]
+    # near: 0.5*1 - 0.5*1 = 0; far: 0.5*0 - 0.5*0 = 0 -> a tie: the better-ranked one (near) wins...
+    assert ids(run(candidates, pin, scene=scene)) == ["p", "near", "far"]
+    # ...and once similarity weighs more, far goes first: near 0.4*1 - 0.6*1 = -0.2 < far 0.
+    assert ids(run(candidates, pin, scene=SceneSettings(slug="home", mmr_enabled=True, mmr_lambda=0.4))) == [
+        "p",
+        "far",
+        "near",
+    ]
+
+
+def test_mmr_counts_a_negative_similarity_once_something_is_placed() -> None:
+    scene = SceneSettings(slug="home", mmr_enabled=True, mmr_lambda=0.5)
+    candidates = [
+        c("a", 1.0, embedding=(1.0, 0.0)),
+        c("opposite", 0.5, embedding=(-1.0, 0.0)),
+        c("orthogonal", 0.6, embedding=(0.0, 1.0)),
+    ]
+    # relevance a=1, orthogonal=0.2, opposite=0. After a: opposite 0 + 0.5*1 = 0.5 beats
+    # orthogonal 0.1 - 0 = 0.1 (before anything is placed the similarity is 0, not -1).
+    assert ids(run(candidates, scene=scene)) == ["a", "opposite", "orthogonal"]
+
+
+def test_the_category_cap_skips_only_what_is_still_available() -> None:
+    pin = CompiledRule(id=1, name="pin", kind="pin", position=3, pinned_items=("s4",))
+    scene = SceneSettings(slug="home", max_per_category=2, mmr_enabled=True, mmr_lambda=0.9)
+    candidates = [c(f"s{k}", 1.0 - k / 10, embedding=(1.0, k / 10)) for k in range(5)]
+    candidates.append(c("h", 0.1, "haircare", embedding=(0.0, 1.0)))
+    ranking = run(candidates, pin, scene=scene)
+    assert ids(ranking) == ["s0", "s1", "s4", "h"]
+    assert ranking.capped == 2  # s2 and s3; s4 is a pin and over the cap
+    assert not ranking.has_more
+
+
+def test_candidate_keeps_its_constructor_and_dataclass_behaviour() -> None:
+    import dataclasses
+
+    positional = Candidate("a", 0.5, "skincare", ("beauty", "skincare"), "acme", 9.5, False, True, {"k": 1},
+                           (1.0,), "popular")  # fmt: skip
+    keywords = Candidate(item_id="a", score=0.5, category="skincare", category_path=("beauty", "skincare"),
+                         brand="acme", price=9.5, in_stock=False, active=True, attributes={"k": 1},
+                         embedding=(1.0,), origin="popular")  # fmt: skip
+    assert positional == keywords
+    assert repr(positional).startswith("Candidate(item_id='a', score=0.5, category='skincare'")
+    assert dataclasses.asdict(keywords)["attributes"] == {"k": 1}
+    assert dataclasses.replace(keywords, score=0.7).score == 0.7
+    assert [f.name for f in dataclasses.fields(Candidate)][-2:] == ["embedding", "origin"]
+    first, second = Candidate("x", 1.0), Candidate("x", 1.0)
+    assert first.attributes == {} and first.attributes is not second.attributes
+    assert (first.category, first.category_path, first.brand, first.price) == (None, (), "", None)
+    assert (first.in_stock, first.active, first.embedding, first.origin) == (True, True, None, "model")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.score = 2.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Candidate(item_id="x")  # type: ignore[call-arg]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
+import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from recadmin.rules.conditions import compile_condition, compile_condition_batch
 from recadmin.rules.engine import (
     Candidate,
     CompiledRule,
@@ -210,3 +213,117 @@ def test_the_raw_ranking_is_the_model_order_without_duplicates(candidates, n, of
     ordered = sorted(best.items(), key=lambda pair: -pair[1])
     assert [item.score for item in raw] == [score for _, score in ordered][offset : offset + n]
     assert len({item.item_id for item in raw}) == len(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast paths against their plain definitions.
+
+tied_scores = st.one_of(st.sampled_from([0.0, 0.5, 1.0, -1.0]), scores)
+unit_parts = st.sampled_from([0.0, 1.0, -1.0, 0.5])
+
+
+@st.composite
+def tie_heavy_candidates(draw: st.DrawFn) -> list:
+    size = draw(st.integers(0, 25))
+    vectors = draw(st.lists(st.tuples(unit_parts, unit_parts, unit_parts), min_size=1, max_size=4))
+    result = []
+    for index in range(size):
+        category = draw(st.sampled_from(sorted(TREE)))
+        result.append(
+            Candidate(
+                item_id=f"i{index}",
+                score=draw(tied_scores),
+                category=category,
+                category_path=TREE[category],
+                embedding=draw(st.sampled_from(vectors)),
+            )
+        )
+    return result
+
+
+def _reference_mmr_ids(candidates: list, cap: int | None, lam: float, n: int) -> list[str]:
+    """The MMR list by its definition, recomputed from scratch at every position (similarities
+    as `unit @ unit[placed]`, the product the engine uses, so ties compare the same floats)."""
+    pool = sorted(enumerate(candidates), key=lambda pair: (-pair[1].score, pair[0]))
+    pool = [candidate for _, candidate in pool]
+    matrix = np.asarray([c.embedding for c in pool], dtype=np.float64).reshape(len(pool), 3)
+    norms = np.linalg.norm(matrix, axis=1)
+    norms[norms == 0] = 1.0
+    unit = matrix / norms[:, None]
+    values = np.array([c.score for c in pool], dtype=np.float64)
+    span = values.max() - values.min() if len(pool) else 0.0
+    relevance = (values - values.min()) / span if span > 0 else np.ones(len(pool))
+    placed: list[int] = []
+    counts: dict[str, int] = {}
+    while len(placed) < n:
+        best, best_value = None, -np.inf
+        for index, candidate in enumerate(pool):
+            if index in placed or (cap and counts.get(candidate.category, 0) >= cap):
+                continue
+            similarity = max((float((unit @ unit[other])[index]) for other in placed), default=0.0)
+            value = lam * relevance[index] - (1 - lam) * similarity
+            if best is None or value > best_value:
+                best, best_value = index, value
+        if best is None:
+            break
+        placed.append(best)
+        counts[pool[best].category] = counts.get(pool[best].category, 0) + 1
+    return [pool[index].item_id for index in placed]
+
+
+@given(tie_heavy_candidates(), st.one_of(st.none(), st.integers(1, 3)), st.sampled_from([0.0, 0.3, 0.5, 0.7, 0.9]))
+def test_mmr_follows_its_definition_ties_included(candidates, cap, lam) -> None:  # type: ignore[no-untyped-def]
+    scene = _scene(mmr_enabled=True, mmr_lambda=lam, max_per_category=cap)
+    ranking = apply_rules(candidates, RuleSet("home"), scene, Context(now=NOW), n=30)
+    expected = _reference_mmr_ids(candidates, cap, lam, 30)
+    assert _ids(ranking) == expected
+
+
+@given(tie_heavy_candidates(), st.booleans(), st.one_of(st.none(), st.integers(1, 3)), st.integers(0, 5))
+def test_numpy_embeddings_give_the_same_page_as_tuples(candidates, mmr, cap, offset) -> None:  # type: ignore[no-untyped-def]
+    arrays = [dataclasses.replace(c, embedding=np.asarray(c.embedding, dtype=np.float64)) for c in candidates]
+    pin = CompiledRule(id=9, name="pin", kind="pin", position=2, pinned_items=("i3",))
+    scene = _scene(mmr_enabled=mmr, mmr_lambda=0.6, max_per_category=cap)
+    as_tuples = apply_rules(candidates, RuleSet("home", (pin,)), scene, Context(now=NOW), n=10, offset=offset)
+    as_arrays = apply_rules(arrays, RuleSet("home", (pin,)), scene, Context(now=NOW), n=10, offset=offset)
+    assert as_arrays.to_dict() == as_tuples.to_dict()
+
+
+def _leaf(field: str, ops: list[str], values: st.SearchStrategy) -> st.SearchStrategy:
+    return st.builds(lambda op, value: {"field": field, "op": op, "value": value}, st.sampled_from(ops), values)
+
+
+some_categories = st.lists(st.sampled_from(sorted(TREE)), min_size=1)
+leaf_conditions = st.one_of(
+    _leaf("category", ["in_subtree"], st.sampled_from(["beauty", "home", ["skincare", "garden"]])),
+    _leaf("category", ["eq"], st.sampled_from(sorted(TREE))),
+    _leaf("category", ["in"], some_categories),
+    _leaf("brand", ["eq", "ne"], st.sampled_from(["ACME", "globex"])),
+    _leaf("brand", ["in", "not_in"], st.lists(st.sampled_from(["Acme", "initech"]), min_size=1)),
+    _leaf("price", ["lt", "lte", "gt", "gte", "eq"], st.sampled_from([0, 10, 50.5, 100])),
+    _leaf("price", ["between"], st.sampled_from([[0, 10], [10, 100]])),
+    _leaf("in_stock", ["eq"], st.booleans()),
+    _leaf("active", ["eq"], st.booleans()),
+    _leaf("item", ["eq"], st.sampled_from(["i0", "i1"])),
+    _leaf("item", ["in"], st.lists(st.sampled_from(["i0", "i2", "i5"]), min_size=1)),
+    _leaf("attributes.tag", ["eq", "ne"], st.sampled_from(["Red", "blue", 1])),
+    _leaf("attributes.tag", ["in", "not_in"], st.just(["red", 2])),
+    _leaf("attributes.size", ["exists"], st.booleans()),
+)
+conditions = st.recursive(
+    leaf_conditions,
+    lambda inner: st.one_of(
+        st.builds(lambda parts: {"all": parts}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda parts: {"any": parts}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda part: {"not": part}, inner),
+    ),
+    max_leaves=6,
+)
+
+
+@given(candidate_lists(), st.one_of(st.none(), conditions), st.data())
+def test_batch_predicates_agree_with_the_per_item_predicate(candidates, condition, data) -> None:  # type: ignore[no-untyped-def]
+    tags = st.sampled_from([{}, {"tag": "red"}, {"tag": ["Red", "blue"]}, {"tag": 1, "size": "s"}, {"size": None}])
+    candidates = [dataclasses.replace(c, attributes=data.draw(tags)) for c in candidates]
+    predicate = compile_condition(condition)
+    assert compile_condition_batch(condition)(candidates) == [predicate(c) for c in candidates]
