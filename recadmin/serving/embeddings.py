@@ -28,8 +28,9 @@ _KEY = "serving:emb:{}:{}"
 _READY = "serving:emb:{}:ready"
 _LOCK = "serving:emb:{}:lock"
 _CHUNK = 2000
-# A version's vectors never change: each process keeps those it has read (one version at a time).
-_local: dict[int, dict[str, tuple[float, ...]]] = {}
+# A version's vectors never change: each process keeps those it has read (one version at a time),
+# as float64 arrays, so the engine stacks them without converting Python floats on every request.
+_local: dict[int, dict[str, np.ndarray]] = {}
 _local_lock = threading.Lock()
 
 
@@ -37,8 +38,9 @@ def embedding_key(version_id: int, shop_id: str) -> str:
     return _KEY.format(version_id, shop_id)
 
 
-def embeddings_get(*, version_id: int, shop_ids: Iterable[str]) -> dict[str, tuple[float, ...]]:
-    """Unit vectors of the items the export covered (one round trip); {} while not exported."""
+def embeddings_get(*, version_id: int, shop_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """Unit vectors (read-only float64 arrays) of the items the export covered (one round trip);
+    {} while not exported."""
     ids = list(shop_ids)
     local = _local.get(version_id)
     if local is not None:
@@ -56,11 +58,13 @@ def embeddings_get(*, version_id: int, shop_ids: Iterable[str]) -> dict[str, tup
     if ready_key not in found:
         _request_export(version_id)
         return out
-    fetched: dict[str, tuple[float, ...]] = {}
+    fetched: dict[str, np.ndarray] = {}
     for shop_id in remote:
         raw = found.get(embedding_key(version_id, shop_id))
         if raw is not None:
-            fetched[shop_id] = tuple(np.frombuffer(raw, dtype=np.float16).astype(np.float64).tolist())
+            vector = np.frombuffer(raw, dtype=np.float16).astype(np.float64)
+            vector.setflags(write=False)  # shared by every request of this process
+            fetched[shop_id] = vector
     with _local_lock:
         if version_id not in _local:
             _local.clear()

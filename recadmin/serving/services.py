@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -190,7 +191,7 @@ def validate_item(
 
 
 def _to_candidate(
-    meta: dict[str, Any], score: float, origin: str, embedding: tuple[float, ...] | None = None
+    meta: dict[str, Any], score: float, origin: str, embedding: np.ndarray | None = None
 ) -> Candidate:
     path = meta.get("path")
     if path is None:
@@ -311,7 +312,7 @@ def _rank(
     now = context.now
     pinned = _pinned_ids(bundle.ruleset, now)
     metas = items_metadata([item for item, _ in scored] + pinned, state=state.items if state else None)
-    vectors: dict[str, tuple[float, ...]] = {}
+    vectors: dict[str, np.ndarray] = {}
     if bundle.settings.mmr_enabled and bundle.settings.mmr_lambda < 1.0 and embedding_version is not None:
         vectors = embeddings_get(version_id=embedding_version, shop_ids=[i for i, _ in scored if i in metas] + pinned)
     get_vector = vectors.get
