@@ -41,6 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from itertools import chain, compress
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -284,6 +285,10 @@ class Ranking:
         }
 
 
+_get_active = attrgetter("active")
+_get_category = attrgetter("category")
+
+
 def _origin_reason(candidate: Candidate) -> dict[str, Any]:
     return {"type": candidate.origin, "score": candidate.score}
 
@@ -469,7 +474,7 @@ def apply_rules(
     current_item = context.current_item if scene.exclude_current_item else None
     purchases = context.purchases if scene.exclude_purchased_days else {}
     if current_item is None and not purchases:
-        flagged = [k for k, c in enumerate(unique) if not c.active]
+        flagged = [] if all(map(_get_active, unique)) else [k for k, c in enumerate(unique) if not c.active]
     else:
         flagged = [
             k
@@ -525,11 +530,13 @@ def apply_rules(
         applied.add(rule.id)
         for j in compress(range(len(live)), answers):
             before = scores[j]
-            after = scores[j] = values[j] = _adjust(before, rule)
+            after = scores[j] = _adjust(before, rule)
             if j in adjusted:
                 adjusted[j].append((rule, before, after))
             else:
                 adjusted[j] = [(rule, before, after)]
+    if adjusted:
+        values = np.array(scores, dtype=np.float64)
 
     # 4. Pins, then the pool in score order (ties: input order), then the list.
     if pins:
@@ -551,18 +558,20 @@ def apply_rules(
     # Extras the model did not propose and no pin placed never enter the list: the pool is the
     # proposed candidates still in, less the pinned ones.
     cut = bisect_left(alive, proposed_count)
-    pinned_js = {j for j, _ in pinned_slots.values()}
-    pool = [j for j in range(cut) if j not in pinned_js] if pinned_js else list(range(cut))
-    pool_scores = values[pool]
+    pool_at = np.arange(cut)
+    pinned_js = [j for j, _ in pinned_slots.values() if j < cut]
+    if pinned_js:
+        pool_at = np.delete(pool_at, pinned_js)
+    pool_scores = values[pool_at]
     if not np.isnan(pool_scores).any():
         # A stable sort on -score keeps the input order among ties: the order of the old key
         # (-score, input order, item id) whenever no score is NaN.
         order = np.argsort(-pool_scores, kind="stable")
-        pool = [pool[i] for i in order.tolist()]
+        pool: list[int] = pool_at[order].tolist()
         pool_scores = pool_scores[order]
     else:
         # NaN scores (an infinite weight) have no order: Python's sort on the old key, as before.
-        pool.sort(key=lambda j: (-scores[j], j))
+        pool = sorted(pool_at.tolist(), key=lambda j: (-scores[j], j))
         pool_scores = values[pool]
 
     chosen, capped, has_more = _build_list(pool, pool_scores, live, pinned_slots, scene, limit)
@@ -570,12 +579,12 @@ def apply_rules(
     for index in range(offset, len(chosen)):
         j, pin_rule = chosen[index]
         candidate = live[j]
-        reasons = [_origin_reason(candidate)]
+        reasons: tuple[dict[str, Any], ...] = (_origin_reason(candidate),)
         if j in adjusted:
-            reasons += [_adjust_reason(rule, before, after) for rule, before, after in adjusted[j]]
+            reasons += tuple(_adjust_reason(rule, before, after) for rule, before, after in adjusted[j])
         if pin_rule is not None:
-            reasons.append({"type": "pinned", "rule": pin_rule.id, "rule_name": pin_rule.name, "position": index + 1})
-        items.append(RankedItem(candidate.item_id, scores[j], index + 1, candidate.category, tuple(reasons), candidate))
+            reasons += ({"type": "pinned", "rule": pin_rule.id, "rule_name": pin_rule.name, "position": index + 1},)
+        items.append(RankedItem(candidate.item_id, scores[j], index + 1, candidate.category, reasons, candidate))
     return Ranking(
         items=tuple(items),
         total_candidates=len(candidates),
@@ -620,7 +629,7 @@ def _build_list(
     available = [True] * size
     remaining = size  # how many entries of `available` are True
     capped = 0
-    categories = [live[j].category for j in pool] if cap else []
+    categories = list(map(list(map(_get_category, live)).__getitem__, pool)) if cap else []
     cursor = 0  # next pool index to consider when MMR is off (the pool is in score order)
 
     lam = scene.mmr_lambda
@@ -633,10 +642,15 @@ def _build_list(
     if use_mmr and embeddings is not None:
         scores = pool_scores
         finite = np.isfinite(scores)
-        low = scores[finite].min() if finite.any() else 0.0
-        high = scores[finite].max() if finite.any() else 0.0
-        span = high - low
-        relevance = np.where(finite, (scores - low) / span if span > 0 else 1.0, -1.0)
+        if finite.all():  # the same values as the general form below, in fewer steps
+            low, high = scores.min(), scores.max()
+            span = high - low
+            relevance = (scores - low) / span if span > 0 else np.ones(size)
+        else:
+            low = scores[finite].min() if finite.any() else 0.0
+            high = scores[finite].max() if finite.any() else 0.0
+            span = high - low
+            relevance = np.where(finite, (scores - low) / span if span > 0 else 1.0, -1.0)
         if 0.0 <= lam <= 1.0 and bool(np.isfinite(embeddings).all()):
             exact = True
             base = lam * relevance  # and -inf once a candidate is no longer available
@@ -702,7 +716,14 @@ def _build_list(
             if use_mmr:
                 vector = pin_vector(live[j])
         else:
-            take(index)
+            available[index] = False  # take(index), written out
+            remaining -= 1
+            if exact:
+                base[index] = neg_inf
+                if mmr is not base:
+                    mmr[index] = neg_inf
+            elif use_mmr:
+                available_mask[index] = False
             j = pool[index]
             chosen.append((j, None))
             if use_mmr and embeddings is not None:
