@@ -190,22 +190,51 @@ def validate_item(
 # --------------------------------------------------------------------------------------------
 
 
-def _to_candidate(
-    meta: dict[str, Any], score: float, origin: str, embedding: np.ndarray | None = None
-) -> Candidate:
+# What a Candidate takes from an item's metadata, per metadata dict: serving turns the same
+# process-local dicts (serving.items) into ~150 candidates per request. Keyed by id() and holding
+# the dict itself, so an id is never reused while its entry lives. Cleared when full: dicts read
+# from Redis during warm-up are held here too, and the bound keeps that to tens of MB.
+_CANDIDATE_FIELDS: dict[int, tuple[dict[str, Any], tuple[Any, ...]]] = {}
+_CANDIDATE_FIELDS_MAX = 50_000
+
+
+def _candidate_fields(meta: dict[str, Any]) -> tuple[Any, ...]:
+    hit = _CANDIDATE_FIELDS.get(id(meta))
+    if hit is not None and hit[0] is meta:
+        return hit[1]
     path = meta.get("path")
     if path is None:
         path = tuple(p for p in (meta.get("category_path") or "").strip("/").split("/") if p)
+    fields = (
+        meta["item"],
+        meta.get("category") or None,
+        path,
+        meta.get("brand") or "",
+        meta.get("price"),
+        bool(meta.get("in_stock", True)),
+        bool(meta.get("is_active", True)),
+        meta.get("attributes") or {},
+    )
+    if len(_CANDIDATE_FIELDS) >= _CANDIDATE_FIELDS_MAX:
+        _CANDIDATE_FIELDS.clear()
+    _CANDIDATE_FIELDS[id(meta)] = (meta, fields)
+    return fields
+
+
+def _to_candidate(
+    meta: dict[str, Any], score: float, origin: str, embedding: np.ndarray | None = None
+) -> Candidate:
+    item_id, category, path, brand, price, in_stock, active, attributes = _candidate_fields(meta)
     return Candidate(
-        item_id=meta["item"],
+        item_id=item_id,
         score=float(score),
-        category=meta.get("category") or None,
+        category=category,
         category_path=path,
-        brand=meta.get("brand") or "",
-        price=meta.get("price"),
-        in_stock=bool(meta.get("in_stock", True)),
-        active=bool(meta.get("is_active", True)),
-        attributes=meta.get("attributes") or {},
+        brand=brand,
+        price=price,
+        in_stock=in_stock,
+        active=active,
+        attributes=attributes,
         embedding=embedding,
         origin=origin,
     )
