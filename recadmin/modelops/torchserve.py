@@ -290,6 +290,131 @@ class _Keys:
 # --------------------------------------------------------------------------------------------
 
 
+class _StaleConnection(Exception):
+    """The server closed a connection before answering (a kept-alive one may be retried)."""
+
+
+class _FastConnection:
+    """One kept-alive HTTP/1.1 connection for predict_fast (one per thread): a request is written
+    in one send, the answer's status line and headers are split by hand, the body is read by
+    Content-Length or chunks. Every socket operation gets what is left until `deadline`."""
+
+    _MAX_HEAD = 64 * 1024
+
+    def __init__(self, base_url: str) -> None:
+        url = urlsplit(base_url)
+        self.tls = url.scheme == "https"
+        self.host = url.hostname or "127.0.0.1"
+        self.port = url.port or (443 if self.tls else 80)
+        self.prefix = url.path.rstrip("/")
+        self.host_header = url.netloc
+        self.sock: socket.socket | None = None
+        self.buf = bytearray()
+
+    @property
+    def connected(self) -> bool:
+        return self.sock is not None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+        self.sock = None
+        self.buf.clear()
+
+    def post(self, path: str, body: bytes, headers: dict[str, str], deadline: float) -> tuple[int, bytes, bool]:
+        """(status, body, whether the connection stays open)."""
+        if self.sock is None:
+            sock = socket.create_connection((self.host, self.port), timeout=_left(deadline))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls:
+                import ssl
+
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+            self.sock = sock
+        head = f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host_header}\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.sock.settimeout(_left(deadline))
+        try:
+            self.sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise _StaleConnection(str(exc)) from exc
+        buf = self.buf
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            if len(buf) > self._MAX_HEAD:
+                raise http.client.HTTPException("the answer's headers are too large")
+            self._recv(deadline, stale_ok=not buf)
+        lines = bytes(buf[:end]).split(b"\r\n")
+        del buf[: end + 4]
+        parts = lines[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            raise http.client.HTTPException(f"bad status line {lines[0][:100]!r}")
+        status = int(parts[1])
+        fields: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip()
+        keep_alive = parts[0] == b"HTTP/1.1" and fields.get(b"connection", b"").lower() != b"close"
+        if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+            data = self._read_chunked(deadline)
+        elif b"content-length" in fields:
+            length = int(fields[b"content-length"])
+            while len(buf) < length:
+                self._recv(deadline)
+            data = bytes(buf[:length])
+            del buf[:length]
+        else:  # the body ends when the server closes the connection
+            while self._recv(deadline, until_closed=True):
+                pass
+            data, keep_alive = bytes(buf), False
+            buf.clear()
+        return status, data, keep_alive
+
+    def _recv(self, deadline: float, *, stale_ok: bool = False, until_closed: bool = False) -> bool:
+        assert self.sock is not None
+        self.sock.settimeout(_left(deadline))
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError as exc:
+            if stale_ok:
+                raise _StaleConnection(str(exc)) from exc
+            raise
+        if not chunk:
+            if until_closed:
+                return False
+            if stale_ok:
+                raise _StaleConnection("closed before answering")
+            raise http.client.IncompleteRead(bytes(self.buf))
+        self.buf += chunk
+        return True
+
+    def _read_chunked(self, deadline: float) -> bytes:
+        buf, out = self.buf, bytearray()
+        while True:
+            while (eol := buf.find(b"\r\n")) < 0:
+                self._recv(deadline)
+            size = int(bytes(buf[:eol]).split(b";", 1)[0], 16)
+            del buf[: eol + 2]
+            if size == 0:
+                while True:  # trailer lines, up to an empty one
+                    while (eol := buf.find(b"\r\n")) < 0:
+                        self._recv(deadline)
+                    del buf[: eol + 2]
+                    if eol == 0:
+                        return bytes(out)
+            while len(buf) < size + 2:
+                self._recv(deadline)
+            out += buf[:size]
+            del buf[: size + 2]
+
+
+def _left(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("no time left in the budget")
+    return remaining
+
+
 class TorchServeClient:
     """Typed access to one TorchServe. Get the per-process instance with `get_client()`."""
 
@@ -566,11 +691,12 @@ class TorchServeClient:
 
     def predict_fast(self, name: str, payload: Any, *, budget: float, version: str | None = None) -> Any:
         """The serving hot path: one attempt on this thread's kept-alive connection, no retry,
-        within `budget` seconds (each socket operation gets what is left of it), else TorchServeTimeout.
+        everything (connect, send, answer) within `budget` seconds, else TorchServeTimeout.
 
-        Plain http.client rather than the urllib3 pool: on this path urllib3's per-request
-        machinery cost more CPU (about 0.3 ms) than the JSON in and out, and the web workers are
-        CPU-bound. A connection the server closed meanwhile is retried once on a new one."""
+        A minimal HTTP/1.1 exchange (_FastConnection) rather than the urllib3 pool: on this path
+        urllib3's machinery, and http.client's header parsing through the email package, cost more
+        CPU than the JSON in and out, and the web workers are CPU-bound. A kept-alive connection
+        that TorchServe closed meanwhile is retried once on a new one."""
         path = f"/predictions/{_q(name)}" + (f"/{_q(version)}" if version is not None else "")
         deadline = time.monotonic() + budget
         body = json.dumps(payload, separators=(",", ":")).encode()
@@ -586,18 +712,8 @@ class TorchServeClient:
                     continue
             raise _error_for(status, ts_type, message, self.config)
 
-    def _fast_connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._fast, "conn", None)
-        if conn is None:
-            url = urlsplit(self.config.inference_url)
-            factory = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-            conn = factory(url.hostname or "127.0.0.1", url.port)
-            self._fast.conn = conn
-            self._fast.prefix = url.path.rstrip("/")
-        return conn
-
     def _fast_drop(self) -> None:
-        conn = getattr(self._fast, "conn", None)
+        conn: _FastConnection | None = getattr(self._fast, "conn", None)
         self._fast.conn = None
         if conn is not None:
             conn.close()
@@ -606,34 +722,30 @@ class TorchServeClient:
         headers = self._headers("inference")
         headers["Content-Type"] = "application/json"
         for attempt in (1, 2):
-            conn = self._fast_connection()
-            reused = conn.sock is not None
-            remaining = deadline - time.monotonic()
+            conn: _FastConnection | None = getattr(self._fast, "conn", None)
+            if conn is None:
+                conn = self._fast.conn = _FastConnection(self.config.inference_url)
+            reused = conn.connected
             try:
-                if remaining <= 0:
-                    raise TimeoutError("no time left in the budget")
-                conn.timeout = remaining
-                if conn.sock is not None:
-                    conn.sock.settimeout(remaining)
-                conn.request("POST", self._fast.prefix + path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
+                status, data, keep_alive = conn.post(path, body, headers, deadline)
+            except _StaleConnection as exc:
                 self._fast_drop()
-                stale = reused and isinstance(
-                    exc, (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError,
-                          ConnectionResetError)
-                )
-                if stale and attempt == 1 and time.monotonic() < deadline:
+                if reused and attempt == 1 and time.monotonic() < deadline:
                     continue  # the kept-alive connection was closed by TorchServe: once more, fresh
+                raise TorchServeUnavailable(
+                    f"TorchServe at {self.config.inference_url} closed the connection on POST {path}: {exc}",
+                    {"url": self.config.inference_url + path},
+                ) from exc
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                self._fast_drop()
                 cls = TorchServeTimeout if isinstance(exc, TimeoutError) else TorchServeUnavailable
                 raise cls(
                     f"TorchServe at {self.config.inference_url} did not answer POST {path}: {_short(exc)}",
                     {"url": self.config.inference_url + path},
                 ) from exc
-            if resp.will_close:
+            if not keep_alive:
                 self._fast_drop()
-            return resp.status, data
+            return status, data
         raise AssertionError("unreachable")  # pragma: no cover
 
     def metrics_text(self, *, timeout: float | None = None) -> str:
