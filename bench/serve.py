@@ -104,26 +104,17 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _load(
-    name: str,
-    *,
-    host: str,
-    port: int,
-    make_request: Any,
-    clients: int,
-    seconds: float,
-    check: Any = None,
-    watch: dict[str, int] | None = None,
-) -> PhaseResult:
-    """`clients` threads, each on its own kept-alive connection, sending back to back for `seconds`.
-    `watch`: {name: pid} of servers whose CPU time (with their children) the phase reports."""
-    result = PhaseResult(name=name, seconds=seconds, load_before=os.getloadavg()[0])
-    groups = {group: _descendants(pid) for group, pid in (watch or {}).items()}
-    cpu_before = {group: _cpu_seconds(pids) for group, pids in groups.items()}
-    own_before = os.times()
+def _run_clients(
+    seeds: list[int], *, host: str, port: int, make_request: Any, seconds: float, budget: int, check: Any
+) -> tuple[list[float], int, list[str], int]:
+    """One thread per seed, each on its own kept-alive connection, back to back until `seconds`
+    pass or `budget` requests were sent. (latencies ms, errors, error samples, fallback answers)"""
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
-    budget = [MAX_REQUESTS_PER_PHASE]
+    left = [budget]
+    latencies: list[float] = []
+    totals = [0, 0]  # errors, fallback answers
+    error_samples: list[str] = []
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
@@ -134,9 +125,9 @@ def _load(
         fallbacks = 0
         while time.perf_counter() < stop_at:
             with lock:
-                if budget[0] <= 0:
+                if left[0] <= 0:
                     break
-                budget[0] -= 1
+                left[0] -= 1
             method, path, body, headers = make_request(rng)
             started = time.perf_counter()
             try:
@@ -160,23 +151,99 @@ def _load(
                 conn = http.client.HTTPConnection(host, port, timeout=10)
         conn.close()
         with lock:
-            result.latencies_ms.extend(local_lat)
-            result.errors += local_err
-            result.error_samples.extend(samples)
-            result.fallback_answers += fallbacks
+            latencies.extend(local_lat)
+            totals[0] += local_err
+            totals[1] += fallbacks
+            error_samples.extend(samples)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
-    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(seed,), daemon=True) for seed in seeds]
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 30)
+    return latencies, totals[0], error_samples, totals[1]
+
+
+def _load(
+    name: str,
+    *,
+    host: str,
+    port: int,
+    make_request: Any,
+    clients: int,
+    seconds: float,
+    check: Any = None,
+    watch: dict[str, int] | None = None,
+    processes: int = 4,
+) -> PhaseResult:
+    """`clients` concurrent clients, each on its own kept-alive connection, sending back to back for
+    `seconds`, spread over `processes` forked processes: 32 threads under one GIL would queue for
+    it and add their own waiting to the latencies measured. `watch`: {name: pid} of servers whose
+    CPU time (with their children) the phase reports, next to the load generator's own."""
+    import multiprocessing
+
+    result = PhaseResult(name=name, seconds=seconds, load_before=os.getloadavg()[0])
+    groups = {group: _descendants(pid) for group, pid in (watch or {}).items()}
+    cpu_before = {group: _cpu_seconds(pids) for group, pids in groups.items()}
+    own_before = os.times()
+    processes = max(1, min(processes, clients))
+    shares = [list(range(i, clients, processes)) for i in range(processes)]
+    budget = MAX_REQUESTS_PER_PHASE // processes
+    context = multiprocessing.get_context("fork")
+    pipes = []
+    started = time.perf_counter()
+    for seeds in shares:
+        receiver, sender = context.Pipe(duplex=False)
+
+        def child(seeds: list[int] = seeds, sender: Any = sender) -> None:
+            sender.send(_run_clients(seeds, host=host, port=port, make_request=make_request, seconds=seconds,
+                                     budget=budget, check=check))
+            sender.close()
+
+        proc = context.Process(target=child, daemon=True)
+        proc.start()
+        sender.close()
+        pipes.append((proc, receiver))
+    for proc, receiver in pipes:
+        if receiver.poll(seconds + 60):
+            latencies, errors, samples, fallbacks = receiver.recv()
+            result.latencies_ms.extend(latencies)
+            result.errors += errors
+            result.error_samples.extend(samples)
+            result.fallback_answers += fallbacks
+        else:
+            result.errors += 1
+            result.error_samples.append("a load-generator process did not report")
+        proc.join(30)
     result.seconds = time.perf_counter() - started
     result.load_after = os.getloadavg()[0]
     own_after = os.times()
     result.cpu = {group: _cpu_seconds(pids) - cpu_before[group] for group, pids in groups.items()}
-    result.cpu["client"] = (own_after.user + own_after.system) - (own_before.user + own_before.system)
+    result.cpu["client"] = sum(own_after[:4]) - sum(own_before[:4])  # user + system, self + children
     return result
+
+
+# The served-log drain, as a worker runs it: every second until stdin closes; prints the total.
+_DRAIN_LOOP = """
+import sys, threading, django
+django.setup()
+from recadmin.serving.served_log import served_log_drain
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+total = 0
+while not stop.wait(1.0):
+    total += served_log_drain()
+total += served_log_drain()
+print(total)
+"""
+
+
+def _stop_drain(drainer: subprocess.Popen[bytes]) -> int:
+    out, _ = drainer.communicate(b"", timeout=60)
+    try:
+        return int(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return -1
 
 
 def _wait_http(host: str, port: int, path: str, timeout: float) -> None:
@@ -253,6 +320,7 @@ def main() -> int:
     }
     os.environ.update(env)
     gunicorn: subprocess.Popen[bytes] | None = None
+    drainer: subprocess.Popen[bytes] | None = None
     results: list[PhaseResult] = []
     diagnostics: list[PhaseResult] = []
     notes: list[str] = []
@@ -340,24 +408,15 @@ def main() -> int:
             history = [e.item for e in reversed(history_get(customer, 50))]
             ts_payloads.append(json.dumps({"history": history, "k": k, "exclude": []}).encode())
 
-        # gunicorn's processes enqueue the served-log drain into an in-memory broker nobody reads;
-        # this process plays the Celery worker and drains the log every second, as a deployment's
-        # worker does (an eager drain inside a request would be measured as request latency).
         web_env = {**os.environ, **env, "CELERY_TASK_ALWAYS_EAGER": "false", "CELERY_BROKER_URL": "memory://"}
-        drained = [0]
-        stop_drain = threading.Event()
-
-        def drain_loop() -> None:
-            from django.db import connection
-
-            from recadmin.serving.served_log import served_log_drain
-
-            while not stop_drain.wait(1.0):
-                drained[0] += served_log_drain()
-            connection.close()
-
-        drainer = threading.Thread(target=drain_loop, daemon=True)
-        drainer.start()
+        # gunicorn's processes enqueue the served-log drain into an in-memory broker nobody reads;
+        # a separate process plays the Celery worker and drains the log every second, as a
+        # deployment's worker does. (Not a thread here: its ORM work would hold this process's GIL
+        # and show up as latency of the load generator's requests.)
+        drainer = subprocess.Popen(
+            [sys.executable, "-c", _DRAIN_LOOP], cwd=REPO, env={**os.environ, **env},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        )
 
         port = free_port()
         worker_connections = args.gunicorn_worker_connections or -(-args.clients // args.gunicorn_workers)
@@ -429,14 +488,15 @@ def main() -> int:
                              make_request=api_request, clients=args.clients, seconds=args.seconds,
                              check=is_fallback, watch=watch))
         time.sleep(2)
-        stop_drain.set()
-        drainer.join(10)
+        drained = _stop_drain(drainer)
         from recadmin.serving.fallbacks import fallback_counts
         from recadmin.serving.models import ServedRecommendation
 
         notes.append(f"served log: {ServedRecommendation.objects.count()} pages written by the drain "
-                     f"({drained[0]} in the drain thread); fallback counters {fallback_counts()}")
+                     f"({drained} by the drain process); fallback counters {fallback_counts()}")
     finally:
+        if drainer is not None and drainer.poll() is None:
+            drainer.kill()
         if gunicorn is not None:
             os.killpg(gunicorn.pid, signal.SIGTERM)
             try:
