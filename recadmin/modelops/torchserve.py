@@ -15,7 +15,6 @@ only transient failures (connection errors, 502/503/504) are retried, with backo
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import os
@@ -294,6 +293,10 @@ class _StaleConnection(Exception):
     """The server closed a connection before answering (a kept-alive one may be retried)."""
 
 
+class _BadAnswer(ValueError):
+    """An answer that is not the HTTP/1.1 predict_fast expects (malformed or cut short)."""
+
+
 class _FastConnection:
     """One kept-alive HTTP/1.1 connection for predict_fast (one per thread): a request is written
     in one send, the answer's status line and headers are split by hand, the body is read by
@@ -342,13 +345,13 @@ class _FastConnection:
         buf = self.buf
         while (end := buf.find(b"\r\n\r\n")) < 0:
             if len(buf) > self._MAX_HEAD:
-                raise http.client.HTTPException("the answer's headers are too large")
+                raise _BadAnswer("the answer's headers are too large")
             self._recv(deadline, stale_ok=not buf)
         lines = bytes(buf[:end]).split(b"\r\n")
         del buf[: end + 4]
         parts = lines[0].split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
-            raise http.client.HTTPException(f"bad status line {lines[0][:100]!r}")
+            raise _BadAnswer(f"bad status line {lines[0][:100]!r}")
         status = int(parts[1])
         fields: dict[bytes, bytes] = {}
         for line in lines[1:]:
@@ -384,7 +387,7 @@ class _FastConnection:
                 return False
             if stale_ok:
                 raise _StaleConnection("closed before answering")
-            raise http.client.IncompleteRead(bytes(self.buf))
+            raise _BadAnswer(f"connection closed mid-answer ({len(self.buf)} bytes read)")
         self.buf += chunk
         return True
 
@@ -423,7 +426,7 @@ class TorchServeClient:
         # One pool for all three APIs: kept-alive connections per host:port, thread safe.
         self._http = urllib3.PoolManager(num_pools=4, maxsize=maxsize, block=False, retries=False)
         self._keys = _Keys(config.key_file)
-        # predict_fast's kept-alive connection, one per thread (http.client is not thread safe).
+        # predict_fast's kept-alive connection, one per thread (a _FastConnection is not thread safe).
         self._fast = threading.local()
 
     # ---- plumbing -------------------------------------------------------------------------
@@ -736,7 +739,7 @@ class TorchServeClient:
                     f"TorchServe at {self.config.inference_url} closed the connection on POST {path}: {exc}",
                     {"url": self.config.inference_url + path},
                 ) from exc
-            except (OSError, ValueError, http.client.HTTPException) as exc:
+            except (OSError, ValueError) as exc:  # ValueError: _BadAnswer, a malformed number
                 self._fast_drop()
                 cls = TorchServeTimeout if isinstance(exc, TimeoutError) else TorchServeUnavailable
                 raise cls(
