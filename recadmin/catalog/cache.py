@@ -1,6 +1,7 @@
 """Invalidation hook for caches of item data kept by higher apps (serving's item metadata).
 
-Catalog services write in bulk (no signals fire), so they call `items_changed` themselves. Keys are
+Bulk writes fire no signals, so the services that make them call `items_changed` themselves; single-row
+saves and deletes (services, admin, imports) invalidate through the signals at the bottom. Keys are
 built here, so the cache's owners and the catalog agree on them without the catalog importing
 anything above it: one key per item under a generation number. Changing some items deletes their
 keys; changing categories (paths move whole subtrees) bumps the generation, which orphans every key

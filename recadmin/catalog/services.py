@@ -79,7 +79,7 @@ def category_update(
     category.path = category.compute_path()
     category.depth = _depth(category.path)
     category.full_clean()
-    category.save()
+    category.save()  # post_save invalidates every cached item (catalog.cache)
     if category.path != old_path:
         # Descendants keep their own tail: new prefix + what followed the old prefix.
         Category.objects.filter(path__startswith=old_path).exclude(pk=category.pk).update(
@@ -90,7 +90,6 @@ def category_update(
         Category.objects.filter(path__startswith=category.path).exclude(pk=category.pk).update(
             depth=separators - 2
         )
-    items_changed()
     return category
 
 
@@ -141,8 +140,7 @@ def category_delete(*, category: Category) -> None:
             f"Category {category.slug!r} is in use by {items} item(s) and {children} child category(ies).",
             extra={"items": items, "children": children},
         )
-    category.delete()
-    items_changed()
+    category.delete()  # post_delete invalidates every cached item (catalog.cache)
 
 
 def _category_paths(parent_of: Mapping[str, str | None]) -> dict[str, str]:
@@ -328,8 +326,7 @@ def item_create(*, shop_id: str, data: Mapping[str, Any]) -> Item:
     values = _validate_item_data(data, _resolve_categories([str(data.get("category") or "")]))
     item = Item(shop_id=shop_id)
     _apply(item, values)
-    item.save()
-    items_changed([shop_id])
+    item.save()  # post_save drops its cache entry (catalog.cache)
     return item
 
 
@@ -342,8 +339,7 @@ def item_upsert(*, shop_id: str, data: Mapping[str, Any]) -> tuple[Item, bool]:
     if item is None:
         item = Item(shop_id=shop_id)
     _apply(item, values)
-    item.save()
-    items_changed([shop_id])
+    item.save()  # post_save drops its cache entry (catalog.cache)
     return item, created
 
 
@@ -351,8 +347,7 @@ def item_upsert(*, shop_id: str, data: Mapping[str, Any]) -> tuple[Item, bool]:
 def item_update(*, item: Item, data: Mapping[str, Any]) -> Item:
     values = _validate_item_data(data, _resolve_categories([str(data.get("category") or "")]))
     _apply(item, values)
-    item.save(update_fields=[*values.keys(), "updated_at"])
-    items_changed([item.shop_id])
+    item.save(update_fields=[*values.keys(), "updated_at"])  # post_save drops its cache entry
     return item
 
 
@@ -361,8 +356,7 @@ def item_deactivate(*, item: Item) -> Item:
     """What DELETE does: the item leaves recommendations but its events stay as training data."""
     if item.is_active:
         item.is_active = False
-        item.save(update_fields=["is_active", "updated_at"])
-        items_changed([item.shop_id])
+        item.save(update_fields=["is_active", "updated_at"])  # post_save drops its cache entry
     return item
 
 
