@@ -144,7 +144,11 @@ class RecommendationsApi(APIView):
         params = request.query_params
         scene = _text(params, "scene", max_length=64)
         customer = _text(params, "customer") or ""
-        state = hot_state(customer=customer, history_limit=HISTORY_LIMIT)
+        # A later page is a slice of the cached list: it needs the tokens (scene, default n) but not
+        # the history, which only an expired id reads (then on its own, in recommendations_build).
+        state = hot_state(
+            customer="" if params.get("recommendation_id") else customer, history_limit=HISTORY_LIMIT
+        )
         bundle = scene_bundle(scene, state=state)
         served = recommendations_serve(
             customer=customer,
