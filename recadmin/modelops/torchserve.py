@@ -463,6 +463,10 @@ class TorchServeClient:
         new = self._keys.get(api)
         return new is not None and new != old
 
+    def _key_refused(self, ts_type: str | None, api: str) -> bool:
+        """Whether TorchServe refused our key and a new one is now at hand (retry the call once)."""
+        return ts_type == "InvalidKeyException" and self.config.token_auth and self._refresh_key(api)
+
     def _request(
         self,
         method: str,
@@ -522,11 +526,10 @@ class TorchServeClient:
             if 200 <= status < 300:
                 return payload
             message, ts_type = _ts_message(payload, status)
-            if ts_type == "InvalidKeyException" and self.config.token_auth and not auth_retried:
+            if not auth_retried and self._key_refused(ts_type, api):
                 auth_retried = True
-                if self._refresh_key(api):
-                    attempt -= 1
-                    continue
+                attempt -= 1
+                continue
             if status in _TRANSIENT_STATUS and idempotent and attempt < attempts and time.monotonic() < deadline:
                 time.sleep(self.config.backoff * 2 ** (attempt - 1))
                 continue
@@ -689,8 +692,7 @@ class TorchServeClient:
     ) -> Any:
         """POST one JSON request to the model; returns the parsed JSON answer. Retries transient
         failures within about timeout * (retries + 1)."""
-        path = f"/predictions/{_q(name)}" + (f"/{_q(version)}" if version is not None else "")
-        return self._request("POST", "inference", path, body=payload, timeout=timeout)
+        return self._request("POST", "inference", _predictions_path(name, version), body=payload, timeout=timeout)
 
     def predict_fast(self, name: str, payload: Any, *, budget: float, version: str | None = None) -> Any:
         """The serving hot path: one attempt on this thread's kept-alive connection, no retry,
@@ -700,7 +702,7 @@ class TorchServeClient:
         urllib3's machinery, and http.client's header parsing through the email package, cost more
         CPU than the JSON in and out, and the web workers are CPU-bound. A kept-alive connection
         that TorchServe closed meanwhile is retried once on a new one."""
-        path = f"/predictions/{_q(name)}" + (f"/{_q(version)}" if version is not None else "")
+        path = _predictions_path(name, version)
         deadline = time.monotonic() + budget
         body = json.dumps(payload, separators=(",", ":")).encode()
         auth_retried = False
@@ -709,10 +711,9 @@ class TorchServeClient:
             if 200 <= status < 300:
                 return _parse(data)
             message, ts_type = _ts_message(_parse(data), status)
-            if ts_type == "InvalidKeyException" and self.config.token_auth and not auth_retried:
+            if not auth_retried and self._key_refused(ts_type, "inference") and time.monotonic() < deadline:
                 auth_retried = True
-                if self._refresh_key("inference") and time.monotonic() < deadline:
-                    continue
+                continue
             raise _error_for(status, ts_type, message, self.config)
 
     def _fast_drop(self) -> None:
@@ -1138,6 +1139,10 @@ def _param(value: Any) -> str:
 
 def _q(part: str) -> str:
     return quote(str(part), safe="")
+
+
+def _predictions_path(name: str, version: str | None) -> str:
+    return f"/predictions/{_q(name)}" + (f"/{_q(version)}" if version is not None else "")
 
 
 def _short(exc: BaseException) -> str:
