@@ -81,14 +81,13 @@ def category_update(
     category.full_clean()
     category.save()  # post_save invalidates every cached item (catalog.cache)
     if category.path != old_path:
-        # Descendants keep their own tail: new prefix + what followed the old prefix.
-        Category.objects.filter(path__startswith=old_path).exclude(pk=category.pk).update(
-            path=Concat(Value(category.path), Substr(F("path"), len(old_path) + 1))
-        )
-        # Depth is derived from the new path in SQL (separators - 2, as _depth), one UPDATE for the subtree.
+        # Descendants keep their own tail: new prefix + what followed the old prefix. Depth is derived
+        # from the path as _depth does (separators - 2), shifted by what the prefix gained: SET sees the
+        # old path, so both columns change in the one UPDATE.
+        shift = category.path.count(PATH_SEPARATOR) - old_path.count(PATH_SEPARATOR)
         separators = Length("path") - Length(Replace("path", Value(PATH_SEPARATOR), Value("")))
-        Category.objects.filter(path__startswith=category.path).exclude(pk=category.pk).update(
-            depth=separators - 2
+        Category.objects.filter(path__startswith=old_path).exclude(pk=category.pk).update(
+            path=Concat(Value(category.path), Substr(F("path"), len(old_path) + 1)), depth=separators + (shift - 2)
         )
     return category
 
