@@ -42,7 +42,17 @@ def test_sasrec_through_train_and_evaluate_early_stops_on_validation() -> None:
 
 
 def test_sasrec_refit_trains_for_the_epoch_count_chosen_on_validation() -> None:
-    params = {"hidden": 16, "max_len": 8, "lr": 5e-3, "max_epochs": 6, "patience": 2, "dropout": 0.1}
-    result = train_and_evaluate(planted_dataset(240), "sasrec", params, seed=0, refit=True)
-    assert result.model.params["max_epochs"] == 6
+    # Settings where validation stops early (best epoch 8 of 9 run), so the refit's count is a choice.
+    params = {"hidden": 16, "max_len": 8, "lr": 1e-2, "max_epochs": 12, "patience": 1, "dropout": 0.1}
+    epochs: list[int] = []
+
+    def progress(fraction: float, stage: str, metrics: dict[str, float] | None) -> None:
+        if metrics and "epoch" in metrics:
+            epochs.append(int(metrics["epoch"]))
+
+    result = train_and_evaluate(planted_dataset(240), "sasrec", params, seed=0, refit=True, progress=progress)
+    # The first fit's epochs, then the refit's: exactly as many as validation chose.
+    assert result.report.best_epoch < params["max_epochs"]
+    assert epochs == [*range(1, result.report.epochs + 1), *range(1, result.report.best_epoch + 1)]
+    assert result.model.params["max_epochs"] == 12
     assert result.test_metrics["HR@10"] > 0.5
