@@ -66,15 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             models.append((f"{loaded.config['kind']} ({directory})", loaded.model))
     else:
         for kind in MODEL_KINDS:
-            params = {}
+            model = build_model(kind, dataset.num_items)
             if kind == "sasrec":
-                params = {
-                    "num_attributes": dataset.num_attributes,
-                    "max_attributes": dataset.attribute_matrix().shape[1],
-                }
-            model = build_model(kind, dataset.num_items, **params)
-            if kind == "sasrec":
-                model.item_attrs.copy_(torch.from_numpy(dataset.attribute_matrix()))
+                model._set_attributes(dataset)  # the attribute tables fit() would build, fresh weights
             models.append((f"{kind} (fresh weights)", model))
     print(f"{len(histories)} histories x {dataset.num_items} items, 1 thread, {args.repeats} repeats")
     for name, model in models:
