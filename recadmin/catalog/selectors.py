@@ -40,10 +40,7 @@ def category_list(*, parent: str | None = None) -> QuerySet[Category]:
     """Categories with their parent loaded; `parent` (a slug) keeps its direct children only."""
     qs = Category.objects.select_related("parent")
     if parent:
-        node = Category.objects.filter(slug=parent).only("id").first()
-        if node is None:
-            return qs.none()
-        qs = qs.filter(parent=node)
+        qs = qs.filter(parent__slug=parent)  # the join select_related makes anyway: no separate lookup
     return qs
 
 
