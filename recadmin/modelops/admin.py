@@ -400,10 +400,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
         request = _current_request.get()
         if request is None:
             return None
-        view = self._runtime(request)
-        if not view.torchserve_reachable:
-            return None
-        return next((e for e in view.versions if e.model_version.pk == obj.pk), None)
+        by_pk: dict[int, RuntimeVersion] | None = getattr(request, "_modelops_runtime_by_pk", None)
+        if by_pk is None:
+            view = self._runtime(request)
+            # Indexed once per page: a scan per row was quadratic in the page size.
+            by_pk = {e.model_version.pk: e for e in view.versions} if view.torchserve_reachable else {}
+            request._modelops_runtime_by_pk = by_pk  # type: ignore[attr-defined]
+        return by_pk.get(obj.pk)
 
     @admin.display(description="TorchServe")
     def torchserve_state(self, obj: ModelVersion) -> SafeString:
