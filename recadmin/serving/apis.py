@@ -146,8 +146,12 @@ class RecommendationsApi(APIView):
         customer = _text(params, "customer") or ""
         # A later page is a slice of the cached list: it needs the tokens (scene, default n) but not
         # the history, which only an expired id reads (then on its own, in recommendations_build).
+        category = params.get("category")
         state = hot_state(
-            customer="" if params.get("recommendation_id") else customer, history_limit=HISTORY_LIMIT
+            customer="" if params.get("recommendation_id") else customer,
+            history_limit=HISTORY_LIMIT,
+            # Its cached check rides the same round trip (an over-long one is refused below).
+            category=category if category and len(category) <= 100 else None,
         )
         bundle = scene_bundle(scene, state=state)
         served = recommendations_serve(

@@ -42,7 +42,7 @@ from recadmin.serving.models import ServedEndpoint, ServedSource
 from recadmin.serving.popular import popular_get
 from recadmin.serving.served_log import kept_get, served_log_push
 from recadmin.serving.state import NO_SCENE as _NO_SCENE
-from recadmin.serving.state import HotState, SceneBundle, default_model, hot_state, scene_lookup
+from recadmin.serving.state import HotState, SceneBundle, category_key, default_model, hot_state, scene_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -154,14 +154,19 @@ def scene_bundle(
     return bundle
 
 
-def validate_category(slug: str | None) -> str | None:
+def validate_category(slug: str | None, *, state: HotState | None = None) -> str | None:
+    """400 naming `category` for a slug the catalog does not know. Cached; `state` has the cached
+    answer when hot_state was asked for this slug (read in its round trip)."""
     if not slug:
         return None
-    key = f"serving:category:{slug}"
-    try:
-        known = cache.get(key)
-    except Exception:  # noqa: BLE001
-        known = None
+    key = category_key(slug)
+    if state is not None and state.category == slug:
+        known = state.category_known
+    else:
+        try:
+            known = cache.get(key)
+        except Exception:  # noqa: BLE001
+            known = None
     if known is None:
         from recadmin.catalog.models import Category
 
@@ -514,7 +519,7 @@ def recommendations_build(
     state = state or hot_state()
     bundle = bundle or scene_bundle(scene, now=now, state=state)
     context_meta = validate_item(item, state=state)
-    category = validate_category(category)
+    category = validate_category(category, state=state)
     length = _list_length(n, offset)
     if history is None:
         try:

@@ -50,6 +50,10 @@ class HotState:
     # database (events.history.history_load, given what was found) without reading the cache again.
     history_cold: bool = False
     history_found: tuple[HistoryEntry, ...] = ()
+    # The category slug asked for and what the cache says of it (serving.services.validate_category):
+    # True/False as cached, None when the cache has no answer.
+    category: str = ""
+    category_known: bool | None = None
 
     @property
     def items(self) -> tuple[int, int | None]:
@@ -81,8 +85,14 @@ def _read(keys: list[str], customer: str, limit: int) -> tuple[dict[str, Any], l
     return cache.get_many(keys), None, False
 
 
-def hot_state(*, customer: str = "", history_limit: int = 50) -> HotState:
+def category_key(slug: str) -> str:
+    return f"serving:category:{slug}"
+
+
+def hot_state(*, customer: str = "", history_limit: int = 50, category: str | None = None) -> HotState:
     keys = [VERSION_KEY, default_cache_key(model_name_resolve()), GENERATION_KEY, CHANGES_KEY]
+    if category:
+        keys.append(category_key(category))
     history: list[HistoryEntry] | None = None
     found_entries: tuple[HistoryEntry, ...] = ()
     cold = False
@@ -103,6 +113,8 @@ def hot_state(*, customer: str = "", history_limit: int = 50) -> HotState:
         history_customer=customer,
         history_cold=cold,
         history_found=found_entries,
+        category=category or "",
+        category_known=found.get(category_key(category)) if category else None,
     )
 
 

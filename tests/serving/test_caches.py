@@ -127,3 +127,29 @@ def test_an_item_saved_outside_the_services_invalidates_too(shop: Any, django_ca
         item.save()
 
     assert items_metadata(["sku-003"])["sku-003"]["title"] == "Edited in the admin form"
+
+
+def test_the_category_check_is_answered_by_the_hot_state_read(shop: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.cache import cache
+
+    from recadmin.core.errors import ValidationError
+    from recadmin.serving.services import validate_category
+    from recadmin.serving.state import hot_state
+
+    assert validate_category("skin") == "skin"  # cached from here on
+    with pytest.raises(ValidationError):
+        validate_category("no-such-category")
+    state = hot_state(category="skin")
+    assert state.category_known is True
+    unknown = hot_state(category="no-such-category")
+    assert unknown.category_known is False
+
+    def no_read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the category check read the cache again")
+
+    monkeypatch.setattr(cache, "get", no_read)
+    with CaptureQueriesContext(connection) as queries:
+        assert validate_category("skin", state=state) == "skin"
+        with pytest.raises(ValidationError):
+            validate_category("no-such-category", state=unknown)
+    assert len(queries) == 0
