@@ -94,7 +94,11 @@ def train_and_evaluate(
         data_split.train, progress=_scaled(progress, 0.0, 0.45 if do_refit else 0.9), seed=seed, valid=data_split.valid
     )
     fit_seconds = time.monotonic() - started
-    valid = evaluate(model, data_split.valid, num_items=full.num_items, ks=KS).full if len(data_split.valid) else {}
+    # An early-stopped model (SASRec) has already measured the epoch it kept: a second pass over
+    # the validation users would cost as much as one epoch's validation.
+    valid = dict(report.best_valid) or (
+        evaluate(model, data_split.valid, num_items=full.num_items, ks=KS).full if len(data_split.valid) else {}
+    )
     if progress:
         progress(0.45 if do_refit else 0.9, "validated", valid)
     if do_refit and data_split.refit is not None:

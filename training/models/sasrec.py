@@ -332,7 +332,7 @@ class SASRec(Recommender):
             row: dict[str, float] = {"epoch": float(epoch), "loss": total_loss / max(len(batches), 1)}
             report.epochs = epoch
             if valid is not None and len(valid):
-                metrics = evaluate(self, valid, num_items=self.num_items, ks=(10,)).full
+                metrics = evaluate(self, valid, num_items=self.num_items).full  # all of KS: trainer reuses it
                 row.update({"valid_HR@10": metrics["HR@10"], "valid_NDCG@10": metrics["NDCG@10"]})
                 if metrics["NDCG@10"] > best_score:
                     best_score, bad_epochs = metrics["NDCG@10"], 0
