@@ -103,23 +103,14 @@ def category_ensure(*, slug: str, name: str, parent: Category | None = None) -> 
 
 def category_rebuild_paths() -> int:
     """Recompute every path from `parent` (after raw edits or admin moves). Returns rows changed."""
-    categories = {c.pk: c for c in Category.objects.all()}
-    paths: dict[int, str] = {}
-
-    def path_of(pk: int, seen: tuple[int, ...] = ()) -> str:
-        if pk in paths:
-            return paths[pk]
-        node = categories[pk]
-        if node.parent_id is None or node.parent_id in seen or node.parent_id not in categories:
-            result = f"{PATH_SEPARATOR}{node.slug}{PATH_SEPARATOR}"
-        else:
-            result = f"{path_of(node.parent_id, (*seen, pk))}{node.slug}{PATH_SEPARATOR}"
-        paths[pk] = result
-        return result
+    categories = list(Category.objects.all())
+    slug_of = {c.pk: c.slug for c in categories}
+    # A parent missing from the table makes a root; a cycle is cut (see _category_paths).
+    paths = _category_paths({c.slug: slug_of.get(c.parent_id) if c.parent_id else None for c in categories})
 
     changed = []
-    for pk, node in categories.items():
-        new_path = path_of(pk)
+    for node in categories:
+        new_path = paths[node.slug]
         if node.path != new_path:
             node.path, node.depth = new_path, _depth(new_path)
             changed.append(node)
@@ -143,7 +134,7 @@ def category_delete(*, category: Category) -> None:
 
 
 def _category_paths(parent_of: Mapping[str, str | None]) -> dict[str, str]:
-    """Every node's path from an acyclic slug -> parent slug map."""
+    """Every node's path from a slug -> parent slug map (a cycle is cut where the walk closes it)."""
     paths: dict[str, str] = {}
     for start in parent_of:
         chain: list[str] = []

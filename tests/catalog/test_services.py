@@ -24,6 +24,19 @@ def test_category_update_moves_the_whole_subtree() -> None:
     assert oils.depth == 2
 
 
+def test_category_rebuild_paths_recomputes_paths_and_depths_from_the_parents() -> None:
+    beauty = services.category_create(name="Beauty", slug="beauty")
+    hair = services.category_create(name="Hair", slug="hair", parent=beauty)
+    services.category_create(name="Oils", slug="oils", parent=hair)
+    # A raw edit that bypasses the services: the parent moves, the paths below it do not.
+    Category.objects.filter(pk=hair.pk).update(parent=None)
+
+    assert services.category_rebuild_paths() == 2
+    rows = {c.slug: (c.path, c.depth) for c in Category.objects.all()}
+    assert rows == {"beauty": ("/beauty/", 0), "hair": ("/hair/", 0), "oils": ("/hair/oils/", 1)}
+    assert services.category_rebuild_paths() == 0
+
+
 def test_category_update_moving_to_the_root_lowers_the_depth_of_the_subtree() -> None:
     beauty = services.category_create(name="Beauty", slug="beauty")
     hair = services.category_create(name="Hair", slug="hair", parent=beauty)
