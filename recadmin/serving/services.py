@@ -398,6 +398,38 @@ def _rank(
     return _Built(items=items, raw=raw, report=report)
 
 
+def _model_list(
+    model: DefaultModel | None,
+    payload: dict[str, Any],
+    *,
+    refusal: str | None,
+    started: float,
+    scene: str | None,
+    customer: str,
+    failure: str,
+    **rank_kwargs: Any,
+) -> tuple[_Built | None, str]:
+    """The model's answer to `payload` through `_rank`, and "" ; or, when the request is refused
+    (`refusal`, a fallback reason), there is no default model, or the model or the ranking fails,
+    None and the fallback reason, counted and logged (`failure` names what failed to rank)."""
+    try:
+        if refusal:
+            raise _Fallback(refusal)
+        if model is None:
+            raise _Fallback(fallbacks.REASON_NO_DEFAULT, "no default model version")
+        scored = _predict(model, payload, started=started)
+        if not scored:
+            raise _Fallback(fallbacks.REASON_UNKNOWN_TO_MODEL)
+        return _rank(scored, embedding_version=model.id, **rank_kwargs), ""
+    except _Fallback as fallback:
+        reason, detail = fallback.reason, fallback.detail
+    except Exception as exc:  # a bug on the model path must cost the list, not the response
+        logger.exception("serving: ranking %s failed", failure)
+        reason, detail = fallbacks.REASON_INTERNAL, repr(exc)
+    fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
+    return None, reason
+
+
 def _rank_or_plain(scored: Sequence[tuple[str, float]], *, origin: str, length: int, **kwargs: Any) -> _Built:
     """`_rank` for the lists that are the last resort (fallback, popular): when ranking them fails
     too (a bug in a rule, a cache returning garbage), the list goes out in popularity order without
@@ -542,43 +574,34 @@ def recommendations_build(
     exclude = [item] if item and bundle.settings.exclude_current_item else []
     context = Context(now=now, purchases=purchases, current_item=item)
     k = min(max(bundle.settings.candidates_wanted(length), length), MAX_K)
-    source, reason, detail = ServedSource.MODEL, "", ""
-    built: _Built | None = None
-    try:
-        if not bundle.enabled:
-            raise _Fallback(fallbacks.REASON_SCENE_DISABLED)
-        if not model_history:
-            raise _Fallback(fallbacks.REASON_COLD_START)
-        if model is None:
-            raise _Fallback(fallbacks.REASON_NO_DEFAULT, "no default model version")
-        if history_ids:
-            payload: dict[str, Any] = {"history": model_history, "k": k, "exclude": exclude}
-            origin, extra = "model", None
-        else:
-            # Only the current item to go on: its nearest items by the model's embeddings.
-            payload = {"similar_to": item, "k": k}
-            origin, extra = "similar", {"type": "similar_to", "item": item}
-        scored = _predict(model, payload, started=started)
-        if not scored:
-            raise _Fallback(fallbacks.REASON_UNKNOWN_TO_MODEL)
-        built = _rank(
-            scored,
-            origin=origin,
-            bundle=bundle,
-            context=context,
-            length=length,
-            extra_reason=extra,
-            want_raw=want_raw,
-            embedding_version=model.id,
-            state=state,
-        )
-    except _Fallback as fallback:
-        source, reason, detail = ServedSource.FALLBACK, fallback.reason, fallback.detail
-        fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
-    except Exception as exc:  # a bug on the model path must cost the list, not the response
-        logger.exception("serving: ranking the model's candidates failed")
-        source, reason, detail = ServedSource.FALLBACK, fallbacks.REASON_INTERNAL, repr(exc)
-        fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
+    if history_ids:
+        payload: dict[str, Any] = {"history": model_history, "k": k, "exclude": exclude}
+        origin, extra = "model", None
+    else:
+        # Only the current item to go on: its nearest items by the model's embeddings.
+        payload = {"similar_to": item, "k": k}
+        origin, extra = "similar", {"type": "similar_to", "item": item}
+    built, reason = _model_list(
+        model,
+        payload,
+        refusal=(
+            fallbacks.REASON_SCENE_DISABLED
+            if not bundle.enabled
+            else fallbacks.REASON_COLD_START if not model_history else None
+        ),
+        started=started,
+        scene=scene,
+        customer=customer,
+        failure="the model's candidates",
+        origin=origin,
+        bundle=bundle,
+        context=context,
+        length=length,
+        extra_reason=extra,
+        want_raw=want_raw,
+        state=state,
+    )
+    source = ServedSource.MODEL if built is not None else ServedSource.FALLBACK
     if built is None:
         scored = _fallback_scores(scene=bundle.settings, category=category, context_meta=context_meta, limit=k)
         # The vectors live in the cache: a fallback list is diversified too, even with TorchServe down.
@@ -665,33 +688,22 @@ def similar_serve(
     model = default_model(state)
     context = Context(now=now, current_item=item)
     k = min(max(bundle.settings.candidates_wanted(length), length), MAX_K)
-    source, reason = ServedSource.MODEL, ""
-    built: _Built | None = None
-    try:
-        if scene and not bundle.enabled:
-            raise _Fallback(fallbacks.REASON_SCENE_DISABLED)
-        if model is None:
-            raise _Fallback(fallbacks.REASON_NO_DEFAULT, "no default model version")
-        scored = _predict(model, {"similar_to": item, "k": k}, started=started)
-        if not scored:
-            raise _Fallback(fallbacks.REASON_UNKNOWN_TO_MODEL)
-        built = _rank(
-            scored,
-            origin="similar",
-            bundle=bundle,
-            context=context,
-            length=length,
-            extra_reason={"type": "similar_to", "item": item},
-            embedding_version=model.id,
-            state=state,
-        )
-    except _Fallback as fallback:
-        source, reason = ServedSource.FALLBACK, fallback.reason
-        fallbacks.fallback_record(reason=reason, detail=fallback.detail, scene=scene or "", customer="")
-    except Exception as exc:  # a bug on the model path must cost the list, not the response
-        logger.exception("serving: ranking similar items failed")
-        source, reason = ServedSource.FALLBACK, fallbacks.REASON_INTERNAL
-        fallbacks.fallback_record(reason=reason, detail=repr(exc), scene=scene or "", customer="")
+    built, reason = _model_list(
+        model,
+        {"similar_to": item, "k": k},
+        refusal=fallbacks.REASON_SCENE_DISABLED if scene and not bundle.enabled else None,
+        started=started,
+        scene=scene,
+        customer="",
+        failure="similar items",
+        origin="similar",
+        bundle=bundle,
+        context=context,
+        length=length,
+        extra_reason={"type": "similar_to", "item": item},
+        state=state,
+    )
+    source = ServedSource.MODEL if built is not None else ServedSource.FALLBACK
     if built is None:
         settings_for_fallback = SceneSettings(
             **{**bundle.settings.to_dict(), "fallback": engine.FALLBACK_CATEGORY}
