@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 EMPTY_MEMBER = "~empty"
 PARTIAL_MEMBER = "~partial"
+_PARTIAL_BYTES = PARTIAL_MEMBER.encode()
 # How long "this customer has no events" is believed without asking the database again: events that
 # reach the database without history_record (an import with --no-history) show after this at most.
 EMPTY_TTL_SECONDS = 300
@@ -148,11 +149,8 @@ def history_split(raw: Sequence[bytes | str]) -> tuple[list[HistoryEntry], bool]
     must (history_load, given the entries found so that none recorded meanwhile is lost)."""
     if not raw:
         return [], False
-    complete = True
-    for member in raw:
-        if (member.decode() if isinstance(member, bytes) else member) == PARTIAL_MEMBER:
-            complete = False
-            break
+    # Compared as read (Redis gives bytes, the local cache str): no member is decoded twice.
+    complete = _PARTIAL_BYTES not in raw and PARTIAL_MEMBER not in raw
     return history_decode(raw), complete
 
 
