@@ -508,6 +508,13 @@ def _pg_customers_ensure(wanted: list[str]) -> dict[str, int]:
 # --- bulk loading (importers) ----------------------------------------------------------------------
 
 
+def copy_escape_text(text: str) -> str:
+    """A string in PostgreSQL COPY text format (backslash, tab and line breaks escaped)."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
 def copy_escape(value: Any) -> str:
     """A value in PostgreSQL COPY text format."""
     if value is None:
@@ -516,10 +523,7 @@ def copy_escape(value: Any) -> str:
         return "t" if value else "f"
     if isinstance(value, (dict, list)):
         value = json.dumps(value, separators=(",", ":"))
-    text = str(value)
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
+    return copy_escape_text(str(value))
 
 
 def pg_copy_upsert(

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.catalog.selectors import item_ids_by_shop_id
-from recadmin.catalog.services import customers_ensure
+from recadmin.catalog.services import copy_escape_text, customers_ensure
 from recadmin.events.history import HistoryEvent, history_record
 from recadmin.events.models import (
     EVENT_ID_MAX_LENGTH,
@@ -212,17 +212,11 @@ _TMP_TABLE_SQL = (
 )
 
 
-def _escape_text(text: str) -> str:
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
-
-
 def _copy_payload(
     rows: Sequence[EventRow], customer_ids: Mapping[str, int], item_ids: Mapping[str, int], now: str
 ) -> str:
     """The rows in COPY text format, one f-string per row: this runs for every ingested event."""
-    esc = _escape_text
+    esc = copy_escape_text
     null = "\\N"
     lines = []
     for r in rows:
