@@ -337,6 +337,16 @@ def read_csv_pair(path: Path) -> Dataset:
     return dataset
 
 
+def _csv_non_negative(raw: dict[str, Any], name: str, parse: Callable[[str], Any], kind: str) -> Any:
+    try:
+        value = parse(raw[name])
+    except (InvalidOperation, ValueError) as exc:
+        raise ValidationError(f"Not {kind}: {raw[name]!r}.", field=name) from exc
+    if value < 0:
+        raise ValidationError(f"{name.replace('_', ' ').capitalize()} must not be negative.", field=name)
+    return value
+
+
 def _csv_item(raw: dict[str, Any], known: dict[str, CategorySpec]) -> dict[str, Any]:
     shop_id = (raw.get("shop_id") or "").strip()
     if not shop_id:
@@ -355,22 +365,10 @@ def _csv_item(raw: dict[str, Any], known: dict[str, CategorySpec]) -> dict[str, 
             parent = slug
         item["category"] = parent
     if raw.get("price"):
-        try:
-            price = Decimal(raw["price"])
-        except InvalidOperation as exc:
-            raise ValidationError(f"Not a number: {raw['price']!r}.", field="price") from exc
-        if price < 0:
-            raise ValidationError("Price must not be negative.", field="price")
-        item["price"] = price
+        item["price"] = _csv_non_negative(raw, "price", Decimal, "a number")
     if raw.get("stock_quantity"):
-        try:
-            quantity = int(raw["stock_quantity"])
-        except ValueError as exc:
-            raise ValidationError(f"Not an integer: {raw['stock_quantity']!r}.", field="stock_quantity") from exc
-        if quantity < 0:
-            raise ValidationError("Stock quantity must not be negative.", field="stock_quantity")
-        item["stock_quantity"] = quantity
-        item["in_stock"] = quantity > 0
+        item["stock_quantity"] = _csv_non_negative(raw, "stock_quantity", int, "an integer")
+        item["in_stock"] = item["stock_quantity"] > 0
     for name in ("in_stock", "is_active"):
         if raw.get(name):
             item[name] = _parse_bool(raw[name], name)
