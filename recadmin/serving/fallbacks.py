@@ -61,21 +61,44 @@ def _log(reason: str, detail: str, scene: str, customer: str) -> bool:
     return True
 
 
-def fallback_record(*, reason: str, detail: str = "", scene: str = "", customer: str = "") -> None:
-    """Count one fallback and log it (failures at WARNING, rate-limited; expected ones at DEBUG)."""
+def counter_key(reason: str) -> str:
+    """The cache key of a reason's counter (an integer, so a raw Redis INCR on it works)."""
+    return _COUNTER.format(reason)
+
+
+def fallback_counted(reason: str, value: int | None) -> None:
+    """After serving a fallback list: `value` is the counter after an INCR done in another round trip
+    (serving's served-log pipeline), None to count it here."""
+    with contextlib.suppress(Exception):
+        if value is None:
+            _count(reason)
+        elif value == 1:  # the first one since a reset
+            cache.add(_SINCE, timezone.now().isoformat(), None)
+
+
+def _count(reason: str) -> None:
+    key = counter_key(reason)
+    try:
+        cache.incr(key)
+    except ValueError:  # the first one since a reset
+        cache.add(_SINCE, timezone.now().isoformat(), None)
+        if not cache.add(key, 1, None):
+            cache.incr(key)
+
+
+def fallback_record(
+    *, reason: str, detail: str = "", scene: str = "", customer: str = "", count: bool = True
+) -> None:
+    """Count one fallback and log it (failures at WARNING, rate-limited; expected ones at DEBUG).
+    `count=False`: the caller counts it later (fallback_counted)."""
     logged = False
     if reason in FAILURE_REASONS:
         logged = _log(reason, detail, scene, customer)
     else:
         logger.debug("serving fallback (%s) scene=%s customer=%s", reason, scene, customer)
     with contextlib.suppress(Exception):
-        key = _COUNTER.format(reason)
-        try:
-            cache.incr(key)
-        except ValueError:  # the first one since a reset
-            cache.add(_SINCE, timezone.now().isoformat(), None)
-            if not cache.add(key, 1, None):
-                cache.incr(key)
+        if count:
+            _count(reason)
         if logged:  # as often as the log line: once a second per process at most
             cache.set(_LAST, {"reason": reason, "detail": detail[:300], "at": timezone.now().isoformat()}, None)
 
@@ -83,10 +106,10 @@ def fallback_record(*, reason: str, detail: str = "", scene: str = "", customer:
 def fallback_counts() -> dict[str, int]:
     """{reason: count} since the counters were last reset, every reason present."""
     try:
-        found = cache.get_many([_COUNTER.format(r) for r in ALL_REASONS])
+        found = cache.get_many([counter_key(r) for r in ALL_REASONS])
     except Exception:  # noqa: BLE001 - the admin shows zeros rather than an error
         found = {}
-    return {r: int(found.get(_COUNTER.format(r)) or 0) for r in ALL_REASONS}
+    return {r: int(found.get(counter_key(r)) or 0) for r in ALL_REASONS}
 
 
 def fallback_summary() -> dict[str, object]:
@@ -105,4 +128,4 @@ def fallback_summary() -> dict[str, object]:
 
 def fallback_reset() -> None:
     with contextlib.suppress(Exception):
-        cache.delete_many([_COUNTER.format(r) for r in ALL_REASONS] + [_LAST, _SINCE])
+        cache.delete_many([counter_key(r) for r in ALL_REASONS] + [_LAST, _SINCE])

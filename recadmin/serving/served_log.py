@@ -54,12 +54,19 @@ def _list_key() -> str:
 
 
 def served_log_push(
-    *, record: dict[str, Any], keep_key: str | None = None, keep_value: Any = None, keep_seconds: int = 0
-) -> None:
+    *,
+    record: dict[str, Any],
+    keep_key: str | None = None,
+    keep_value: Any = None,
+    keep_seconds: int = 0,
+    incr_key: str | None = None,
+) -> int | None:
     """Queue one served page for the log. Never raises: logging must not fail a recommendation.
 
     `keep_key`/`keep_value`: a JSON value to store in the cache for `keep_seconds` in the same
-    round trip (the full list of a new recommendation_id); read it back with `kept_get`."""
+    round trip (the full list of a new recommendation_id); read it back with `kept_get`.
+    `incr_key`: an integer cache key to increment in the same round trip (a fallback counter);
+    returns its new value, None when it was not incremented (no Redis, or Redis failed)."""
     payload = json.dumps(record, separators=(",", ":"), default=str)
     connection = _redis()
     if connection is not None:
@@ -67,18 +74,26 @@ def served_log_push(
             pipe = connection.pipeline(transaction=False)
             if keep_key is not None:
                 pipe.set(cache.make_key(keep_key), json.dumps(keep_value, separators=(",", ":")), ex=keep_seconds)
+            if incr_key is not None:
+                pipe.incr(cache.make_key(incr_key))
             pipe.rpush(_list_key(), payload)
-            length = pipe.execute()[-1]
+            # A counter that cannot be incremented must not send the record to the local buffer too.
+            results = pipe.execute(raise_on_error=False)
+            counted = results.pop(-2) if incr_key is not None else None
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
         except Exception:  # noqa: BLE001 - Redis down: keep the record locally rather than lose it
             logger.warning("served log: Redis unavailable, buffering locally")
             connection = None  # and write the local buffer from here when it fills
         else:
+            length = results[-1]
             if length % DRAIN_BATCH == 0:
                 _kick_drain()
             if length > MAX_BACKLOG:
                 with contextlib.suppress(Exception):
                     connection.ltrim(_list_key(), -MAX_BACKLOG, -1)
-            return
+            return counted if isinstance(counted, int) else None
     if keep_key is not None:
         with contextlib.suppress(Exception):
             cache.set(keep_key, keep_value, keep_seconds)
@@ -87,6 +102,7 @@ def served_log_push(
         full = len(_local_buffer) >= DRAIN_BATCH
     if full and connection is None:
         served_log_drain()
+    return None
 
 
 def kept_get(key: str) -> Any:

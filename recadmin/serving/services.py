@@ -407,11 +407,12 @@ def _model_list(
     scene: str | None,
     customer: str,
     failure: str,
+    count: bool,
     **rank_kwargs: Any,
 ) -> tuple[_Built | None, str]:
     """The model's answer to `payload` through `_rank`, and "" ; or, when the request is refused
     (`refusal`, a fallback reason), there is no default model, or the model or the ranking fails,
-    None and the fallback reason, counted and logged (`failure` names what failed to rank)."""
+    None and the fallback reason, logged and (`count`) counted; `failure` names what failed to rank."""
     try:
         if refusal:
             raise _Fallback(refusal)
@@ -426,7 +427,7 @@ def _model_list(
     except Exception as exc:  # a bug on the model path must cost the list, not the response
         logger.exception("serving: ranking %s failed", failure)
         reason, detail = fallbacks.REASON_INTERNAL, repr(exc)
-    fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer)
+    fallbacks.fallback_record(reason=reason, detail=detail, scene=scene or "", customer=customer, count=count)
     return None, reason
 
 
@@ -477,10 +478,12 @@ def _cached_list(recommendation_id: str) -> dict[str, Any] | None:
 
 
 def _log(served: ServedList, *, keep: bool = False) -> None:
-    """Queue the page for the served log and, for a new list, keep the full list under its id
-    (one round trip for both)."""
+    """Queue the page for the served log and, for a new list, keep the full list under its id and
+    count it when it is a fallback (one round trip for all)."""
     page = served.page
-    served_log_push(
+    counter = keep and served.source == ServedSource.FALLBACK
+    counted = served_log_push(
+        incr_key=fallbacks.counter_key(served.fallback_reason) if counter else None,
         keep_key=_list_key(served.recommendation_id) if keep else None,
         keep_value=served.to_cache() if keep else None,
         keep_seconds=LIST_TTL_SECONDS,
@@ -509,6 +512,8 @@ def _log(served: ServedList, *, keep: bool = False) -> None:
             ],
         }
     )
+    if counter:
+        fallbacks.fallback_counted(served.fallback_reason, counted)
 
 
 def _list_length(n: int, offset: int) -> int:
@@ -543,9 +548,11 @@ def recommendations_build(
     now: dt.datetime | None = None,
     bundle: SceneBundle | None = None,
     state: HotState | None = None,
+    count_fallback: bool = True,
 ) -> ServedList:
     """Make a full list (not logged, not cached). `history` (oldest first) replaces the customer's
-    own, for the admin preview. Raises ValidationError for bad parameters; never for a model failure."""
+    own, for the admin preview. Raises ValidationError for bad parameters; never for a model failure.
+    `count_fallback=False`: a fallback is logged but left to the caller to count (serving's _log)."""
     started = time.perf_counter()
     now = now or timezone.now()
     state = state or hot_state()
@@ -593,6 +600,7 @@ def recommendations_build(
         scene=scene,
         customer=customer,
         failure="the model's candidates",
+        count=count_fallback,
         origin=origin,
         bundle=bundle,
         context=context,
@@ -657,7 +665,15 @@ def recommendations_serve(
         if served is not None:
             return served
     served = recommendations_build(
-        customer=customer, scene=scene, n=n, offset=offset, item=item, category=category, bundle=bundle, state=state
+        customer=customer,
+        scene=scene,
+        n=n,
+        offset=offset,
+        item=item,
+        category=category,
+        bundle=bundle,
+        state=state,
+        count_fallback=False,  # by _log, in the served-log round trip
     )
     served.latency_ms = (time.perf_counter() - started) * 1000
     _log(served, keep=True)
@@ -696,6 +712,7 @@ def similar_serve(
         scene=scene,
         customer="",
         failure="similar items",
+        count=False,  # by _log, in the served-log round trip
         origin="similar",
         bundle=bundle,
         context=context,

@@ -66,6 +66,22 @@ def test_no_default_version_falls_back(api_client: APIClient, shop_with_events: 
     assert fallbacks.fallback_counts()[fallbacks.REASON_NO_DEFAULT] == 1
 
 
+def test_a_fallback_list_is_counted_once_with_its_later_pages_not_counted(
+    api_client: APIClient, shop_with_events: Any
+) -> None:
+    # Counted with the served-log write (one Redis round trip) or, without Redis, by the cache.
+    first = api_client.get(URL, {"customer": "customer-000", "scene": "home", "n": 2}).json()
+    second = api_client.get(
+        URL, {"customer": "customer-000", "scene": "home", "n": 2, "offset": 2,
+              "recommendation_id": first["recommendation_id"]}
+    ).json()
+
+    assert first["source"] == second["source"] == "fallback"
+    assert second["recommendation_id"] == first["recommendation_id"]
+    assert fallbacks.fallback_counts()[fallbacks.REASON_NO_DEFAULT] == 1
+    assert fallbacks.fallback_summary()["since"] is not None
+
+
 def test_an_unreachable_torchserve_falls_back_without_a_5xx(
     api_client: APIClient, shop_with_events: Any, settings: Any
 ) -> None:
