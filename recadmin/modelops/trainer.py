@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recadmin.modelops.loader import EventArrays
+from recadmin.modelops.services import PIPELINE_OPTIONS
 
 if TYPE_CHECKING:
     from recadmin.modelops.pipeline import Reporter, TrainOutcome
 
 logger = logging.getLogger("recadmin.modelops.trainer")
 
-# Options of the pipeline itself, never passed to a model.
-PIPELINE_KEYS = {"seed", "workers", "min_events", "holdout_fraction", "test_days", "valid_days"}
+# Options of the pipeline itself, never passed to a model: the ones a run's params are validated against.
+PIPELINE_KEYS = frozenset(PIPELINE_OPTIONS)
 DEFAULT_HOLDOUT_FRACTION = 0.1
 # Where the product's pipeline departs from a model's own defaults. SASRec stops before an epoch
 # would cross its time budget; the whole run (export, train, evaluate, archive, register) should
