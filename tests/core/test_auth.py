@@ -115,13 +115,21 @@ def _revoke_elsewhere(api_key: ApiKey) -> None:
     cache.delete(api_key_cache_key(api_key.hashed_key))
 
 
-def test_a_key_revoked_by_another_process_is_trusted_only_for_the_process_cache_window(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_key_revoked_by_another_process_is_trusted_only_for_the_process_cache_window(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+    from types import SimpleNamespace
+
+    from recadmin.core import services
+
     settings.API_KEY_PROCESS_CACHE_SECONDS = 60
     created = api_key_create(name="storefront", scopes=["ingest"])
     client = _client(created.raw_key)
     assert client.get("/ingest").status_code == 200
     _revoke_elsewhere(created.api_key)
     assert client.get("/ingest").status_code == 200  # within the documented window
+    # ... and not after it: the process's grant expires.
+    monkeypatch.setattr(services, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + 61))
+    assert client.get("/ingest").status_code == 401
 
 
 def test_without_the_process_cache_a_revocation_elsewhere_applies_at_once(settings) -> None:  # type: ignore[no-untyped-def]
