@@ -103,9 +103,11 @@ def demo_shop_build(
 
     customers: list[dict[str, Any]] = []
     prefs = []
+    department_of = {leaf: dept for dept, leaf in leaves}
     for c in range(n_customers):
         favourite_leaves = rng.sample([leaf for _, leaf in leaves], rng.randint(1, 2))
-        depts = {dict((lf, d) for d, lf in leaves)[leaf] for leaf in favourite_leaves}
+        # Ordered (not a set): the brands sampled below must not depend on the process's string hashing.
+        depts = dict.fromkeys(department_of[leaf] for leaf in favourite_leaves)
         favourite_brands = set(rng.sample([b for d in depts for b in brands[d]], 3))
         budget = math.exp(rng.gauss(0, 0.4))
         customers.append(
@@ -115,7 +117,6 @@ def demo_shop_build(
             }
         )
         prefs.append((favourite_leaves, favourite_brands, budget))
-    department_of = {leaf: dept for dept, leaf in leaves}
     log_price = [math.log(p) for p in item_price]
     activity = list(itertools.accumulate(rng.paretovariate(1.5) for _ in range(n_customers)))
 

@@ -128,6 +128,32 @@ def test_demo_shop_is_deterministic_and_has_a_funnel() -> None:
     assert all(e.occurred_at <= timezone.now() for e in first_events)
 
 
+_DEMO_DIGEST = (
+    "import django, hashlib; django.setup(); from recadmin.events.demo import demo_shop_build; "
+    "d = demo_shop_build(n_items=120, n_customers=40, n_events=3000, seed=7); "
+    "print(hashlib.sha1(repr([(e.customer, e.item, e.type) for e in d.events]).encode()).hexdigest())"
+)
+
+
+def test_demo_shop_does_not_depend_on_string_hashing() -> None:
+    # Two processes with different hash seeds: set iteration order must not reach the generator.
+    import os
+    import subprocess
+    import sys
+
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", _DEMO_DIGEST],
+            env={**os.environ, "PYTHONHASHSEED": seed, "DJANGO_SETTINGS_MODULE": "recadmin.settings"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
+
+
 def test_generate_demo_shop_command_is_idempotent() -> None:
     out = io.StringIO()
     args = ["--items", "100", "--customers", "30", "--events", "2000", "--no-progress"]
