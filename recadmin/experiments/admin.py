@@ -16,7 +16,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from recadmin.core.errors import ApplicationError
+from recadmin.core.errors import ApplicationError, FieldErrors
 from recadmin.experiments import selectors, services
 from recadmin.experiments.models import Experiment, ExperimentStatus, Variant
 from recadmin.modelops.models import ModelVersion
@@ -48,7 +48,7 @@ class VariantFormSet(BaseInlineFormSet):
         forms_kept = [forms_kept[i] for i in order]
         allocation = getattr(self.instance, "allocation", "fixed")
         scenes = list(self.instance.scenes.all()) if self.instance.pk else []
-        errors = services.FieldErrors()
+        errors = FieldErrors()
         cleaned = services.variants_validate(raw, scenes, allocation=allocation, errors=errors)
         floor = getattr(self.instance, "thompson_floor", 0.0) or 0.0
         arms = sum(1 for v in cleaned if v.weight > 0)

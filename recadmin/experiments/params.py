@@ -18,18 +18,6 @@ METRIC_LABELS: Final = {
 
 STRATEGY_SOURCES: Final = ("model", "similar", "complementary", "popular", "recently_viewed")
 
-# Scene fields a variant may override (the scene's behaviour, not its identity or its on/off switch).
-SCENE_SETTING_FIELDS: Final = (
-    "default_n",
-    "candidate_multiplier",
-    "max_per_category",
-    "mmr_enabled",
-    "mmr_lambda",
-    "fallback",
-    "exclude_purchased_days",
-    "exclude_current_item",
-)
-
 # The fields a variant may name in the API and the services; what it overrides is at most one of the last three.
 VARIANT_FIELDS: Final = ("name", "weight", "model_version", "strategy", "scene_settings")
 VARIANT_CHANGES: Final = ("model_version", "strategy", "scene_settings")

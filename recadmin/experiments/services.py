@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from recadmin.core.errors import Conflict, ValidationError
+from recadmin.core.errors import Conflict, FieldErrors, ValidationError
 from recadmin.experiments import bandit
 from recadmin.experiments.models import (
     AllocationKind,
@@ -30,7 +30,6 @@ from recadmin.experiments.models import (
 from recadmin.experiments.params import (
     DEFAULT_THOMPSON_FLOOR,
     MAX_VARIANTS,
-    SCENE_SETTING_FIELDS,
     STRATEGY_SOURCES,
     VARIANT_CHANGES,
     VARIANT_FIELDS,
@@ -38,26 +37,15 @@ from recadmin.experiments.params import (
 from recadmin.experiments.selectors import experiments_cache_bump, variant_sums
 from recadmin.modelops.models import LIVE_STATUSES, ModelVersion, ModelVersionStatus
 from recadmin.rules.models import Scene
+from recadmin.rules.services import SCENE_FIELDS
 from recadmin.rules.validation import scene_validate
 
 GUARDRAIL_FIELDS = ("fallback_share_max", "p95_latency_ms_max")
+# The scene fields a variant may override: its behaviour, not its identity, its on/off switch or its
+# strategy (a variant changes the strategy through its own `strategy`).
+SCENE_SETTING_FIELDS = tuple(f for f in SCENE_FIELDS if f not in ("name", "description", "enabled", "strategy"))
 # A Thompson update that moves no weight by more than this writes no new snapshot.
 ALLOCATION_MIN_CHANGE = 0.001
-
-
-class FieldErrors:
-    """Collects field errors; raises one ValidationError naming every field, the first in the message."""
-
-    def __init__(self) -> None:
-        self.fields: dict[str, list[str]] = {}
-
-    def add(self, field: str, message: str) -> None:
-        self.fields.setdefault(field, []).append(message)
-
-    def raise_if_any(self) -> None:
-        if self.fields:
-            field, messages = next(iter(self.fields.items()))
-            raise ValidationError(f"{field}: {messages[0]}", extra={"fields": self.fields})
 
 
 def _is_number(value: Any) -> TypeGuard[float]:
