@@ -365,8 +365,7 @@ def srm_flagged(p_value: float | None, threshold: float = SRM_ALPHA) -> bool:
 def format_percent(value: float, *, signed: bool = True) -> str:
     if not math.isfinite(value):
         return "unbounded"
-    text = f"{value * 100:+.1f} %" if signed else f"{value * 100:.1f} %"
-    return text.replace("-", "\u2212") if signed and value < 0 else text
+    return f"{value * 100:+.1f} %" if signed else f"{value * 100:.1f} %"
 
 
 def format_interval(low: float, high: float) -> str:
