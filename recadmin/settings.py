@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "recadmin.events",
     "recadmin.rules",
     "recadmin.modelops",
+    "recadmin.experiments",
     "recadmin.serving",
 ]
 
@@ -164,6 +165,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ModelKindEnum": "recadmin.modelops.models.ModelKind",
         "RuleKindEnum": "recadmin.rules.models.RuleKind",
+        "ExperimentStatusEnum": "recadmin.experiments.models.ExperimentStatus",
+        "ExperimentInitialStatusEnum": ["draft", "running"],
     },
 }
 
@@ -204,6 +207,10 @@ TRAINING_SOFT_TIME_LIMIT = env.int("TRAINING_SOFT_TIME_LIMIT", 3 * 3600)
 # Seconds each web process trusts an API key it has seen before asking the cache again; revoking a
 # key takes effect everywhere within this time (0 turns the per-process cache off).
 API_KEY_PROCESS_CACHE_SECONDS = env.int("API_KEY_PROCESS_CACHE_SECONDS", 5)
+
+# Seconds each web process trusts its copy of the running experiments before checking the cache's
+# version token again; start / stop / reallocation reach every process within this time.
+EXPERIMENTS_PROCESS_CACHE_SECONDS = env.float("EXPERIMENTS_PROCESS_CACHE_SECONDS", 2.0)
 
 # Serving
 SERVING_TIME_BUDGET_MS = env.int("SERVING_TIME_BUDGET_MS", 150)

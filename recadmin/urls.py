@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("recadmin.events.urls")),
     path("", include("recadmin.rules.urls")),
     path("", include("recadmin.modelops.urls")),
+    path("", include("recadmin.experiments.urls")),
 ]
 
 urlpatterns = [

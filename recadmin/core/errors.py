@@ -35,6 +35,23 @@ class ValidationError(ApplicationError):
         super().__init__(message, extra)
 
 
+class FieldErrors:
+    """Collects bad-input messages per field while a validator checks everything, then raises one
+    ValidationError naming every field (the first in its message: "field: what is wrong")."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, list[str]] = {}
+
+    def add(self, field: str, message: str) -> None:
+        self.fields.setdefault(field, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if not self.fields:
+            return
+        field, messages = next(iter(self.fields.items()))
+        raise ValidationError(f"{field}: {messages[0]}", extra={"fields": self.fields})
+
+
 class AuthenticationFailed(ApplicationError):
     status_code = 401
     default_message = "Authentication credentials were not provided or are invalid."

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from recadmin.core.errors import ValidationError
+from recadmin.core.errors import FieldErrors
 from recadmin.rules import engine
 from recadmin.rules.conditions import ConditionError, category_slugs, validate_condition
 
@@ -65,20 +65,6 @@ class RuleSpec:
         )
 
 
-class _Errors:
-    def __init__(self) -> None:
-        self.fields: dict[str, list[str]] = {}
-
-    def add(self, field: str, message: str) -> None:
-        self.fields.setdefault(field, []).append(message)
-
-    def raise_if_any(self) -> None:
-        if not self.fields:
-            return
-        field, messages = next(iter(self.fields.items()))
-        raise ValidationError(f"{field}: {messages[0]}", extra={"fields": self.fields})
-
-
 def _unknown_categories(slugs: set[str]) -> list[str]:
     from recadmin.catalog.models import Category
 
@@ -86,9 +72,9 @@ def _unknown_categories(slugs: set[str]) -> list[str]:
     return sorted(slugs - known)
 
 
-def condition_validate(condition: Any, *, required: bool, errors: _Errors | None = None) -> None:
+def condition_validate(condition: Any, *, required: bool, errors: FieldErrors | None = None) -> None:
     """Check a condition alone (structure, operators, value types, known category slugs)."""
-    own = errors or _Errors()
+    own = errors or FieldErrors()
     if condition in (None, {}):
         if required:
             own.add("condition", "a condition is required for filter, boost and bury rules")
@@ -107,7 +93,7 @@ def condition_validate(condition: Any, *, required: bool, errors: _Errors | None
 
 def rule_validate(spec: RuleSpec) -> None:
     """Raise ValidationError naming every field of `spec` that is wrong or makes the rule inert."""
-    errors = _Errors()
+    errors = FieldErrors()
     if not (spec.name or "").strip():
         errors.add("name", "a name is required: it is shown in the reasons of the items the rule touches")
     if spec.kind not in engine.KINDS:
@@ -172,7 +158,7 @@ def scene_validate(
     """Cross-field checks of a scene the model's field validators cannot make alone."""
     from recadmin.rules.models import MAX_LIST_LENGTH, FallbackKind
 
-    errors = _Errors()
+    errors = FieldErrors()
 
     def pick(name: str, given: Any) -> Any:
         return getattr(scene, name, None) if given is _UNSET else given

@@ -30,6 +30,11 @@ def test_the_schema_documents_every_v1_endpoint_with_bearer_auth(schema: dict) -
         "/api/v1/recommendations",
         "/api/v1/popular",
         "/api/v1/items/{shop_id}/similar",
+        "/api/v1/experiments",
+        "/api/v1/experiments/{experiment_id}",
+        "/api/v1/experiments/{experiment_id}/start",
+        "/api/v1/experiments/{experiment_id}/stop",
+        "/api/v1/experiments/{experiment_id}/report",
     }
     assert expected <= set(paths)
     assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"

@@ -1,0 +1,208 @@
+"""A/B experiments and bandits on scenes: the experiment, its variants, the history of its weights and
+the per-customer sums its report is computed from.
+
+Place in the dependency order: `core -> catalog -> events -> rules -> modelops -> (metrics) ->
+experiments -> serving`. Experiments name scenes (rules) and model versions (modelops); serving reads
+the running experiment of a scene through `recadmin.experiments.selectors`.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
+from recadmin.experiments.params import DEFAULT_THOMPSON_FLOOR
+from recadmin.modelops.models import ModelVersion
+from recadmin.rules.models import Scene
+
+
+def new_salt() -> str:
+    return secrets.token_hex(8)
+
+
+class PrimaryMetric(models.TextChoices):
+    CTR = "ctr", "CTR (clicks per impression)"
+    CONVERSION_RATE = "conversion_rate", "Conversion rate (purchases per list served)"
+    REVENUE_PER_CUSTOMER = "revenue_per_customer", "Revenue per customer"
+
+
+class AllocationKind(models.TextChoices):
+    FIXED = "fixed", "Fixed weights (A/B test)"
+    THOMPSON = "thompson", "Thompson sampling (bandit)"
+
+
+class ExperimentStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+
+
+class Experiment(models.Model):
+    name = models.CharField(max_length=200)
+    hypothesis = models.TextField(blank=True, default="", help_text="What should change, and why.")
+    scenes = models.ManyToManyField(
+        Scene, related_name="experiments", help_text="Where it runs. A scene runs at most one experiment at a time."
+    )
+    primary_metric = models.CharField(max_length=32, choices=PrimaryMetric.choices, default=PrimaryMetric.CTR)
+    fallback_share_max = models.FloatField(
+        "guardrail: fallback share max",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="0..1: a variant serving the fallback more often than this is failing. Empty: no guardrail.",
+    )
+    p95_latency_ms_max = models.PositiveIntegerField(
+        "guardrail: p95 latency max (ms)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="A variant slower than this at the 95th percentile is failing. Empty: no guardrail.",
+    )
+    minimum_sample = models.PositiveIntegerField(
+        "minimum sample (customers per variant)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Read the fixed-horizon result only once every variant has this many customers; "
+        "the always-valid interval is tightest around it.",
+    )
+    allocation = models.CharField(max_length=16, choices=AllocationKind.choices, default=AllocationKind.FIXED)
+    thompson_floor = models.FloatField(
+        "Thompson floor per arm",
+        default=DEFAULT_THOMPSON_FLOOR,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Thompson sampling only: the least share of traffic each arm keeps (0.05 = 5 %).",
+    )
+    status = models.CharField(
+        max_length=16, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT, db_index=True
+    )
+    salt = models.CharField(
+        max_length=32, default=new_salt, editable=False, help_text="Hashed with each customer id to assign variants."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    promoted_variant = models.ForeignKey(
+        "Variant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    promoted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    note = models.TextField(blank=True, default="", editable=False, help_text="The last thing that happened to it.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Variant(models.Model):
+    """One arm. The first (lowest position) is the control every other is compared with. It changes at
+    most one thing: a model version, a strategy, or scene settings; none means the scene as it is."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="variants")
+    position = models.PositiveSmallIntegerField(default=0, help_text="Order in the experiment; 0 is the control.")
+    name = models.CharField(max_length=64)
+    weight = models.FloatField(
+        validators=[MinValueValidator(0.0)],
+        help_text="Relative share of customers (50 and 50 split evenly). 0: configured but not served.",
+    )
+    model_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="experiment_variants",
+        help_text="Serve this version of the recommender instead of the default.",
+    )
+    strategy = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='Candidate sources in order, e.g. ["popular"] or ["similar", "model", "popular"].',
+    )
+    scene_settings = models.JSONField(
+        null=True, blank=True, help_text='Scene fields to override, e.g. {"mmr_enabled": false}.'
+    )
+
+    class Meta:
+        ordering = ["experiment", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "name"], name="experiments_variant_name_unique"),
+            models.CheckConstraint(condition=Q(weight__gte=0), name="experiments_variant_weight_non_negative"),
+            models.CheckConstraint(
+                condition=~(Q(model_version__isnull=False) & Q(strategy__isnull=False))
+                & ~(Q(model_version__isnull=False) & Q(scene_settings__isnull=False))
+                & ~(Q(strategy__isnull=False) & Q(scene_settings__isnull=False)),
+                name="experiments_variant_changes_one_thing",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def change(self) -> str:
+        """What the variant changes, in words."""
+        if self.model_version_id is not None:
+            return f"model version {self.model_version.version if self.model_version else self.model_version_id}"
+        if self.strategy is not None:
+            return "strategy " + " -> ".join(self.strategy)
+        if self.scene_settings is not None:
+            return "scene settings " + ", ".join(f"{k}={v}" for k, v in self.scene_settings.items())
+        return "the scene as it is"
+
+
+class AllocationSnapshot(models.Model):
+    """The weights in force from `created_at` on: one at start (the configured weights), then one per
+    Thompson update that changed them. The latest one is what assignment uses."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="allocations")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    weights = models.JSONField(help_text="Variant name -> share of customers (sums to 1).")
+    probability_best = models.JSONField(
+        null=True, blank=True, help_text="Thompson sampling: variant name -> posterior probability of being best."
+    )
+    reason = models.CharField(max_length=32, default="start", help_text="start, thompson, ...")
+
+    class Meta:
+        ordering = ["experiment", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} @ {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ExperimentCustomer(models.Model):
+    """One customer's sums in one variant of one experiment: the unit of analysis of the report.
+
+    Filled from attributed events by the metrics pipeline. One row per (experiment, variant, customer):
+    under Thompson sampling a customer may move between variants (see `assignment`), and each variant
+    keeps what happened in it."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="customers")
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="customers")
+    customer_shop_id = models.CharField(max_length=SHOP_ID_MAX_LENGTH)
+    exposures = models.PositiveIntegerField(default=0, help_text="Requests in which the customer got this variant.")
+    lists = models.PositiveIntegerField(default=0, help_text="Lists served (non-empty answers).")
+    fallback_lists = models.PositiveIntegerField(default=0, help_text="Lists served by the fallback.")
+    impressions = models.PositiveIntegerField(default=0, help_text="Items shown in those lists.")
+    clicks = models.PositiveIntegerField(default=0)
+    add_to_carts = models.PositiveIntegerField(default=0)
+    purchases = models.PositiveIntegerField(default=0)
+    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "variant", "customer_shop_id"], name="experiments_customer_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["experiment", "variant"], name="experiments_customer_variant")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_shop_id} in {self.variant_id}"

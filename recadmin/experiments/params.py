@@ -1,0 +1,28 @@
+"""Names shared by the experiments app's models, services and API, one level below them.
+
+`STRATEGY_SOURCES` are the candidate sources a strategy chains (issue 9, section 1). The serving
+strategies live above this app and may not be imported here; when the scene's own strategy field
+lands (in `rules`), this tuple should come from there so both validate against the same names.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PRIMARY_METRICS: Final = ("ctr", "conversion_rate", "revenue_per_customer")
+METRIC_LABELS: Final = {
+    "ctr": "CTR",
+    "conversion_rate": "conversion rate",
+    "revenue_per_customer": "revenue per customer",
+}
+
+STRATEGY_SOURCES: Final = ("model", "similar", "complementary", "popular", "recently_viewed")
+
+# The fields a variant may name in the API and the services; what it overrides is at most one of the last three.
+VARIANT_FIELDS: Final = ("name", "weight", "model_version", "strategy", "scene_settings")
+VARIANT_CHANGES: Final = ("model_version", "strategy", "scene_settings")
+
+MAX_VARIANTS: Final = 10
+DEFAULT_THOMPSON_FLOOR: Final = 0.05
+# The relative lift the report's "customers needed" is computed for.
+REPORT_MDE: Final = 0.05

@@ -1,0 +1,453 @@
+"""Reads of experiments: the cached running experiment per scene (the hot path) and the report.
+
+Caching (the app owns these keys): the running experiments of all scenes are one small map, cached
+under a key that embeds a version token (`experiments:version`). Every write that changes what runs
+(start, stop, a Thompson reallocation, an edit in the admin) replaces the token, so the next read
+rebuilds the map from the database once. On top of it each process keeps the parsed map and trusts
+it for `EXPERIMENTS_PROCESS_CACHE_SECONDS` (2 s) before checking the token again, so a warm
+`experiment_running_for_scene` makes no database query and, most of the time, no cache round trip
+either; serving may also fetch the token with its own batch of keys (`EXPERIMENTS_VERSION_KEY`) and
+pass it as `version=`. A change is seen at once by the process that makes it and within the window
+everywhere else. A missing token becomes a fresh one, never an old one; a cache outage falls back to
+the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, FloatField, QuerySet, Sum
+from django.db.models.functions import Cast
+
+from recadmin.core.errors import NotFound
+from recadmin.experiments import statistics
+from recadmin.experiments.assignment import RunningExperiment, VariantSpec
+from recadmin.experiments.models import (
+    AllocationKind,
+    AllocationSnapshot,
+    Experiment,
+    ExperimentCustomer,
+    ExperimentStatus,
+    PrimaryMetric,
+    Variant,
+)
+from recadmin.experiments.params import METRIC_LABELS, REPORT_MDE
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENTS_VERSION_KEY = "experiments:version"
+# Part of the entry's key: bump it when the cached shape changes.
+CACHE_SCHEMA = 1
+_CACHE_SECONDS = 3600
+
+_local_lock = threading.Lock()
+_local: dict[str, Any] = {"version": None, "by_scene": {}, "trusted_until": 0.0}
+
+
+def experiments_cache_version() -> str:
+    try:
+        version = cache.get(EXPERIMENTS_VERSION_KEY)
+        if version is None:
+            cache.add(EXPERIMENTS_VERSION_KEY, uuid.uuid4().hex, None)
+            version = cache.get(EXPERIMENTS_VERSION_KEY)
+    except Exception:
+        logger.warning("experiments cache unavailable; reading running experiments from the database", exc_info=True)
+        return ""
+    return str(version or "")
+
+
+def experiments_cache_bump() -> None:
+    """Invalidate the cached running experiments now and again at commit (a reader inside the
+    transaction may have cached the old state under the new token)."""
+
+    def bump() -> None:
+        experiments_forget_local()
+        with contextlib.suppress(Exception):
+            cache.set(EXPERIMENTS_VERSION_KEY, uuid.uuid4().hex, None)
+
+    bump()
+    transaction.on_commit(bump)
+
+
+def _current_weights(experiment: Experiment, variants: list[Variant]) -> list[float]:
+    snapshot = experiment.allocations.order_by("-created_at", "-id").first()
+    if snapshot is not None:
+        return [float(snapshot.weights.get(v.name, 0.0)) for v in variants]
+    return [float(v.weight) for v in variants]
+
+
+def running_experiments_build() -> dict[str, dict[str, Any]]:
+    """scene slug -> the running experiment's dict (RunningExperiment.to_dict), from the database."""
+    by_scene: dict[str, dict[str, Any]] = {}
+    experiments = (
+        Experiment.objects.filter(status=ExperimentStatus.RUNNING)
+        .prefetch_related("scenes", "variants__model_version")
+        .order_by("started_at", "id")
+    )
+    for experiment in experiments:
+        variants = sorted(experiment.variants.all(), key=lambda v: (v.position, v.id))
+        weights = _current_weights(experiment, variants)
+        if not variants or sum(weights) <= 0:
+            continue
+        running = RunningExperiment(
+            id=experiment.pk,
+            name=experiment.name,
+            salt=experiment.salt,
+            variants=tuple(_variant_spec(v) for v in variants),
+            weights=tuple(weights),
+        )
+        for scene in experiment.scenes.all():
+            by_scene.setdefault(scene.slug, running.to_dict())
+    return by_scene
+
+
+def _variant_spec(variant: Variant) -> VariantSpec:
+    version = variant.model_version
+    return VariantSpec(
+        id=variant.pk,
+        name=variant.name,
+        model_name=version.name if version is not None else None,
+        model_version=version.version if version is not None else None,
+        strategy=tuple(variant.strategy) if variant.strategy is not None else None,
+        scene_settings=dict(variant.scene_settings) if variant.scene_settings is not None else None,
+    )
+
+
+def _parse(by_scene: Mapping[str, Mapping[str, Any]]) -> dict[str, RunningExperiment]:
+    return {slug: RunningExperiment.from_dict(data) for slug, data in by_scene.items()}
+
+
+def running_experiments(*, version: str | None = None) -> dict[str, RunningExperiment]:
+    """scene slug -> its running experiment, for every scene that has one (cached, see the module)."""
+    now = time.monotonic()
+    if version is None:
+        with _local_lock:
+            if _local["version"] is not None and now < _local["trusted_until"]:
+                return _local["by_scene"]
+    token = experiments_cache_version() if version is None else version
+    if not token:
+        return _parse(running_experiments_build())
+    trust = now + float(getattr(settings, "EXPERIMENTS_PROCESS_CACHE_SECONDS", 2.0))
+    with _local_lock:
+        if _local["version"] == token:
+            _local["trusted_until"] = trust
+            return _local["by_scene"]
+    key = f"experiments:running:s{CACHE_SCHEMA}:{token}"
+    try:
+        raw = cache.get(key)
+    except Exception:  # noqa: BLE001
+        raw = None
+    if raw is None:
+        raw = running_experiments_build()
+        with contextlib.suppress(Exception):
+            cache.set(key, raw, _CACHE_SECONDS)
+    parsed = _parse(raw)
+    with _local_lock:
+        _local.update(version=token, by_scene=parsed, trusted_until=trust)
+    return parsed
+
+
+def experiment_running_for_scene(slug: str, *, version: str | None = None) -> RunningExperiment | None:
+    """The experiment running on scene `slug`, or None. What the hot path calls, then
+    `.assign(customer_id)` for the customer's `VariantSpec`. Warm: one cache read, no database query."""
+    return running_experiments(version=version).get(slug)
+
+
+def experiments_forget_local() -> None:
+    """Drop this process's parsed copy: after a change made here, and in tests."""
+    with _local_lock:
+        _local.update(version=None, by_scene={}, trusted_until=0.0)
+
+
+# --- reads for the API and the admin -------------------------------------------------------------
+
+
+def experiment_list(*, status: str | None = None, scene: str | None = None) -> QuerySet[Experiment]:
+    experiments = Experiment.objects.prefetch_related("scenes", "variants__model_version")
+    if status:
+        experiments = experiments.filter(status=status)
+    if scene:
+        experiments = experiments.filter(scenes__slug=scene).distinct()
+    return experiments.order_by("-id")
+
+
+def experiment_get(experiment_id: int) -> Experiment:
+    experiment = experiment_list().filter(pk=experiment_id).first()
+    if experiment is None:
+        raise NotFound(f"Unknown experiment {experiment_id}.")
+    return experiment
+
+
+def experiment_variants(experiment: Experiment) -> list[Variant]:
+    return sorted(experiment.variants.all(), key=lambda v: (v.position, v.id))
+
+
+def experiment_current_weights(experiment: Experiment) -> dict[str, float]:
+    """Variant name -> share of customers in force (normalised); the configured weights before start."""
+    variants = experiment_variants(experiment)
+    weights = _current_weights(experiment, variants)
+    total = sum(weights) or 1.0
+    return {v.name: w / total for v, w in zip(variants, weights, strict=True)}
+
+
+def allocation_history(experiment: Experiment) -> QuerySet[AllocationSnapshot]:
+    return experiment.allocations.order_by("created_at", "id")
+
+
+def _float_product(a: str, b: str) -> Any:
+    return Cast(a, FloatField()) * Cast(b, FloatField())
+
+
+def variant_sums(experiment: Experiment) -> dict[int, dict[str, float]]:
+    """variant id -> customers, the sums and the second moments every metric needs: one aggregate query."""
+    # Annotation names must not shadow the model's fields (F("clicks") would then be the Sum), hence
+    # the "s_" prefix, stripped from the result.
+    rows = (
+        ExperimentCustomer.objects.filter(experiment=experiment)
+        .values("variant_id")
+        .annotate(
+            s_customers=Count("id"),
+            s_exposures=Sum("exposures"),
+            s_lists=Sum("lists"),
+            s_fallback_lists=Sum("fallback_lists"),
+            s_impressions=Sum("impressions"),
+            s_clicks=Sum("clicks"),
+            s_add_to_carts=Sum("add_to_carts"),
+            s_purchases=Sum("purchases"),
+            s_revenue=Sum(Cast("revenue", FloatField())),
+            s_clicks_sq=Sum(_float_product("clicks", "clicks")),
+            s_impressions_sq=Sum(_float_product("impressions", "impressions")),
+            s_clicks_impressions=Sum(_float_product("clicks", "impressions")),
+            s_purchases_sq=Sum(_float_product("purchases", "purchases")),
+            s_lists_sq=Sum(_float_product("lists", "lists")),
+            s_purchases_lists=Sum(_float_product("purchases", "lists")),
+            s_revenue_sq=Sum(_float_product("revenue", "revenue")),
+        )
+        .order_by()
+    )
+    result: dict[int, dict[str, float]] = {}
+    for row in rows:
+        values: dict[str, Any] = dict(row)
+        variant_id = int(values.pop("variant_id"))
+        result[variant_id] = {key.removeprefix("s_"): float(value or 0) for key, value in values.items()}
+    return result
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def metric_estimate(metric: str, sums: Mapping[str, float]) -> statistics.Estimate:
+    """The primary metric of one variant from its `variant_sums` row."""
+    n = int(sums.get("customers", 0))
+    if metric == PrimaryMetric.CTR:
+        return statistics.ratio_estimate(
+            statistics.RatioMoments(
+                n=n,
+                sum_y=sums.get("clicks", 0.0),
+                sum_x=sums.get("impressions", 0.0),
+                sum_yy=sums.get("clicks_sq", 0.0),
+                sum_xx=sums.get("impressions_sq", 0.0),
+                sum_xy=sums.get("clicks_impressions", 0.0),
+            )
+        )
+    if metric == PrimaryMetric.CONVERSION_RATE:
+        return statistics.ratio_estimate(
+            statistics.RatioMoments(
+                n=n,
+                sum_y=sums.get("purchases", 0.0),
+                sum_x=sums.get("lists", 0.0),
+                sum_yy=sums.get("purchases_sq", 0.0),
+                sum_xx=sums.get("lists_sq", 0.0),
+                sum_xy=sums.get("purchases_lists", 0.0),
+            )
+        )
+    if metric == PrimaryMetric.REVENUE_PER_CUSTOMER:
+        return statistics.mean_estimate(
+            statistics.MeanMoments(n=n, sum_y=sums.get("revenue", 0.0), sum_yy=sums.get("revenue_sq", 0.0))
+        )
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def _tuning_n(experiment: Experiment) -> float:
+    # The always-valid interval is tightest at the planned sample of both arms compared.
+    if experiment.minimum_sample:
+        return float(experiment.minimum_sample * 2)
+    return float(statistics.DEFAULT_TUNING_N)
+
+
+def experiment_report(experiment: Experiment) -> dict[str, Any]:
+    """Everything `GET /api/v1/experiments/<id>/report` returns (JSON-ready: NaN becomes None).
+
+    Per variant: customers, lists, impressions, clicks, ctr, add_to_carts, purchases, conversion_rate,
+    revenue, revenue_per_customer, fallback_share; for every variant after the first (the control), on
+    the primary metric: lift with its 95 % interval and p-value, the always-valid interval and p-value,
+    and the customers needed for a 5 % lift. Then the sample-ratio test, the verdict in words and the
+    allocation history."""
+    variants = experiment_variants(experiment)
+    sums = variant_sums(experiment)
+    metric = experiment.primary_metric
+    label = METRIC_LABELS.get(metric, metric)
+    weights_now = experiment_current_weights(experiment)
+    tuning_n = _tuning_n(experiment)
+
+    estimates = {v.pk: metric_estimate(metric, sums.get(v.pk, {})) for v in variants}
+    control = variants[0] if variants else None
+    rows: list[dict[str, Any]] = []
+    treatments: list[statistics.VariantVerdictInput] = []
+    for variant in variants:
+        s = sums.get(variant.pk, {})
+        customers = int(s.get("customers", 0))
+        lists, impressions = s.get("lists", 0.0), s.get("impressions", 0.0)
+        row: dict[str, Any] = {
+            "name": variant.name,
+            "change": variant.change,
+            "configured_weight": variant.weight,
+            "weight": weights_now.get(variant.name, 0.0),
+            "customers": customers,
+            "exposures": int(s.get("exposures", 0)),
+            "lists": int(lists),
+            "impressions": int(impressions),
+            "clicks": int(s.get("clicks", 0)),
+            "ctr": _ratio(s.get("clicks", 0.0), impressions),
+            "add_to_carts": int(s.get("add_to_carts", 0)),
+            "purchases": int(s.get("purchases", 0)),
+            "conversion_rate": _ratio(s.get("purchases", 0.0), lists),
+            "revenue": round(s.get("revenue", 0.0), 2),
+            "revenue_per_customer": _ratio(s.get("revenue", 0.0), customers),
+            "fallback_share": _ratio(s.get("fallback_lists", 0.0), lists),
+            "is_control": variant is control,
+            "lift": None,
+            "ci_low": None,
+            "ci_high": None,
+            "p_value": None,
+            "significant": None,
+            "sequential_ci_low": None,
+            "sequential_ci_high": None,
+            "sequential_p_value": None,
+            "sequential_significant": None,
+            "customers_needed": None,
+        }
+        if control is not None and variant is not control:
+            comparison = statistics.compare(
+                estimates[control.pk], estimates[variant.pk], tuning_n=tuning_n, mde=REPORT_MDE
+            )
+            needed = _finite(comparison.customers_needed)
+            row.update(
+                lift=_finite(comparison.lift),
+                ci_low=_finite(comparison.ci_low),
+                ci_high=_finite(comparison.ci_high),
+                p_value=_finite(comparison.p_value),
+                significant=comparison.significant,
+                sequential_ci_low=_finite(comparison.sequential_ci_low),
+                sequential_ci_high=_finite(comparison.sequential_ci_high),
+                sequential_p_value=_finite(comparison.sequential_p_value),
+                sequential_significant=comparison.sequential_significant,
+                customers_needed=math.ceil(needed) if needed is not None else None,
+            )
+            if variant.weight > 0 or comparison.treatment.n > 0:
+                treatments.append(statistics.VariantVerdictInput(name=variant.name, comparison=comparison))
+        rows.append(row)
+
+    counts = [int(sums.get(v.pk, {}).get("customers", 0)) for v in variants]
+    srm_weights = [float(v.weight) for v in variants]
+    srm_p: float | None = None
+    srm_note = ""
+    if experiment.allocation == AllocationKind.THOMPSON:
+        srm_note = "not computed: Thompson sampling changes the split over time, so there is no fixed expected split"
+    elif variants and sum(srm_weights) > 0:
+        srm_p = _finite(statistics.srm_p_value(counts, srm_weights))
+        if srm_p is None:
+            srm_note = "no customers yet"
+    flagged = statistics.srm_flagged(srm_p)
+
+    if control is None:
+        verdict = "The experiment has no variants."
+    elif sum(counts) == 0:
+        verdict = "No data yet: no customer has been exposed to the experiment."
+    else:
+        verdict = statistics.verdict(
+            statistics.VerdictInput(
+                metric_label=label,
+                control_name=control.name,
+                treatments=treatments,
+                counts=counts,
+                weights=srm_weights,
+                srm_p=srm_p,
+                minimum_sample=experiment.minimum_sample,
+                names=[v.name for v in variants],
+            )
+        )
+
+    return {
+        "id": experiment.pk,
+        "name": experiment.name,
+        "status": experiment.status,
+        "allocation": experiment.allocation,
+        "primary_metric": metric,
+        "started_at": experiment.started_at,
+        "stopped_at": experiment.stopped_at,
+        "minimum_sample": experiment.minimum_sample,
+        "alpha": statistics.ALPHA,
+        "sequential_tuning_n": tuning_n,
+        "mde": REPORT_MDE,
+        "control": control.name if control else None,
+        "variants": rows,
+        "srm_p_value": srm_p,
+        "srm_flag": flagged,
+        "srm_note": srm_note,
+        "guardrails": {
+            "fallback_share_max": experiment.fallback_share_max,
+            "p95_latency_ms_max": experiment.p95_latency_ms_max,
+            "fallback_share_exceeded": [
+                row["name"]
+                for row in rows
+                if experiment.fallback_share_max is not None
+                and row["fallback_share"] is not None
+                and row["fallback_share"] > experiment.fallback_share_max
+            ],
+        },
+        "verdict": verdict,
+        "allocation_history": [
+            {
+                "at": snapshot.created_at,
+                "reason": snapshot.reason,
+                "weights": snapshot.weights,
+                "probability_best": snapshot.probability_best,
+            }
+            for snapshot in allocation_history(experiment)
+        ],
+    }
+
+
+__all__ = [
+    "EXPERIMENTS_VERSION_KEY",
+    "allocation_history",
+    "experiment_current_weights",
+    "experiment_get",
+    "experiment_list",
+    "experiment_report",
+    "experiment_running_for_scene",
+    "experiment_variants",
+    "experiments_cache_bump",
+    "experiments_cache_version",
+    "running_experiments",
+    "variant_sums",
+]

@@ -1,0 +1,197 @@
+"""GET /api/v1/experiments/<id>/report on hand-computed per-customer fixtures, checked against
+statsmodels; the per-customer upsert is idempotent."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+from scipy import stats as sps
+from statsmodels.regression.linear_model import WLS
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+from recadmin.experiments.models import Experiment
+from recadmin.experiments.services import CustomerSums, experiment_customers_upsert, experiment_start
+
+pytestmark = pytest.mark.django_db
+
+# (lists, impressions, clicks, purchases, revenue) per customer.
+CONTROL = [(2, 20, 2, 1, "30.00"), (1, 10, 0, 0, "0"), (3, 30, 3, 0, "0")]
+V4 = [(1, 10, 2, 1, "45.50"), (2, 20, 3, 0, "0"), (1, 10, 1, 1, "12.50"), (2, 20, 2, 0, "0")]
+
+
+def _rows(variant_id: int, customers: list[tuple[int, int, int, int, str]], prefix: str) -> list[CustomerSums]:
+    return [
+        CustomerSums(
+            variant_id=variant_id,
+            customer_shop_id=f"{prefix}{i}",
+            exposures=lists,
+            lists=lists,
+            impressions=impressions,
+            clicks=clicks,
+            purchases=purchases,
+            revenue=Decimal(revenue),
+        )
+        for i, (lists, impressions, clicks, purchases, revenue) in enumerate(customers)
+    ]
+
+
+def _fill(experiment: Experiment, control: list, treatment: list) -> None:  # type: ignore[type-arg]
+    variants = {v.name: v for v in experiment.variants.all()}
+    experiment_customers_upsert(
+        experiment=experiment,
+        rows=_rows(variants["control"].pk, control, "c") + _rows(variants["v4"].pk, treatment, "t"),
+    )
+
+
+def _hc1_variance(clicks: np.ndarray, impressions: np.ndarray) -> float:
+    fit = WLS(clicks / impressions, np.ones_like(clicks), weights=impressions).fit(cov_type="HC1")
+    return float(fit.bse[0] ** 2)
+
+
+def test_the_report_on_a_hand_computed_fixture(
+    make_experiment: Callable[..., Experiment], make_api_client: Callable[..., APIClient]
+) -> None:
+    experiment = make_experiment(status="running")
+    _fill(experiment, CONTROL, V4)
+    response = make_api_client("manage").get(f"/api/v1/experiments/{experiment.pk}/report")
+    assert response.status_code == 200, response.json()
+    report = response.json()
+    rows = {row["name"]: row for row in report["variants"]}
+    assert [row["name"] for row in report["variants"]] == ["control", "v4", "popular", "no-mmr"]
+
+    # By hand: control 3 customers, 6 lists, 60 impressions, 5 clicks, 1 purchase, 30.00 revenue;
+    # v4 4 customers, 6 lists, 60 impressions, 8 clicks, 2 purchases, 58.00 revenue.
+    control, v4 = rows["control"], rows["v4"]
+    assert (control["customers"], control["lists"], control["impressions"], control["clicks"]) == (3, 6, 60, 5)
+    assert (v4["customers"], v4["lists"], v4["impressions"], v4["clicks"]) == (4, 6, 60, 8)
+    assert control["ctr"] == pytest.approx(5 / 60) and v4["ctr"] == pytest.approx(8 / 60)
+    assert control["conversion_rate"] == pytest.approx(1 / 6) and v4["conversion_rate"] == pytest.approx(2 / 6)
+    assert control["revenue_per_customer"] == pytest.approx(10.0) and v4["revenue_per_customer"] == pytest.approx(14.5)
+    assert control["lift"] is None and control["is_control"]
+    assert v4["lift"] == pytest.approx(0.6)  # (8/60) / (5/60) - 1
+
+    # The p-value: delta-method variances, each equal to statsmodels' HC1 of the weighted regression.
+    yc, xc = np.array([2.0, 0, 3]), np.array([20.0, 10, 30])
+    yt, xt = np.array([2.0, 3, 1, 2]), np.array([10.0, 20, 10, 20])
+    z = (8 / 60 - 5 / 60) / math.sqrt(_hc1_variance(yc, xc) + _hc1_variance(yt, xt))
+    assert v4["p_value"] == pytest.approx(2 * sps.norm.sf(abs(z)), rel=1e-9)
+    # Fieller's bounds solve (T - theta C)^2 = 1.96^2 (V_T + theta^2 V_C) (or the set is unbounded).
+    if v4["ci_low"] is not None:
+        c2 = sps.norm.ppf(0.975) ** 2
+        for bound in (v4["ci_low"], v4["ci_high"]):
+            theta = 1 + bound
+            lhs = (8 / 60 - theta * 5 / 60) ** 2
+            rhs = c2 * (_hc1_variance(yt, xt) + theta * theta * _hc1_variance(yc, xc))
+            assert lhs == pytest.approx(rhs, rel=1e-9)
+    assert v4["sequential_ci_low"] is None or v4["sequential_ci_low"] <= (v4["ci_low"] or -math.inf)
+
+    assert rows["popular"]["customers"] == 0 and rows["popular"]["ctr"] is None
+    assert report["srm_p_value"] == pytest.approx(sps.chisquare([3, 4]).pvalue)
+    assert report["srm_flag"] is False
+    assert report["control"] == "control" and report["primary_metric"] == "ctr"
+    assert "v4" in report["verdict"] and "CTR" in report["verdict"]
+    assert [point["reason"] for point in report["allocation_history"]] == ["start"]
+
+
+def test_the_upsert_is_idempotent(make_experiment: Callable[..., Experiment]) -> None:
+    from recadmin.experiments.selectors import experiment_report
+
+    experiment = make_experiment(status="running")
+    _fill(experiment, CONTROL, V4)
+    first = experiment_report(experiment)
+    _fill(experiment, CONTROL, V4)
+    assert experiment.customers.count() == 7
+    assert experiment_report(experiment)["variants"] == first["variants"]
+
+
+@pytest.fixture
+def generated(make_experiment: Callable[..., Experiment]) -> Callable[..., tuple[Experiment, dict[str, np.ndarray]]]:
+    def factory(metric: str) -> tuple[Experiment, dict[str, np.ndarray]]:
+        rng = np.random.default_rng(17)
+        experiment = make_experiment(status="running", primary_metric=metric, minimum_sample=500)
+        data: dict[str, np.ndarray] = {}
+        rows = []
+        variants = {v.name: v for v in experiment.variants.all()}
+        for name, n, boost in (("control", 400, 1.0), ("v4", 430, 1.15)):
+            lists = 1 + rng.poisson(2.0, n)
+            impressions = lists * 8
+            clicks = rng.binomial(impressions, np.minimum(1, rng.beta(2, 30, n) * boost))
+            purchases = rng.binomial(lists, 0.05 * boost)
+            revenue = np.round(purchases * rng.lognormal(3.0, 0.8, n), 2)
+            data[f"{name}_lists"], data[f"{name}_impressions"] = lists, impressions
+            data[f"{name}_clicks"], data[f"{name}_purchases"], data[f"{name}_revenue"] = clicks, purchases, revenue
+            rows += [
+                CustomerSums(
+                    variant_id=variants[name].pk,
+                    customer_shop_id=f"{name}-{i}",
+                    lists=int(lists[i]),
+                    impressions=int(impressions[i]),
+                    clicks=int(clicks[i]),
+                    purchases=int(purchases[i]),
+                    revenue=Decimal(str(revenue[i])),
+                )
+                for i in range(n)
+            ]
+        experiment_customers_upsert(experiment=experiment, rows=rows)
+        return experiment, data
+
+    return factory
+
+
+def test_the_report_on_revenue_per_customer_is_welchs_t_test_of_statsmodels(
+    generated: Callable[..., tuple[Experiment, dict[str, np.ndarray]]], make_api_client: Callable[..., APIClient]
+) -> None:
+    experiment, data = generated("revenue_per_customer")
+    report = make_api_client("manage").get(f"/api/v1/experiments/{experiment.pk}/report").json()
+    v4 = report["variants"][1]
+    _, p, _ = CompareMeans(DescrStatsW(data["v4_revenue"]), DescrStatsW(data["control_revenue"])).ttest_ind(
+        usevar="unequal"
+    )
+    assert v4["p_value"] == pytest.approx(p, rel=1e-6)
+    assert v4["lift"] == pytest.approx(data["v4_revenue"].mean() / data["control_revenue"].mean() - 1, rel=1e-9)
+    assert report["sequential_tuning_n"] == 1000  # minimum sample x 2 variants compared
+    assert report["variants"][0]["revenue_per_customer"] == pytest.approx(data["control_revenue"].mean(), rel=1e-9)
+
+
+def test_the_report_on_conversion_rate_matches_statsmodels_robust_variances(
+    generated: Callable[..., tuple[Experiment, dict[str, np.ndarray]]], make_api_client: Callable[..., APIClient]
+) -> None:
+    experiment, data = generated("conversion_rate")
+    report = make_api_client("manage").get(f"/api/v1/experiments/{experiment.pk}/report").json()
+    v4 = report["variants"][1]
+    rc = data["control_purchases"].sum() / data["control_lists"].sum()
+    rt = data["v4_purchases"].sum() / data["v4_lists"].sum()
+    variance = _hc1_variance(data["control_purchases"].astype(float), data["control_lists"].astype(float))
+    variance += _hc1_variance(data["v4_purchases"].astype(float), data["v4_lists"].astype(float))
+    assert v4["lift"] == pytest.approx(rt / rc - 1, rel=1e-9)
+    assert v4["p_value"] == pytest.approx(2 * sps.norm.sf(abs(rt - rc) / math.sqrt(variance)), rel=1e-6)
+    assert v4["customers_needed"] > 0
+
+
+def test_a_report_without_data_says_so(make_experiment: Callable[..., Experiment]) -> None:
+    from recadmin.experiments.selectors import experiment_report
+
+    experiment = make_experiment()
+    report = experiment_report(experiment)
+    assert report["verdict"].startswith("No data yet")
+    assert report["srm_p_value"] is None and report["srm_flag"] is False
+    assert all(row["customers"] == 0 for row in report["variants"])
+
+
+def test_a_skewed_split_is_flagged_in_the_report(make_experiment: Callable[..., Experiment]) -> None:
+    from recadmin.experiments.selectors import experiment_report
+
+    experiment = make_experiment()
+    experiment_start(experiment=experiment)
+    variants = {v.name: v for v in experiment.variants.all()}
+    rows = [CustomerSums(variants["control"].pk, f"c{i}", lists=1, impressions=10, clicks=i % 3) for i in range(600)]
+    rows += [CustomerSums(variants["v4"].pk, f"t{i}", lists=1, impressions=10, clicks=i % 3) for i in range(450)]
+    experiment_customers_upsert(experiment=experiment, rows=rows)
+    report = experiment_report(experiment)
+    assert report["srm_flag"] is True and report["srm_p_value"] < 0.001
+    assert report["verdict"].startswith("sample ratio mismatch: customers per variant (control, v4, popular, no-mmr)")
