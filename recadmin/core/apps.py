@@ -12,3 +12,7 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI description of API-key auth with drf-spectacular.
         from recadmin.core import schema  # noqa: F401
+        from recadmin.core.observability import readiness  # noqa: F401 - core's readiness checks
+        from recadmin.core.observability.tasks import connect
+
+        connect()
