@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -12,7 +13,6 @@ from recadmin.core.observability.context import (
     LABELS_ATTR,
     recent_answers,
     request_id_from_header,
-    request_id_reset,
     request_id_set,
 )
 from recadmin.core.observability.metrics import FALLBACKS, HTTP_REQUEST_SECONDS
@@ -31,17 +31,27 @@ class ObservabilityMiddleware:
         started = time.perf_counter()
         request_id = request_id_from_header(request.META.get("HTTP_X_REQUEST_ID"), max_length=self.max_length)
         request.request_id = request_id  # type: ignore[attr-defined]
-        token = request_id_set(request_id)
-        try:
-            response = self.get_response(request)
-            response[HEADER] = request_id
-            self._observe(request, response.status_code, time.perf_counter() - started)
-            return response
-        finally:
-            request_id_reset(token)
+        # Not reset when the middleware returns: Django logs a 4xx/5xx ("Bad Request: ...") after the
+        # middleware chain; the request_finished signal clears it (request_ended below).
+        request_id_set(request_id)
+        response = self.get_response(request)
+        response[HEADER] = request_id
+        self._observe(request, response.status_code, time.perf_counter() - started)
+        return response
 
-    @staticmethod
-    def _observe(request: HttpRequest, status: int, seconds: float) -> None:
+    # Label children by their values: prometheus-client's labels() takes a lock and builds a tuple
+    # on every call; a dict lookup does not.
+    _children: dict[tuple[str, str, str, str, str], Any] = {}
+
+    @classmethod
+    def _histogram(cls, key: tuple[str, str, str, str, str]) -> Any:
+        child = cls._children.get(key)
+        if child is None:
+            child = cls._children[key] = HTTP_REQUEST_SECONDS.labels(*key)
+        return child
+
+    @classmethod
+    def _observe(cls, request: HttpRequest, status: int, seconds: float) -> None:
         match = request.resolver_match
         route = (match.url_name or match.route or "unnamed") if match is not None else "unmatched"
         if route in _SKIP_ROUTES:
@@ -50,11 +60,16 @@ class ObservabilityMiddleware:
         method = request.method or ""
         if labels:
             source = labels.get("source", "")
-            HTTP_REQUEST_SECONDS.labels(route, method, str(status), labels.get("scene", ""), source).observe(seconds)
+            cls._histogram((route, method, str(status), labels.get("scene", ""), source)).observe(seconds)
             if source:
                 reason = labels.get("fallback_reason", "")
                 recent_answers.add(fallback=bool(labels.get("failure")))
                 if reason:
                     FALLBACKS.labels(reason, route).inc()
             return
-        HTTP_REQUEST_SECONDS.labels(route, method, str(status), "", "").observe(seconds)
+        cls._histogram((route, method, str(status), "", "")).observe(seconds)
+
+
+def request_ended(**kwargs: object) -> None:
+    """request_finished receiver: lines logged between requests carry no stale id."""
+    request_id_set("-")

@@ -97,35 +97,35 @@ def check_database(timeout: float) -> CheckResult:
     return {"ok": True}
 
 
-_redis_client: Any = None
+_redis_clients: dict[tuple[str, float], Any] = {}
 _redis_lock = threading.Lock()
 
 
-def _redis(timeout: float) -> Any:
+def _redis(url: str, timeout: float) -> Any:
     """A client of its own for the check: short socket timeouts and no retries (redis-py retries
     three times by default, which is how a 1 s timeout became a 15 s wait when Redis hung)."""
-    global _redis_client
     with _redis_lock:
-        if _redis_client is None:
+        client = _redis_clients.get((url, timeout))
+        if client is None:
             import redis
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
-            _redis_client = redis.Redis.from_url(
-                settings.REDIS_URL,
+            client = _redis_clients[(url, timeout)] = redis.Redis.from_url(
+                url,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 0),
                 retry_on_timeout=False,
                 health_check_interval=0,
             )
-        return _redis_client
+        return client
 
 
 def check_redis(timeout: float) -> CheckResult:
     if not settings.REDIS_URL:
         return {"ok": True, "configured": False}
-    _redis(timeout).ping()
+    _redis(settings.REDIS_URL, timeout).ping()
     return {"ok": True, "configured": True}
 
 
