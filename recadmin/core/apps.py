@@ -11,10 +11,10 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the OpenAPI description of API-key auth with drf-spectacular.
-        from recadmin.core import schema  # noqa: F401
-        from recadmin.core.observability import readiness  # noqa: F401 - core's readiness checks
         from django.core.signals import request_finished
 
+        from recadmin.core import schema  # noqa: F401
+        from recadmin.core.observability import readiness  # noqa: F401 - core's readiness checks
         from recadmin.core.observability.middleware import request_ended
         from recadmin.core.observability.tasks import connect
 

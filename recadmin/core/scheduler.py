@@ -76,7 +76,7 @@ def _load_tasks(app: Any) -> None:
 def _make_scheduler_class() -> type:
     from django_celery_beat.schedulers import DatabaseScheduler
 
-    class InProcessScheduler(DatabaseScheduler):  # type: ignore[misc]
+    class InProcessScheduler(DatabaseScheduler):
         """beat's DatabaseScheduler whose due entries run in this process instead of being sent."""
 
         # No broker connection: nothing is sent anywhere.

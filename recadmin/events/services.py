@@ -381,8 +381,8 @@ def _count(
         EVENTS_INGESTED.labels(type_).inc(count)
     for error in result.errors:
         raw = payload[error["index"]] if 0 <= error["index"] < len(payload) else None
-        type_ = raw.get("type") if isinstance(raw, dict) else None
-        EVENTS_REJECTED.labels(type_ if type_ in types else "invalid", str(error.get("field") or "")).inc()
+        given = raw.get("type") if isinstance(raw, dict) else None
+        EVENTS_REJECTED.labels(given if given in types else "invalid", str(error.get("field") or "")).inc()
     if result.duplicates:
         EVENTS_DUPLICATES.inc(result.duplicates)
 

@@ -134,12 +134,12 @@ def training_runs_by_status() -> dict[tuple[str, ...], float]:
 
 
 def training_run_durations() -> dict[tuple[str, ...], tuple[list[tuple[float, int]], float]]:
-    out = {}
+    out: dict[tuple[str, ...], tuple[list[tuple[float, int]], float]] = {}
     for status in (TrainingRunStatus.SUCCEEDED, TrainingRunStatus.FAILED, TrainingRunStatus.CANCELLED):
         rows = TrainingRun.objects.filter(
             status=status, started_at__isnull=False, finished_at__isnull=False
         ).values_list("started_at", "finished_at")
-        seconds = [max(0.0, (end - start).total_seconds()) for start, end in rows]
+        seconds = [max(0.0, (end - start).total_seconds()) for start, end in rows if start and end]
         out[(str(status),)] = histogram_buckets(seconds, DURATION_BOUNDS)
     return out
 

@@ -578,7 +578,7 @@ def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
             for row in ModelVersion.objects.filter(name__in={m for m, _ in extra}).select_related("training_run")
         }
         active_runs = {
-            row.training_run_id
+            row.training_run.pk
             for row in by_key.values()
             if row.training_run is not None
             and row.training_run.status in (TrainingRunStatus.RUNNING, TrainingRunStatus.QUEUED)

@@ -42,6 +42,7 @@ def _kill_and_heal(
     return healed
 
 
+@pytest.mark.faults
 def test_embedded_the_in_process_scheduler_brings_the_model_back(
     served_model: ModelVersion,
     shop_with_events: dict[str, Any],

@@ -153,10 +153,11 @@ class _ScrapeCollector(Collector):
             if value is None:
                 continue
             if gauge.histogram:
-                family: Metric = HistogramMetricFamily(gauge.name, gauge.documentation, labels=gauge.labels)
-                for label_values, (buckets, total) in dict(value).items():  # type: ignore[arg-type]
-                    family.add_metric(list(label_values), [(_le(b), c) for b, c in buckets], total)
-                yield family
+                histogram = HistogramMetricFamily(gauge.name, gauge.documentation, labels=gauge.labels)
+                series: Mapping[tuple[str, ...], Any] = value  # type: ignore[assignment]
+                for label_values, (buckets, total) in series.items():
+                    histogram.add_metric(list(label_values), [(_le(b), c) for b, c in buckets], total)
+                yield histogram
                 continue
             family = GaugeMetricFamily(gauge.name, gauge.documentation, labels=gauge.labels)
             if isinstance(value, Mapping):
