@@ -19,6 +19,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def _stale_q(cutoff: dt.datetime) -> Q:
 
 def training_workdirs_clean(*, root: Path | None = None) -> list[str]:
     """Remove `recadmin-run<id>-*` directories (in this machine's temp dir) of runs that are not
-    running any more, or no longer exist."""
+    running any more, or no longer exist, and stale archive staging directories."""
     root = Path(root or tempfile.gettempdir())
     found: dict[int, list[Path]] = {}
     with contextlib.suppress(OSError):
@@ -168,7 +169,7 @@ def training_workdirs_clean(*, root: Path | None = None) -> list[str]:
             if path.is_dir() and number.isdigit():
                 found.setdefault(int(number), []).append(path)
     if not found:
-        return []
+        return _archive_staging_clean()
     running = set(
         TrainingRun.objects.filter(pk__in=found, status=TrainingRunStatus.RUNNING).values_list("pk", flat=True)
     )
@@ -179,6 +180,23 @@ def training_workdirs_clean(*, root: Path | None = None) -> list[str]:
         for path in paths:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))
+    removed += _archive_staging_clean()
     if removed:
         logger.info("removed %d leftover training directories: %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def _archive_staging_clean() -> list[str]:
+    """`mar-*` staging directories the archive builder leaves in the model store when killed
+    mid-archive: removed once older than the visibility timeout while no run is archiving."""
+    store = Path(settings.MODEL_STORE)
+    if TrainingRun.objects.filter(status=TrainingRunStatus.RUNNING, current_stage=TrainingStage.ARCHIVING).exists():
+        return []
+    cutoff = time.time() - settings.TRAINING_VISIBILITY_TIMEOUT
+    removed = []
+    with contextlib.suppress(OSError):
+        for path in store.glob("mar-*"):
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(str(path))
     return removed

@@ -4,6 +4,7 @@ run left in TorchServe, and leftover working directories. One test kills a real 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import time
 import warnings
@@ -61,11 +62,19 @@ def test_the_sweep_removes_working_directories_of_runs_that_no_longer_run(settin
     alive_dir = training_workdir_create(run_id=alive.pk)
     gone_dir = training_workdir_create(run_id=10**9)  # its run was deleted
     (dead_dir / "checkpoint.pt").write_bytes(b"x" * 1000)
+    settings.MODEL_STORE = str(tmp_path / "store")
+    stale_staging = tmp_path / "store" / "mar-abc123"
+    fresh_staging = tmp_path / "store" / "mar-def456"
+    stale_staging.mkdir(parents=True)
+    fresh_staging.mkdir()
+    os.utime(stale_staging, (time.time() - 3600, time.time() - 3600))
     try:
         report = training_runs_sweep_stale()
         assert not dead_dir.exists() and not gone_dir.exists()
         assert alive_dir.is_dir()
         assert str(dead_dir) in report.removed_dirs
+        # Archive staging killed mid-archive: removed once old; a fresh one may be in use.
+        assert not stale_staging.exists() and fresh_staging.is_dir()
     finally:
         import shutil
 
