@@ -124,7 +124,7 @@ def test_json_lines_have_the_message_level_and_request_id() -> None:
     log.propagate = False
     token = request_id_set("rid-json")
     try:
-        log.warning("key %s seen", "rk_abcdef123456")
+        log.warning("key %s seen", "rk_abcdef123456", extra={"request": "<GET '/x?password=hunter22'>"})
     finally:
         request_id_reset(token)
         log.removeHandler(handler)
@@ -133,6 +133,7 @@ def test_json_lines_have_the_message_level_and_request_id() -> None:
     assert record["message"] == "key rk_[redacted] seen"
     assert record["level"] == "WARNING" and record["logger"] == "recadmin.test.json"
     assert record["request_id"] == "rid-json" and "time" in record
+    assert "hunter22" not in buffer.getvalue() and record["request"] == "<GET '/x?password=[redacted]'>"
 
 
 # --- /metrics ---------------------------------------------------------------------------------------

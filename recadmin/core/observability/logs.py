@@ -75,3 +75,7 @@ class JsonFormatter(_JsonFormatter):
         kwargs.setdefault("rename_fields", {"asctime": "time", "levelname": "level", "name": "logger"})
         kwargs.setdefault("json_ensure_ascii", False)
         super().__init__(*args, **kwargs)
+
+    def jsonify_log_record(self, log_record: Any) -> str:
+        # `extra` fields (Django's "request", with its query string) are masked too.
+        return redact(super().jsonify_log_record(log_record))
