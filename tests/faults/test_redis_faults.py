@@ -20,19 +20,24 @@ from tests.fixtures.services import private_redis
 pytestmark = [pytest.mark.faults, pytest.mark.django_db]
 
 
+def _use_redis(settings: Any, url: str) -> None:
+    """The cache (history, served log, API keys) on `url`, with the deployment's 1 s socket timeouts."""
+    settings.REDIS_URL = url
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": "faults",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
+        }
+    }
+    settings.READYZ_CHECK_TIMEOUT = 0.5
+
+
 @pytest.fixture
 def redis_url(tmp_path: Path, settings: Any) -> Iterator[str]:
     with private_redis(tmp_path / "redis") as url:
-        settings.REDIS_URL = url
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": url,
-                "KEY_PREFIX": "faults",
-                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
-            }
-        }
-        settings.READYZ_CHECK_TIMEOUT = 0.5
+        _use_redis(settings, url)
         try:
             yield url
         finally:
@@ -86,15 +91,7 @@ def test_with_redis_paused_readiness_is_bounded_and_acknowledged_events_are_stor
 def test_with_redis_stopped_events_are_stored_and_lists_are_served(tmp_path: Path, settings: Any,
                                                                   api_client: Any) -> None:
     with private_redis(tmp_path / "redis") as url:
-        settings.REDIS_URL = url
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django_redis.cache.RedisCache",
-                "LOCATION": url,
-                "KEY_PREFIX": "faults",
-                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
-            }
-        }
+        _use_redis(settings, url)
         _shop()
     # The private Redis is gone now: connections are refused.
     Client().get("/healthz")
