@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import signal
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,7 +172,8 @@ def test_a_worker_killed_with_sigkill_during_training_leaves_a_run_the_sweep_fai
     the reason and removes its working directory."""
     import tempfile
 
-    from recadmin.celery import app
+    from celery import Celery
+
     from recadmin.modelops.services import training_run_create
     from tests.fixtures.services import celery, celery_env, private_redis, wait_for
 
@@ -186,11 +186,11 @@ def test_a_worker_killed_with_sigkill_during_training_leaves_a_run_the_sweep_fai
             run = training_run_create(
                 kind="sasrec", params={"max_epochs": 500, "max_seconds": 300, "patience": 500}, enqueue=False
             )
-            with app.connection_for_write(redis_url) as connection, warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "task_always_eager has no effect on send_task": intended
-                app.send_task(
-                    "recadmin.modelops.tasks.train_model", args=[run.pk], queue=queue, connection=connection
-                )
+            # Sent by an app of its own: the project app's router caches its routes on first use,
+            # which other tests in this process override.
+            sender = Celery("faults-sender", broker=redis_url, set_as_current=False)
+            sender.send_task("recadmin.modelops.tasks.train_model", args=[run.pk], queue=queue)
+            sender.close()
 
             def training() -> bool:
                 run.refresh_from_db()
