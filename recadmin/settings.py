@@ -55,6 +55,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id and the latency histogram cover everything below.
+    "recadmin.core.observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -182,7 +184,12 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", 4 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", 4 * 3600 - 120)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"recadmin.modelops.tasks.*": {"queue": "training"}}
+CELERY_TASK_ROUTES = {
+    # Short, periodic modelops work must not wait behind an hour of training on the training queue.
+    "recadmin.modelops.tasks.sync_torchserve": {"queue": "default"},
+    "recadmin.modelops.tasks.sweep_stale_runs": {"queue": "default"},
+    "recadmin.modelops.tasks.*": {"queue": "training"},
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 # TorchServe: all of it is reached through recadmin.modelops.torchserve (the one adapter).
@@ -216,15 +223,70 @@ EXPERIMENTS_PROCESS_CACHE_SECONDS = env.float("EXPERIMENTS_PROCESS_CACHE_SECONDS
 SERVING_TIME_BUDGET_MS = env.int("SERVING_TIME_BUDGET_MS", 150)
 PROMOTION_TOLERANCE = env.float("PROMOTION_TOLERANCE", 0.0)
 
+# --- operations (owned by recadmin.core.observability and recadmin.core.scheduler) ----------------
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO")
+# "plain" (one readable line) or "json" (JSON lines for a log shipper). Every line carries the
+# request id (or the Celery task id), and API keys, bearer tokens and passwords are masked.
+LOG_FORMAT = env.str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ValueError(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_id": {"()": "recadmin.core.observability.logs.RequestIdFilter"},
+        "redact": {"()": "recadmin.core.observability.logs.RedactFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        "json": {"()": "recadmin.core.observability.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id", "redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # A line per periodic task every few seconds is noise; failures still show (WARNING and up),
+        # and the in-process scheduler logs a failing task once per change of state.
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},
+        "django_celery_beat.schedulers": {"level": "WARNING"},
+    },
 }
+# An incoming X-Request-ID is kept when it looks like an id (letters, digits, - _ . : /, at most this long).
+REQUEST_ID_MAX_LENGTH = 128
+
+# /metrics (Prometheus): answered to loopback clients; METRICS_ALLOWED_NETWORKS (CIDRs) adds networks
+# (a Prometheus on the compose network), METRICS_BEARER_TOKEN accepts `Authorization: Bearer <token>`
+# from anywhere. Others get 403 (or 401 when a token is configured).
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", [])
+METRICS_BEARER_TOKEN = env.optional("METRICS_BEARER_TOKEN")
+
+# /readyz: seconds each check may take (checks run in parallel); the fallback share over this many
+# seconds of this process's recommendation answers above which readiness says "degraded".
+READYZ_CHECK_TIMEOUT = env.float("READYZ_CHECK_TIMEOUT", 1.0)
+READYZ_FALLBACK_WINDOW_SECONDS = env.int("READYZ_FALLBACK_WINDOW_SECONDS", 300)
+READYZ_FALLBACK_RATE_DEGRADED = env.float("READYZ_FALLBACK_RATE_DEGRADED", 0.5)
+
+# The in-process scheduler (recadmin.core.scheduler): celery beat's schedule run inside the web
+# process when there is no beat. auto = on when tasks run in-process (no REDIS_URL / broker).
+SCHEDULER = env.str("SCHEDULER", "auto")
+SCHEDULER_LOCK_FILE = env.str("SCHEDULER_LOCK_FILE", str(VAR_DIR / "scheduler.lock"))
+SCHEDULER_THREADS = env.int("SCHEDULER_THREADS", 4)
+# Tasks every web process runs (each on its own process-local buffer) besides the lock holder's schedule.
+SCHEDULER_PER_PROCESS_TASKS = env.list("SCHEDULER_PER_PROCESS_TASKS", ["recadmin.serving.tasks.drain_served_log"])
+CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+
+# Training runs send a heartbeat every TRAINING_HEARTBEAT_SECONDS; a running run silent for
+# TRAINING_VISIBILITY_TIMEOUT seconds (its process was killed) is failed by the periodic sweep.
+TRAINING_HEARTBEAT_SECONDS = env.int("TRAINING_HEARTBEAT_SECONDS", 15)
+TRAINING_VISIBILITY_TIMEOUT = env.int("TRAINING_VISIBILITY_TIMEOUT", 120)
+# --- end operations --------------------------------------------------------------------------------
 
 if not DEBUG and env.bool("SECURE_COOKIES", default=False):
     SESSION_COOKIE_SECURE = True

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from recadmin.core.apis import healthz, readyz
+from recadmin.core.apis import healthz, metrics, readyz
 
 api_v1 = [
     # serving first: its items/<id>/similar must win over catalog's items/<path:shop_id>.
@@ -28,6 +28,7 @@ urlpatterns = [
     ),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
 ]
 
 admin.site.site_header = "recadmin"

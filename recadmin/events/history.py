@@ -32,6 +32,8 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+from recadmin.core.observability.metrics import cache_count
+
 logger = logging.getLogger(__name__)
 
 EMPTY_MEMBER = "~empty"
@@ -249,6 +251,7 @@ def history_load_many(
     wanted = list(dict.fromkeys(customer_shop_ids))
     if not wanted:
         return {}
+    cache_count("history", "miss", len(wanted))
     columns = ("customer__shop_id", "item__shop_id", "type", "occurred_at")
     if len(wanted) == 1:
         rows: Iterable[tuple[str, str, str, Any]] = (
@@ -304,6 +307,8 @@ def history_get_many(
         return {}
     cached = _read_cache(customer_shop_ids, limit)
     missing = [c for c, (_, complete) in cached.items() if not complete]
+    if len(missing) < len(cached):
+        cache_count("history", "hit", len(cached) - len(missing))
     if missing and load:
         loaded = history_load_many(missing, limit, known={c: cached[c][0] for c in missing})
         return {c: loaded[c] if c in loaded else cached[c][0][:limit] for c in customer_shop_ids}

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from django.utils import timezone
 from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.catalog.selectors import item_ids_by_shop_id
 from recadmin.catalog.services import copy_escape_text, customers_ensure
+from recadmin.core.observability.metrics import EVENTS_DUPLICATES, EVENTS_INGESTED, EVENTS_REJECTED
 from recadmin.events.history import HistoryEvent, history_record
 from recadmin.events.models import (
     EVENT_ID_MAX_LENGTH,
@@ -339,6 +341,7 @@ def events_ingest(*, payload: Sequence[Any], record_history: bool = True) -> Ing
         seen.add(row.event_id)
         valid.append(row)
     if not valid:
+        _count(payload, result, [], set(), types)
         return result
 
     item_ids = item_ids_by_shop_id(shop_ids=(r.item for r in valid))
@@ -350,6 +353,7 @@ def events_ingest(*, payload: Sequence[Any], record_history: bool = True) -> Ing
             result.errors.append({"index": row.index, "field": "item", "message": f"Unknown item {row.item!r}."})
     result.errors.sort(key=lambda e: e["index"])
     if not known:
+        _count(payload, result, known, set(), types)
         return result
 
     with transaction.atomic():
@@ -357,6 +361,7 @@ def events_ingest(*, payload: Sequence[Any], record_history: bool = True) -> Ing
         stored_ids = events_store(rows=known, customer_ids=customer_ids, item_ids=item_ids)
     result.stored = len(stored_ids)
     result.duplicates += len(known) - len(stored_ids)
+    _count(payload, result, known, stored_ids, types)
 
     if record_history and stored_ids:
         stored_rows = [r for r in known if r.event_id in stored_ids]
@@ -365,6 +370,21 @@ def events_ingest(*, payload: Sequence[Any], record_history: bool = True) -> Ing
         except Exception:  # the events are stored; a cache outage must not fail the ingest
             logger.exception("Recording %d events in the history cache failed", len(stored_rows))
     return result
+
+
+def _count(
+    payload: Sequence[Any], result: IngestResult, rows: Sequence[EventRow], stored: set[str], types: Mapping[str, float]
+) -> None:
+    """Prometheus counters: events stored per type, rows refused per type and field, duplicates."""
+    stored_types = Counter(row.type for row in rows if row.event_id in stored)
+    for type_, count in stored_types.items():
+        EVENTS_INGESTED.labels(type_).inc(count)
+    for error in result.errors:
+        raw = payload[error["index"]] if 0 <= error["index"] < len(payload) else None
+        given = raw.get("type") if isinstance(raw, dict) else None
+        EVENTS_REJECTED.labels(given if given in types else "invalid", str(error.get("field") or "")).inc()
+    if result.duplicates:
+        EVENTS_DUPLICATES.inc(result.duplicates)
 
 
 def events_iter_history(events: Iterable[Event]) -> list[HistoryEvent]:

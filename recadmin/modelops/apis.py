@@ -17,7 +17,12 @@ from rest_framework.views import APIView
 from recadmin.core.auth import HasManageScope
 from recadmin.core.errors import NotFound
 from recadmin.modelops.models import ModelKind, ModelVersion, TrainingRun
-from recadmin.modelops.selectors import RuntimeVersion, model_versions_with_runtime, training_run_get
+from recadmin.modelops.selectors import (
+    RuntimeVersion,
+    model_versions_with_runtime,
+    torchserve_unloaded_recent,
+    training_run_get,
+)
 from recadmin.modelops.services import (
     MAX_WORKERS,
     model_version_lookup,
@@ -123,7 +128,14 @@ class ModelListApi(APIView):
             reachable = serializers.BooleanField()
             error = serializers.CharField(allow_blank=True)
             unknown_versions = serializers.ListField(
-                child=serializers.DictField(), help_text="Loaded in TorchServe but unknown to the registry."
+                child=serializers.DictField(),
+                help_text="Loaded in TorchServe although the registry does not serve them: unknown to it "
+                "(registry_status null) or not live there (e.g. built by a run that died while registering).",
+            )
+            unloaded_versions = serializers.ListField(
+                child=serializers.DictField(),
+                help_text='Versions the periodic sync unloaded from TorchServe lately, newest first: {"version", '
+                '"reason", "at"}.',
             )
 
         torchserve = TorchServeSerializer()
@@ -138,7 +150,7 @@ class ModelListApi(APIView):
             OpenApiExample(
                 "Versions",
                 value={
-                    "torchserve": {"reachable": True, "error": "", "unknown_versions": []},
+                    "torchserve": {"reachable": True, "error": "", "unknown_versions": [], "unloaded_versions": []},
                     "versions": [
                         {
                             **_VERSION_EXAMPLE,
@@ -158,6 +170,7 @@ class ModelListApi(APIView):
                 "reachable": view.torchserve_reachable,
                 "error": view.torchserve_error,
                 "unknown_versions": view.unknown_in_torchserve,
+                "unloaded_versions": torchserve_unloaded_recent(),
             },
             "versions": [_version_data(entry.model_version, entry) for entry in view.versions],
         }

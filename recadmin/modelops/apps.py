@@ -8,3 +8,9 @@ class ModelopsConfig(AppConfig):
     name = "recadmin.modelops"
     label = "modelops"
     verbose_name = "Model operations"
+
+    def ready(self) -> None:
+        # TorchServe call metrics, the readiness check and the registry's gauges.
+        from recadmin.modelops.observability import register
+
+        register()

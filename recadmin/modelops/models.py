@@ -68,6 +68,11 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Liveness of a running run: its process writes heartbeat_at every TRAINING_HEARTBEAT_SECONDS;
+    # the periodic sweep fails a run silent for TRAINING_VISIBILITY_TIMEOUT (its process was killed).
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the process running it.")
+    current_stage = models.CharField(max_length=20, choices=TrainingStage.choices, blank=True, default="")
+    worker = models.CharField(max_length=200, blank=True, default="", help_text="host:pid of the process running it.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

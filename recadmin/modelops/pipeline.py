@@ -15,7 +15,6 @@ import collections
 import contextlib
 import logging
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from recadmin.modelops.models import (
     TrainingRunStatus,
     TrainingStage,
 )
+from recadmin.modelops.recovery import Heartbeat, heartbeat_is_fresh, training_workdir_create, worker_identity
 from recadmin.modelops.selectors import model_name_resolve, model_version_default
 from recadmin.modelops.services import (
     file_sha256,
@@ -127,7 +127,11 @@ class Reporter:
     def flush(self) -> None:
         # A filtered update, so a cancel written by the admin meanwhile is seen and not overwritten.
         updated = TrainingRun.objects.filter(pk=self.run.pk, status=TrainingRunStatus.RUNNING).update(
-            progress=round(self.percent, 1), stage=self.text[:200], log_tail=self.tail.text()
+            progress=round(self.percent, 1),
+            stage=self.text[:200],
+            log_tail=self.tail.text(),
+            current_stage=self.stage_key,
+            heartbeat_at=timezone.now(),
         )
         if not updated:
             status = TrainingRun.objects.filter(pk=self.run.pk).values_list("status", flat=True).first()
@@ -259,10 +263,25 @@ def execute(
     *, run: TrainingRun, progress: Callable[[float, str], None] | None = None, retry_transient: bool = False
 ) -> TrainingRun:
     run.refresh_from_db()
-    if run.status == TrainingRunStatus.CANCELLED:
+    if run.status in (TrainingRunStatus.CANCELLED, TrainingRunStatus.SUCCEEDED):
         return run
-    if run.status == TrainingRunStatus.SUCCEEDED:
+    if run.status == TrainingRunStatus.FAILED:
+        # The broker delivered a killed task again, after the sweep had failed its run: a new run
+        # is a person's decision (the failure says why), not a silent restart hours later.
+        logger.warning("training run %s has already failed (%s); not running it again", run.pk, run.error[:200])
         return run
+    if run.status == TrainingRunStatus.RUNNING and heartbeat_is_fresh(run) and run.worker != worker_identity():
+        # Delivered a second time while another process still runs it (a visibility timeout shorter
+        # than the training): that process finishes it.
+        logger.warning("training run %s is running on %s; this delivery is skipped", run.pk, run.worker)
+        return run
+    with Heartbeat(run.pk):
+        return _execute(run=run, progress=progress, retry_transient=retry_transient)
+
+
+def _execute(
+    *, run: TrainingRun, progress: Callable[[float, str], None] | None, retry_transient: bool
+) -> TrainingRun:
     reporter = Reporter(run, progress)
     watched = [logging.getLogger("training"), logging.getLogger("recadmin.modelops")]
     for target in watched:
@@ -277,9 +296,12 @@ def execute(
         finished_at=None,
         error="",
         failed_stage="",
+        heartbeat_at=timezone.now(),
+        worker=worker_identity(),
+        current_stage=TrainingStage.EXPORTING,
     )
     run.refresh_from_db()
-    workdir = Path(tempfile.mkdtemp(prefix=f"recadmin-run{run.pk}-"))
+    workdir = training_workdir_create(run_id=run.pk)
     version: ModelVersion | None = None
     registered = False
     timings: dict[str, float] = dict(run.metrics.get("seconds", {})) if isinstance(run.metrics, dict) else {}

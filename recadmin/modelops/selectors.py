@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models import QuerySet
 
+from recadmin.core.observability.metrics import cache_count
 from recadmin.modelops.models import LIVE_STATUSES, ModelVersion, ModelVersionStatus, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ _DEFAULT_CACHE_PREFIX = "modelops:default:"
 # Long enough that serving almost never queries; every change of default deletes the key anyway.
 _DEFAULT_CACHE_SECONDS = 300
 _NONE = "none"
+# What the TorchServe sync unloaded lately (written by services.models_sync_torchserve).
+UNLOADED_CACHE_KEY = "modelops:sync:unloaded"
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,15 @@ def default_model_get(*, name: str | None = None) -> DefaultModel | None:
     try:
         cached = cache.get(key)
     except Exception:  # noqa: BLE001 - a cache outage falls back to the database
+        cache_count("default_model", "error")
         cached = None
     if cached == _NONE:
+        cache_count("default_model", "hit")
         return None
     if isinstance(cached, dict):
+        cache_count("default_model", "hit")
         return DefaultModel(**cached)
+    cache_count("default_model", "miss")
     row = (
         ModelVersion.objects.filter(name=resolved, status=ModelVersionStatus.DEFAULT)
         .values("id", "name", "version", "kind")
@@ -172,6 +179,19 @@ def model_versions_with_runtime(*, name: str | None = None, include_retired: boo
         if found is None:
             continue
         info = found
+        if entry.model_version.status not in LIVE_STATUSES:
+            # Loaded although the registry does not serve it (a run killed while registering):
+            # reported until the sync unloads it.
+            view.unknown_in_torchserve.append(
+                {
+                    "name": key[0],
+                    "version": key[1],
+                    "registry_status": entry.model_version.status,
+                    "is_default": info.is_default,
+                    "workers_ready": info.ready_workers,
+                    "workers_total": len(info.workers),
+                }
+            )
         entry.loaded = True
         entry.is_torchserve_default = info.is_default
         entry.workers_ready = info.ready_workers
@@ -182,9 +202,18 @@ def model_versions_with_runtime(*, name: str | None = None, include_retired: boo
                 {
                     "name": key[0],
                     "version": key[1],
+                    "registry_status": None,
                     "is_default": info.is_default,
                     "workers_ready": info.ready_workers,
                     "workers_total": len(info.workers),
                 }
             )
     return view
+
+
+def torchserve_unloaded_recent() -> list[dict[str, Any]]:
+    """What the TorchServe sync unloaded lately (newest first): {"version", "reason", "at"}."""
+    try:
+        return list(cache.get(UNLOADED_CACHE_KEY) or [])
+    except Exception:  # noqa: BLE001 - a cache outage: nothing to show
+        return []

@@ -30,7 +30,12 @@ from recadmin.modelops.models import (
     TrainingRun,
     TrainingRunStatus,
 )
-from recadmin.modelops.selectors import default_cache_key, model_name_resolve, model_version_previous_default
+from recadmin.modelops.selectors import (
+    UNLOADED_CACHE_KEY,
+    default_cache_key,
+    model_name_resolve,
+    model_version_previous_default,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -470,6 +475,8 @@ class SyncReport:
     already_loaded: list[str] = field(default_factory=list)
     default_set: str = ""
     failed: dict[str, str] = field(default_factory=dict)
+    # Versions TorchServe had loaded that the registry does not serve, and were unloaded: label -> why.
+    unloaded: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -483,31 +490,60 @@ class SyncReport:
             parts.append(f"already loaded {', '.join(self.already_loaded)}")
         if self.default_set:
             parts.append(f"default {self.default_set}")
+        for label, reason in self.unloaded.items():
+            parts.append(f"unloaded {label} ({reason})")
         for label, reason in self.failed.items():
             parts.append(f"FAILED {label}: {reason}")
         return "; ".join(parts) or "nothing to do"
 
+    @property
+    def changed(self) -> bool:
+        return bool(self.registered or self.default_set or self.unloaded or self.failed)
+
+
+_UNLOADED_KEEP = 50
+
+
+def _unload_reason(row: ModelVersion | None, runs_active: set[int]) -> str | None:
+    """Why a version TorchServe has should go, or None to leave it (live, or mid-registration)."""
+    if row is None:
+        return "unknown to the registry"
+    if row.status in LIVE_STATUSES:
+        return None
+    if row.status == ModelVersionStatus.BUILT and row.training_run_id in runs_active:
+        return None  # its run is registering it right now
+    return f"registry status {row.status}"
+
+
+def _remember_unloaded(report: SyncReport) -> None:
+    at = timezone.now().isoformat()
+    entries = [{"version": label, "reason": reason, "at": at} for label, reason in report.unloaded.items()]
+    with contextlib.suppress(Exception):
+        kept = list(cache.get(UNLOADED_CACHE_KEY) or [])
+        cache.set(UNLOADED_CACHE_KEY, (entries + kept)[:_UNLOADED_KEEP], 7 * 24 * 3600)
+
 
 def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
     """Bring TorchServe in line with the registry: register every live version it lacks from
-    `model_store/` (after checking the archive's sha256), and set the registry's default.
+    `model_store/` (after checking the archive's sha256), set the registry's default where TorchServe
+    has another, and unload versions the registry does not serve (a run killed while registering
+    left one loaded while its row says built or failed; a stray registration by hand).
 
-    Run at start-up and by the periodic `sync_torchserve` task: a restarted TorchServe comes back
-    empty, and this is what fills it again. Raises ServiceUnavailable if TorchServe is down.
+    Run at start-up and every few seconds by the periodic `sync_torchserve` task: a restarted TorchServe
+    comes back empty, and this is what fills it again. When nothing changed it costs two queries and
+    two GETs per model name. Raises ServiceUnavailable if TorchServe is down.
     """
+    from recadmin.modelops.models import TrainingRunStatus
+
     client = _client()
     report = SyncReport()
-    live = list(
-        ModelVersion.objects.filter(status__in=LIVE_STATUSES, **({"name": name} if name else {})).order_by(
-            "name", "version"
-        )
-    )
-    loaded_cache: dict[str, set[str]] = {}
+    rows = ModelVersion.objects.filter(**({"name": name} if name else {}))
+    live = list(rows.filter(status__in=LIVE_STATUSES).order_by("name", "version"))
+    names = sorted(set(rows.order_by().values_list("name", flat=True).distinct()) | ({name} if name else set()))
+    loaded: dict[str, dict[str, Any]] = {model: torchserve_versions_loaded(name=model) for model in names}
     for version in live:
         label = str(version)
-        if version.name not in loaded_cache:
-            loaded_cache[version.name] = set(torchserve_versions_loaded(name=version.name))
-        if str(version.version) in loaded_cache[version.name]:
+        if str(version.version) in loaded[version.name]:
             report.already_loaded.append(label)
             continue
         path = Path(version.archive_path)
@@ -527,17 +563,60 @@ def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
             continue
         report.registered.append(label)
     for version in live:
-        if version.status == ModelVersionStatus.DEFAULT and str(version) not in report.failed:
+        if version.status != ModelVersionStatus.DEFAULT or str(version) in report.failed:
+            continue
+        info = loaded[version.name].get(str(version.version))
+        if info is None or not info.is_default:
             client.set_default(version.name, str(version.version))
             report.default_set = str(version)
+    # What TorchServe has that the registry does not serve, under the names the registry knows.
+    extra = {(model, number) for model, versions in loaded.items() for number in versions}
+    extra -= {(v.name, str(v.version)) for v in live}
+    if extra:
+        by_key = {
+            (row.name, str(row.version)): row
+            for row in ModelVersion.objects.filter(name__in={m for m, _ in extra}).select_related("training_run")
+        }
+        active_runs = {
+            row.training_run.pk
+            for row in by_key.values()
+            if row.training_run is not None
+            and row.training_run.status in (TrainingRunStatus.RUNNING, TrainingRunStatus.QUEUED)
+            and not _run_is_stale(row.training_run)
+        }
+        for model, number in sorted(extra):
+            reason = _unload_reason(by_key.get((model, number)), active_runs)
+            if reason is None:
+                continue
+            label = f"{model} v{number}"
+            if loaded[model][number].is_default:
+                reason += "; it was TorchServe's default"
+            try:
+                client.unregister(model, number)
+            except ServiceUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. TorchServe's only (default) version: report it
+                report.failed[label] = f"could not unload ({reason}): {type(exc).__name__}: {exc}"
+                continue
+            report.unloaded[label] = reason
+            logger.warning("TorchServe sync: unloaded %s (%s)", label, reason)
+        if report.unloaded:
+            _remember_unloaded(report)
     for version in live:
         reason = report.failed.get(str(version))
         if reason:
             logger.error("TorchServe sync: %s: %s", version, reason)
             # Kept live in the registry: the archive may be restored, and the next sync retries.
             ModelVersion.objects.filter(pk=version.pk).update(note=f"TorchServe sync failed: {reason}")
-    logger.info("TorchServe sync: %s", report.summary())
+    # Every few seconds: a line only when the sync did something.
+    (logger.info if report.changed else logger.debug)("TorchServe sync: %s", report.summary())
     return report
+
+
+def _run_is_stale(run: TrainingRun) -> bool:
+    from recadmin.modelops.recovery import heartbeat_is_fresh
+
+    return run.status == TrainingRunStatus.RUNNING and run.heartbeat_at is not None and not heartbeat_is_fresh(run)
 
 
 def model_version_lookup(*, name: str, version: int | str) -> ModelVersion:
@@ -615,14 +694,14 @@ SYNC_SCHEDULE_NAME = "TorchServe sync (re-register live versions after a restart
 
 
 @transaction.atomic
-def torchserve_sync_schedule_ensure(*, every_seconds: int = 60, enabled: bool = True) -> Any:
-    """The periodic start-up sync: a restarted TorchServe comes back empty, and within a minute
-    beat's `sync_torchserve` registers the live versions again. Cheap when nothing is missing
-    (one list call). Editable in the admin like the retraining schedule."""
+def torchserve_sync_schedule_ensure(*, every_seconds: int = 5, enabled: bool = True) -> Any:
+    """The periodic sync: a restarted TorchServe comes back empty, and within seconds beat's (or the
+    in-process scheduler's) `sync_torchserve` registers the live versions again. Cheap when nothing is
+    missing. Editable in the admin like the retraining schedule."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    if isinstance(every_seconds, bool) or not isinstance(every_seconds, int) or every_seconds < 10:
-        raise ValidationError("The sync interval must be at least 10 seconds.", field="every_seconds")
+    if isinstance(every_seconds, bool) or not isinstance(every_seconds, int) or every_seconds < 1:
+        raise ValidationError("The sync interval must be at least 1 second.", field="every_seconds")
     interval, _ = IntervalSchedule.objects.get_or_create(every=every_seconds, period=IntervalSchedule.SECONDS)
     task, _ = PeriodicTask.objects.update_or_create(
         name=SYNC_SCHEDULE_NAME,
@@ -632,8 +711,10 @@ def torchserve_sync_schedule_ensure(*, every_seconds: int = 60, enabled: bool = 
             "crontab": None,
             "kwargs": "{}",
             "enabled": enabled,
-            "queue": "training",
-            "description": "Registers in TorchServe every registered/default version it lacks (after a restart).",
+            "queue": "default",
+            "expire_seconds": 30,
+            "description": "Registers in TorchServe every registered/default version it lacks (after a restart) "
+            "and unloads versions the registry does not serve.",
         },
     )
     return task

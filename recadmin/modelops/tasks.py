@@ -14,6 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.utils import timezone
 
+from recadmin.celery import app
 from recadmin.core.errors import ServiceUnavailable
 from recadmin.modelops.models import TrainingRun, TrainingRunStatus, TrainingStage
 
@@ -67,23 +68,58 @@ def train_model(self: Any, run_id: int) -> dict[str, Any]:
     return {"run": run.pk, "status": run.status, "error": run.error}
 
 
+_sync_state = {"reachable": True}
+
+
 @shared_task(
-    bind=True,
     acks_late=True,
     soft_time_limit=900,
     time_limit=960,
-    max_retries=5,
     name="recadmin.modelops.tasks.sync_torchserve",
 )
-def sync_torchserve(self: Any) -> dict[str, Any]:
-    """Register again in TorchServe every live version it lacks (after a TorchServe restart)."""
+def sync_torchserve() -> dict[str, Any]:
+    """Register again in TorchServe every live version it lacks (after a TorchServe restart), and
+    unload what the registry does not serve. Runs every few seconds: no retries (the next run is the
+    retry), and one log line when TorchServe goes away or comes back, not one per run."""
     from recadmin.modelops.services import models_sync_torchserve
 
     try:
         report = models_sync_torchserve()
     except ServiceUnavailable as exc:
-        raise self.retry(exc=exc, countdown=min(300, 10 * 2**self.request.retries)) from exc
-    return {"registered": report.registered, "failed": report.failed, "default": report.default_set}
+        if _sync_state["reachable"]:
+            logger.warning("TorchServe sync: TorchServe unavailable (%s); retrying every few seconds", exc.message)
+        _sync_state["reachable"] = False
+        return {"reachable": False, "error": exc.message}
+    if not _sync_state["reachable"]:
+        logger.info("TorchServe sync: TorchServe answers again; %s", report.summary())
+    _sync_state["reachable"] = True
+    return {
+        "reachable": True,
+        "registered": report.registered,
+        "failed": report.failed,
+        "default": report.default_set,
+        "unloaded": report.unloaded,
+    }
+
+
+@shared_task(acks_late=True, soft_time_limit=300, time_limit=360, name="recadmin.modelops.tasks.sweep_stale_runs")
+def sweep_stale_runs() -> dict[str, Any]:
+    """Fail training runs whose process stopped sending heartbeats; remove leftover working directories."""
+    from recadmin.modelops.recovery import training_runs_sweep_stale
+
+    return training_runs_sweep_stale().as_dict()
+
+
+SWEEP_EVERY_SECONDS = 60.0
+
+
+@app.on_after_finalize.connect
+def _schedule(sender: Any, **kwargs: Any) -> None:
+    # Beat copies these into django-celery-beat's tables (editable in the admin); the in-process
+    # scheduler runs the same entries without beat.
+    sender.add_periodic_task(
+        SWEEP_EVERY_SECONDS, sweep_stale_runs.s(), name="modelops: fail stale training runs", options={"expires": 50}
+    )
 
 
 @shared_task(name="recadmin.modelops.tasks.scheduled_training")

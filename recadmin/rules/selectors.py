@@ -22,6 +22,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from recadmin.core.errors import NotFound
+from recadmin.core.observability.metrics import cache_count
 from recadmin.rules.engine import CompiledRule, RuleSet, SceneSettings
 from recadmin.rules.models import BusinessRule, Scene
 
@@ -67,9 +68,12 @@ def _cached(kind: str, slug: str, build: Any) -> Any:
     try:
         hit = cache.get(key)
     except Exception:  # noqa: BLE001
+        cache_count("rules", "error")
         hit = None
     if hit is not None:
+        cache_count("rules", "hit")
         return hit
+    cache_count("rules", "miss")
     value = build()
     with contextlib.suppress(Exception):
         cache.set(key, value, _CACHE_SECONDS)

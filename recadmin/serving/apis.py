@@ -14,6 +14,8 @@ from rest_framework.views import APIView
 from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.core.auth import HasRecommendScope
 from recadmin.core.errors import ValidationError
+from recadmin.core.observability import label_request
+from recadmin.serving.fallbacks import FAILURE_REASONS
 from recadmin.serving.services import (
     HISTORY_LIMIT,
     ServedList,
@@ -49,6 +51,17 @@ class RecommendationListSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=["model", "fallback", "popular"])  # type: ignore[assignment]
     offset = serializers.IntegerField()
     items = RecommendedItemSerializer(many=True)
+
+
+def _label(request: Request, served: ServedList) -> None:
+    # For /metrics and /readyz: the scene and where the list came from (the serving rewrite keeps this).
+    label_request(
+        request,
+        scene=served.scene,
+        source=str(served.source),
+        fallback_reason=served.fallback_reason or None,
+        failure=served.fallback_reason in FAILURE_REASONS,
+    )
 
 
 def _render(served: ServedList) -> Response:
@@ -165,6 +178,7 @@ class RecommendationsApi(APIView):
             bundle=bundle,
             state=state,
         )
+        _label(request, served)
         return _render(served)
 
 
@@ -194,6 +208,7 @@ class SimilarItemsApi(APIView):
             bundle=bundle,
             state=state,
         )
+        _label(request, served)
         return _render(served)
 
 
@@ -225,4 +240,5 @@ class PopularApi(APIView):
             offset=validate_offset(params.get("offset")),
             category=_text(params, "category", max_length=100),
         )
+        _label(request, served)
         return _render(served)

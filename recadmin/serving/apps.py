@@ -8,3 +8,8 @@ class ServingConfig(AppConfig):
     name = "recadmin.serving"
     label = "serving"
     verbose_name = "Serving"
+
+    def ready(self) -> None:
+        from recadmin.serving.observability import register
+
+        register()

@@ -218,3 +218,25 @@ def served_log_backlog() -> int:
         with contextlib.suppress(Exception):
             count += int(connection.llen(_list_key()))
     return count
+
+
+def served_log_oldest_age() -> float | None:
+    """Seconds since the oldest record still waiting was served (the drain's lag); None when empty."""
+    oldest: str | None = _local_buffer[0] if _local_buffer else None
+    connection = _redis()
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            first = connection.lindex(_list_key(), 0)
+            if first is not None:
+                oldest = first.decode() if isinstance(first, bytes) else first
+    if oldest is None:
+        return None
+    try:
+        created = parse_datetime(json.loads(oldest).get("created_at") or "")
+    except (ValueError, AttributeError):
+        return None
+    if created is None:
+        return None
+    if timezone.is_naive(created):
+        created = timezone.make_aware(created)
+    return max(0.0, (timezone.now() - created).total_seconds())

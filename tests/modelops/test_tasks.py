@@ -163,9 +163,11 @@ def test_without_a_broker_a_run_can_train_in_a_child_process_that_sees_the_same_
     assert torchserve_settings.client.default_version("recommender") == "1"
 
 
-def test_the_torchserve_sync_is_scheduled_on_every_install() -> None:
+def test_the_torchserve_sync_is_scheduled_every_five_seconds_on_the_default_queue() -> None:
     sync = PeriodicTask.objects.get(task="recadmin.modelops.tasks.sync_torchserve")
-    assert sync.enabled and sync.interval.every == 60 and sync.interval.period == "seconds"
+    assert sync.enabled and sync.interval.every == 5 and sync.interval.period == "seconds"
+    # Not behind an hour of training on the training queue; unsent ones expire rather than pile up.
+    assert sync.queue == "default" and sync.expire_seconds == 30
 
 
 @pytest.mark.redis

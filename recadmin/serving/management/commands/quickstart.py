@@ -225,6 +225,9 @@ class Command(BaseCommand):
         workers = options["workers"] if settings.REDIS_URL else 1
         command = [
             sys.executable, "-m", "gunicorn", "recadmin.wsgi:application",
+            # Metrics directory, and the in-process scheduler (served-log drain, TorchServe re-sync,
+            # trending lists, nightly retraining) in the worker: there is no beat without Redis.
+            "--config", "python:recadmin.gunicorn_conf",
             "--bind", f"{options['host']}:{options['port']}",
             "--workers", str(workers), "--threads", "8", "--timeout", "60",
             "--access-logfile", "-",

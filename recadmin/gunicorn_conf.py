@@ -1,0 +1,106 @@
+"""gunicorn settings: `gunicorn -c python:recadmin.gunicorn_conf recadmin.wsgi:application`.
+
+- Prometheus multiprocess mode: every worker writes its metrics to files in PROMETHEUS_MULTIPROC_DIR
+  (default var/prometheus/gunicorn-<master pid>, emptied at start), `/metrics` adds them up, and a
+  dead worker's live values are dropped (`mark_process_dead`).
+- The in-process scheduler (`recadmin.core.scheduler`) starts in each worker when SCHEDULER says so
+  (auto: without a broker); one of them holds the lock and runs beat's schedule.
+- gunicorn's own log lines go through the same redaction and format (LOG_FORMAT) as the app's, and
+  the access log carries each request's id.
+
+Command-line flags (--workers, --bind, ...) still apply on top of this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from recadmin.env import BASE_DIR, env
+
+_VAR_DIR = Path(env.str("RECADMIN_VAR_DIR", str(BASE_DIR / "var")))
+_OWN_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_DIR:
+    # Must be set before any worker imports prometheus_client (it picks its storage at import).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_VAR_DIR / "prometheus" / f"gunicorn-{os.getpid()}")
+_METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+_LOG_FORMAT = env.str("LOG_FORMAT", "plain")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "recadmin.core.observability.logs.RedactFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "recadmin.core.observability.logs.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+    },
+    "handlers": {
+        "gunicorn_console": {
+            "class": "logging.StreamHandler",
+            "formatter": _LOG_FORMAT if _LOG_FORMAT in {"plain", "json"} else "plain",
+            "filters": ["redact"],
+            "stream": "ext://sys.stderr",
+        }
+    },
+    # The app's LOGGING (settings) configures the root logger in each worker.
+    "root": {"level": "INFO", "handlers": []},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["gunicorn_console"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["gunicorn_console"], "level": "INFO", "propagate": False},
+    },
+}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before workers: a fresh metrics directory; those of dead masters removed."""
+    if _METRICS_DIR.exists():
+        shutil.rmtree(_METRICS_DIR, ignore_errors=True)
+    _METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    if _OWN_DIR:
+        for stale in _METRICS_DIR.parent.glob("gunicorn-*"):
+            pid = stale.name.removeprefix("gunicorn-")
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def post_worker_init(worker: Any) -> None:
+    from recadmin.core.scheduler import scheduler_start_if_enabled
+
+    scheduler_start_if_enabled()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    with contextlib.suppress(Exception):
+        from recadmin.core.scheduler import scheduler_stop
+
+        scheduler_stop()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master: the dead worker's gauges (live values) no longer count."""
+    with contextlib.suppress(Exception):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, str(_METRICS_DIR))
+
+
+def on_exit(server: Any) -> None:
+    if _OWN_DIR:
+        shutil.rmtree(_METRICS_DIR, ignore_errors=True)
