@@ -46,11 +46,29 @@ class ServedRecommendation(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
     )
     model_label = models.CharField(max_length=120, blank=True, default="", help_text="name vN, kept if deleted.")
-    source = models.CharField(max_length=10, choices=ServedSource.choices)
+    # The list's source: "model" / "fallback" today; a strategy's candidate source name
+    # (similar, complementary, popular, recently_viewed) once strategies fill it.
+    source = models.CharField(max_length=20)
+    # The strategy that built the list: its sources in chain order, comma-separated ("model,popular").
+    strategy = models.CharField(max_length=200, blank=True, default="")
+    # The experiment and variant the customer was assigned to (none outside an experiment). No database
+    # constraint, as for model_version: a deleted experiment must not make a buffered insert fail.
+    experiment = models.ForeignKey(
+        "experiments.Experiment",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+    )
+    variant = models.ForeignKey(
+        "experiments.Variant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
     fallback_reason = models.CharField(max_length=200, blank=True, default="")
     context_item = models.CharField(max_length=SHOP_ID_MAX_LENGTH, blank=True, default="")
     category = models.CharField(max_length=100, blank=True, default="")
-    # [{"item": shop id, "position": absolute position from 0, "score": float, "rules": [rule ids]}]
+    # [{"item": shop id, "position": absolute position from 0, "score": float, "rules": [rule ids],
+    #   "source": the candidate source that produced the item}]
     items = models.JSONField(default=list)
     n_items = models.PositiveSmallIntegerField(default=0, help_text="Impressions in this page.")
     latency_ms = models.FloatField(default=0.0)
@@ -66,6 +84,7 @@ class ServedRecommendation(models.Model):
             models.Index(fields=["scene", "created_at"], name="served_scene_time"),
             models.Index(fields=["model_version", "created_at"], name="served_version_time"),
             models.Index(fields=["customer_shop_id", "created_at"], name="served_customer_time"),
+            models.Index(fields=["experiment", "created_at"], name="served_experiment_time"),
         ]
 
     def __str__(self) -> str:

@@ -6,40 +6,85 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('catalog', '0001_initial'),
-        ('modelops', '0001_initial'),
+        ("catalog", "0001_initial"),
+        ("modelops", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ServedRecommendation',
+            name="ServedRecommendation",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('recommendation_id', models.CharField(max_length=64)),
-                ('offset', models.PositiveIntegerField(default=0)),
-                ('endpoint', models.CharField(choices=[('recommendations', 'Recommendations'), ('similar', 'Similar items'), ('popular', 'Popular')], default='recommendations', max_length=20)),
-                ('customer_shop_id', models.CharField(blank=True, default='', max_length=128)),
-                ('scene', models.CharField(blank=True, default='', max_length=64)),
-                ('model_label', models.CharField(blank=True, default='', help_text='name vN, kept if deleted.', max_length=120)),
-                ('source', models.CharField(choices=[('model', 'Model'), ('fallback', 'Fallback'), ('popular', 'Popular')], max_length=10)),
-                ('fallback_reason', models.CharField(blank=True, default='', max_length=200)),
-                ('context_item', models.CharField(blank=True, default='', max_length=128)),
-                ('category', models.CharField(blank=True, default='', max_length=100)),
-                ('items', models.JSONField(default=list)),
-                ('n_items', models.PositiveSmallIntegerField(default=0, help_text='Impressions in this page.')),
-                ('latency_ms', models.FloatField(default=0.0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('customer', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='catalog.customer')),
-                ('model_version', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='modelops.modelversion')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("recommendation_id", models.CharField(max_length=64)),
+                ("offset", models.PositiveIntegerField(default=0)),
+                (
+                    "endpoint",
+                    models.CharField(
+                        choices=[
+                            ("recommendations", "Recommendations"),
+                            ("similar", "Similar items"),
+                            ("popular", "Popular"),
+                        ],
+                        default="recommendations",
+                        max_length=20,
+                    ),
+                ),
+                ("customer_shop_id", models.CharField(blank=True, default="", max_length=128)),
+                ("scene", models.CharField(blank=True, default="", max_length=64)),
+                (
+                    "model_label",
+                    models.CharField(blank=True, default="", help_text="name vN, kept if deleted.", max_length=120),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("model", "Model"), ("fallback", "Fallback"), ("popular", "Popular")], max_length=10
+                    ),
+                ),
+                ("fallback_reason", models.CharField(blank=True, default="", max_length=200)),
+                ("context_item", models.CharField(blank=True, default="", max_length=128)),
+                ("category", models.CharField(blank=True, default="", max_length=100)),
+                ("items", models.JSONField(default=list)),
+                ("n_items", models.PositiveSmallIntegerField(default=0, help_text="Impressions in this page.")),
+                ("latency_ms", models.FloatField(default=0.0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="catalog.customer",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="modelops.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'indexes': [models.Index(fields=['created_at'], name='served_created'), models.Index(fields=['scene', 'created_at'], name='served_scene_time'), models.Index(fields=['model_version', 'created_at'], name='served_version_time'), models.Index(fields=['customer_shop_id', 'created_at'], name='served_customer_time')],
-                'constraints': [models.UniqueConstraint(fields=('recommendation_id', 'offset'), name='served_unique_page')],
+                "ordering": ["-id"],
+                "indexes": [
+                    models.Index(fields=["created_at"], name="served_created"),
+                    models.Index(fields=["scene", "created_at"], name="served_scene_time"),
+                    models.Index(fields=["model_version", "created_at"], name="served_version_time"),
+                    models.Index(fields=["customer_shop_id", "created_at"], name="served_customer_time"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("recommendation_id", "offset"), name="served_unique_page")
+                ],
             },
         ),
     ]
