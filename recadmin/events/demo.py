@@ -82,6 +82,7 @@ class DemoShopWorld:
     tastes: tuple[DemoTaste, ...]
     complements: dict[str, str]  # leaf slug -> the leaf bought after it
     price_levels: dict[str, float]  # leaf slug -> its department's typical price
+    departments: dict[str, str]  # leaf slug -> its department
 
     def item(self, shop_id: str) -> DemoItem | None:
         return self._by_shop_id.get(shop_id)
@@ -192,6 +193,7 @@ def _world_build(
         tastes=tuple(tastes),
         complements=complement,
         price_levels={leaf: float(PRICE_LEVEL[dept]) for dept, leaf in leaves},
+        departments=dict(department_of),
     )
     return world, categories, items, customers
 
