@@ -83,7 +83,7 @@ class ApiClient:
     # --- budget --------------------------------------------------------------------------------
 
     def left(self) -> int:
-        """Requests that may still start (0 once the deadline passed)."""
+        """Requests that may still start (0 once the deadline passed), the final flush included."""
         if self._clock() >= self.deadline:
             return 0
         return max(0, self.max_requests - self.requests)
@@ -92,7 +92,10 @@ class ApiClient:
         return self._clock() - self.started
 
     def _wait_for_slot(self, *, final: bool) -> None:
-        if self.requests >= self.max_requests:
+        # The last request of the cap is kept for the final flush of events, so that what the
+        # visitors did is not lost when the cap, rather than the clock, ends the run.
+        cap = self.max_requests if final or self.max_requests == 1 else self.max_requests - 1
+        if self.requests >= cap:
             raise BudgetExhausted
         if not final and self._clock() >= self.deadline:
             raise BudgetExhausted

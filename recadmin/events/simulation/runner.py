@@ -76,7 +76,7 @@ class TrafficSimulator:
                 if self.on_progress is not None:
                     self.on_progress(self.report)
         except BudgetExhausted:
-            self.report.stopped_by = "max requests" if self.client.requests >= self.client.max_requests else "time"
+            self.report.stopped_by = "max requests" if self.client.requests >= self.client.max_requests - 1 else "time"
         try:
             self._flush(final=True)
         except BudgetExhausted:
