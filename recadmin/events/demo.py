@@ -137,7 +137,8 @@ def _world_build(
         brand = rng.choice(brands[dept])
         price = round(PRICE_LEVEL[dept] * math.exp(rng.gauss(0, 0.5)), 2)
         stock = 0 if rng.random() < 0.1 else rng.randint(1, 200)
-        item = {
+        is_active = rng.random() > 0.03
+        item: dict[str, Any] = {
             "shop_id": f"{prefix}sku-{index:05d}",
             "title": f"{brand} {leaf.removeprefix(prefix).replace('-', ' ')} #{index}",
             "category": leaf,
@@ -146,7 +147,7 @@ def _world_build(
             "currency": "EUR",
             "stock_quantity": stock,
             "in_stock": stock > 0,
-            "is_active": rng.random() > 0.03,
+            "is_active": is_active,
             "attributes": {"color": rng.choice(["black", "white", "red", "blue", "green"])},
         }
         items.append(item)
@@ -159,7 +160,7 @@ def _world_build(
                 brand=brand,
                 price=price,
                 in_stock=stock > 0,
-                is_active=item["is_active"],
+                is_active=is_active,
                 popularity=popularity,
             )
         )
@@ -209,11 +210,11 @@ def demo_shop_build(
     complement = world.complements
     department_of = {leaf: dept for dept, leaf in leaves}
     by_leaf: dict[str, list[int]] = {leaf: [] for _, leaf in leaves}
-    for index, item in enumerate(world.items):
-        by_leaf[item.category].append(index)
-    popularity = [item.popularity for item in world.items]
-    item_brand = [item.brand for item in world.items]
-    item_price = [item.price for item in world.items]
+    for index, world_item in enumerate(world.items):
+        by_leaf[world_item.category].append(index)
+    popularity = [w.popularity for w in world.items]
+    item_brand = [w.brand for w in world.items]
+    item_price = [w.price for w in world.items]
     prefs = [(list(t.categories), set(t.brands), t.budget) for t in world.tastes]
     log_price = [math.log(p) for p in item_price]
     activity = list(itertools.accumulate(rng.paretovariate(1.5) for _ in range(n_customers)))

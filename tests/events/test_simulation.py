@@ -293,3 +293,37 @@ def test_without_a_key_it_uses_a_temporary_one_and_revokes_it(live_server: Any) 
     assert sorted(key.scopes) == ["ingest", "recommend"]
     assert key.revoked_at is not None
     assert "requests" in out.getvalue()
+
+
+def test_quickstart_background_simulation_sends_traffic_once_the_server_answers(
+    world: DemoShopWorld, canned: CannedShop
+) -> None:
+    from recadmin.events.simulation.background import BackgroundSimulation
+
+    port = canned.server.server_address[1]
+    background = BackgroundSimulation(
+        host="0.0.0.0", port=port, key="k", seconds=2, rate=20, shop_seed=SHOP["seed"],
+        shop_items=SHOP["n_items"], shop_customers=SHOP["n_customers"],
+    )  # fmt: skip
+    assert background.base == f"http://127.0.0.1:{port}"
+    background.start()
+    background._thread.join(timeout=30)
+    assert background.process is not None
+    assert background.process.wait(timeout=120) == 0
+    background.stop()
+    assert 0 < canned.hits <= 41
+    assert any(e["type"] == "click" and e["recommendation_id"] for e in canned.events)
+
+
+def test_the_world_is_the_shop_the_generator_builds(world: DemoShopWorld) -> None:
+    from recadmin.events.demo import demo_shop_build
+
+    dataset = demo_shop_build(n_events=10, **SHOP)
+    assert [(i["shop_id"], i["category"], i["brand"], float(i["price"])) for i in dataset.items] == [
+        (i.shop_id, i.category, i.brand, i.price) for i in world.items
+    ]
+    assert [(c["shop_id"], c["attributes"]["budget"]) for c in dataset.customers] == [
+        (t.customer, round(t.budget, 2)) for t in world.tastes
+    ]
+    assert all(1 <= len(t.categories) <= 2 and len(t.brands) == 3 for t in world.tastes)
+    assert world.complements["demo-phones"] == "demo-audio"
