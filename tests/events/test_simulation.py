@@ -17,7 +17,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from recadmin.events.demo import DemoShopWorld, demo_shop_world
-from recadmin.events.simulation import ApiClient, SimulationError, TrafficSimulator, check_url, is_loopback_url
+from recadmin.events.simulation import ApiClient, SimulationError, check_url, is_loopback_url
+from recadmin.events.simulation.runner import TrafficSimulator
 from recadmin.events.simulation.visitors import ListedItem, visitor_for_visit
 
 SHOP = {"n_items": 240, "n_customers": 60, "seed": 5, "prefix": "demo-"}

@@ -17,7 +17,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from recadmin.events.demo import DemoShopWorld, demo_shop_world
-from recadmin.events.simulation import ApiClient, SimulationError, SimulationReport, TrafficSimulator
+from recadmin.events.simulation import ApiClient, SimulationError, SimulationReport
+from recadmin.events.simulation.runner import TrafficSimulator
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # The shop `manage.py quickstart` generates (its --seed default is 7).
