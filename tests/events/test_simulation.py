@@ -328,3 +328,31 @@ def test_the_world_is_the_shop_the_generator_builds(world: DemoShopWorld) -> Non
     ]
     assert all(1 <= len(t.categories) <= 2 and len(t.brands) == 3 for t in world.tastes)
     assert world.complements["demo-phones"] == "demo-audio"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mode", ["model-vs-popular", "aa", "thompson"])
+def test_the_experiment_bench_bodies_are_accepted_by_the_experiments_api(
+    mode: str, make_api_client: Any, capsys: Any
+) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "experiment_sim.py"
+    spec = importlib.util.spec_from_file_location("experiment_sim", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    call_command("seed_scenes", verbosity=0)
+    client = make_api_client("manage")
+    body = bench.experiment_body(mode, scene="home", metric="ctr")
+    created = client.post("/api/v1/experiments", body, format="json")
+    assert created.status_code == 201, created.json()
+    started = client.post(f"/api/v1/experiments/{created.json()['id']}/start")
+    assert started.status_code == 200, started.json()
+    assert started.json()["allocation"] == ("thompson" if mode == "thompson" else "fixed")
+    report = client.get(f"/api/v1/experiments/{created.json()['id']}/report").json()
+    assert [v["name"] for v in report["variants"]] == [v["name"] for v in body["variants"]]
+    bench.print_report(report, mode=mode)  # an empty report (no traffic yet) prints too
+    assert "verdict:" in capsys.readouterr().out
