@@ -8,6 +8,7 @@ the caller allows others explicitly: simulated traffic must not reach a real sho
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -75,10 +76,23 @@ class ApiClient:
         self._on_request = on_request
         self.started = clock()
         self.deadline = self.started + seconds
-        self.requests = 0
+        self.requests = 0  # started (slots taken), whether answered yet or not
         self.statuses: Counter[str] = Counter()
-        self.session = requests.Session()
-        self.session.headers.update({"Authorization": f"Bearer {key}", "User-Agent": "recadmin-simulator"})
+        self._headers = {"Authorization": f"Bearer {key}", "User-Agent": "recadmin-simulator"}
+        self._lock = threading.Lock()
+        self._local = threading.local()  # a keep-alive session per visiting thread
+        self._sessions: list[requests.Session] = []
+
+    @property
+    def session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(self._headers)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
 
     # --- budget --------------------------------------------------------------------------------
 
@@ -91,20 +105,27 @@ class ApiClient:
     def elapsed(self) -> float:
         return self._clock() - self.started
 
-    def _wait_for_slot(self, *, final: bool) -> None:
+    def _take_slot(self, *, final: bool) -> None:
+        """Reserve the next request slot (under the lock, so threads share the rate and the cap),
+        then sleep until its time."""
         # The last request of the cap is kept for the final flush of events, so that what the
         # visitors did is not lost when the cap, rather than the clock, ends the run.
         cap = self.max_requests if final or self.max_requests == 1 else self.max_requests - 1
-        if self.requests >= cap:
-            raise BudgetExhausted
-        if not final and self._clock() >= self.deadline:
-            raise BudgetExhausted
-        slot = self.started + self.requests / self.rate
-        delay = slot - self._clock()
-        if delay > 0:
+        with self._lock:
+            if self.requests >= cap:
+                raise BudgetExhausted
+            if not final and self._clock() >= self.deadline:
+                raise BudgetExhausted
+            slot = self.started + self.requests / self.rate
             if not final and slot >= self.deadline:
                 raise BudgetExhausted
+            self.requests += 1
+            taken = self.requests
+        delay = slot - self._clock()
+        if delay > 0:
             self._sleep(delay)
+        if self._on_request is not None:
+            self._on_request(taken)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -113,17 +134,15 @@ class ApiClient:
     ) -> requests.Response | None:
         """One paced request; None when it failed to connect or timed out (counted as 'error').
         `final` lets the last flush of events go after the deadline (still within the cap)."""
-        self._wait_for_slot(final=final)
-        self.requests += 1
+        self._take_slot(final=final)
         try:
             response = self.session.request(method, self.base + path, params=params, json=json, timeout=self.timeout)
         except requests.RequestException:
-            self.statuses["error"] += 1
+            with self._lock:
+                self.statuses["error"] += 1
             return None
-        finally:
-            if self._on_request is not None:
-                self._on_request(self.requests)
-        self.statuses[str(response.status_code)] += 1
+        with self._lock:
+            self.statuses[str(response.status_code)] += 1
         return response
 
     def recommendations(self, **params: Any) -> requests.Response | None:
@@ -143,4 +162,7 @@ class ApiClient:
             return False
 
     def close(self) -> None:
-        self.session.close()
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()

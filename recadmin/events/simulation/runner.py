@@ -10,6 +10,7 @@ seed replays the same run given the same lists.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,6 +49,7 @@ class TrafficSimulator:
         price: PriceMode = "auto",
         batch_size: int = EVENT_BATCH,
         on_progress: Callable[[SimulationReport], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.world = world
         self.client = client
@@ -62,36 +64,66 @@ class TrafficSimulator:
         self.decisions: list[Decision] = []
         self._pending: list[dict[str, Any]] = []
         self._event_seq = 0
+        # Visits may run in several threads (to keep the rate when the server is slow): each visit's
+        # draws are its own, the shared counts, events and decisions are guarded by this lock.
+        self.concurrency = max(1, concurrency)
+        self._lock = threading.RLock()
+        self._next_visit = 0
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
 
     # --- the run -------------------------------------------------------------------------------
 
     def run(self) -> SimulationReport:
-        visit = 0
-        try:
-            while True:
-                self._visit(visitor_for_visit(self.world, seed=self.seed, visit=visit), visit)
-                visit += 1
-                if len(self._pending) >= self.batch_size:
-                    self._flush()
-                if self.on_progress is not None:
-                    self.on_progress(self.report)
-        except BudgetExhausted:
-            self.report.stopped_by = "max requests" if self.client.requests >= self.client.max_requests - 1 else "time"
+        if self.concurrency == 1:
+            self._work()
+        else:
+            threads = [
+                threading.Thread(target=self._work, name=f"visitor-{i}", daemon=True) for i in range(self.concurrency)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        if self._failure is not None:
+            raise self._failure
+        self.report.stopped_by = "max requests" if self.client.requests >= self.client.max_requests - 1 else "time"
         try:
             self._flush(final=True)
         except BudgetExhausted:
             self.report.events_rejected += len(self._pending)
             self.report.rejected_fields["(not sent: request cap)"] += len(self._pending)
             self._pending.clear()
-        self.report.visits = visit
+        # One visit's decisions are in order; visits are ordered by number (threads interleave them).
+        self.decisions.sort(key=lambda d: d.visit)
+        self.report.visits = self._next_visit
         self.report.requests = self.client.requests
         self.report.statuses = self.client.statuses.copy()
         self.report.seconds = self.client.elapsed()
         self.report.price_sent = self.send_price
         return self.report
 
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    visit = self._next_visit
+                    self._next_visit += 1
+                self._visit(visitor_for_visit(self.world, seed=self.seed, visit=visit), visit)
+                if len(self._pending) >= self.batch_size:
+                    self._flush()
+                if self.on_progress is not None:
+                    with self._lock:
+                        self.report.visits = self._next_visit
+                        self.on_progress(self.report)
+        except BudgetExhausted:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run() in the calling thread
+            self._failure = exc
+        finally:
+            self._stop.set()
+
     def _visit(self, visitor: Visitor, visit: int) -> None:
-        self.report.visits = visit + 1
         rows, rid = self._fetch(
             visitor, visit, "home", self.client.recommendations(scene="home", customer=visitor.customer)
         )
@@ -119,12 +151,13 @@ class TrafficSimulator:
         if clicked is not None:
             self._product_page(visitor, visit, clicked[0], clicked[1], scene="cart")
         for item, recommendation_id, price, quantity in visitor.checkout():
-            self._event(visitor, "purchase", item, scene="cart", recommendation_id=recommendation_id,
-                        value=float(quantity), price=price)  # fmt: skip
-            self.report.purchases += 1
-            self.report.units += quantity
-            self.report.revenue += (price or 0.0) * quantity
-            self.decisions.append(Decision(visit, visitor.customer, "purchase", "cart", item))
+            with self._lock:
+                self._event(visitor, "purchase", item, scene="cart", recommendation_id=recommendation_id,
+                            value=float(quantity), price=price)  # fmt: skip
+                self.report.purchases += 1
+                self.report.units += quantity
+                self.report.revenue += (price or 0.0) * quantity
+                self.decisions.append(Decision(visit, visitor.customer, "purchase", "cart", item))
 
     def _fetch(
         self, visitor: Visitor, visit: int, scene: str, response: requests.Response | None
@@ -136,11 +169,12 @@ class TrafficSimulator:
             rows = [ListedItem.from_api(row) for row in body.get("items") or []]
         except (ValueError, KeyError, TypeError, AttributeError):
             return [], None
-        self.report.lists[scene] += 1
-        self.report.impressions += len(rows)
-        for index, _row in enumerate(rows, start=1):
-            self.report.impressions_by_position[index] += 1
-        self.decisions.append(Decision(visit, visitor.customer, "list", scene, ",".join(r.item for r in rows)))
+        with self._lock:
+            self.report.lists[scene] += 1
+            self.report.impressions += len(rows)
+            for index, _row in enumerate(rows, start=1):
+                self.report.impressions_by_position[index] += 1
+            self.decisions.append(Decision(visit, visitor.customer, "list", scene, ",".join(r.item for r in rows)))
         return rows, body.get("recommendation_id")
 
     def _look(
@@ -149,27 +183,33 @@ class TrafficSimulator:
         if not rows:
             return None
         examined, clicked = visitor.scan(rows)
-        self.report.examined += len(examined)
+        with self._lock:
+            self.report.examined += len(examined)
         if clicked is None:
             return None
         position = rows.index(clicked) + 1
-        self.report.clicks += 1
-        self.report.clicks_by_position[position] += 1
-        self.decisions.append(Decision(visit, visitor.customer, "click", scene, clicked.item, position))
-        self._event(visitor, "click", clicked.item, scene=scene, recommendation_id=recommendation_id, position=position)
+        with self._lock:
+            self.report.clicks += 1
+            self.report.clicks_by_position[position] += 1
+            self.decisions.append(Decision(visit, visitor.customer, "click", scene, clicked.item, position))
+            self._event(
+                visitor, "click", clicked.item, scene=scene, recommendation_id=recommendation_id, position=position
+            )
         return clicked, recommendation_id
 
     def _product_page(
         self, visitor: Visitor, visit: int, row: ListedItem, recommendation_id: str | None, *, scene: str
     ) -> None:
-        self._event(visitor, "view", row.item, scene="product_detail")
+        with self._lock:
+            self._event(visitor, "view", row.item, scene="product_detail")
         if row.item not in visitor.cart and visitor.adds_to_cart(row):
             known = self.world.item(row.item)
             price = row.price if row.price is not None else (known.price if known is not None else None)
             visitor.cart[row.item] = (recommendation_id, price)
-            self.report.add_to_carts += 1
-            self.decisions.append(Decision(visit, visitor.customer, "add_to_cart", scene, row.item))
-            self._event(visitor, "add_to_cart", row.item, scene=scene, recommendation_id=recommendation_id)
+            with self._lock:
+                self.report.add_to_carts += 1
+                self.decisions.append(Decision(visit, visitor.customer, "add_to_cart", scene, row.item))
+                self._event(visitor, "add_to_cart", row.item, scene=scene, recommendation_id=recommendation_id)
 
     # --- events --------------------------------------------------------------------------------
 
@@ -206,8 +246,11 @@ class TrafficSimulator:
         self._pending.append(row)
 
     def _flush(self, *, final: bool = False) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[: self.batch_size * 4], self._pending[self.batch_size * 4 :]
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending[: self.batch_size * 4], self._pending[self.batch_size * 4 :]
             self._send(batch, final=final)
 
     def _send(self, batch: list[dict[str, Any]], *, final: bool) -> None:
@@ -216,8 +259,13 @@ class TrafficSimulator:
         try:
             response = self.client.events(batch, final=final)
         except BudgetExhausted:
-            self._pending = batch + self._pending  # sent by the final flush, if the cap allows
+            with self._lock:
+                self._pending = batch + self._pending  # sent by the final flush, if the cap allows
             raise
+        with self._lock:
+            self._count_answer(batch, response, final=final)
+
+    def _count_answer(self, batch: list[dict[str, Any]], response: requests.Response | None, *, final: bool) -> None:
         self.report.events_sent += len(batch)
         body = _json(response)
         if response is None or body is None or response.status_code not in (200, 207, 400):
@@ -232,9 +280,10 @@ class TrafficSimulator:
             self.report.rejected_fields[str(body.get("message", "(400)"))[:80]] += len(batch)
             return
         price_rejected = [e for e in errors if e.get("field") == "price"]
-        if price_rejected and self.price_mode == "auto" and self.send_price:
+        if price_rejected and self.price_mode == "auto":
             # A server without per-unit prices on events: leave the field out from now on and
-            # resend the rows it refused for it alone (their event ids make a resend safe).
+            # resend the rows it refused for it alone (their event ids make a resend safe); other
+            # threads' batches already under way may come back refused too.
             self.send_price = False
             retry = [_without_price(batch[e["index"]]) for e in price_rejected if 0 <= e.get("index", -1) < len(batch)]
             self.report.events_sent -= len(retry)

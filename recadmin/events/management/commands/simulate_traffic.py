@@ -51,6 +51,13 @@ class Command(BaseCommand):
             help="Send a unit `price` on purchases: auto (default) sends it and leaves it out if the server "
             "refuses the field, on always, off never.",
         )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=4,
+            help="Visits in flight at once (default 4), so that a slow server still gets --rate; each visit's "
+            "decisions depend only on the seed and its lists. 1 also keeps the visits' order.",
+        )
         parser.add_argument("--batch-size", type=int, default=50, help="Events per POST /api/v1/events.")
         parser.add_argument("--shop-seed", type=int, default=DEFAULT_SHOP_SEED, help="Seed the demo shop was "
                             "generated with (quickstart: 7, generate_demo_shop: 42).")  # fmt: skip
@@ -64,6 +71,8 @@ class Command(BaseCommand):
         if options["seconds"] <= 0 or options["rate"] <= 0:
             raise CommandError("--seconds and --rate must be positive.")
         max_requests = options["max_requests"] or math.ceil(options["seconds"] * options["rate"])
+        if options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1.")
         if max_requests < 1:
             raise CommandError("--max-requests must be at least 1.")
         world = demo_shop_world(
@@ -108,6 +117,7 @@ class Command(BaseCommand):
                 price=options["price"],
                 batch_size=options["batch_size"],
                 on_progress=progress,
+                concurrency=options["concurrency"],
             )
             report = simulator.run()
             client.close()
