@@ -248,7 +248,8 @@ class TrafficSimulator:
     def _flush(self, *, final: bool = False) -> None:
         while True:
             with self._lock:
-                if not self._pending:
+                # Another thread may have just sent them: no small batches besides the last one.
+                if not self._pending or (not final and len(self._pending) < self.batch_size):
                     return
                 batch, self._pending = self._pending[: self.batch_size * 4], self._pending[self.batch_size * 4 :]
             self._send(batch, final=final)
