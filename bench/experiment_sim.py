@@ -200,6 +200,8 @@ def main() -> None:
         f"impressions, {traffic['clicks']} clicks (CTR {_fmt(traffic['ctr'], '.2%')}), {traffic['purchases']} "
         f"purchases, revenue {traffic['revenue']:.2f}; non-2xx {traffic['non_2xx'] or 'none'}"
     )
+    for name, row in (traffic.get("variants") or {}).items():
+        print(f"  client-side {name}: {row}")
     if args.settle > 0:
         time.sleep(args.settle)
     report = api.call("GET", f"/experiments/{experiment_id}/report")

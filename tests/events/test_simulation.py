@@ -34,8 +34,9 @@ class CannedShop:
     """Answers /recommendations and /items/<id>/similar with lists that depend only on the request
     (random items, so position and taste are independent), and records the events posted."""
 
-    def __init__(self, world: DemoShopWorld, *, reject_price: bool = False) -> None:
+    def __init__(self, world: DemoShopWorld, *, reject_price: bool = False, variants: bool = False) -> None:
         self.world = world
+        self.variants = variants
         self.reject_price = reject_price
         self.events: list[dict[str, Any]] = []
         self.hits = 0
@@ -97,7 +98,12 @@ class CannedShop:
             "source": "popular",
             "offset": 0,
             "items": [_row(it, p) for p, it in enumerate(items, start=1)],
+            **({"experiment": 1, "variant": _variant(query.get("customer") or "")} if self.variants else {}),
         }
+
+
+def _variant(customer: str) -> str:
+    return "b" if sum(customer.encode()) % 2 else "a"
 
 
 def _row(item: Any, position: int) -> dict[str, Any]:
@@ -238,6 +244,23 @@ def test_a_server_refusing_price_gets_purchases_without_it(world: DemoShopWorld)
     assert all("price" not in e for e in purchases)
     assert simulator.report.price_sent is False
     assert simulator.report.events_rejected == 0
+
+
+def test_it_counts_per_experiment_variant_when_the_lists_name_one(world: DemoShopWorld) -> None:
+    shop = CannedShop(world, variants=True)
+    shop.thread.start()
+    try:
+        report = _simulate(world, shop.url, requests=300).report
+    finally:
+        shop.server.shutdown()
+        shop.server.server_close()
+    rows = report.as_dict()["variants"]
+    assert set(rows) == {"a", "b"}
+    assert sum(r["lists"] for r in rows.values()) == sum(report.lists.values())
+    assert sum(r["clicks"] for r in rows.values()) == report.clicks
+    assert sum(r["purchases"] for r in rows.values()) == report.purchases
+    assert abs(sum(r["revenue"] for r in rows.values()) - report.revenue) < 0.05
+    assert "variant a" in report.summary()
 
 
 def test_it_is_bounded_in_requests_and_time(world: DemoShopWorld, canned: CannedShop) -> None:

@@ -31,6 +31,32 @@ class SimulationReport:
     statuses: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     stopped_by: str = ""
+    # Per experiment variant, when the recommendations answers name one (client-side counts, a
+    # cross-check of the experiment's report): lists, impressions, clicks, purchases, revenue.
+    variants: dict[str, Counter[str]] = field(default_factory=dict)
+    variant_revenue: dict[str, float] = field(default_factory=dict)
+    variant_customers: dict[str, set[str]] = field(default_factory=dict)
+
+    def variant_count(self, variant: str, *, customer: str | None = None, revenue: float = 0.0, **counts: int) -> None:
+        self.variants.setdefault(variant, Counter()).update(counts)
+        self.variant_revenue[variant] = self.variant_revenue.get(variant, 0.0) + revenue
+        if customer is not None:
+            self.variant_customers.setdefault(variant, set()).add(customer)
+
+    def variant_rows(self) -> dict[str, dict[str, Any]]:
+        rows = {}
+        for name, counts in sorted(self.variants.items()):
+            impressions = counts["impressions"]
+            rows[name] = {
+                "customers": len(self.variant_customers.get(name, ())),
+                "lists": counts["lists"],
+                "impressions": impressions,
+                "clicks": counts["clicks"],
+                "ctr": round(counts["clicks"] / impressions, 4) if impressions else None,
+                "purchases": counts["purchases"],
+                "revenue": round(self.variant_revenue.get(name, 0.0), 2),
+            }
+        return rows
 
     @property
     def ctr(self) -> float | None:
@@ -70,6 +96,7 @@ class SimulationReport:
             "statuses": dict(sorted(self.statuses.items())),
             "non_2xx": self.non_2xx,
             "stopped_by": self.stopped_by,
+            "variants": self.variant_rows(),
         }
 
     def summary(self) -> str:
@@ -81,6 +108,12 @@ class SimulationReport:
         )
         non_2xx = ", ".join(f"{code} x{n}" for code, n in self.non_2xx.items()) or "none"
         price = "sent" if self.price_sent else "not accepted by the server, left out"
+        variants = "".join(
+            f"\n  variant {name:<10} {row['customers']} customers, {row['lists']} lists, {row['clicks']} clicks "
+            f"(CTR {row['ctr'] if row['ctr'] is not None else 'n/a'}), {row['purchases']} purchases, "
+            f"revenue {row['revenue']:.2f}"
+            for name, row in self.variant_rows().items()
+        )
         return (
             f"simulated {self.visits} visits (seed {self.seed}) in {self.seconds:.1f} s, stopped by {self.stopped_by}\n"
             f"  requests     {self.requests} ({rate:.1f}/s)\n"
@@ -93,4 +126,5 @@ class SimulationReport:
             f"  events       {self.events_sent} sent, {self.events_stored} stored, "
             f"{self.events_duplicates} duplicates, {self.events_rejected} rejected; price {price}\n"
             f"  non-2xx      {non_2xx}"
+            f"{variants}"
         )

@@ -71,6 +71,7 @@ class TrafficSimulator:
         self._next_visit = 0
         self._stop = threading.Event()
         self._failure: BaseException | None = None
+        self._variant_of: dict[str, str] = {}  # recommendation_id -> experiment variant, when the API names one
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -157,6 +158,10 @@ class TrafficSimulator:
                 self.report.purchases += 1
                 self.report.units += quantity
                 self.report.revenue += (price or 0.0) * quantity
+                if recommendation_id in self._variant_of:
+                    self.report.variant_count(
+                        self._variant_of[recommendation_id], purchases=1, revenue=(price or 0.0) * quantity
+                    )
                 self.decisions.append(Decision(visit, visitor.customer, "purchase", "cart", item))
 
     def _fetch(
@@ -169,13 +174,18 @@ class TrafficSimulator:
             rows = [ListedItem.from_api(row) for row in body.get("items") or []]
         except (ValueError, KeyError, TypeError, AttributeError):
             return [], None
+        recommendation_id = body.get("recommendation_id")
+        variant = body.get("variant")
         with self._lock:
+            if variant and recommendation_id:
+                self._variant_of[recommendation_id] = str(variant)
+                self.report.variant_count(str(variant), customer=visitor.customer, lists=1, impressions=len(rows))
             self.report.lists[scene] += 1
             self.report.impressions += len(rows)
             for index, _row in enumerate(rows, start=1):
                 self.report.impressions_by_position[index] += 1
             self.decisions.append(Decision(visit, visitor.customer, "list", scene, ",".join(r.item for r in rows)))
-        return rows, body.get("recommendation_id")
+        return rows, recommendation_id
 
     def _look(
         self, visitor: Visitor, visit: int, scene: str, rows: list[ListedItem], recommendation_id: str | None
@@ -191,6 +201,8 @@ class TrafficSimulator:
         with self._lock:
             self.report.clicks += 1
             self.report.clicks_by_position[position] += 1
+            if recommendation_id in self._variant_of:
+                self.report.variant_count(self._variant_of[recommendation_id], clicks=1)
             self.decisions.append(Decision(visit, visitor.customer, "click", scene, clicked.item, position))
             self._event(
                 visitor, "click", clicked.item, scene=scene, recommendation_id=recommendation_id, position=position
