@@ -18,7 +18,9 @@ import datetime as dt
 import itertools
 import math
 import random
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from django.utils import timezone
@@ -46,13 +48,69 @@ def _brand_names(rng: random.Random, count: int) -> list[str]:
     return sorted(names)
 
 
-def demo_shop_build(
-    *, n_items: int = 2000, n_customers: int = 1000, n_events: int = 50_000, seed: int = 42, prefix: str = "demo-"
-) -> Dataset:
-    rng = random.Random(seed)
-    now = timezone.now().replace(microsecond=0)
-    start = now - dt.timedelta(days=90)
+@dataclass(frozen=True)
+class DemoItem:
+    shop_id: str
+    category: str  # the leaf category's slug
+    department: str
+    brand: str
+    price: float
+    in_stock: bool
+    is_active: bool
+    popularity: float
 
+
+@dataclass(frozen=True)
+class DemoTaste:
+    """A customer's true tastes, as the generator drew them."""
+
+    customer: str
+    categories: tuple[str, ...]  # preferred leaf categories (1 or 2)
+    brands: frozenset[str]  # preferred brands (3)
+    budget: float  # price level relative to the category's (1.0 = the category's typical price)
+
+
+@dataclass(frozen=True)
+class DemoShopWorld:
+    """What the generator knows and a recommender must learn: the catalog with each item's
+    category, brand, price and popularity, every customer's tastes, and which category
+    complements which (phones -> audio). The traffic simulator reads it to act like the shop's
+    customers; building it needs no database."""
+
+    prefix: str
+    items: tuple[DemoItem, ...]
+    tastes: tuple[DemoTaste, ...]
+    complements: dict[str, str]  # leaf slug -> the leaf bought after it
+    price_levels: dict[str, float]  # leaf slug -> its department's typical price
+    departments: dict[str, str]  # leaf slug -> its department
+
+    def item(self, shop_id: str) -> DemoItem | None:
+        return self._by_shop_id.get(shop_id)
+
+    def taste(self, customer: str) -> DemoTaste | None:
+        return self._tastes_by_customer.get(customer)
+
+    @cached_property
+    def _by_shop_id(self) -> dict[str, DemoItem]:
+        return {item.shop_id: item for item in self.items}
+
+    @cached_property
+    def _tastes_by_customer(self) -> dict[str, DemoTaste]:
+        return {taste.customer: taste for taste in self.tastes}
+
+
+def demo_shop_world(
+    *, n_items: int = 2000, n_customers: int = 1000, seed: int = 42, prefix: str = "demo-"
+) -> DemoShopWorld:
+    """The shop `demo_shop_build` with the same arguments generates, without its event history."""
+    return _world_build(random.Random(seed), n_items=n_items, n_customers=n_customers, prefix=prefix)[0]
+
+
+def _world_build(
+    rng: random.Random, *, n_items: int, n_customers: int, prefix: str
+) -> tuple[DemoShopWorld, list[CategorySpec], list[dict[str, Any]], list[dict[str, Any]]]:
+    # The draws below are in the generator's historical order: changing it would change every
+    # shop already generated for a seed.
     root = f"{prefix}shop".strip("-")
     categories = [CategorySpec(slug=root, name="Demo shop")]
     leaves: list[tuple[str, str]] = []  # (department, leaf slug)
@@ -73,42 +131,48 @@ def demo_shop_build(
     }
 
     items: list[dict[str, Any]] = []
-    by_leaf: dict[str, list[int]] = {leaf: [] for _, leaf in leaves}
-    popularity: list[float] = []
-    item_brand: list[str] = []
-    item_price: list[float] = []
+    world_items: list[DemoItem] = []
     for index in range(n_items):
         dept, leaf = leaves[index % len(leaves)] if index < len(leaves) else rng.choice(leaves)
         brand = rng.choice(brands[dept])
         price = round(PRICE_LEVEL[dept] * math.exp(rng.gauss(0, 0.5)), 2)
         stock = 0 if rng.random() < 0.1 else rng.randint(1, 200)
-        items.append(
-            {
-                "shop_id": f"{prefix}sku-{index:05d}",
-                "title": f"{brand} {leaf.removeprefix(prefix).replace('-', ' ')} #{index}",
-                "category": leaf,
-                "brand": brand,
-                "price": Decimal(str(price)),
-                "currency": "EUR",
-                "stock_quantity": stock,
-                "in_stock": stock > 0,
-                "is_active": rng.random() > 0.03,
-                "attributes": {"color": rng.choice(["black", "white", "red", "blue", "green"])},
-            }
+        is_active = rng.random() > 0.03
+        item: dict[str, Any] = {
+            "shop_id": f"{prefix}sku-{index:05d}",
+            "title": f"{brand} {leaf.removeprefix(prefix).replace('-', ' ')} #{index}",
+            "category": leaf,
+            "brand": brand,
+            "price": Decimal(str(price)),
+            "currency": "EUR",
+            "stock_quantity": stock,
+            "in_stock": stock > 0,
+            "is_active": is_active,
+            "attributes": {"color": rng.choice(["black", "white", "red", "blue", "green"])},
+        }
+        items.append(item)
+        popularity = rng.paretovariate(1.2)  # heavy-tailed: a few items sell most
+        world_items.append(
+            DemoItem(
+                shop_id=item["shop_id"],
+                category=leaf,
+                department=dept,
+                brand=brand,
+                price=price,
+                in_stock=stock > 0,
+                is_active=is_active,
+                popularity=popularity,
+            )
         )
-        by_leaf[leaf].append(index)
-        popularity.append(rng.paretovariate(1.2))  # heavy-tailed: a few items sell most
-        item_brand.append(brand)
-        item_price.append(price)
 
     customers: list[dict[str, Any]] = []
-    prefs = []
+    tastes: list[DemoTaste] = []
     department_of = {leaf: dept for dept, leaf in leaves}
     for c in range(n_customers):
         favourite_leaves = rng.sample([leaf for _, leaf in leaves], rng.randint(1, 2))
         # Ordered (not a set): the brands sampled below must not depend on the process's string hashing.
         depts = dict.fromkeys(department_of[leaf] for leaf in favourite_leaves)
-        favourite_brands = set(rng.sample([b for d in depts for b in brands[d]], 3))
+        favourite_brands = frozenset(rng.sample([b for d in depts for b in brands[d]], 3))
         budget = math.exp(rng.gauss(0, 0.4))
         customers.append(
             {
@@ -116,7 +180,42 @@ def demo_shop_build(
                 "attributes": {"segment": rng.choice(["new", "regular", "loyal"]), "budget": round(budget, 2)},
             }
         )
-        prefs.append((favourite_leaves, favourite_brands, budget))
+        tastes.append(
+            DemoTaste(
+                customer=customers[-1]["shop_id"],
+                categories=tuple(favourite_leaves),
+                brands=favourite_brands,
+                budget=budget,
+            )
+        )
+    world = DemoShopWorld(
+        prefix=prefix,
+        items=tuple(world_items),
+        tastes=tuple(tastes),
+        complements=complement,
+        price_levels={leaf: float(PRICE_LEVEL[dept]) for dept, leaf in leaves},
+        departments=dict(department_of),
+    )
+    return world, categories, items, customers
+
+
+def demo_shop_build(
+    *, n_items: int = 2000, n_customers: int = 1000, n_events: int = 50_000, seed: int = 42, prefix: str = "demo-"
+) -> Dataset:
+    rng = random.Random(seed)
+    now = timezone.now().replace(microsecond=0)
+    start = now - dt.timedelta(days=90)
+    world, categories, items, customers = _world_build(rng, n_items=n_items, n_customers=n_customers, prefix=prefix)
+    leaves = [(dept, f"{prefix}{sub}") for dept, subs in DEPARTMENTS.items() for sub in subs]
+    complement = world.complements
+    department_of = {leaf: dept for dept, leaf in leaves}
+    by_leaf: dict[str, list[int]] = {leaf: [] for _, leaf in leaves}
+    for index, world_item in enumerate(world.items):
+        by_leaf[world_item.category].append(index)
+    popularity = [w.popularity for w in world.items]
+    item_brand = [w.brand for w in world.items]
+    item_price = [w.price for w in world.items]
+    prefs = [(list(t.categories), set(t.brands), t.budget) for t in world.tastes]
     log_price = [math.log(p) for p in item_price]
     activity = list(itertools.accumulate(rng.paretovariate(1.5) for _ in range(n_customers)))
 

@@ -49,6 +49,14 @@ class Command(BaseCommand):
         parser.add_argument("--retrain", action="store_true", help="Train a new version even if one is default.")
         parser.add_argument("--no-serve", action="store_true", help="Set everything up, then exit without serving.")
         parser.add_argument("--workers", type=int, default=1, help="gunicorn workers (default 1: see below).")
+        parser.add_argument(
+            "--simulate",
+            action="store_true",
+            help="Once the server is up, run simulated visitors of the demo shop against it in the background "
+            "(manage.py simulate_traffic) so that the dashboard fills up.",
+        )
+        parser.add_argument("--simulate-seconds", type=float, default=1800.0, help="How long (default 30 min).")
+        parser.add_argument("--simulate-rate", type=float, default=10.0, help="Requests per second (default 10).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
@@ -79,7 +87,7 @@ class Command(BaseCommand):
         self._summary(base, username, password, raw_key, version, customer, time.monotonic() - started)
         if options["no_serve"]:
             return
-        self._serve(options, torchserve)
+        self._serve(options, torchserve, raw_key)
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -219,7 +227,7 @@ class Command(BaseCommand):
             f"'{base}/api/v1/recommendations?customer={customer}&scene=home&n=10'"
         )
 
-    def _serve(self, options: dict[str, Any], torchserve: Any) -> None:
+    def _serve(self, options: dict[str, Any], torchserve: Any, raw_key: str) -> None:
         # One worker process with threads by default: without REDIS_URL the cache (recent history,
         # rule sets) is per process, so several workers would each see a different history.
         workers = options["workers"] if settings.REDIS_URL else 1
@@ -234,12 +242,24 @@ class Command(BaseCommand):
         ]  # fmt: skip
         self.stdout.write(self.style.SUCCESS("\nServing; Ctrl-C stops the server and the TorchServe it started."))
         server = subprocess.Popen(command)
+        simulator = None
+        if options["simulate"]:
+            from recadmin.events.simulation.background import BackgroundSimulation
+
+            simulator = BackgroundSimulation(
+                host=options["host"], port=options["port"], key=raw_key, seconds=options["simulate_seconds"],
+                rate=options["simulate_rate"], shop_seed=options["seed"], shop_items=options["items"],
+                shop_customers=options["customers"],
+            )  # fmt: skip
+            simulator.start()
         try:
             server.wait()
         except KeyboardInterrupt:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
         finally:
+            if simulator is not None:
+                simulator.stop()
             if torchserve is not None:
                 torchserve.stop()
                 self.stdout.write("TorchServe stopped.")
