@@ -34,6 +34,7 @@ from recadmin.modelops.services import (
     model_version_retire,
     model_version_rollback,
     model_version_scale,
+    model_version_update,
     training_params_validate,
     training_run_cancel,
     training_run_create,
@@ -260,10 +261,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
         seconds = metrics.get("seconds") or {}
         timing = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items() if isinstance(v, (int, float)))
         return format_html(
-            "<table><tr><th>metric</th><th>validation</th><th>test</th></tr>{}</table><p>{}</p><p>{}</p>",
+            "<table><tr><th>metric</th><th>validation</th><th>test</th></tr>{}</table><p>{}</p><p>{}</p><p>{}</p>",
             rows,
             sizes,
             timing,
+            str(metrics.get("stopped") or ""),
         )
 
     @admin.display(description="Versions built")
@@ -328,8 +330,17 @@ class ScaleActionForm(ActionForm):
     )
 
 
+class ModelVersionForm(forms.ModelForm):
+    workers = forms.IntegerField(min_value=1, max_value=MAX_WORKERS, help_text="Workers asked of TorchServe.")
+
+    class Meta:
+        model = ModelVersion
+        fields = ["note", "workers"]
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    form = ModelVersionForm
     list_display = [
         "__str__",
         "kind",
@@ -364,20 +375,33 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "num_items",
         "archive_path",
         "sha256",
-        "workers",
         "training_run",
-        "note",
         "created_at",
         "promoted_at",
         "rolled_back_at",
         "retired_at",
     ]
 
+    # A version's metrics and archive are facts of its training run: shown, never edited. Only the
+    # note and the number of TorchServe workers may change (workers through the adapter).
+    editable_fields = ["note", "workers"]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # versions come from training runs
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*self.readonly_fields[:6], *self.editable_fields, *self.readonly_fields[6:]]
+
+    def save_model(self, request: HttpRequest, obj: ModelVersion, form: Any, change: bool) -> None:
+        try:
+            model_version_update(
+                version=ModelVersion.objects.get(pk=obj.pk),
+                note=form.cleaned_data.get("note", obj.note),
+                workers=form.cleaned_data.get("workers") or obj.workers,
+            )
+        except ApplicationError as exc:
+            self.message_user(request, f"{obj}: {exc.message}", messages.ERROR)
+        obj.refresh_from_db()
 
     # One TorchServe round trip per page, shared by every row.
     def _runtime(self, request: HttpRequest) -> RegistryView:

@@ -466,6 +466,22 @@ def model_version_scale(*, version: ModelVersion, workers: int) -> ModelVersion:
     return version
 
 
+def model_version_update(*, version: ModelVersion, note: str, workers: int) -> ModelVersion:
+    """What a person may change on a version: its note, and its workers (asked of TorchServe at
+    once when the version is loaded, otherwise kept for its next registration). The note is kept
+    even when TorchServe refuses the workers."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValidationError(f"Workers must be an integer between 1 and {MAX_WORKERS}.", field="workers")
+    ModelVersion.objects.filter(pk=version.pk).update(note=note)
+    version.refresh_from_db()
+    if workers != version.workers:
+        if version.status in LIVE_STATUSES:
+            return model_version_scale(version=version, workers=workers)
+        ModelVersion.objects.filter(pk=version.pk).update(workers=workers)
+        version.refresh_from_db()
+    return version
+
+
 # --- start-up sync -------------------------------------------------------------------------------
 
 

@@ -141,3 +141,53 @@ def test_cancel_action_stops_a_queued_run(admin_client: Client) -> None:
     admin_client.post("/admin/modelops/trainingrun/", {"action": "cancel_runs", "_selected_action": [run.pk]})
     run.refresh_from_db()
     assert run.status == "cancelled"
+
+
+def _torchserve_down(settings: Any) -> None:
+    from recadmin.modelops.torchserve import free_port
+
+    settings.TORCHSERVE_MANAGEMENT_URL = f"http://127.0.0.1:{free_port()}"
+    settings.TORCHSERVE_TIMEOUT = 0.5
+
+
+def test_saving_a_version_keeps_its_metrics_and_changes_only_note_and_workers(
+    admin_client: Client, settings: Any
+) -> None:
+    _torchserve_down(settings)
+    version = ModelVersion.objects.create(
+        name="recommender", version=1, kind="pop", status="built", valid_metrics={"NDCG@10": 0.0876}
+    )
+    url = f"{VERSIONS_URL}{version.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'name="valid_metrics"' not in page and 'name="test_metrics"' not in page
+    assert 'name="note"' in page and 'name="workers"' in page
+    assert "0.0876" in page  # the metrics are shown, read-only
+
+    response = admin_client.post(
+        url, {"note": "kept for the spring sale", "workers": "3", "valid_metrics": '{"NDCG@10": 1.0}'}
+    )
+
+    assert response.status_code == 302, response.content.decode()[:500]
+    version.refresh_from_db()
+    assert (version.note, version.workers) == ("kept for the spring sale", 3)
+    assert version.valid_metrics == {"NDCG@10": 0.0876}
+
+
+def test_saving_a_loaded_version_asks_torchserve_for_the_workers(
+    admin_client: Client, make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
+) -> None:
+    make_version(1, status="default")
+    v2 = make_version(2)
+    response = admin_client.post(f"{VERSIONS_URL}{v2.pk}/change/", {"note": "", "workers": "2"}, follow=True)
+    assert response.status_code == 200
+    assert torchserve_settings.client.describe("recommender", "2")[0].ready_workers == 2
+    v2.refresh_from_db()
+    assert v2.workers == 2
+
+
+def test_saving_a_version_refuses_workers_out_of_range(admin_client: Client, settings: Any) -> None:
+    _torchserve_down(settings)
+    version = ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="built")
+    response = admin_client.post(f"{VERSIONS_URL}{version.pk}/change/", {"note": "", "workers": "99"})
+    assert response.status_code == 200
+    assert "less than or equal to 16" in response.content.decode()
