@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    # Swagger UI and Redoc as static files of our own: /api/docs/ works without internet.
+    "drf_spectacular_sidecar",
     "import_export",
     "django_celery_beat",
     "django_celery_results",
@@ -162,10 +164,14 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Two models call their choice field "kind": name the enums after what they choose.
     "ENUM_NAME_OVERRIDES": {
         "ModelKindEnum": "recadmin.modelops.models.ModelKind",
+        "TrainingRunStatusEnum": "recadmin.modelops.models.TrainingRunStatus",
         "RuleKindEnum": "recadmin.rules.models.RuleKind",
         "ExperimentStatusEnum": "recadmin.experiments.models.ExperimentStatus",
         "ExperimentInitialStatusEnum": ["draft", "running"],
