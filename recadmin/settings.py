@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     # Swagger UI and Redoc as static files of our own: /api/docs/ works without internet.
     "drf_spectacular_sidecar",
     "import_export",
+    "simple_history",
     "django_celery_beat",
     "django_celery_results",
     "recadmin.core",
@@ -65,6 +66,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Change history records the admin user behind every save a request makes (services included).
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

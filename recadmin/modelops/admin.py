@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from recadmin.core.errors import ApplicationError
+from recadmin.core.history_admin import ChangeHistoryAdminMixin
 from recadmin.modelops.models import ModelVersion, ModelVersionStatus, TrainingRun, TrainingRunStatus
 from recadmin.modelops.selectors import (
     RegistryView,
@@ -339,8 +340,9 @@ class ModelVersionForm(forms.ModelForm):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ChangeHistoryAdminMixin, admin.ModelAdmin):
     form = ModelVersionForm
+    history_restore = False  # a row restored would not restore what TorchServe serves
     list_display = [
         "__str__",
         "kind",

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 
 class ModelKind(models.TextChoices):
@@ -130,6 +131,9 @@ class ModelVersion(models.Model):
     )
     retired_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True, default="", help_text="The last thing that happened to it, and why.")
+
+    # Promotions, rollbacks, retirements and edits: who made which version the default, and when.
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["name", "-version"]

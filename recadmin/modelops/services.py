@@ -461,8 +461,8 @@ def model_version_scale(*, version: ModelVersion, workers: int) -> ModelVersion:
     if version.status not in LIVE_STATUSES:
         raise Conflict(f"{version} is not loaded in TorchServe ({version.status}); nothing to scale.")
     _client().scale_workers(version.name, str(version.version), min_workers=workers)
-    ModelVersion.objects.filter(pk=version.pk).update(workers=workers)
-    version.refresh_from_db()
+    version.workers = workers
+    version.save(update_fields=["workers"])  # a save, not an update: the change history records it
     return version
 
 
@@ -472,13 +472,15 @@ def model_version_update(*, version: ModelVersion, note: str, workers: int) -> M
     even when TorchServe refuses the workers."""
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise ValidationError(f"Workers must be an integer between 1 and {MAX_WORKERS}.", field="workers")
-    ModelVersion.objects.filter(pk=version.pk).update(note=note)
     version.refresh_from_db()
+    if note != version.note:
+        version.note = note
+        version.save(update_fields=["note"])  # saves, not updates: the change history records them
     if workers != version.workers:
         if version.status in LIVE_STATUSES:
             return model_version_scale(version=version, workers=workers)
-        ModelVersion.objects.filter(pk=version.pk).update(workers=workers)
-        version.refresh_from_db()
+        version.workers = workers
+        version.save(update_fields=["workers"])
     return version
 
 

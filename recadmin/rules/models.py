@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 from recadmin.catalog.models import Item
 from recadmin.rules import engine
@@ -72,6 +73,9 @@ class Scene(models.Model):
     enabled = models.BooleanField(default=True, help_text="A disabled scene serves its fallback only.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Who changed which setting, when (the admin's History page); the user comes from the request.
+    history = HistoricalRecords()
 
     class Meta:
         ordering = ["slug"]
@@ -173,6 +177,9 @@ class BusinessRule(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Who changed the rule, when and what, including its scenes and pinned items; restorable in the admin.
+    history = HistoricalRecords(m2m_fields=[scenes, pinned_items])
 
     class Meta:
         ordering = ["-priority", "id"]

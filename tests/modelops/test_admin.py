@@ -35,6 +35,9 @@ def test_promote_and_roll_back_through_the_admin_actions(
     message = _action(admin_client, "promote", [v2])
     assert "recommender v2 is now the default in TorchServe" in message
     assert torchserve_settings.client.default_version("recommender") == "2"
+    # The change history says who made it the default.
+    promoted = v2.history.order_by("-history_id").first()
+    assert promoted.status == "default" and promoted.history_user is not None
 
     message = _action(admin_client, "rollback", [v2])
     assert "recommender v1 is the default again" in message
@@ -191,3 +194,16 @@ def test_saving_a_version_refuses_workers_out_of_range(admin_client: Client, set
     response = admin_client.post(f"{VERSIONS_URL}{version.pk}/change/", {"note": "", "workers": "99"})
     assert response.status_code == 200
     assert "less than or equal to 16" in response.content.decode()
+
+
+def test_a_version_page_shows_who_changed_it_and_offers_no_restore(admin_client: Client, settings: Any) -> None:
+    _torchserve_down(settings)
+    version = ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="built")
+    url = f"{VERSIONS_URL}{version.pk}/change/"
+    admin_client.post(url, {"note": "checked by Anna", "workers": "1"})
+
+    page = admin_client.get(url).content.decode()
+    assert "Recent changes" in page and "note: - → checked by Anna" in page and "admin" in page
+    first = version.history.order_by("history_id").first()
+    past = admin_client.get(f"{VERSIONS_URL}{version.pk}/history/{first.history_id}/").content.decode()
+    assert "Revert" not in past
