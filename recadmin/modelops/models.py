@@ -16,6 +16,8 @@ from django.db.models import Q
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
+from recadmin.core.history import history_user
+
 
 class ModelKind(models.TextChoices):
     SASREC = "sasrec", "SASRec (sequence Transformer)"
@@ -133,7 +135,7 @@ class ModelVersion(models.Model):
     note = models.TextField(blank=True, default="", help_text="The last thing that happened to it, and why.")
 
     # Promotions, rollbacks, retirements and edits: who made which version the default, and when.
-    history = HistoricalRecords()
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["name", "-version"]

@@ -9,6 +9,7 @@ from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from recadmin.catalog.models import Item
+from recadmin.core.history import history_user
 from recadmin.rules import engine
 from recadmin.rules.conditions import FIELDS_HELP
 
@@ -75,7 +76,7 @@ class Scene(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     # Who changed which setting, when (the admin's History page); the user comes from the request.
-    history = HistoricalRecords()
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["slug"]
@@ -179,7 +180,7 @@ class BusinessRule(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     # Who changed the rule, when and what, including its scenes and pinned items; restorable in the admin.
-    history = HistoricalRecords(m2m_fields=[scenes, pinned_items])
+    history = HistoricalRecords(m2m_fields=[scenes, pinned_items], get_user=history_user)
 
     class Meta:
         ordering = ["-priority", "id"]

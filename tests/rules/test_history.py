@@ -114,3 +114,10 @@ def test_a_scene_change_is_recorded_and_a_change_without_a_person_says_so(
     assert "a service or the API" in page
     latest = home.history.order_by("-history_id").first()
     assert latest.default_n == 7 and latest.history_user is None
+
+
+def test_a_change_through_the_api_is_recorded_without_a_user(api_client: Any, home: Scene) -> None:
+    response = api_client.patch("/api/v1/scenes/home", {"default_n": 12}, format="json")
+    assert response.status_code == 200, response.content
+    latest = home.history.order_by("-history_id").first()
+    assert latest.default_n == 12 and latest.history_user is None
