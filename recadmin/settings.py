@@ -42,7 +42,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    # Swagger UI and Redoc as static files of our own: /api/docs/ works without internet.
+    "drf_spectacular_sidecar",
     "import_export",
+    "simple_history",
     "django_celery_beat",
     "django_celery_results",
     "recadmin.core",
@@ -63,6 +66,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Change history records the admin user behind every save a request makes (services included).
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -162,10 +167,14 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Two models call their choice field "kind": name the enums after what they choose.
     "ENUM_NAME_OVERRIDES": {
         "ModelKindEnum": "recadmin.modelops.models.ModelKind",
+        "TrainingRunStatusEnum": "recadmin.modelops.models.TrainingRunStatus",
         "RuleKindEnum": "recadmin.rules.models.RuleKind",
         "ExperimentStatusEnum": "recadmin.experiments.models.ExperimentStatus",
         "ExperimentInitialStatusEnum": ["draft", "running"],

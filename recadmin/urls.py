@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
 from recadmin.core.apis import healthz, metrics, readyz
+from recadmin.core.schema_views import SchemaView
 
 api_v1 = [
     # serving first: its items/<id>/similar must win over catalog's items/<path:shop_id>.
@@ -20,11 +21,18 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
+    path("api/schema/", SchemaView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
     path(
         "api/docs/",
         SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
         name="swagger-ui",
+    ),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(
+            url_name="schema", template_name="recadmin/redoc.html", permission_classes=[], authentication_classes=[]
+        ),
+        name="redoc",
     ),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
@@ -34,3 +42,5 @@ urlpatterns = [
 admin.site.site_header = "recadmin"
 admin.site.site_title = "recadmin"
 admin.site.index_title = "Catalog, rules and models"
+# "View site": there is no storefront here; the API documentation is what a site link can show.
+admin.site.site_url = "/api/docs/"

@@ -16,6 +16,7 @@ from import_export.formats.base_formats import CSV, XLSX
 
 from recadmin.catalog import services
 from recadmin.catalog.admin_tools import CappedCountPaginator
+from recadmin.catalog.item_import import BlankCellsKeepResourceMixin, ClearBlankImportAdminMixin
 from recadmin.catalog.models import Category, Customer, Item
 
 
@@ -44,9 +45,10 @@ class CategoryAdmin(admin.ModelAdmin):
         services.category_update(category=saved, name=obj.name, slug=obj.slug, parent=obj.parent)
 
 
-class ItemResource(resources.ModelResource):
+class ItemResource(BlankCellsKeepResourceMixin, resources.ModelResource):
     """CSV/XLSX columns: shop_id (the key: existing items are updated), title, category (slug),
-    brand, price, currency, stock_quantity, in_stock, is_active, attributes (JSON)."""
+    brand, price, currency, stock_quantity, in_stock, is_active, attributes (JSON). A blank cell
+    leaves an existing item's value alone unless the import is told to clear blanks."""
 
     category = fields.Field(
         attribute="category", column_name="category", widget=widgets.ForeignKeyWidget(Category, field="slug")
@@ -70,7 +72,7 @@ class ItemResource(resources.ModelResource):
 
 
 @admin.register(Item)
-class ItemAdmin(ImportExportModelAdmin):
+class ItemAdmin(ClearBlankImportAdminMixin, ImportExportModelAdmin):
     resource_classes = [ItemResource]
     formats = [CSV, XLSX]
     list_display = [

@@ -14,16 +14,29 @@ from django.utils.functional import cached_property
 COUNT_CAP = 10_000
 
 
+class CappedCount(int):
+    """A row count that stopped at the cap: it computes as the cap, and prints as what it is
+    ("more than 10,000") wherever a template shows the count ("N results", "N events")."""
+
+    def __str__(self) -> str:
+        return f"more than {int(self):,}"
+
+    __repr__ = __str__
+
+
 class CappedCountPaginator(Paginator):
-    """Counts at most COUNT_CAP rows (`SELECT COUNT(*) FROM (... LIMIT cap)`), so a changelist over
-    millions of rows costs an index scan of one page, not a full count. Past the cap, pages are
-    still reachable from the URL; the total shown is the cap."""
+    """Counts at most COUNT_CAP rows (`SELECT COUNT(*) FROM (... LIMIT cap + 1)`), so a changelist
+    over millions of rows costs an index scan of one page, not a full count. Past the cap, pages are
+    still reachable from the URL; the total shown is "more than <cap>"."""
+
+    cap = COUNT_CAP
 
     @cached_property
     def count(self) -> int:
         object_list: Any = self.object_list
         if isinstance(object_list, models.QuerySet):
-            return object_list.values("pk")[:COUNT_CAP].count()
+            counted = object_list.values("pk")[: self.cap + 1].count()
+            return CappedCount(self.cap) if counted > self.cap else counted
         return len(object_list)
 
 

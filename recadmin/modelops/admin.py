@@ -21,7 +21,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from recadmin.core.errors import ApplicationError
+from recadmin.core.history_admin import ChangeHistoryAdminMixin
+from recadmin.modelops.admin_confirm import confirm_action_page, promote_changes, retire_changes, rollback_view
 from recadmin.modelops.models import ModelVersion, ModelVersionStatus, TrainingRun, TrainingRunStatus
+from recadmin.modelops.presets import DEFAULT_PRESET, PRESET_CHOICES, preset_params
 from recadmin.modelops.selectors import (
     RegistryView,
     RuntimeVersion,
@@ -32,8 +35,8 @@ from recadmin.modelops.services import (
     MAX_WORKERS,
     model_version_promote,
     model_version_retire,
-    model_version_rollback,
     model_version_scale,
+    model_version_update,
     training_params_validate,
     training_run_cancel,
     training_run_create,
@@ -74,8 +77,16 @@ def _progress_bar(run: TrainingRun) -> SafeString:
 
 
 class TrainNowForm(forms.ModelForm):
-    """The main parameters of each model kind; empty fields keep the model's defaults."""
+    """A model, a preset, and (under "advanced") the main parameters of each kind: a filled field
+    overrides the preset's value; empty ones keep it."""
 
+    preset = forms.ChoiceField(
+        choices=PRESET_CHOICES,
+        initial=DEFAULT_PRESET,
+        required=False,
+        widget=forms.RadioSelect,
+        help_text="Hyperparameters under 'Advanced' override the preset.",
+    )
     max_epochs = forms.IntegerField(required=False, min_value=1, max_value=1000, help_text="sasrec")
     hidden = forms.IntegerField(required=False, min_value=8, max_value=1024, help_text="sasrec: embedding size")
     blocks = forms.IntegerField(required=False, min_value=1, max_value=8, help_text="sasrec: attention blocks")
@@ -109,13 +120,18 @@ class TrainNowForm(forms.ModelForm):
     class Meta:
         model = TrainingRun
         fields = ["kind", "model_name"]
+        labels = {"kind": "Model"}
 
     def params(self) -> dict[str, Any]:
-        return {
+        preset = preset_params(
+            preset=self.cleaned_data.get("preset") or DEFAULT_PRESET, kind=self.cleaned_data.get("kind") or ""
+        )
+        advanced = {
             name: self.cleaned_data[name]
             for name in self.PARAM_FIELDS
             if self.cleaned_data.get(name) not in (None, "")
         }
+        return {**preset, **advanced}
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -176,8 +192,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return [
-                (None, {"fields": ["kind", "model_name"]}),
-                ("Main parameters (empty = the model's defaults)", {"fields": TrainNowForm.PARAM_FIELDS}),
+                (None, {"fields": ["kind", "preset", "model_name"]}),
+                (
+                    "Advanced: hyperparameters (empty = the preset's value)",
+                    {"fields": TrainNowForm.PARAM_FIELDS, "classes": ["collapse"]},
+                ),
             ]
         return [(None, {"fields": self.readonly_fields})]
 
@@ -260,10 +279,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
         seconds = metrics.get("seconds") or {}
         timing = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items() if isinstance(v, (int, float)))
         return format_html(
-            "<table><tr><th>metric</th><th>validation</th><th>test</th></tr>{}</table><p>{}</p><p>{}</p>",
+            "<table><tr><th>metric</th><th>validation</th><th>test</th></tr>{}</table><p>{}</p><p>{}</p><p>{}</p>",
             rows,
             sizes,
             timing,
+            str(metrics.get("stopped") or ""),
         )
 
     @admin.display(description="Versions built")
@@ -328,8 +348,18 @@ class ScaleActionForm(ActionForm):
     )
 
 
+class ModelVersionForm(forms.ModelForm):
+    workers = forms.IntegerField(min_value=1, max_value=MAX_WORKERS, help_text="Workers asked of TorchServe.")
+
+    class Meta:
+        model = ModelVersion
+        fields = ["note", "workers"]
+
+
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ChangeHistoryAdminMixin, admin.ModelAdmin):
+    form = ModelVersionForm
+    history_restore = False  # a row restored would not restore what TorchServe serves
     list_display = [
         "__str__",
         "kind",
@@ -349,7 +379,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     raw_id_fields = ["training_run"]
     search_fields = ["name", "sha256"]
     action_form = ScaleActionForm
-    actions = ["promote", "rollback", "retire", "scale"]
+    actions = ["promote", "retire", "scale"]  # roll back: a button, it needs no row
     change_list_template = "admin/modelops/modelversion/change_list.html"
     readonly_fields = [
         "name",
@@ -364,20 +394,33 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "num_items",
         "archive_path",
         "sha256",
-        "workers",
         "training_run",
-        "note",
         "created_at",
         "promoted_at",
         "rolled_back_at",
         "retired_at",
     ]
 
+    # A version's metrics and archive are facts of its training run: shown, never edited. Only the
+    # note and the number of TorchServe workers may change (workers through the adapter).
+    editable_fields = ["note", "workers"]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # versions come from training runs
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False if request.method == "POST" and obj is not None else super().has_change_permission(request, obj)
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*self.readonly_fields[:6], *self.editable_fields, *self.readonly_fields[6:]]
+
+    def save_model(self, request: HttpRequest, obj: ModelVersion, form: Any, change: bool) -> None:
+        try:
+            model_version_update(
+                version=ModelVersion.objects.get(pk=obj.pk),
+                note=form.cleaned_data.get("note", obj.note),
+                workers=form.cleaned_data.get("workers") or obj.workers,
+            )
+        except ApplicationError as exc:
+            self.message_user(request, f"{obj}: {exc.message}", messages.ERROR)
+        obj.refresh_from_db()
 
     # One TorchServe round trip per page, shared by every row.
     def _runtime(self, request: HttpRequest) -> RegistryView:
@@ -475,6 +518,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
             body,
         )
 
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "rollback/",
+                self.admin_site.admin_view(lambda request: rollback_view(self, request)),
+                name="modelops_modelversion_rollback",
+            ),
+            *super().get_urls(),
+        ]
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
@@ -510,31 +563,35 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         self.message_user(request, f"{label}: {result}", messages.SUCCESS)
 
-    @admin.action(description="Promote to default (one version)")
-    def promote(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+    @admin.action(description="Promote to default (one version)…")
+    def promote(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> HttpResponse | None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
-            return
+            return None
         version = queryset.get()
+        if request.POST.get("confirm") != "yes":
+            changes, refusals = promote_changes(version)
+            return confirm_action_page(
+                self, request, queryset, action="promote", title=f"Promote {version}?",
+                changes=changes, refusals=refusals, button="Yes, promote",
+            )  # fmt: skip
 
         def do() -> str:
             promoted = model_version_promote(version=version)
             return f"{promoted} is now the default in TorchServe."
 
         self._run(request, f"Promote {version}", do)
+        return None
 
-    @admin.action(description="Roll back to the previous default")
-    def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        for name in sorted(set(queryset.values_list("name", flat=True))):
-
-            def do(name: str = name) -> str:
-                restored = model_version_rollback(name=name)
-                return f"{restored} is the default again."
-
-            self._run(request, f"Roll back {name}", do)
-
-    @admin.action(description="Retire (unregister from TorchServe)")
-    def retire(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+    @admin.action(description="Retire (unregister from TorchServe)…")
+    def retire(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> HttpResponse | None:
+        if request.POST.get("confirm") != "yes":
+            changes, refusals = retire_changes(list(queryset))
+            count = queryset.count()
+            return confirm_action_page(
+                self, request, queryset, action="retire", title=f"Retire {count} version{'s' if count != 1 else ''}?",
+                changes=changes, refusals=refusals, button="Yes, retire",
+            )  # fmt: skip
         for version in queryset:
 
             def do(version: ModelVersion = version) -> str:
@@ -542,6 +599,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 return "unregistered from TorchServe."
 
             self._run(request, f"Retire {version}", do)
+        return None
 
     @admin.action(description="Scale workers (set the number below)")
     def scale(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:

@@ -15,13 +15,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from recadmin.core.auth import HasManageScope
-from recadmin.core.errors import NotFound
-from recadmin.modelops.models import ModelKind, ModelVersion, TrainingRun
+from recadmin.core.errors import NotFound, ValidationError
+from recadmin.core.pagination import StableCursorPagination
+from recadmin.modelops.models import ModelKind, ModelVersion, TrainingRun, TrainingRunStatus
 from recadmin.modelops.selectors import (
     RuntimeVersion,
     model_versions_with_runtime,
     torchserve_unloaded_recent,
     training_run_get,
+    training_run_list,
 )
 from recadmin.modelops.services import (
     MAX_WORKERS,
@@ -203,8 +205,21 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
         ]
 
     def get_model_version(self, run: TrainingRun) -> int | None:
-        version = run.model_versions.order_by("-version").values_list("version", flat=True).first()
-        return int(version) if version is not None else None
+        # .all() so that a list's prefetch answers it without a query per run.
+        versions = [v.version for v in run.model_versions.all()]
+        return max(versions) if versions else None
+
+
+class TrainingRunListOutputSerializer(TrainingRunOutputSerializer):
+    """A run in a list: everything but its log tail (up to 20 kB; GET the run for it)."""
+
+    class Meta(TrainingRunOutputSerializer.Meta):
+        fields = [f for f in TrainingRunOutputSerializer.Meta.fields if f != "log_tail"]
+
+
+class TrainingRunPagination(StableCursorPagination):
+    page_size = 50
+    ordering = ("-created_at", "-id")  # type: ignore[assignment]  # DRF accepts a tuple
 
 
 _RUN_EXAMPLE = {
@@ -228,8 +243,71 @@ _RUN_EXAMPLE = {
 }
 
 
-class TrainingRunCreateApi(APIView):
+def _statuses_param(request: Request) -> list[str]:
+    raw = request.query_params.get("status") or ""
+    statuses = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [s for s in statuses if s not in TrainingRunStatus.values]
+    if unknown:
+        raise ValidationError(
+            f"status: unknown {', '.join(unknown)}; expected one or more (comma-separated) of "
+            f"{', '.join(TrainingRunStatus.values)}.",
+            field="status",
+        )
+    return statuses
+
+
+def _kind_param(request: Request) -> str | None:
+    kind = request.query_params.get("kind") or None
+    if kind is not None and kind not in ModelKind.values:
+        raise ValidationError(f"kind: expected one of {', '.join(ModelKind.values)}.", field="kind")
+    return kind
+
+
+class TrainingRunCollectionApi(APIView):
     permission_classes = [HasManageScope]
+    pagination_class = TrainingRunPagination
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="training_runs_list",
+        summary="List training runs",
+        description=(
+            "Newest first, with status, progress, stage, metrics and the version each run built (the log tail "
+            "is left out: GET /api/v1/training-runs/{id} has it). Cursor pagination: follow `next` "
+            "(`cursor`, `limit` up to 1000, default 50)."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "status",
+                str,
+                required=False,
+                description=f"One or more, comma-separated: {', '.join(TrainingRunStatus.values)}.",
+                examples=[OpenApiExample("Active runs", value="queued,running")],
+            ),
+            OpenApiParameter("kind", str, enum=list(ModelKind.values), required=False),
+            OpenApiParameter("cursor", str, required=False, description="The `next` or `previous` link's cursor."),
+            OpenApiParameter("limit", int, required=False, description="Page size (default 50, at most 1000)."),
+        ],
+        responses={200: TrainingRunListOutputSerializer(many=True)},
+        examples=[
+            OpenApiExample(
+                "A page",
+                value={
+                    "next": "http://localhost:8000/api/v1/training-runs?cursor=cD0yMDI2LTExLTI0",
+                    "previous": None,
+                    "results": [{k: v for k, v in _RUN_EXAMPLE.items() if k != "log_tail"}],
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        runs = training_run_list(statuses=_statuses_param(request), kind=_kind_param(request)).prefetch_related(
+            "model_versions"
+        )
+        paginator = self.pagination_class()
+        page: Any = paginator.paginate_queryset(runs, request, view=self)
+        return paginator.get_paginated_response(TrainingRunListOutputSerializer(page, many=True).data)
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -360,6 +438,6 @@ __all__ = [
     "ModelVersionPromoteApi",
     "ModelVersionRetireApi",
     "ModelVersionScaleApi",
-    "TrainingRunCreateApi",
+    "TrainingRunCollectionApi",
     "TrainingRunDetailApi",
 ]

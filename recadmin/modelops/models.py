@@ -14,6 +14,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from recadmin.core.history import history_user
 
 
 class ModelKind(models.TextChoices):
@@ -130,6 +133,9 @@ class ModelVersion(models.Model):
     )
     retired_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True, default="", help_text="The last thing that happened to it, and why.")
+
+    # Promotions, rollbacks, retirements and edits: who made which version the default, and when.
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["name", "-version"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import shutil
 import time
 import traceback
@@ -213,6 +214,15 @@ def _build_archive(*, version: ModelVersion, outcome: TrainOutcome) -> tuple[Pat
     return Path(built.path), str(built.sha256)
 
 
+def _distinct(*values: float) -> int:
+    """The fewest decimals (4 to 10) at which the given values that differ also print differently:
+    a gate message must never read "0.0876 < 0.0876"."""
+    for decimals in range(4, 11):
+        if len({f"{v:.{decimals}f}" for v in values}) == len(set(values)):
+            return decimals
+    return 10
+
+
 def gate_decide(*, candidate: ModelVersion, current: ModelVersion | None, tolerance: float) -> tuple[bool, str]:
     """The promotion gate: (promote?, why). Pure, so it is tested on its own."""
     new = candidate.ndcg10
@@ -224,14 +234,19 @@ def gate_decide(*, candidate: ModelVersion, current: ModelVersion | None, tolera
     if old is None:
         return True, f"v{current.version} has no validation NDCG@10 to defend; v{candidate.version} becomes default."
     threshold = old - tolerance
+    d = _distinct(new, threshold, old)
+    margin = new - threshold
+    # Two significant digits of the margin, however small it is.
+    md = min(10, max(d, 1 - math.floor(math.log10(abs(margin))))) if margin else d
     if new >= threshold:
         return True, (
-            f"Promoted: validation NDCG@10 {new:.4f} >= {threshold:.4f} "
-            f"(v{current.version}'s {old:.4f} minus tolerance {tolerance:g})."
+            f"Promoted: validation NDCG@10 {new:.{d}f} >= {threshold:.{d}f} (margin {margin:+.{md}f}; "
+            f"v{current.version}'s {old:.{d}f} minus tolerance {tolerance:g})."
         )
     return False, (
-        f"Kept registered, not default: validation NDCG@10 {new:.4f} < {threshold:.4f} "
-        f"(v{current.version}'s {old:.4f} minus tolerance {tolerance:g}). Promote it by hand if you disagree."
+        f"Kept registered, not default: validation NDCG@10 {new:.{d}f} < {threshold:.{d}f} "
+        f"({margin:+.{md}f} short; v{current.version}'s {old:.{d}f} minus tolerance {tolerance:g}). "
+        "Promote it by hand if you disagree."
     )
 
 
@@ -415,11 +430,15 @@ def _execute(
         metrics = dict(TrainingRun.objects.get(pk=run.pk).metrics or {})
         metrics["seconds"] = timings
         metrics["model_version"] = version.version
+        done = f"done: v{version.version} {'is the default' if promote else 'registered, not default'}"
+        # A bar that went from epoch 11/200 to 100 % says why.
+        if metrics.get("stopped"):
+            done = f"{done} ({metrics['stopped']})"
         return _finish(
             run,
             status=TrainingRunStatus.SUCCEEDED,
             progress=100.0,
-            stage=f"done: v{version.version} {'is the default' if promote else 'registered, not default'}",
+            stage=done[:200],
             gate_decision=reason,
             metrics=metrics,
             log_tail=reporter.tail.text(),

@@ -120,8 +120,13 @@ def training_run_get(*, run_id: int) -> TrainingRun | None:
     return TrainingRun.objects.filter(pk=run_id).first()
 
 
-def training_run_list() -> QuerySet[TrainingRun]:
-    return TrainingRun.objects.select_related("created_by").order_by("-created_at", "-id")
+def training_run_list(*, statuses: list[str] | None = None, kind: str | None = None) -> QuerySet[TrainingRun]:
+    qs = TrainingRun.objects.select_related("created_by").order_by("-created_at", "-id")
+    if statuses:
+        qs = qs.filter(status__in=statuses)
+    if kind:
+        qs = qs.filter(kind=kind)
+    return qs
 
 
 @dataclass

@@ -461,8 +461,26 @@ def model_version_scale(*, version: ModelVersion, workers: int) -> ModelVersion:
     if version.status not in LIVE_STATUSES:
         raise Conflict(f"{version} is not loaded in TorchServe ({version.status}); nothing to scale.")
     _client().scale_workers(version.name, str(version.version), min_workers=workers)
-    ModelVersion.objects.filter(pk=version.pk).update(workers=workers)
+    version.workers = workers
+    version.save(update_fields=["workers"])  # a save, not an update: the change history records it
+    return version
+
+
+def model_version_update(*, version: ModelVersion, note: str, workers: int) -> ModelVersion:
+    """What a person may change on a version: its note, and its workers (asked of TorchServe at
+    once when the version is loaded, otherwise kept for its next registration). The note is kept
+    even when TorchServe refuses the workers."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValidationError(f"Workers must be an integer between 1 and {MAX_WORKERS}.", field="workers")
     version.refresh_from_db()
+    if note != version.note:
+        version.note = note
+        version.save(update_fields=["note"])  # saves, not updates: the change history records them
+    if workers != version.workers:
+        if version.status in LIVE_STATUSES:
+            return model_version_scale(version=version, workers=workers)
+        version.workers = workers
+        version.save(update_fields=["workers"])
     return version
 
 

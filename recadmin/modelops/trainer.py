@@ -117,6 +117,62 @@ def _split_by_time(dataset: Any, params: dict[str, Any], split_by_time: Any) -> 
 _EPOCH_RE = re.compile(r"epoch (\d+)")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+class EpochBudget:
+    """Which of a model's two budgets, epochs or time, will end its training, and how it ended.
+
+    SASRec stops at max_epochs, or before an epoch that would end past max_seconds, or after
+    `patience` epochs without a better validation NDCG@10: "epoch 11/200" is the wrong thing to
+    show when the time budget allows 40 epochs, and a bar that jumps from 8 % to done needs to say
+    that training stopped early."""
+
+    def __init__(self, *, max_epochs: int, max_seconds: float, patience: int) -> None:
+        self.max_epochs = max_epochs
+        self.max_seconds = max_seconds
+        self.patience = patience
+
+    def _epochs_in_time(self, completed: int, elapsed: float) -> int | None:
+        if self.max_seconds <= 0 or completed <= 0 or elapsed <= 0:
+            return None
+        return int(self.max_seconds / (elapsed / completed))
+
+    def label(self, *, epoch: int, completed: int, elapsed: float) -> str:
+        """The stage text while epoch `epoch` runs, `completed` epochs having taken `elapsed` s."""
+        in_time = self._epochs_in_time(completed, elapsed)
+        if in_time is not None and in_time < self.max_epochs:
+            left = max(0.0, self.max_seconds - elapsed)
+            return (
+                f"training epoch {epoch} of about {max(in_time, epoch)} that fit the time budget "
+                f"({_duration(self.max_seconds)}, {_duration(left)} left; at most {self.max_epochs})"
+            )
+        if in_time is None and self.max_seconds > 0 and completed == 0:
+            return f"training epoch {epoch}/{self.max_epochs} (time budget {_duration(self.max_seconds)})"
+        return f"training epoch {epoch}/{self.max_epochs}"
+
+    def stopped(self, *, epochs: int, elapsed: float, best_epoch: int = 0) -> str:
+        """How training ended after `epochs` epochs and `elapsed` seconds ("" when the model has no
+        epochs)."""
+        if not self.max_epochs or epochs <= 0:
+            return ""
+        best = f", kept epoch {best_epoch}" if best_epoch and best_epoch != epochs else ""
+        if epochs >= self.max_epochs:
+            return f"trained all {self.max_epochs} epochs{best}"
+        per_epoch = elapsed / epochs
+        if self.max_seconds > 0 and elapsed + per_epoch > self.max_seconds:
+            return (
+                f"stopped at epoch {epochs} of {self.max_epochs}: the time budget of "
+                f"{_duration(self.max_seconds)} was reached{best}"
+            )
+        return (
+            f"stopped early at epoch {epochs} of {self.max_epochs}: no better validation NDCG@10 "
+            f"for {self.patience} epochs{best}"
+        )
+
+
+
 def train(
     *, arrays: EventArrays, kind: str, params: dict[str, Any], reporter: Reporter, workdir: Path
 ) -> TrainOutcome:
@@ -160,21 +216,36 @@ def train(
     effective = {**defaults, **model_params}
     max_epochs = int(effective.get("max_epochs") or 0)
     budget = float(effective.get("max_seconds") or 0.0)
+    epoch_budget = EpochBudget(
+        max_epochs=max_epochs, max_seconds=budget, patience=int(effective.get("patience") or 0)
+    )
     fit_started = time.monotonic()
     evaluating = False
+    fitted = False
+    last_epoch: dict[str, float] = {}
 
     def on_progress(fraction: float, text: str, metrics: dict[str, float] | None) -> None:
-        nonlocal evaluating
+        nonlocal evaluating, fitted
+        if metrics and "epoch" in metrics and not fitted:
+            last_epoch.update(metrics)
         if metrics:
             shown = ", ".join(
                 f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("valid_") or k in ("loss", "NDCG@10")
             )
             logger.info("%s: %s", text, shown)
+        stopped = ""
+        if text == "validated" and not fitted:
+            fitted = True
+            stopped = epoch_budget.stopped(
+                epochs=int(last_epoch.get("epoch", 0)), elapsed=float(last_epoch.get("seconds", 0.0))
+            )
         # train_and_evaluate reports fitting up to 0.9, then the test evaluation.
         if fraction >= 0.9 or text == "testing":
             if not evaluating:
                 evaluating = True
-                reporter.stage(TrainingStage.EVALUATING, "evaluating on the test hold-out")
+                # An early stop jumps the bar from its epoch to here: the stage says why.
+                first = f"{stopped}; evaluating on the test hold-out" if stopped else "evaluating on the test hold-out"
+                reporter.stage(TrainingStage.EVALUATING, first)
             reporter.within((fraction - 0.9) / 0.1, "evaluating on the test hold-out")
             return
         part = fraction / 0.9
@@ -183,10 +254,16 @@ def train(
         if budget > 0:
             part = max(part, min(0.99, (time.monotonic() - fit_started) / budget))
         match = _EPOCH_RE.search(text or "")
-        if match and max_epochs:
-            label = f"training epoch {match.group(1)}/{max_epochs}"
-        elif text == "validated":
-            label = "evaluating on the validation hold-out"
+        if text == "validated":
+            label = f"{stopped}; refitting" if stopped else "evaluating on the validation hold-out"
+        elif match and max_epochs and fitted:
+            label = f"refitting epoch {match.group(1)} on all but the test events"
+        elif match and max_epochs:
+            epoch = int(match.group(1))
+            completed = int(last_epoch.get("epoch", 0))
+            label = epoch_budget.label(
+                epoch=epoch, completed=completed, elapsed=float(last_epoch.get("seconds", 0.0))
+            )
         else:
             label = f"training: {text}" if text else "training"
         reporter.within(part, label)
@@ -224,6 +301,11 @@ def train(
         num_users=int(dataset.num_users),
         num_items=int(dataset.num_items),
         extra={
+            "stopped": epoch_budget.stopped(
+                epochs=report.epochs,
+                elapsed=float(report.history[-1].get("seconds", 0.0)) if report.history else 0.0,
+                best_epoch=report.best_epoch,
+            ),
             "epochs": report.epochs,
             "best_epoch": report.best_epoch,
             "history": report.history[-50:],

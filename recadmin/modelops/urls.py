@@ -8,7 +8,7 @@ from recadmin.modelops.apis import (
     ModelVersionPromoteApi,
     ModelVersionRetireApi,
     ModelVersionScaleApi,
-    TrainingRunCreateApi,
+    TrainingRunCollectionApi,
     TrainingRunDetailApi,
 )
 
@@ -18,6 +18,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("models/<str:name>/<int:version>/promote", ModelVersionPromoteApi.as_view(), name="model-version-promote"),
     path("models/<str:name>/<int:version>/retire", ModelVersionRetireApi.as_view(), name="model-version-retire"),
     path("models/<str:name>/<int:version>/scale", ModelVersionScaleApi.as_view(), name="model-version-scale"),
-    path("training-runs", TrainingRunCreateApi.as_view(), name="training-run-create"),
+    path("training-runs", TrainingRunCollectionApi.as_view(), name="training-run-create"),
     path("training-runs/<int:run_id>", TrainingRunDetailApi.as_view(), name="training-run-detail"),
 ]

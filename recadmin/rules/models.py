@@ -6,8 +6,10 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 from recadmin.catalog.models import Item
+from recadmin.core.history import history_user
 from recadmin.rules import engine
 from recadmin.rules.conditions import FIELDS_HELP
 
@@ -72,6 +74,9 @@ class Scene(models.Model):
     enabled = models.BooleanField(default=True, help_text="A disabled scene serves its fallback only.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Who changed which setting, when (the admin's History page); the user comes from the request.
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["slug"]
@@ -173,6 +178,9 @@ class BusinessRule(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Who changed the rule, when and what, including its scenes and pinned items; restorable in the admin.
+    history = HistoricalRecords(m2m_fields=[scenes, pinned_items], get_user=history_user)
 
     class Meta:
         ordering = ["-priority", "id"]

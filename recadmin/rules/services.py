@@ -275,6 +275,10 @@ def rule_delete(*, rule: BusinessRule) -> None:
 def rule_set_enabled(*, rules: Iterable[BusinessRule], enabled: bool) -> int:
     """Enable or disable several rules (the admin's bulk actions)."""
     ids = [rule.pk for rule in rules]
-    changed = BusinessRule.objects.filter(pk__in=ids).exclude(enabled=enabled).update(enabled=enabled)
+    changed = list(BusinessRule.objects.select_for_update().filter(pk__in=ids).exclude(enabled=enabled))
+    # One save per rule, not a bulk update: each change is recorded in the rule's history.
+    for rule in changed:
+        rule.enabled = enabled
+        rule.save(update_fields=["enabled", "updated_at"])
     rules_cache_bump()
-    return changed
+    return len(changed)

@@ -101,3 +101,56 @@ def test_export_returns_csv_with_the_chosen_columns(admin_client: Client) -> Non
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     assert response.content.decode().splitlines() == ["shop_id,title", "E-1,Exported"]
+
+
+IMPORT_HEADER = "shop_id,title,category,brand,price,currency,stock_quantity,in_stock,is_active,attributes\n"
+
+
+def _import(admin_client: Client, content: str, *, clear_blank: bool = False) -> str:
+    data = {
+        "format": "0",
+        "resource": "0",
+        "import_file": SimpleUploadedFile("items.csv", content.encode(), "text/csv"),
+    }
+    if clear_blank:
+        data["clear_blank"] = "on"
+    preview = admin_client.post("/admin/catalog/item/import/", data)
+    assert preview.status_code == 200
+    html = preview.content.decode()
+    names = "import_file_name|original_file_name|format|resource|clear_blank"
+    fields = dict(re.findall(rf'name="({names})"[^>]*value="([^"]*)"', html))
+    assert "import_file_name" in fields, html[:3000]
+    response = admin_client.post("/admin/catalog/item/process_import/", fields)
+    assert response.status_code == 302
+    return html
+
+
+def test_a_blank_cell_leaves_the_stored_value_alone_and_the_preview_says_what_changes(admin_client: Client) -> None:
+    hair = CategoryFactory(slug="hair")
+    ItemFactory(shop_id="A-1", title="Brush", category=hair, price="9.90", attributes={"color": "green"})
+
+    html = _import(admin_client, IMPORT_HEADER + "A-1,Brush,hair,acme,12.50,EUR,5,1,1,\n")
+
+    item = Item.objects.get(shop_id="A-1")
+    assert item.attributes == {"color": "green"}
+    assert str(item.price) == "12.50"
+    changes = html[html.index("What changes") :]
+    assert "changes" in changes and "price" in changes.split("·")[0]
+    assert "blank, left as stored: attributes" in changes
+
+
+def test_blank_cells_clear_stored_values_only_when_the_import_says_so(admin_client: Client) -> None:
+    hair = CategoryFactory(slug="hair")
+    ItemFactory(shop_id="A-2", title="Comb", category=hair, price="3.00", attributes={"color": "green"})
+
+    html = _import(admin_client, IMPORT_HEADER + "A-2,Comb,hair,acme,3.00,EUR,5,1,1,\n", clear_blank=True)
+
+    assert Item.objects.get(shop_id="A-2").attributes == {}
+    assert "Blank cells will clear the stored values" in html
+    assert "attributes" in html[html.index("What changes") :]
+
+
+def test_the_import_form_offers_the_clear_blank_option_off_by_default(admin_client: Client) -> None:
+    html = admin_client.get("/admin/catalog/item/import/").content.decode()
+    assert 'name="clear_blank"' in html and "Blank cells clear the stored value" in html
+    assert "checked" not in re.search(r'<input[^>]*name="clear_blank"[^>]*>', html).group(0)

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from django.conf import settings
 from django.core.management import call_command
 
 
@@ -47,3 +50,47 @@ def test_every_operation_documents_its_responses(schema: dict) -> None:  # type:
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             assert operation.get("responses"), f"{method.upper()} {path} has no documented response"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/api/docs/", "/api/redoc/"])
+def test_the_api_docs_load_only_our_own_static_files(client: Any, url: str) -> None:
+    """Without internet, a page that pulls Swagger UI or Redoc from a CDN stays blank."""
+    response = client.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    references = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)["\']', html)
+    references += re.findall(r'["\']((?:https?:)?//[^"\']+)["\']', html)
+    assert references, html[:1000]
+    external = [ref for ref in references if re.match(r"^(?:https?:)?//", ref)]
+    assert not external, external
+    static = [ref for ref in references if ref.startswith(settings.STATIC_URL) or ref.startswith("/static/")]
+    assert any("drf_spectacular_sidecar" in ref for ref in static), references
+    for ref in static:
+        asset = client.get(ref)
+        assert asset.status_code == 200, ref
+        assert b"".join(asset.streaming_content if asset.streaming else [asset.content]), ref
+
+
+def test_the_sidecar_files_are_collected(tmp_path: Path, settings: Any) -> None:
+    settings.STATIC_ROOT = tmp_path
+    plain = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": plain}
+    call_command("collectstatic", "--noinput", verbosity=0)
+    dist = tmp_path / "drf_spectacular_sidecar"
+    assert (dist / "swagger-ui-dist" / "swagger-ui-bundle.js").is_file()
+    assert (dist / "redoc" / "bundles" / "redoc.standalone.js").is_file()
+
+
+@pytest.mark.django_db
+def test_the_schema_is_readable_in_a_browser_and_still_a_file_for_tools(client: Any) -> None:
+    page = client.get("/api/schema/", HTTP_ACCEPT="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    html = page.content.decode()
+    assert "openapi: 3" in html and "/api/v1/training-runs:" in html
+    assert 'href="/api/docs/"' in html and 'href="/api/redoc/"' in html
+
+    tool = client.get("/api/schema/", HTTP_ACCEPT="*/*")
+    assert tool["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert yaml.safe_load(tool.content)["openapi"].startswith("3")
+    assert client.get("/api/schema/?format=json").json()["info"]["title"] == "recadmin API"

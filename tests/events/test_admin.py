@@ -77,3 +77,31 @@ def test_event_search_finds_by_event_customer_item_or_recommendation_id(admin_cl
         html = admin_client.get("/admin/events/event/", {"q": term}).content.decode()
         assert f"/admin/events/event/{target.pk}/change/" in html, term
         assert f"/admin/events/event/{other.pk}/change/" not in html, term
+
+
+def test_a_capped_count_says_more_than_the_cap_instead_of_the_cap(admin_client: Client) -> None:
+    first = EventFactory(type="view")
+    now = timezone.now()
+    Event.objects.bulk_create(
+        Event(
+            customer=first.customer,
+            item=first.item,
+            type="view",
+            occurred_at=now - dt.timedelta(seconds=n),
+            event_id=f"bulk-{n}",
+        )
+        for n in range(COUNT_CAP)
+    )  # COUNT_CAP + 1 events in all
+
+    for url in ["/admin/events/event/", "/admin/events/event/?type=view"]:
+        html = admin_client.get(url).content.decode()
+        assert f"more than {COUNT_CAP:,}" in html, url
+        assert f"{COUNT_CAP} results" not in html and f"{COUNT_CAP} events" not in html, url
+    assert f"more than {COUNT_CAP:,} results" in admin_client.get("/admin/events/event/?type=view").content.decode()
+
+
+def test_a_count_below_the_cap_is_shown_exactly(admin_client: Client) -> None:
+    EventFactory.create_batch(3)
+    assert "3 events" in admin_client.get("/admin/events/event/").content.decode()
+    paginator = CappedCountPaginator(Event.objects.order_by("-id"), 2)
+    assert paginator.count == 3 and str(paginator.count) == "3"

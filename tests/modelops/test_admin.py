@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from tests.fixtures.torchserve import TorchServeInstance
 pytestmark = pytest.mark.django_db
 
 VERSIONS_URL = "/admin/modelops/modelversion/"
+ROLLBACK_URL = "/admin/modelops/modelversion/rollback/"
 
 
 def _action(client: Client, action: str, versions: list[ModelVersion], **extra: Any) -> str:
@@ -32,11 +34,15 @@ def test_promote_and_roll_back_through_the_admin_actions(
     v1 = make_version(1, status="default")
     v2 = make_version(2)
 
-    message = _action(admin_client, "promote", [v2])
+    message = _action(admin_client, "promote", [v2], confirm="yes")
     assert "recommender v2 is now the default in TorchServe" in message
     assert torchserve_settings.client.default_version("recommender") == "2"
+    # The change history says who made it the default.
+    promoted = v2.history.order_by("-history_id").first()
+    assert promoted.status == "default" and promoted.history_user is not None
 
-    message = _action(admin_client, "rollback", [v2])
+    response = admin_client.post(ROLLBACK_URL, {"name": "recommender", "confirm": "yes"}, follow=True)
+    message = " ".join(str(m) for m in response.context["messages"])
     assert "recommender v1 is the default again" in message
     assert torchserve_settings.client.default_version("recommender") == "1"
     v1.refresh_from_db()
@@ -49,8 +55,9 @@ def test_admin_actions_show_errors_instead_of_failing(admin_client: Client, sett
     settings.TORCHSERVE_MANAGEMENT_URL = f"http://127.0.0.1:{free_port()}"
     settings.TORCHSERVE_TIMEOUT = 0.5
     v1 = ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="default")
-    assert "is the default: promote or roll back" in _action(admin_client, "retire", [v1])
-    assert "no previous default" in _action(admin_client, "rollback", [v1])
+    assert "is the default: promote or roll back" in _action(admin_client, "retire", [v1], confirm="yes")
+    response = admin_client.post(ROLLBACK_URL, {"name": "recommender", "confirm": "yes"}, follow=True)
+    assert "no previous default" in " ".join(str(m) for m in response.context["messages"])
     assert "Workers: give a number" in _action(admin_client, "scale", [v1], workers="")
     # TorchServe down: the action says so instead of failing the page.
     assert "did not answer" in _action(admin_client, "scale", [v1], workers="2")
@@ -63,7 +70,7 @@ def test_scale_and_retire_through_the_admin(
     v2 = make_version(2)
     assert "2 worker(s) requested and ready" in _action(admin_client, "scale", [v2], workers="2")
     assert torchserve_settings.client.describe("recommender", "2")[0].ready_workers == 2
-    assert "unregistered from TorchServe" in _action(admin_client, "retire", [v2])
+    assert "unregistered from TorchServe" in _action(admin_client, "retire", [v2], confirm="yes")
     assert [i.version for i in torchserve_settings.client.describe("recommender")] == ["1"]
 
 
@@ -141,3 +148,165 @@ def test_cancel_action_stops_a_queued_run(admin_client: Client) -> None:
     admin_client.post("/admin/modelops/trainingrun/", {"action": "cancel_runs", "_selected_action": [run.pk]})
     run.refresh_from_db()
     assert run.status == "cancelled"
+
+
+def _torchserve_down(settings: Any) -> None:
+    from recadmin.modelops.torchserve import free_port
+
+    settings.TORCHSERVE_MANAGEMENT_URL = f"http://127.0.0.1:{free_port()}"
+    settings.TORCHSERVE_TIMEOUT = 0.5
+
+
+def test_saving_a_version_keeps_its_metrics_and_changes_only_note_and_workers(
+    admin_client: Client, settings: Any
+) -> None:
+    _torchserve_down(settings)
+    version = ModelVersion.objects.create(
+        name="recommender", version=1, kind="pop", status="built", valid_metrics={"NDCG@10": 0.0876}
+    )
+    url = f"{VERSIONS_URL}{version.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'name="valid_metrics"' not in page and 'name="test_metrics"' not in page
+    assert 'name="note"' in page and 'name="workers"' in page
+    assert "0.0876" in page  # the metrics are shown, read-only
+
+    response = admin_client.post(
+        url, {"note": "kept for the spring sale", "workers": "3", "valid_metrics": '{"NDCG@10": 1.0}'}
+    )
+
+    assert response.status_code == 302, response.content.decode()[:500]
+    version.refresh_from_db()
+    assert (version.note, version.workers) == ("kept for the spring sale", 3)
+    assert version.valid_metrics == {"NDCG@10": 0.0876}
+
+
+def test_saving_a_loaded_version_asks_torchserve_for_the_workers(
+    admin_client: Client, make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance
+) -> None:
+    make_version(1, status="default")
+    v2 = make_version(2)
+    response = admin_client.post(f"{VERSIONS_URL}{v2.pk}/change/", {"note": "", "workers": "2"}, follow=True)
+    assert response.status_code == 200
+    assert torchserve_settings.client.describe("recommender", "2")[0].ready_workers == 2
+    v2.refresh_from_db()
+    assert v2.workers == 2
+
+
+def test_saving_a_version_refuses_workers_out_of_range(admin_client: Client, settings: Any) -> None:
+    _torchserve_down(settings)
+    version = ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="built")
+    response = admin_client.post(f"{VERSIONS_URL}{version.pk}/change/", {"note": "", "workers": "99"})
+    assert response.status_code == 200
+    assert "less than or equal to 16" in response.content.decode()
+
+
+def test_a_version_page_shows_who_changed_it_and_offers_no_restore(admin_client: Client, settings: Any) -> None:
+    _torchserve_down(settings)
+    version = ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="built")
+    url = f"{VERSIONS_URL}{version.pk}/change/"
+    admin_client.post(url, {"note": "checked by Anna", "workers": "1"})
+
+    page = admin_client.get(url).content.decode()
+    assert "Recent changes" in page and "note: - → checked by Anna" in page and "admin" in page
+    first = version.history.order_by("history_id").first()
+    past = admin_client.get(f"{VERSIONS_URL}{version.pk}/history/{first.history_id}/").content.decode()
+    assert "Revert" not in past
+
+
+def test_promote_asks_for_confirmation_and_says_what_will_change(admin_client: Client, settings: Any) -> None:
+    _torchserve_down(settings)
+    ModelVersion.objects.create(
+        name="recommender", version=1, kind="pop", status="default", valid_metrics={"NDCG@10": 0.05}
+    )
+    v2 = ModelVersion.objects.create(
+        name="recommender", version=2, kind="pop", status="registered", valid_metrics={"NDCG@10": 0.06}
+    )
+
+    response = admin_client.post(VERSIONS_URL, {"action": "promote", "_selected_action": [v2.pk]})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Promote recommender v2?" in page and "What will change" in page
+    assert "recommender v2 becomes the default" in page and "recommender v1, the default now, stays registered" in page
+    assert "0.0600" in page and "0.0500" in page
+    assert 'name="confirm" value="yes"' in page and f'name="_selected_action" value="{v2.pk}"' in page
+    v2.refresh_from_db()
+    assert v2.status == "registered"  # nothing happens before the confirmation
+
+
+def test_retire_confirmation_says_which_versions_cannot_be_retired(admin_client: Client, settings: Any) -> None:
+    _torchserve_down(settings)
+    v1 = ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="default")
+    v2 = ModelVersion.objects.create(name="recommender", version=2, kind="pop", status="registered")
+    page = admin_client.post(VERSIONS_URL, {"action": "retire", "_selected_action": [v1.pk, v2.pk]}).content.decode()
+    assert "Retire 2 versions?" in page
+    assert "recommender v2 is unregistered from TorchServe" in page
+    assert "recommender v1 is the default: promote or roll back to another version first" in page
+    assert ModelVersion.objects.filter(status="retired").count() == 0
+
+
+def test_roll_back_is_a_button_with_a_confirmation_page_and_needs_no_selection(
+    admin_client: Client, settings: Any
+) -> None:
+    _torchserve_down(settings)
+    from django.utils import timezone
+
+    ModelVersion.objects.create(
+        name="recommender", version=1, kind="pop", status="registered", promoted_at=timezone.now()
+    )
+    ModelVersion.objects.create(name="recommender", version=3, kind="pop", status="default", promoted_at=timezone.now())
+
+    listing = admin_client.get(VERSIONS_URL).content.decode()
+    assert f'href="{ROLLBACK_URL}"' in listing
+    assert 'value="rollback"' not in listing  # no longer an action on selected rows
+
+    page = admin_client.get(ROLLBACK_URL).content.decode()
+    assert "Roll back &#x27;recommender&#x27;?" in page or "Roll back 'recommender'?" in page
+    assert "recommender v1 becomes the default of &#x27;recommender&#x27; again" in page
+    assert "recommender v3, the default now" in page
+    assert 'name="confirm" value="yes"' in page
+
+
+def test_roll_back_page_says_when_there_is_nothing_to_roll_back_to(admin_client: Client, settings: Any) -> None:
+    _torchserve_down(settings)
+    ModelVersion.objects.create(name="recommender", version=1, kind="pop", status="default")
+    page = admin_client.get(ROLLBACK_URL).content.decode()
+    assert "no previous default" in page and 'name="confirm"' not in page
+
+
+@pytest.mark.parametrize(
+    ("kind", "preset", "advanced", "expected"),
+    [
+        ("sasrec", "quick", {}, {"max_epochs": 30, "max_seconds": 120.0, "patience": 3}),
+        ("sasrec", "quick", {"max_epochs": "5"}, {"max_epochs": 5, "max_seconds": 120.0, "patience": 3}),
+        ("sasrec", "standard", {}, {}),
+        ("itemknn", "thorough", {}, {"neighbours": 300}),
+        ("pop", "thorough", {"half_life_days": "3"}, {"half_life_days": 3.0}),
+    ],
+)
+def test_train_now_takes_a_preset_and_advanced_overrides(
+    admin_client: Client, kind: str, preset: str, advanced: dict[str, str], expected: dict[str, Any]
+) -> None:
+    response = admin_client.post(
+        "/admin/modelops/trainingrun/add/", {"kind": kind, "model_name": "", "preset": preset, **advanced}
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert TrainingRun.objects.get().params == expected
+
+
+def test_train_now_shows_the_presets_and_keeps_hyperparameters_under_advanced(admin_client: Client) -> None:
+    page = admin_client.get("/admin/modelops/trainingrun/add/").content.decode()
+    for preset in ("quick", "standard", "thorough"):
+        assert f'value="{preset}"' in page
+    assert re.search(r'value="standard"[^>]*checked|checked[^>]*value="standard"', page)
+    advanced = page[page.index("Advanced: hyperparameters") - 400 :]
+    assert "collapse" in advanced and 'name="max_epochs"' in advanced
+
+
+def test_train_now_validates_advanced_parameters_with_the_pipeline_rules(admin_client: Client) -> None:
+    response = admin_client.post(
+        "/admin/modelops/trainingrun/add/", {"kind": "pop", "preset": "quick", "max_epochs": "3"}
+    )
+    assert response.status_code == 200
+    assert "Unknown parameter" in response.content.decode()
+    assert not TrainingRun.objects.exists()

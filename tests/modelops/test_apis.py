@@ -163,3 +163,49 @@ def test_the_schema_documents_the_model_endpoints(client: Any) -> None:
     schema = client.get("/api/schema/").content.decode()
     for path in ("/api/v1/models:", "/api/v1/training-runs:", "/api/v1/models/{name}/rollback:"):
         assert path in schema
+
+
+def test_it_lists_training_runs_newest_first_filtered_by_status_with_cursor_pages(
+    manage_client: APIClient, django_assert_max_num_queries: Any
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    runs = [
+        TrainingRun.objects.create(
+            kind="pop", status=status, created_at=now - dt.timedelta(minutes=i), log_tail="x" * 1000
+        )
+        for i, status in enumerate(["running", "succeeded", "failed", "succeeded", "queued"])
+    ]
+    ModelVersion.objects.create(name="recommender", version=3, kind="pop", training_run=runs[1])
+
+    with django_assert_max_num_queries(4):  # key, page, prefetched versions: no query per run
+        body = manage_client.get("/api/v1/training-runs?limit=2").json()
+    assert [r["id"] for r in body["results"]] == [runs[0].pk, runs[1].pk]
+    assert body["results"][1]["model_version"] == 3 and "log_tail" not in body["results"][0]
+    second = manage_client.get(body["next"]).json()
+    assert [r["id"] for r in second["results"]] == [runs[2].pk, runs[3].pk]
+
+    done = manage_client.get("/api/v1/training-runs?status=succeeded").json()
+    assert [r["id"] for r in done["results"]] == [runs[1].pk, runs[3].pk]
+    active = manage_client.get("/api/v1/training-runs?status=queued,running").json()
+    assert {r["id"] for r in active["results"]} == {runs[0].pk, runs[4].pk}
+
+
+def test_the_training_run_list_refuses_an_unknown_status_and_needs_the_manage_scope(
+    manage_client: APIClient, make_api_client: Callable[..., APIClient]
+) -> None:
+    response = manage_client.get("/api/v1/training-runs?status=done")
+    assert response.status_code == 400
+    assert "status" in response.json()["message"] and "succeeded" in response.json()["message"]
+    assert make_api_client("recommend").get("/api/v1/training-runs").status_code == 403
+
+
+def test_the_training_run_list_is_documented(manage_client: APIClient) -> None:
+    schema = manage_client.get("/api/schema/?format=json").json()
+    operation = schema["paths"]["/api/v1/training-runs"]["get"]
+    assert operation["operationId"] == "training_runs_list"
+    assert {p["name"] for p in operation["parameters"]} >= {"status", "kind", "cursor", "limit"}
+    assert "post" in schema["paths"]["/api/v1/training-runs"]

@@ -236,3 +236,20 @@ def test_a_cancelled_queued_run_is_not_executed(db: None) -> None:
     run = training_run_execute(run=run)
     assert run.status == "cancelled"
     assert not TrainingRun.objects.filter(status="running").exists()
+
+
+def test_an_early_stopped_run_says_so_instead_of_jumping_from_an_epoch_count_to_done(
+    make_shop: Callable[..., None], torchserve_settings: TorchServeInstance
+) -> None:
+    make_shop()
+    seen: list[str] = []
+    params = {**QUICK_SASREC, "max_epochs": 300, "patience": 1}
+    run = training_run_create(kind="sasrec", params=params, enqueue=False)
+    run = training_run_execute(run=run, progress=lambda percent, stage: seen.append(stage))
+
+    assert run.status == "succeeded", run.error
+    epochs = run.metrics["epochs"]
+    assert epochs < 300
+    assert f"stopped early at epoch {epochs} of 300" in run.metrics["stopped"]
+    assert any(stage.startswith(f"stopped early at epoch {epochs} of 300") for stage in seen), seen
+    assert "stopped early" in run.stage and run.progress == 100.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from io import StringIO
 from typing import Any
@@ -228,3 +229,17 @@ def test_with_redis_a_real_celery_worker_runs_the_training_task(
     assert run.celery_task_id and not run.celery_task_id.startswith("pid:")
     assert "recadmin.modelops.tasks.train_model" in output
     assert torchserve_settings.client.default_version("recommender") == "1"
+
+
+@pytest.mark.parametrize(("new", "old"), [(0.087612, 0.087624), (0.0876231, 0.0876239), (0.08764, 0.08761)])
+def test_the_gate_message_shows_enough_digits_to_see_the_difference(new: float, old: float) -> None:
+    candidate = ModelVersion(name="r", version=2, valid_metrics={"NDCG@10": new})
+    current = ModelVersion(name="r", version=1, valid_metrics={"NDCG@10": old})
+    decided, reason = gate_decide(candidate=candidate, current=current, tolerance=0.0)
+    shown = re.search(r"NDCG@10 (\S+) ([<>]=?) (\S+) \((?:margin )?([-+][0-9.]+)", reason)
+    assert shown, reason
+    left, op, right, margin = shown.groups()
+    assert decided is (new >= old)
+    assert left != right, reason
+    assert (float(left) < float(right)) is (op == "<")
+    assert float(margin) == pytest.approx(new - old, rel=0.1)

@@ -63,3 +63,35 @@ def test_it_falls_back_to_leave_one_out_when_time_does_not_separate_histories() 
     assert split.kind == "loo"
     assert "used leave-one-out" in split.info["fallback"]
     assert len(split.test) == 30
+
+
+def test_the_progress_label_shows_the_time_budget_when_it_ends_training_before_max_epochs() -> None:
+    from recadmin.modelops.trainer import EpochBudget
+
+    budget = EpochBudget(max_epochs=200, max_seconds=840.0, patience=5)
+    # 10 epochs in 210 s: 40 epochs fit in 14 minutes, far fewer than 200.
+    label = budget.label(epoch=11, completed=10, elapsed=210.0)
+    assert "/200" not in label
+    assert "epoch 11 of about 40" in label and "14.0 min" in label and "10.5 min left" in label
+
+
+def test_the_progress_label_shows_epochs_when_they_end_training_first() -> None:
+    from recadmin.modelops.trainer import EpochBudget
+
+    budget = EpochBudget(max_epochs=20, max_seconds=840.0, patience=5)
+    assert budget.label(epoch=11, completed=10, elapsed=10.0) == "training epoch 11/20"
+
+
+@pytest.mark.parametrize(
+    ("epochs", "elapsed", "expected"),
+    [
+        (16, 64.0, "stopped early at epoch 16 of 200: no better validation NDCG@10 for 5 epochs, kept epoch 11"),
+        (40, 830.0, "stopped at epoch 40 of 200: the time budget of 14.0 min was reached, kept epoch 11"),
+        (200, 500.0, "trained all 200 epochs, kept epoch 11"),
+    ],
+)
+def test_how_training_ended_is_said(epochs: int, elapsed: float, expected: str) -> None:
+    from recadmin.modelops.trainer import EpochBudget
+
+    budget = EpochBudget(max_epochs=200, max_seconds=840.0, patience=5)
+    assert budget.stopped(epochs=epochs, elapsed=elapsed, best_epoch=11) == expected
