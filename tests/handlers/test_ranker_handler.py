@@ -186,4 +186,4 @@ def test_a_bad_request_in_a_batch_gets_its_own_400_and_the_others_their_scores(
     assert [r["item"] for r in answers[0]] == ["i1", "i2"]
     assert answers[1]["code"] == 400 and '"candidates"' in answers[1]["message"]
     assert [r["item"] for r in answers[2]] == ["i3"]
-    assert context.get_response_status(1) == 400
+    assert context.get_response_status(1)[0] == 400

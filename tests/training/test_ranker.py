@@ -127,7 +127,7 @@ def test_auc_matches_scipys_mann_whitney_with_ties() -> None:
 
 @pytest.fixture(scope="module")
 def table():
-    return synthetic_impressions(customers=300, items=200, requests=3000, seed=0)
+    return synthetic_impressions(customers=300, items=200, requests=4000, seed=0)
 
 
 def test_the_time_split_keeps_the_newest_impressions_for_the_test(table) -> None:
@@ -184,10 +184,14 @@ def test_esmm_learns_the_planted_effects_and_beats_logistic_regression_and_the_r
     result, _, _ = evaluate_rankers(table, seed=0)
     got = result.logged_position
     esmm, lr, retrieval = got["esmm"], got["logreg"], got["retrieval_score"]
-    # The planted effects are learnable: far better than chance.
-    assert esmm["click_auc"] > 0.7 and esmm["purchase_auc"] > 0.75, got
+    # The planted effects are learnable: far better than chance and than retrieval, which knows
+    # the taste only roughly and nothing of position, price or context.
+    assert esmm["click_auc"] > 0.75 and esmm["purchase_auc"] > 0.8, got
     for metric in ("click_auc", "purchase_auc"):
-        assert esmm[metric] > retrieval[metric] + 0.03, (metric, got)
+        assert esmm[metric] > retrieval[metric] + 0.04, (metric, got)
         assert esmm[metric] > lr[metric], (metric, got)
-    # Price x sensitivity is an interaction only the network can express: purchases show it.
-    assert esmm["purchase_auc"] > lr["purchase_auc"] + 0.01, got
+    # Time of day x category and device x price are interactions a linear model cannot express.
+    assert esmm["click_auc"] > lr["click_auc"] + 0.005, got
+    # Scored at the serving position (no position information), the order still holds.
+    fixed = result.serving_position
+    assert fixed["esmm"]["click_auc"] > fixed["logreg"]["click_auc"] > fixed["retrieval_score"]["click_auc"], fixed

@@ -246,6 +246,13 @@ class FeatureSpec:
     def _id(self, name: str, value: str) -> int:
         return self.index[name].get(value, 0)
 
+    def _ids(self, name: str, values: Sequence[str]) -> torch.Tensor:
+        """Ids of many values at once (one dict lookup per distinct value)."""
+        uniques, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+        index = self.index[name]
+        codes = np.array([index.get(str(u), 0) for u in uniques], dtype=np.int64)
+        return torch.from_numpy(codes[inverse.reshape(-1)] if len(values) else np.zeros(0, dtype=np.int64))
+
     def item_rows(self, items: Sequence[ItemFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per item: categorical ids (category, brand, price band) and raw numbers (log price,
         popularity, age, stock, in stock, log price relative to its category's median)."""
@@ -265,7 +272,7 @@ class FeatureSpec:
                     log_price - self.category_log_price.get(it.category, self._median_log_price),
                 ]
             )
-        cats[:, 2] = torch.bucketize(nums[:, 0], self._price_edges_t) + 1
+        cats[:, 2] = torch.bucketize(nums[:, 0].contiguous(), self._price_edges_t) + 1
         return cats, nums
 
     def customer_rows(
@@ -357,19 +364,22 @@ class FeatureSpec:
         cust_nums, cat_aff, brand_aff = self.customer_rows([table.customers.get(c, CustomerFeatures()) for c in cust_ids])
         ir = torch.tensor([item_pos[i] for i in table.item], dtype=torch.long)
         cr = torch.tensor([cust_pos[c] for c in table.customer], dtype=torch.long)
+        # Vectorised ContextFeatures.at: UTC hour and weekday (1970-01-01 was a Thursday, weekday 3).
+        seconds = np.floor(np.asarray(table.timestamp, dtype=np.float64)).astype(np.int64)
+        hours = torch.from_numpy((seconds // 3600) % 24 + 1)
+        weekdays = torch.from_numpy((seconds // 86400 + 3) % 7 + 1)
         devices = table.device or [""] * len(table)
-        contexts = [
-            ContextFeatures.at(float(ts), scene=scene, device=device)
-            for ts, scene, device in zip(table.timestamp, table.scene, devices, strict=True)
-        ]
+        context_ids = torch.stack(
+            [self._ids("scene", table.scene), hours, weekdays, self._ids("device", devices)], dim=1
+        )
         return self.assemble(
             item_cats=item_cats[ir],
             item_nums=item_nums[ir],
             customer_nums=cust_nums[cr],
             category_affinity=cat_aff[cr],
             brand_affinity=brand_aff[cr],
-            context_ids=self.context_ids(contexts),
-            source_ids=self.source_ids(table.source),
+            context_ids=context_ids,
+            source_ids=self._ids("source", table.source),
             positions=torch.as_tensor(np.asarray(table.position), dtype=torch.long),
             retrieval_scores=torch.as_tensor(np.asarray(table.retrieval_score, dtype=np.float32)),
             standardise=False,

@@ -10,7 +10,8 @@ retrieval score. Planted effects on the outcome:
   - price sensitivity: a clicked item is bought less often the more it costs relative to its
     category, in proportion to the customer's sensitivity (an interaction a linear model cannot
     express); nothing out of stock is bought;
-  - context: the "cart" scene converts better, evenings click a little more.
+  - context: each category draws more clicks at its own time of day, phones click cheaper items
+    (interactions of context and item), the "cart" scene converts better.
 The retrieval score knows the taste only roughly and nothing of price or position.
 """
 
@@ -62,6 +63,8 @@ def synthetic_impressions(
         for j in range(items)
     }
     rel_price = item_logp - cat_level[item_cat]
+    # Each category has a time of day (0-5 h, 6-11 h, ...) when it draws more clicks.
+    cat_daypart = rng.integers(4, size=categories)
     # Customers: true taste, favourite brands, price sensitivity; logged features estimated from events.
     taste = rng.dirichlet(np.full(categories, 0.3), size=customers)
     fav_brand = rng.integers(brands, size=customers)
@@ -107,12 +110,13 @@ def synthetic_impressions(
             j = int(chosen[k])
             taste_match = taste[u][item_cat[j]] * categories  # ~1 on average, large for a favourite
             logit_click = (
-                -3.3
-                + 0.9 * math.log1p(taste_match * 2)
-                + 0.8 * (item_brand[j] == fav_brand[u])
+                -4.2
+                + 1.3 * math.log1p(taste_match * 2)
+                + 0.9 * (item_brand[j] == fav_brand[u])
                 + 0.15 * math.log1p(item_pop[j])
-                - 0.6 * math.log(pos)
-                + 0.25 * (18 <= hour <= 22)
+                - 0.7 * math.log(pos)
+                + 1.0 * (hour // 6 == cat_daypart[item_cat[j]])
+                - 1.0 * (device == "mobile") * rel_price[j] * 2
             )
             clicked = rng.random() < 1 / (1 + math.exp(-logit_click))
             logit_buy = (
