@@ -50,9 +50,9 @@ def _print(title: str, runs: list[RankerEvaluation], metrics: tuple[str, ...]) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=10000)
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--obd", action="store_true", help="also the Open Bandit Dataset sample of obp")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

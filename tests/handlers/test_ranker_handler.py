@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -15,9 +17,10 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.utils.util import PredictionException
 
 from handlers.ranker_handler import RankerHandler
-from training.ranker import build_ranker
-from training.ranker.checkpoint import save_ranker_checkpoint
-from training.ranker.features import NUMERIC_FIELDS, CustomerFeatures, FeatureSpec, ImpressionTable
+from recadmin.modelops.archive import archive_build, archive_manifest
+from training.ranker.checkpoint import RANKER_CHECKPOINT_FILES
+from training.ranker.export import train_ranker_checkpoint
+from training.ranker.features import CustomerFeatures, FeatureSpec, ImpressionTable
 from training.ranker.synthetic import START, synthetic_impressions
 
 METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
@@ -28,11 +31,8 @@ WHEN = START + 5 * 86400 + 20 * 3600  # an evening
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
     torch.set_num_threads(1)
     table = synthetic_impressions(customers=100, items=60, requests=600, seed=1)
-    spec = FeatureSpec.fit(table)
-    model = build_ranker("esmm", cardinalities=spec.cardinalities(), num_numeric=len(NUMERIC_FIELDS), max_epochs=3)
-    model.fit(spec.transform(table), seed=0)
-    directory = save_ranker_checkpoint(model, tmp_path_factory.mktemp("ranker"), spec=spec, items=table.items)
-    return directory, model, table
+    exported = train_ranker_checkpoint(table, tmp_path_factory.mktemp("ranker"), params={"max_epochs": 3}, seed=0)
+    return exported.directory, exported.model, table
 
 
 def make_context(model_dir: Path, settings: dict[str, Any] | None = None) -> Context:
@@ -187,3 +187,33 @@ def test_a_bad_request_in_a_batch_gets_its_own_400_and_the_others_their_scores(
     assert answers[1]["code"] == 400 and '"candidates"' in answers[1]["message"]
     assert [r["item"] for r in answers[2]] == ["i3"]
     assert context.get_response_status(1)[0] == 400
+
+
+@pytest.mark.slow
+def test_the_ranker_archive_carries_its_handler_checkpoint_and_code_and_serves_from_its_contents(
+    trained: tuple[Path, Any, Any], tmp_path: Path
+) -> None:
+    directory, _, _ = trained
+    built = archive_build(
+        checkpoint_dir=directory,
+        name="ranker",
+        version="1",
+        model_store=tmp_path / "store",
+        stage="ranker",
+        handler_settings={"max_candidates": 7},
+    )
+    assert archive_manifest(built.path)["model"]["handler"] == "ranker_handler.py"
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(built.path) as zf:
+        names = set(zf.namelist())
+        zf.extractall(unpacked)
+    assert {"ranker_handler.py", "training/ranker/esmm.py", "model-config.yaml", *RANKER_CHECKPOINT_FILES} <= names
+    import yaml
+
+    settings = yaml.safe_load((unpacked / "model-config.yaml").read_text())
+    assert settings["handler"] == {"max_candidates": 7, "torch_threads": 1}
+    context = make_context(unpacked, settings["handler"])
+    handler = RankerHandler()
+    handler.initialize(context)
+    [answer] = run(handler, context, request(["i1", "i2"]))
+    assert [r["item"] for r in answer] == ["i1", "i2"]

@@ -89,7 +89,7 @@ def test_the_esmm_loss_is_ctr_and_ctcvr_cross_entropy_over_every_impression() ->
         ctr_part -= y * math.log(p) + (1 - y) * math.log(1 - p)
         ctcvr_part -= z * math.log(q) + (1 - z) * math.log(1 - q)
     assert loss == pytest.approx((ctr_part + ctcvr_part) / 3, rel=1e-6)
-    weighted = float(esmm_loss(*model.logits(batch), batch.click, batch.purchase, ctcvr_weight=2.0))
+    weighted = float(esmm_loss(*model.logits(batch), batch.click, batch.purchase, ctcvr_weight=2.0).detach())
     assert weighted == pytest.approx((ctr_part + 2 * ctcvr_part) / 3, rel=1e-6)
 
 
