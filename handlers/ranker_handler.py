@@ -235,7 +235,12 @@ class RankerHandler(BaseHandler):
             cats, nums = self._features(r)
             parts.append((i, cats, nums))
         if parts:
-            batch = FeatureBatch(categorical=torch.cat([p[1] for p in parts]), numeric=torch.cat([p[2] for p in parts]))
+            if len(parts) == 1:
+                batch = FeatureBatch(categorical=parts[0][1], numeric=parts[0][2])
+            else:
+                batch = FeatureBatch(
+                    categorical=torch.cat([p[1] for p in parts]), numeric=torch.cat([p[2] for p in parts])
+                )
             with torch.inference_mode():
                 p_ctr, p_ctcvr = self.model.predict(batch)
             # Six decimals are plenty for ordering and for reasons ("predicted clicks 0.083").

@@ -3,10 +3,9 @@ it) around a trained ranker checkpoint: single requests, batches, new items and 
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
-
-import zipfile
 
 import numpy as np
 import pytest

@@ -34,8 +34,8 @@ def _tiny_esmm() -> ESMM:
     model = ESMM(cardinalities=[3, 3], num_numeric=1, embedding_dim=1, hidden=[], dropout=0.0)
     with torch.no_grad():
         model.embedding.weight.copy_(torch.tensor([[0.0], [0.5], [-1.0], [0.0], [2.0], [0.25]]))
-        ctr_lin = model.ctr_tower.net[0]
-        cvr_lin = model.cvr_tower.net[0]
+        ctr_lin = model.ctr_tower.layers[0]
+        cvr_lin = model.cvr_tower.layers[0]
         ctr_lin.weight.copy_(torch.tensor([[1.0, 0.5, -2.0]]))
         ctr_lin.bias.fill_(-0.5)
         cvr_lin.weight.copy_(torch.tensor([[-1.0, 1.0, 0.5]]))
@@ -74,7 +74,8 @@ def test_the_two_heads_give_pctr_and_pctcvr_as_computed_by_hand() -> None:
     assert cvr.tolist() == pytest.approx(CVR_LOGITS)
     p_ctr, p_ctcvr = model.predict(_tiny_batch())
     assert p_ctr.tolist() == pytest.approx([_sigmoid(a) for a in CTR_LOGITS])
-    assert p_ctcvr.tolist() == pytest.approx([_sigmoid(a) * _sigmoid(b) for a, b in zip(CTR_LOGITS, CVR_LOGITS)])
+    by_hand = [_sigmoid(a) * _sigmoid(b) for a, b in zip(CTR_LOGITS, CVR_LOGITS, strict=True)]
+    assert p_ctcvr.tolist() == pytest.approx(by_hand)
 
 
 def test_the_esmm_loss_is_ctr_and_ctcvr_cross_entropy_over_every_impression() -> None:
@@ -83,7 +84,7 @@ def test_the_esmm_loss_is_ctr_and_ctcvr_cross_entropy_over_every_impression() ->
     loss = float(model.loss(batch).detach())
     clicks, buys = [1, 0, 1], [1, 0, 0]
     ctr_part = ctcvr_part = 0.0
-    for a, b, y, z in zip(CTR_LOGITS, CVR_LOGITS, clicks, buys):
+    for a, b, y, z in zip(CTR_LOGITS, CVR_LOGITS, clicks, buys, strict=True):
         p = _sigmoid(a)
         q = p * _sigmoid(b)
         ctr_part -= y * math.log(p) + (1 - y) * math.log(1 - p)
@@ -101,8 +102,8 @@ def test_the_cvr_head_learns_from_impressions_nobody_clicked() -> None:
     batch.click = torch.zeros(3)
     batch.purchase = torch.zeros(3)
     model.loss(batch).backward()
-    assert model.cvr_tower.net[0].weight.grad is not None
-    assert float(model.cvr_tower.net[0].weight.grad.abs().sum()) > 0
+    assert model.cvr_tower.layers[0].weight.grad is not None
+    assert float(model.cvr_tower.layers[0].weight.grad.abs().sum()) > 0
 
 
 def test_log1mexp_is_accurate_where_the_naive_formula_is_not() -> None:
@@ -151,7 +152,7 @@ def test_the_feature_spec_survives_json_and_maps_unseen_values_to_zero(table) ->
     assert json.loads(spec.to_json())["vocab"]["scene"] == ["cart", "home", "product"]
     cats, _ = spec.item_rows([ItemFeatures(category="never-seen", brand="nobody", price=10.0)])
     assert cats[0, :2].tolist() == [0, 0]
-    nums, cat_aff, _ = spec.customer_rows([CustomerFeatures(category_affinity={"cat1": 0.7, "unknown": 1.0})])
+    _nums, cat_aff, _ = spec.customer_rows([CustomerFeatures(category_affinity={"cat1": 0.7, "unknown": 1.0})])
     assert float(cat_aff[0, spec.index["item_category"]["cat1"]]) == pytest.approx(0.7)
     assert float(cat_aff[0, 0]) == 0.0
     # Fixing the position changes that column only.

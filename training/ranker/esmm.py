@@ -15,6 +15,7 @@ probabilities do not underflow.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, ClassVar
 
@@ -48,24 +49,31 @@ def esmm_loss(
 
 
 class _Tower(nn.Module):
+    """ReLU MLP to one logit. Dropout only while training: at serving the loop is just the
+    matrix products (a few hundred candidates take well under a millisecond)."""
+
     def __init__(self, width: int, hidden: list[int], dropout: float) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        sizes = [width, *hidden, 1]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+        self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = F.relu(x)
+                if self.training and self.dropout:
+                    x = F.dropout(x, self.dropout, training=True)
+        return x.squeeze(1)
 
 
 class ESMM(Ranker):
     kind = "esmm"
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "embedding_dim": 8,
-        "hidden": [64, 32],
+        "hidden": [32, 16],  # [64, 32] measured the same AUCs (bench/ranker.py) at twice the cost
         "dropout": 0.1,
         "ctcvr_weight": 1.0,
         "lr": 3e-3,

@@ -53,8 +53,8 @@ def split_impressions_by_time(
     """Oldest (1 - test - valid) for training, then validation, the newest test_fraction for the test."""
     order = np.argsort(np.asarray(table.timestamp), kind="stable")
     n = order.size
-    n_test = int(round(n * test_fraction))
-    n_valid = int(round(n * valid_fraction))
+    n_test = round(n * test_fraction)
+    n_valid = round(n * valid_fraction)
     n_train = n - n_test - n_valid
     if n_train <= 0 or n_test <= 0:
         raise ValueError(f"{n} impressions are too few for a time split")

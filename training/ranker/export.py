@@ -46,7 +46,7 @@ def train_ranker_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> ExportedRanker:
     order = np.argsort(np.asarray(table.timestamp), kind="stable")
-    n_valid = int(round(len(order) * valid_fraction))
+    n_valid = round(len(order) * valid_fraction)
     train_rows, valid_rows = order[: len(order) - n_valid], order[len(order) - n_valid :]
     if train_rows.size == 0:
         raise ValueError("no impressions to train the ranker on")

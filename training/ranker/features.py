@@ -361,7 +361,9 @@ class FeatureSpec:
         item_cats, item_nums = self.item_rows([table.items.get(i, ItemFeatures()) for i in item_ids])
         cust_ids = sorted(set(table.customer))
         cust_pos = {v: i for i, v in enumerate(cust_ids)}
-        cust_nums, cat_aff, brand_aff = self.customer_rows([table.customers.get(c, CustomerFeatures()) for c in cust_ids])
+        cust_nums, cat_aff, brand_aff = self.customer_rows(
+            [table.customers.get(c, CustomerFeatures()) for c in cust_ids]
+        )
         ir = torch.tensor([item_pos[i] for i in table.item], dtype=torch.long)
         cr = torch.tensor([cust_pos[c] for c in table.customer], dtype=torch.long)
         # Vectorised ContextFeatures.at: UTC hour and weekday (1970-01-01 was a Thursday, weekday 3).
