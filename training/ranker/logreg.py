@@ -20,6 +20,7 @@ from training.ranker.features import FeatureBatch
 
 class LogisticRegression(Ranker):
     kind = "logreg"
+    offsets: torch.Tensor
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "lr": 2e-2,
         "weight_decay": 1e-5,
