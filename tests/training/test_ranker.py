@@ -196,3 +196,19 @@ def test_esmm_learns_the_planted_effects_and_beats_logistic_regression_and_the_r
     # Scored at the serving position (no position information), the order still holds.
     fixed = result.serving_position
     assert fixed["esmm"]["click_auc"] > fixed["logreg"]["click_auc"] > fixed["retrieval_score"]["click_auc"], fixed
+
+
+def test_the_shared_loop_keeps_the_epoch_with_the_best_validation_auc(table) -> None:
+    split = split_impressions_by_time(table)
+    spec = FeatureSpec.fit(split.train)
+    train, valid = spec.transform(split.train), spec.transform(split.valid)
+    model = build_ranker(
+        "esmm", cardinalities=spec.cardinalities(), num_numeric=len(NUMERIC_FIELDS), max_epochs=4, patience=1, lr=0.05
+    )
+    report = model.fit(train, valid=valid, seed=0)
+    assert len(report.history) == report.epochs and 1 <= report.best_epoch <= report.epochs
+    p_ctr, p_ctcvr = model.predict(valid)
+    assert auc(valid.click, p_ctr) == pytest.approx(report.best_valid["click_auc"])
+    assert auc(valid.purchase, p_ctcvr) == pytest.approx(report.best_valid["purchase_auc"])
+    best = max(row["valid_click_auc"] + row["valid_purchase_auc"] for row in report.history)
+    assert report.best_valid["click_auc"] + report.best_valid["purchase_auc"] == pytest.approx(best)
