@@ -212,3 +212,28 @@ def test_the_shared_loop_keeps_the_epoch_with_the_best_validation_auc(table) -> 
     assert auc(valid.purchase, p_ctcvr) == pytest.approx(report.best_valid["purchase_auc"])
     best = max(row["valid_click_auc"] + row["valid_purchase_auc"] for row in report.history)
     assert report.best_valid["click_auc"] + report.best_valid["purchase_auc"] == pytest.approx(best)
+
+
+def test_customer_profiles_and_popularity_come_from_the_events_in_the_window_only() -> None:
+    from training.ranker.profiles import DAY, customer_profiles, item_popularity
+
+    catalog = {
+        "cheap-shoe": ItemFeatures(category="shoes", brand="acme", price=10.0),
+        "dear-shoe": ItemFeatures(category="shoes", brand="posh", price=100.0),
+        "mid-shoe": ItemFeatures(category="shoes", brand="acme", price=50.0),
+        "hat": ItemFeatures(category="hats", brand="acme", price=20.0),
+    }
+    now = 100 * DAY
+    customers = ["ann", "ann", "ann", "ann", "bob", "ann"]
+    items = ["cheap-shoe", "cheap-shoe", "hat", "dear-shoe", "mid-shoe", "hat"]
+    times = [now - 2 * DAY, now - 1 * DAY, now - 0.5 * DAY, now - 200 * DAY, now - 3 * DAY, now + DAY]
+    profiles = customer_profiles(customers, items, times, item_table=catalog, now=now)
+    ann = profiles["ann"]  # the event 200 days ago and the one after `now` do not count
+    assert ann.activity == 3
+    assert ann.recency_days == pytest.approx(0.5)
+    assert ann.category_affinity == pytest.approx({"shoes": 2 / 3, "hats": 1 / 3})
+    assert ann.brand_affinity == pytest.approx({"acme": 1.0})
+    # Shoes' median price is 50: two cheap shoes below it; the hat is its category's median.
+    assert ann.price_sensitivity == pytest.approx(2 / 3)
+    assert profiles["bob"].price_sensitivity == 0.0
+    assert item_popularity(items, times, now=now) == {"cheap-shoe": 2.0, "hat": 1.0, "mid-shoe": 1.0}
