@@ -237,3 +237,19 @@ def test_customer_profiles_and_popularity_come_from_the_events_in_the_window_onl
     assert ann.price_sensitivity == pytest.approx(2 / 3)
     assert profiles["bob"].price_sensitivity == 0.0
     assert item_popularity(items, times, now=now) == {"cheap-shoe": 2.0, "hat": 1.0, "mid-shoe": 1.0}
+
+
+def test_the_rank_objectives_order_by_pctr_pctcvr_or_expected_revenue_and_say_so() -> None:
+    from training.ranker.objective import rank_by, reason
+
+    pctr, pctcvr, prices = [0.10, 0.05, 0.08, 0.08], [0.010, 0.020, 0.004, 0.004], [10.0, 20.0, 200.0, 5.0]
+    assert rank_by("clicks", pctr=pctr, pctcvr=pctcvr)[0].tolist() == [0, 2, 3, 1]  # tie keeps retrieval order
+    assert rank_by("purchases", pctr=pctr, pctcvr=pctcvr)[0].tolist() == [1, 0, 2, 3]
+    order, values = rank_by("revenue", pctr=pctr, pctcvr=pctcvr, prices=prices)
+    assert order.tolist() == [2, 1, 0, 3] and values.tolist() == pytest.approx([0.8, 0.4, 0.1, 0.02])
+    assert reason("clicks", 0.0831) == "ranked by predicted clicks 0.083"
+    assert reason("revenue", 0.8) == "ranked by predicted revenue 0.80"
+    with pytest.raises(ValueError, match="prices"):
+        rank_by("revenue", pctr=pctr, pctcvr=pctcvr)
+    with pytest.raises(ValueError, match="unknown objective"):
+        reason("margin", 1.0)
