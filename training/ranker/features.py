@@ -307,9 +307,6 @@ class FeatureSpec:
             dtype=torch.long,
         ).reshape(len(contexts), 4)
 
-    def source_ids(self, sources: Sequence[str]) -> torch.Tensor:
-        return torch.tensor([self._id("source", s) for s in sources], dtype=torch.long)
-
     def assemble(
         self,
         *,
