@@ -1,12 +1,20 @@
-"""Scoring speed: 1,000 user histories against the whole Beauty catalog (12,101 items) on one core.
+"""Scoring speed: 1,000 user histories against the whole Beauty catalog (12,101 items) on one core,
+and the ranking stage: 500 candidates for one request, and 1,000 such requests.
 
     python bench/score.py [--checkpoint DIR ...] [--users 1000] [--repeats 20]
+                          [--ranker-checkpoint DIR] [--candidates 500] [--requests 1000] [--only-ranker]
 
 Each checkpoint (as written by training.benchmark --out DIR, in DIR/checkpoint) is loaded and
 timed on the first `--users` Beauty test histories (the real length distribution, up to the
 model's max length). Without checkpoints, every model kind is built at Beauty's size with fresh
 weights: the arithmetic, and so the time, is the same as for trained weights.
 Prints the median and best wall time and the median CPU time of one `model.score(histories)` call.
+
+Ranker: a ranker checkpoint (training.ranker.export) or, without one, an ESMM with fresh weights
+over the synthetic shop's feature spec (2,000 items; the arithmetic is the same as trained
+weights'). Timed: the model's forward pass alone on 500 prepared candidates, and the TorchServe
+handler's whole work per request (JSON parsing, validation, features, forward pass, answer) for
+1,000 requests of 500 candidates each, one at a time and in TorchServe batches of 4.
 """
 
 from __future__ import annotations
@@ -54,9 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--ranker-checkpoint", type=Path, default=None)
+    parser.add_argument("--candidates", type=int, default=500)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--only-ranker", action="store_true", help="skip the retrieval models")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if not args.only_ranker:
+        time_retrieval(args)
+    time_ranker(args.ranker_checkpoint, args.candidates, args.requests)
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    return 0
 
+
+def time_retrieval(args: argparse.Namespace) -> None:
     dataset = read_s3rec(args.data / "Beauty.txt", args.data / "Beauty_item2attributes.json")
     histories = split_leave_one_out(dataset).test.histories[: args.users]
     models = []
@@ -77,8 +96,97 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:44s} wall median {median * 1000:7.1f} ms  best {best * 1000:7.1f} ms"
             f"  cpu median {cpu * 1000:7.1f} ms"
         )
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    return 0
+
+
+def time_ranker(checkpoint: Path | None, candidates: int, requests: int) -> None:
+    import json
+    import random
+    import tempfile
+    from types import SimpleNamespace
+
+    from handlers.ranker_handler import RankerHandler
+    from training.ranker import build_ranker
+    from training.ranker.checkpoint import save_ranker_checkpoint
+    from training.ranker.features import NUMERIC_FIELDS, FeatureSpec
+    from training.ranker.synthetic import START, synthetic_impressions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if checkpoint is None:
+            table = synthetic_impressions(customers=200, items=2000, requests=2000, seed=0)
+            spec = FeatureSpec.fit(table)
+            model = build_ranker("esmm", cardinalities=spec.cardinalities(), num_numeric=len(NUMERIC_FIELDS))
+            checkpoint = save_ranker_checkpoint(model, Path(tmp), spec=spec, items=table.items)
+            label = "esmm (fresh weights)"
+        else:
+            label = str(checkpoint)
+        context = SimpleNamespace(
+            system_properties={"model_dir": str(checkpoint)},
+            model_yaml_config={"handler": {"torch_threads": 1, "max_candidates": max(candidates, 1)}},
+            set_response_status=lambda *a: None,
+        )
+        handler = RankerHandler()
+        handler.initialize(context)
+        items = handler.item_ids
+        rng = random.Random(0)
+        categories = handler.spec.vocab["item_category"]
+
+        def body() -> bytes:
+            picked = rng.sample(items, min(candidates, len(items)))
+            return json.dumps(
+                {
+                    "customer": {
+                        "activity": rng.randint(1, 50),
+                        "recency_days": rng.random() * 30,
+                        "category_affinity": {c: rng.random() for c in rng.sample(categories, 3)},
+                        "price_sensitivity": rng.random(),
+                    },
+                    "scene": "home",
+                    "context": {"timestamp": START + rng.random() * 86400 * 7, "device": "mobile"},
+                    "candidates": [
+                        {"item": item, "retrieval_score": rng.random(), "source": "model"} for item in picked
+                    ],
+                }
+            ).encode()
+
+        bodies = [body() for _ in range(requests)]
+
+        def serve(batch: list[bytes]) -> list:
+            return handler.postprocess(handler.inference(handler.preprocess([{"body": b} for b in batch])))
+
+        assert len(serve(bodies[:1])[0]) == min(candidates, len(items))
+        from training.ranker.features import FeatureBatch
+
+        cats, nums = handler._features(handler.preprocess([{"body": bodies[0]}])[0])
+        prepared = FeatureBatch(categorical=cats, numeric=nums)
+        with torch.inference_mode():
+            for _ in range(20):
+                handler.model.predict(prepared)
+            forward = []
+            for _ in range(200):
+                started = time.perf_counter()
+                handler.model.predict(prepared)
+                forward.append(time.perf_counter() - started)
+
+        def timed(batch_size: int) -> tuple[float, float, float]:
+            wall, cpu = [], []
+            for start in range(0, len(bodies), batch_size):
+                t0, c0 = time.perf_counter(), time.process_time()
+                serve(bodies[start : start + batch_size])
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            return sum(wall), statistics.median(wall) / batch_size, sum(cpu)
+
+        print(f"\nranker {label}: {len(items)} items in its table, {candidates} candidates per request, 1 thread")
+        print(
+            f"  forward pass alone ({cats.shape[0]} candidates): median {statistics.median(forward) * 1000:.3f} ms"
+            f"  best {min(forward) * 1000:.3f} ms"
+        )
+        for batch_size in (1, 4):
+            total, per_request, cpu = timed(batch_size)
+            print(
+                f"  handler, {requests} requests in batches of {batch_size}: {total:.2f} s wall, {cpu:.2f} s cpu,"
+                f" median {per_request * 1000:.3f} ms per request (parse + features + forward + answer)"
+            )
 
 
 if __name__ == "__main__":

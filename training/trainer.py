@@ -141,3 +141,72 @@ def train_and_evaluate(
         train_seconds=fit_seconds,
         params=dict(model.params),
     )
+
+
+def fit_minibatches(
+    model: Any,
+    train: Any,
+    *,
+    valid: Any = None,
+    progress: ProgressCallback | None = None,
+    seed: int = 0,
+) -> FitReport:
+    """The epoch loop of the ranking models (training.ranker): Adam over shuffled mini-batches of
+    `train` (a FeatureBatch) minimising `model.loss(batch)`; with `valid`, early stopping on
+    click AUC + purchase AUC (patience epochs), keeping the best epoch's weights.
+    Parameters from model.params: lr, weight_decay, batch_size, max_epochs, patience, max_seconds."""
+    import copy
+
+    import numpy as np
+
+    from training.models._common import seed_everything
+    from training.ranker.evaluate import auc
+
+    seed_everything(seed)
+    p = model.params
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
+    batch_size, max_epochs = int(p["batch_size"]), int(p["max_epochs"])
+    n = len(train)
+    if n == 0:
+        raise ValueError("no impressions to train the ranker on")
+    report = FitReport()
+    best, best_state, bad = -1.0, None, 0
+    started = time.monotonic()
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        perm = torch.from_numpy(rng.permutation(n))
+        total, steps = 0.0, 0
+        for start in range(0, n, batch_size):
+            loss = model.loss(train.subset(perm[start : start + batch_size]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        model.eval()
+        row: dict[str, float] = {"epoch": float(epoch), "loss": total / max(steps, 1)}
+        report.epochs = epoch
+        if valid is not None and len(valid):
+            p_ctr, p_ctcvr = model.predict(valid)
+            metrics = {"click_auc": auc(valid.click, p_ctr), "purchase_auc": auc(valid.purchase, p_ctcvr)}
+            row.update({f"valid_{k}": v for k, v in metrics.items()})
+            score = sum(v for v in metrics.values() if v == v)  # NaN (one class only) counts as 0
+            if score > best:
+                best, bad, best_state = score, 0, copy.deepcopy(model.state_dict())
+                report.best_epoch, report.best_valid = epoch, metrics
+            else:
+                bad += 1
+        else:
+            report.best_epoch = epoch
+        row["seconds"] = time.monotonic() - started
+        report.history.append(row)
+        if progress:
+            progress(epoch / max_epochs, f"epoch {epoch}", row)
+        if valid is not None and bad >= int(p["patience"]):
+            break
+        if row["seconds"] * (epoch + 1) / epoch > float(p["max_seconds"]):
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return report

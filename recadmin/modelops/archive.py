@@ -32,6 +32,16 @@ MODEL_CONFIG_TEMPLATE = REPO_ROOT / "handlers" / "model-config.yaml"
 TRAINING_PACKAGE = REPO_ROOT / "training"
 #: What training.checkpoint.save_checkpoint writes and the handler needs.
 CHECKPOINT_FILES = ("config.json", "model.pt", "items.json")
+# The ranking stage's archive: its own handler and settings template, and the files of
+# training.ranker.checkpoint.RANKER_CHECKPOINT_FILES (repeated here: importing it would load torch).
+RANKER_HANDLER_FILE = REPO_ROOT / "handlers" / "ranker_handler.py"
+RANKER_MODEL_CONFIG_TEMPLATE = REPO_ROOT / "handlers" / "ranker-model-config.yaml"
+RANKER_CHECKPOINT_FILES = ("config.json", "model.pt", "features.json", "items.json")
+#: stage -> (handler, model-config template, checkpoint files)
+STAGES: dict[str, tuple[Path, Path, tuple[str, ...]]] = {
+    "retrieval": (HANDLER_FILE, MODEL_CONFIG_TEMPLATE, CHECKPOINT_FILES),
+    "ranker": (RANKER_HANDLER_FILE, RANKER_MODEL_CONFIG_TEMPLATE, RANKER_CHECKPOINT_FILES),
+}
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$")
 # No hyphen in versions, so that <name>-<version>.mar splits unambiguously from the right.
@@ -81,13 +91,20 @@ def archive_build(
     handler_settings: dict[str, Any] | None = None,
     overwrite: bool = False,
     timeout: float = 600.0,
+    stage: str = "retrieval",
 ) -> Archive:
     """Package `checkpoint_dir` (as written by training.checkpoint.save_checkpoint) into
     model_store/<name>-<version>.mar and return its path and sha256.
 
     batch_size, max_batch_delay (ms), workers, response_timeout (s) and handler_settings
     (default_k, max_k, torch_threads) override handlers/model-config.yaml for this archive.
+    stage="ranker" packages a ranker checkpoint (training.ranker.checkpoint) with
+    handlers/ranker_handler.py and handlers/ranker-model-config.yaml (handler settings:
+    max_candidates, torch_threads) instead.
     An existing archive of the same name and version is a Conflict unless overwrite=True."""
+    if stage not in STAGES:
+        raise ValidationError(f"Unknown stage '{stage}'; expected one of {', '.join(STAGES)}.", field="stage")
+    handler_file, config_template, checkpoint_files = STAGES[stage]
     if not _NAME_RE.match(name or ""):
         raise ValidationError(
             "Model name: letters, digits, _ and single hyphens, starting with a letter.", field="name"
@@ -95,7 +112,7 @@ def archive_build(
     if not _VERSION_RE.match(version or ""):
         raise ValidationError("Version: letters, digits, dots and _, e.g. 3 or 1.2.", field="version")
     checkpoint_dir = Path(checkpoint_dir)
-    missing = [f for f in CHECKPOINT_FILES if not (checkpoint_dir / f).is_file()]
+    missing = [f for f in checkpoint_files if not (checkpoint_dir / f).is_file()]
     if missing:
         raise ValidationError(
             f"Checkpoint {checkpoint_dir} lacks {', '.join(missing)}.", field="checkpoint_dir"
@@ -106,7 +123,7 @@ def archive_build(
     if target.exists() and not overwrite:
         raise Conflict(f"{target.name} already exists in the model store.", {"path": str(target)})
 
-    model_config = yaml.safe_load(MODEL_CONFIG_TEMPLATE.read_text()) or {}
+    model_config = yaml.safe_load(config_template.read_text()) or {}
     for key, value in (
         ("batchSize", batch_size),
         ("maxBatchDelay", max_batch_delay),
@@ -142,7 +159,7 @@ def archive_build(
             "--version",
             version,
             "--handler",
-            str(HANDLER_FILE),
+            str(handler_file),
             "--extra-files",
             f"{code},{checkpoint_dir.resolve()}",
             "--config-file",
@@ -162,7 +179,7 @@ def archive_build(
         if proc.returncode != 0 or not built.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             raise ArchiveError(f"torch-model-archiver failed (exit {proc.returncode}): {' | '.join(tail)}")
-        _check_archive(built)
+        _check_archive(built, handler_file.name, checkpoint_files)
         # Same file system: the archive appears complete or not at all.
         os.replace(built, target)
     return Archive(name=name, version=version, path=target, sha256=file_sha256(target), size=target.stat().st_size)
@@ -191,10 +208,10 @@ def _only_python_sources(directory: str, names: list[str]) -> set[str]:
     return skip
 
 
-def _check_archive(path: Path) -> None:
+def _check_archive(path: Path, handler: str, checkpoint_files: tuple[str, ...]) -> None:
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
-    needed = {"MAR-INF/MANIFEST.json", "recommender_handler.py", "training/__init__.py", *CHECKPOINT_FILES}
+    needed = {"MAR-INF/MANIFEST.json", handler, "training/__init__.py", *checkpoint_files}
     missing = sorted(needed - names)
     if missing:
         raise ArchiveError(f"The archive lacks {', '.join(missing)}.")

@@ -1,0 +1,291 @@
+"""TorchServe handler of the ranking stage (training.ranker: ESMM, or the logistic baseline).
+
+Runs inside a TorchServe worker from an unpacked .mar, like recommender_handler.py: the archive
+root holds this file, the `training` package and the ranker checkpoint (config.json, model.pt,
+features.json, items.json). It imports only torch, TorchServe and that code.
+
+A request (JSON) scores the candidates that retrieval produced for one customer:
+  {"customer": {"activity": 14, "recency_days": 2.5, "category_affinity": {"shoes": 0.6},
+                "brand_affinity": {"acme": 0.3}, "price_sensitivity": 0.4},
+   "scene": "home",
+   "context": {"hour": 20, "weekday": 4, "device": "mobile"},       (or {"timestamp": unix seconds})
+   "candidates": [{"item": "sku-1", "retrieval_score": 0.91, "source": "sasrec"},
+                  {"item": "sku-new", "retrieval_score": 0.5, "source": "rules",
+                   "attributes": {"category": "shoes", "brand": "acme", "price": 59.0, "stock": 3}}]}
+and is answered, in the candidates' order, with [{"item": "sku-1", "pctr": 0.083, "pctcvr": 0.011}, ...].
+Candidates are looked up in the item table the model was trained with; "attributes" (any of
+category, brand, price, popularity, age_days, stock) override or replace it (fresh stock, new
+items). Every candidate is scored at the same position (the spec's serving_position), so the
+scores carry no position bias. All requests of a TorchServe batch go through one forward pass.
+Bad input is a 400 through PredictionException (a bad request inside a good batch gets its own).
+
+Settings from the archive's model-config.yaml, section `handler`: max_candidates, torch_threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import replace
+from typing import Any
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+from ts.utils.util import PredictionException
+
+logger = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 2000
+_ITEM_FIELDS = ("category", "brand", "price", "popularity", "age_days", "stock")
+
+
+class RankerHandler(BaseHandler):
+    def initialize(self, context: Any) -> None:
+        from training.ranker.checkpoint import load_ranker_checkpoint
+        from training.ranker.features import ItemFeatures
+
+        properties = context.system_properties
+        model_dir = properties.get("model_dir") or "."
+        settings = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
+        self.max_candidates = int(settings.get("max_candidates", MAX_CANDIDATES))
+        threads = settings.get("torch_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        loaded = load_ranker_checkpoint(model_dir)
+        self.model = loaded.model
+        self.spec = loaded.spec
+        # Row 0: an item the table does not know and the request does not describe.
+        self.item_ids = list(loaded.items)
+        self.item_row = {item_id: i + 1 for i, item_id in enumerate(self.item_ids)}
+        self.item_features = [ItemFeatures(), *loaded.items.values()]
+        self.item_cats, self.item_nums = self.spec.item_rows(self.item_features)
+        self.position = torch.tensor([self.spec.serving_position], dtype=torch.long)
+        self.context = context
+        self.initialized = True
+        logger.info(
+            "ranker handler: %s model, %d items in its table, serving position %d, max_candidates=%d",
+            self.model.kind, len(self.item_ids), self.spec.serving_position, self.max_candidates,
+        )
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def preprocess(self, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        parsed: list[dict[str, Any]] = []
+        for row in data:
+            try:
+                parsed.append(self._parse(row))
+            except ValueError as exc:
+                parsed.append({"error": str(exc)})
+        errors = [p["error"] for p in parsed if "error" in p]
+        if errors and len(errors) == len(parsed):
+            raise PredictionException(errors[0], 400)
+        return parsed
+
+    def _parse(self, row: Any) -> dict[str, Any]:
+        from training.ranker.features import ContextFeatures, CustomerFeatures
+
+        body = row.get("data", row.get("body")) if isinstance(row, dict) else row
+        if isinstance(body, bytes | bytearray):
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError("The request body is not UTF-8 JSON.") from exc
+        if isinstance(body, str):
+            try:
+                body = json.loads(body)
+            except ValueError as exc:
+                raise ValueError(f"The request body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ValueError('The request must be a JSON object with "candidates".')
+        customer = body.get("customer") or {}
+        if not isinstance(customer, dict):
+            raise ValueError('"customer" must be an object of customer features.')
+        scene = body.get("scene") or ""
+        if not isinstance(scene, str):
+            raise ValueError('"scene" must be a string.')
+        ctx = body.get("context") or {}
+        if not isinstance(ctx, dict):
+            raise ValueError('"context" must be an object (hour, weekday, device or timestamp).')
+        device = ctx.get("device") or ""
+        if not isinstance(device, str):
+            raise ValueError('"context.device" must be a string.')
+        if ctx.get("timestamp") is not None:
+            ts = ctx["timestamp"]
+            if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(float(ts)):
+                raise ValueError('"context.timestamp" must be unix seconds.')
+            context = ContextFeatures.at(float(ts), scene=scene, device=device)
+        else:
+            hour, weekday = ctx.get("hour", 0), ctx.get("weekday", 0)
+            if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
+                raise ValueError('"context.hour" must be an integer 0..23.')
+            if isinstance(weekday, bool) or not isinstance(weekday, int) or not 0 <= weekday <= 6:
+                raise ValueError('"context.weekday" must be an integer 0..6 (Monday = 0).')
+            context = ContextFeatures(scene=scene, hour=hour, weekday=weekday, device=device)
+        candidates = body.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            raise ValueError('"candidates" must be a non-empty list of {"item", "retrieval_score", "source"}.')
+        if len(candidates) > self.max_candidates:
+            raise ValueError(f'"candidates" may hold at most {self.max_candidates} items.')
+        parsed = self._candidates_fast(candidates)
+        if parsed is None:  # something is off: the careful pass names the field (or copes)
+            parsed = self._candidates_checked(candidates)
+        ids, scores, sources, described = parsed
+        row_of = self.item_row.get
+        source_index = self.spec.index["source"]
+        try:
+            customer_features = CustomerFeatures.from_dict(customer)
+        except ValueError as exc:
+            raise ValueError(f"customer: {exc}") from exc
+        return {
+            "ids": ids,
+            "rows": [row_of(item, 0) for item in ids],
+            "scores": scores,
+            "source_ids": [source_index.get(source, 0) for source in sources],
+            "described": described,
+            "customer": customer_features,
+            "context": context,
+        }
+
+    @staticmethod
+    def _candidates_fast(candidates: list[Any]) -> tuple[list[str], list[Any], list[str], list[Any]] | None:
+        """Well-formed candidates without attributes (the usual request) in a few list passes;
+        None for anything else."""
+        try:
+            if any("attributes" in c for c in candidates):
+                return None
+            ids = [c["item"] for c in candidates]
+            scores = [c.get("retrieval_score", 0.0) for c in candidates]
+            sources = [c.get("source") or "" for c in candidates]
+        except (TypeError, KeyError, AttributeError):
+            return None
+        if not all(type(i) is str for i in ids):
+            if not all(type(i) is str or type(i) is int for i in ids):
+                return None
+            ids = [str(i) for i in ids]
+        if "" in ids or not all(type(s) is str for s in sources):
+            return None
+        if not all(type(x) is float or type(x) is int for x in scores) or not math.isfinite(math.fsum(scores)):
+            return None
+        return ids, scores, sources, []
+
+    def _candidates_checked(self, candidates: list[Any]) -> tuple[list[str], list[Any], list[str], list[Any]]:
+        ids: list[str] = []
+        scores: list[Any] = []
+        sources: list[str] = []
+        described: list[tuple[int, Any]] = []
+        row_of = self.item_row.get
+        for n, cand in enumerate(candidates):
+            if not isinstance(cand, dict):
+                raise ValueError(f"candidates[{n}] must be an object.")
+            item = cand.get("item")
+            if not _is_id(item):
+                raise ValueError(f"candidates[{n}].item must be an item id.")
+            score = cand.get("retrieval_score", 0.0)
+            if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+                raise ValueError(f"candidates[{n}].retrieval_score must be a finite number.")
+            source = cand.get("source") or ""
+            if not isinstance(source, str):
+                raise ValueError(f"candidates[{n}].source must be a string.")
+            attributes = cand.get("attributes")
+            if attributes is not None:
+                if not isinstance(attributes, dict):
+                    raise ValueError(f"candidates[{n}].attributes must be an object.")
+                base = self.item_features[row_of(str(item), 0)]
+                described.append((n, replace(base, **_item_fields(n, attributes))))
+            ids.append(str(item))
+            scores.append(float(score))
+            sources.append(source)
+        return ids, scores, sources, described
+
+    # ---- scoring ----------------------------------------------------------------------------
+
+    def _features(self, r: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.tensor(r["rows"], dtype=torch.long)
+        item_cats, item_nums = self.item_cats[rows], self.item_nums[rows]
+        if r["described"]:
+            # Described candidates: the table's attributes (if any) with the request's on top.
+            cats, nums = self.spec.item_rows([features for _, features in r["described"]])
+            at = torch.tensor([n for n, _ in r["described"]], dtype=torch.long)
+            item_cats[at], item_nums[at] = cats, nums
+        cust_nums, cat_aff, brand_aff = self.spec.customer_rows([r["customer"]])
+        n = rows.shape[0]
+        return self.spec.assemble(
+            item_cats=item_cats,
+            item_nums=item_nums,
+            customer_nums=cust_nums,
+            category_affinity=cat_aff,
+            brand_affinity=brand_aff,
+            context_ids=self.spec.context_ids([r["context"]]),
+            source_ids=torch.tensor(r["source_ids"], dtype=torch.long),
+            positions=self.position.expand(n),
+            retrieval_scores=torch.tensor(r["scores"], dtype=torch.float32),
+        )
+
+    def inference(self, requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[Any]:
+        """Every good request's candidates in one forward pass, split back per request."""
+        from training.ranker.features import FeatureBatch
+
+        results: list[Any] = [None] * len(requests)
+        parts: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        for i, r in enumerate(requests):
+            if "error" in r:
+                results[i] = r
+                continue
+            cats, nums = self._features(r)
+            parts.append((i, cats, nums))
+        if parts:
+            if len(parts) == 1:
+                batch = FeatureBatch(categorical=parts[0][1], numeric=parts[0][2])
+            else:
+                batch = FeatureBatch(
+                    categorical=torch.cat([p[1] for p in parts]), numeric=torch.cat([p[2] for p in parts])
+                )
+            with torch.inference_mode():
+                p_ctr, p_ctcvr = self.model.predict(batch)
+            # Six decimals are plenty for ordering and for reasons ("predicted clicks 0.083").
+            ctr = (torch.round(p_ctr * 1e6) / 1e6).tolist()
+            ctcvr = (torch.round(p_ctcvr * 1e6) / 1e6).tolist()
+            start = 0
+            for i, cats, _ in parts:
+                end = start + cats.shape[0]
+                results[i] = (requests[i]["ids"], ctr[start:end], ctcvr[start:end])
+                start = end
+        return results
+
+    def postprocess(self, outputs: list[Any]) -> list[Any]:
+        answers: list[Any] = []
+        for i, out in enumerate(outputs):
+            if isinstance(out, dict) and "error" in out:
+                if self.context is not None:
+                    self.context.set_response_status(400, out["error"], i)
+                answers.append({"code": 400, "type": "PredictionException", "message": out["error"]})
+                continue
+            ids, ctr, ctcvr = out
+            answers.append(
+                [
+                    {"item": item, "pctr": a, "pctcvr": b}
+                    for item, a, b in zip(ids, ctr, ctcvr, strict=True)
+                ]
+            )
+        return answers
+
+
+def _item_fields(n: int, attributes: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key not in _ITEM_FIELDS:
+            raise ValueError(f"candidates[{n}].attributes.{key} is unknown; allowed: {', '.join(_ITEM_FIELDS)}.")
+        if key in ("category", "brand"):
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                raise ValueError(f"candidates[{n}].attributes.{key} must be a string.")
+            out[key] = str(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"candidates[{n}].attributes.{key} must be a finite number.")
+            out[key] = float(value)
+    return out
+
+
+def _is_id(value: Any) -> bool:
+    return (isinstance(value, str) and value != "") or (isinstance(value, int) and not isinstance(value, bool))
