@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from recadmin.modelops.torchserve import (
     DefaultVersionProtected,
     ModelNotRegistered,
     ModelVersionConflict,
+    ModelVersionInfo,
     PredictionRejected,
+    TorchServeClient,
     TorchServeConfig,
     TorchServeError,
     TorchServeTimeout,
@@ -105,11 +108,22 @@ def test_workers_scale_up_and_down(torchserve: TorchServeInstance, archives: dic
     client = torchserve.client
     client.register(archives["1"].path, model_name=NAME)
     client.scale_workers(NAME, "1", min_workers=2, max_workers=2, timeout=60)
-    [info] = client.describe(NAME, "1")
+    info = _described_when(client, lambda info: info.ready_workers == 2)
     assert info.ready_workers == 2 and info.min_workers == 2
     client.scale_workers(NAME, "1", min_workers=1, timeout=60)
-    [info] = client.describe(NAME, "1")
+    info = _described_when(client, lambda info: len(info.workers) == 1)
     assert len(info.workers) == 1
+
+
+def _described_when(client: TorchServeClient, done: Callable[[ModelVersionInfo], bool]) -> ModelVersionInfo:
+    """TorchServe answers a synchronous scale once the new workers started; on a loaded machine a worker
+    it replaces may still be listed as UNLOADING for a moment, so look again for a few seconds."""
+    deadline = time.monotonic() + 20
+    while True:
+        [info] = client.describe(NAME, "1")
+        if done(info) or time.monotonic() > deadline:
+            return info
+        time.sleep(0.2)
 
 
 def test_bad_requests_come_back_as_prediction_rejected_with_the_handler_message(
