@@ -129,7 +129,7 @@ def _item_key(row: dict[str, Any], name: str) -> Any:
 
 def rule_rows(*, since: dt.datetime, until: dt.datetime, scene: str | None = None) -> list[dict[str, Any]]:
     """Per rule: CTR of the items it boosted or pinned against the other items of the same lists."""
-    from recadmin.rules.models import Rule
+    from recadmin.rules.models import BusinessRule
 
     query = RuleRollup.objects.filter(hour__gte=since, hour__lt=until)
     if scene:
@@ -138,7 +138,7 @@ def rule_rows(*, since: dt.datetime, until: dt.datetime, scene: str | None = Non
         lists=Sum("lists"), impressions=Sum("impressions"), clicks=Sum("clicks"),
         other_impressions=Sum("other_impressions"), other_clicks=Sum("other_clicks"),
     ).order_by("rule_id")  # fmt: skip
-    names = dict(Rule.objects.values_list("pk", "name"))
+    names = dict(BusinessRule.objects.values_list("pk", "name"))
     rows = []
     for r in sums:
         ctr = _ratio(r["clicks"], r["impressions"])

@@ -450,7 +450,7 @@ def experiment_customers_refresh(*, pairs: Iterable[tuple[int, str]]) -> int:
     for experiment in Experiment.objects.filter(pk__in=list(by_experiment)):
         variant_ids = set(experiment.variants.values_list("pk", flat=True))
         for chunk in _chunks(sorted(by_experiment[experiment.pk])):
-            sums: dict[tuple[int, str], CustomerSums] = {}
+            served_sums: dict[tuple[int, str], dict[str, Any]] = {}
             served = (
                 ServedRecommendation.objects.filter(
                     experiment_id=experiment.pk, customer_shop_id__in=chunk, variant_id__in=variant_ids
@@ -463,22 +463,14 @@ def experiment_customers_refresh(*, pairs: Iterable[tuple[int, str]]) -> int:
                         "recommendation_id", distinct=True, filter=Q(source="fallback") | ~Q(fallback_reason="")
                     ),
                     impressions=Sum("n_items"),
-                    first=Min("created_at"),
-                    last=Max("created_at"),
+                    first_seen_at=Min("created_at"),
+                    last_seen_at=Max("created_at"),
                 )
                 .order_by()
             )
             for row in served:
-                sums[(row["variant_id"], row["customer_shop_id"])] = CustomerSums(
-                    variant_id=row["variant_id"],
-                    customer_shop_id=row["customer_shop_id"],
-                    exposures=row["exposures"],
-                    lists=row["lists"],
-                    fallback_lists=row["fallback_lists"],
-                    impressions=row["impressions"] or 0,
-                    first_seen_at=row["first"],
-                    last_seen_at=row["last"],
-                )
+                row["impressions"] = row["impressions"] or 0
+                served_sums[(row["variant_id"], row["customer_shop_id"])] = row
             attributed = (
                 Attribution.objects.filter(
                     experiment_id=experiment.pk, customer_shop_id__in=chunk, variant_id__in=variant_ids
@@ -493,16 +485,13 @@ def experiment_customers_refresh(*, pairs: Iterable[tuple[int, str]]) -> int:
                 .order_by()
             )
             for row in attributed:
-                found = sums.get((row["variant_id"], row["customer_shop_id"]))
-                if found is None:  # its pages are gone (deleted): keep what the events say
-                    found = sums[(row["variant_id"], row["customer_shop_id"])] = CustomerSums(
-                        variant_id=row["variant_id"], customer_shop_id=row["customer_shop_id"]
-                    )
-                found.clicks = row["clicks"]
-                found.add_to_carts = row["add_to_carts"]
-                found.purchases = row["purchases"]
-                found.revenue = row["revenue"] or Decimal(0)
-            written += experiment_customers_upsert(experiment=experiment, rows=list(sums.values()))
+                # No pages (deleted from the log): keep what the events say.
+                found = served_sums.setdefault((row["variant_id"], row["customer_shop_id"]), {
+                    "variant_id": row["variant_id"], "customer_shop_id": row["customer_shop_id"]})  # fmt: skip
+                found.update(clicks=row["clicks"], add_to_carts=row["add_to_carts"], purchases=row["purchases"],
+                             revenue=row["revenue"] or Decimal(0))  # fmt: skip
+            sums = [CustomerSums(**values) for values in served_sums.values()]
+            written += experiment_customers_upsert(experiment=experiment, rows=sums)
     return written
 
 

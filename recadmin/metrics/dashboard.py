@@ -1,0 +1,136 @@
+"""The merchandiser's dashboard panels, for the admin home page (settings.RECADMIN_DASHBOARD_PANELS)
+and for /admin/metrics/dashboard/.
+
+Each panel is {"title", "template", "context", "width": "full" | "half"}: the template renders with
+the context alone (`render_to_string(panel["template"], panel["context"])`). Everything comes from
+the rollups (a few indexed aggregate queries), charts are server-side SVG (core.charts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils import timezone
+
+from recadmin.core.charts import bar_chart, line_chart
+from recadmin.metrics import selectors
+
+PERIODS = (("Last 24 h", dt.timedelta(hours=24)), ("Last 7 days", dt.timedelta(days=7)),
+           ("Last 30 days", dt.timedelta(days=30)))  # fmt: skip
+CARDS = (
+    ("Lists served", "lists", "count"),
+    ("CTR", "ctr", "percent"),
+    ("Conversion (purchases per list)", "conversion_rate", "percent"),
+    ("Revenue from recommendations", "revenue", "money"),
+    ("Fallback share", "fallback_share", "percent"),
+)
+
+
+def _format(value: Any, kind: str) -> str:
+    if value is None:
+        return "–"
+    if kind == "percent":
+        return f"{value * 100:.2f} %"
+    if kind == "money":
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def _change(now: Any, before: Any) -> str:
+    if now is None or before is None or not before:
+        return ""
+    change = (now - before) / abs(before) * 100
+    return f"{'+' if change >= 0 else '−'}{abs(change):.1f} %"
+
+
+def comparison_panel(now: dt.datetime) -> dict[str, Any]:
+    rows = []
+    periods = []
+    for label, length in PERIODS:
+        current = selectors.period_totals(since=now - length, until=now)
+        previous = selectors.period_totals(since=now - 2 * length, until=now - length)
+        periods.append({"label": label, "current": current, "previous": previous})
+    for title, key, kind in CARDS:
+        cells = []
+        for period in periods:
+            value, before = period["current"][key], period["previous"][key]
+            cells.append({"value": _format(value, kind), "previous": _format(before, kind),
+                          "change": _change(value, before)})  # fmt: skip
+        rows.append({"title": title, "cells": cells})
+    return {
+        "title": "Recommendations: this period against the one before",
+        "template": "metrics/panels/comparison.html",
+        "context": {"periods": [p["label"] for p in periods], "rows": rows},
+        "width": "full",
+    }
+
+
+def _over_time(now: dt.datetime, by: str, metric: str, length: dt.timedelta, bucket: str) -> dict[str, list[Any]]:
+    data = selectors.series(since=now - length, until=now, by=by, bucket=bucket)["series"]
+    out: dict[str, list[Any]] = {}
+    for name, points in sorted(data.items()):
+        values = []
+        for moment, r in sorted(points.items()):
+            if metric == "ctr":
+                values.append((moment, r["clicks"] / r["impressions"] if r["impressions"] else None))
+            else:
+                values.append((moment, float(r[metric] or 0)))
+        out[name] = values
+    return out
+
+
+def chart_panel(title: str, svg: Any, *, width: str = "half", note: str = "") -> dict[str, Any]:
+    return {"title": title, "template": "metrics/panels/chart.html", "context": {"svg": svg, "note": note},
+            "width": width}  # fmt: skip
+
+
+def dashboard_panels(request: HttpRequest | None = None) -> list[dict[str, Any]]:
+    now = timezone.now()
+    two_days, week = dt.timedelta(hours=48), dt.timedelta(days=7)
+    panels = [comparison_panel(now)]
+    panels.append(chart_panel(
+        "Lists served per scene (48 h, hourly)",
+        line_chart(_over_time(now, "scene", "lists", two_days, "hour"), y_label="lists"),
+    ))  # fmt: skip
+    panels.append(chart_panel(
+        "CTR per scene (48 h, hourly)",
+        line_chart(_over_time(now, "scene", "ctr", two_days, "hour"), y_label="CTR", percent=True),
+    ))  # fmt: skip
+    panels.append(chart_panel(
+        "CTR per model version (7 days, daily)",
+        line_chart(_over_time(now, "model_version", "ctr", week, "day"), y_label="CTR", percent=True),
+    ))  # fmt: skip
+    panels.append(chart_panel(
+        "Revenue per model version (7 days, daily)",
+        line_chart(_over_time(now, "model_version", "revenue", week, "day"), y_label="revenue"),
+    ))  # fmt: skip
+    positions = selectors.position_rows(since=now - week, until=now)
+    shown = sorted({r["position"] for r in positions if r["position"] < 20})
+    by_scene: dict[str, dict[int, float | None]] = {}
+    for r in positions:
+        by_scene.setdefault(r["scene"] or "(no scene)", {})[r["position"]] = r["ctr"]
+    panels.append(chart_panel(
+        "CTR by position (7 days): the position-bias curve",
+        bar_chart([str(p + 1) for p in shown],
+                  {scene: [ctrs.get(p) for p in shown] for scene, ctrs in sorted(by_scene.items())},
+                  y_label="CTR", percent=True, width=960),
+        width="full", note="Position 1 is the top of the list.",
+    ))  # fmt: skip
+    rules = selectors.rule_rows(since=now - week, until=now)
+    if rules:
+        panels.append({
+            "title": "Rules: CTR of boosted / pinned items against the rest of their lists (7 days)",
+            "template": "metrics/panels/rules.html",
+            "context": {"rows": rules[:20]},
+            "width": "full",
+        })  # fmt: skip
+    state = selectors.rollup_state()
+    panels.append({
+        "title": "Data freshness",
+        "template": "metrics/panels/freshness.html",
+        "context": {"state": state, "lag": selectors.rollup_lag_seconds()},
+        "width": "half",
+    })  # fmt: skip
+    return panels
