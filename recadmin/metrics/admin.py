@@ -12,8 +12,18 @@ from recadmin.metrics.models import Attribution
 
 @admin.register(Attribution)
 class AttributionAdmin(admin.ModelAdmin):
-    list_display = ("event_id", "type", "method", "recommendation_id", "position", "scene", "model_label",
-                    "variant_id", "revenue", "occurred_at")  # fmt: skip
+    list_display = (
+        "event_id",
+        "type",
+        "method",
+        "recommendation_id",
+        "position",
+        "scene",
+        "model_label",
+        "variant_id",
+        "revenue",
+        "occurred_at",
+    )
     list_filter = ("type", "method", "scene")
     search_fields = ("recommendation_id", "customer_shop_id")
     date_hierarchy = "occurred_at"

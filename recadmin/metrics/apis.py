@@ -124,8 +124,12 @@ class MetricsApi(APIView):
         ),
         parameters=[
             *_range_parameters(),
-            OpenApiParameter("group_by", str, description="day|hour, and any of scene, strategy, model_version, "
-                             "variant; comma-separated (default day)."),  # fmt: skip
+            OpenApiParameter(
+                "group_by",
+                str,
+                description="day|hour, and any of scene, strategy, model_version, "
+                "variant; comma-separated (default day).",
+            ),
         ],
         responses={200: inline_serializer("MetricsRows", {"rows": MetricsRow(many=True)}), **ERROR_RESPONSES},
     )
@@ -181,8 +185,7 @@ class MetricsPositionsApi(APIView):
     @extend_schema(
         operation_id="metrics_positions",
         summary="CTR by position",
-        description="Scope `manage`. Per scene and position: impressions, clicks and CTR (the "
-        "position-bias curve).",
+        description="Scope `manage`. Per scene and position: impressions, clicks and CTR (the position-bias curve).",
         parameters=_range_parameters(),
         responses={
             200: inline_serializer("MetricsPositionRows", {"rows": PositionRow(many=True)}),

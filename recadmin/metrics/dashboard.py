@@ -17,8 +17,11 @@ from django.utils import timezone
 from recadmin.core.charts import bar_chart, line_chart
 from recadmin.metrics import selectors
 
-PERIODS = (("Last 24 h", dt.timedelta(hours=24)), ("Last 7 days", dt.timedelta(days=7)),
-           ("Last 30 days", dt.timedelta(days=30)))  # fmt: skip
+PERIODS = (
+    ("Last 24 h", dt.timedelta(hours=24)),
+    ("Last 7 days", dt.timedelta(days=7)),
+    ("Last 30 days", dt.timedelta(days=30)),
+)
 CARDS = (
     ("Lists served", "lists", "count"),
     ("CTR", "ctr", "percent"),
@@ -30,7 +33,7 @@ CARDS = (
 
 def _format(value: Any, kind: str) -> str:
     if value is None:
-        return "–"
+        return "-"
     if kind == "percent":
         return f"{value * 100:.2f} %"
     if kind == "money":
@@ -42,12 +45,12 @@ def _change(now: Any, before: Any) -> str:
     if now is None or before is None or not before:
         return ""
     change = (now - before) / abs(before) * 100
-    return f"{'+' if change >= 0 else '−'}{abs(change):.1f} %"
+    return f"{'+' if change >= 0 else '-'}{abs(change):.1f} %"
 
 
 def comparison_panel(now: dt.datetime) -> dict[str, Any]:
     rows = []
-    periods = []
+    periods: list[dict[str, Any]] = []
     for label, length in PERIODS:
         current = selectors.period_totals(since=now - length, until=now)
         previous = selectors.period_totals(since=now - 2 * length, until=now - length)
@@ -56,8 +59,9 @@ def comparison_panel(now: dt.datetime) -> dict[str, Any]:
         cells = []
         for period in periods:
             value, before = period["current"][key], period["previous"][key]
-            cells.append({"value": _format(value, kind), "previous": _format(before, kind),
-                          "change": _change(value, before)})  # fmt: skip
+            cells.append(
+                {"value": _format(value, kind), "previous": _format(before, kind), "change": _change(value, before)}
+            )
         rows.append({"title": title, "cells": cells})
     return {
         "title": "Recommendations: this period against the one before",
@@ -82,55 +86,78 @@ def _over_time(now: dt.datetime, by: str, metric: str, length: dt.timedelta, buc
 
 
 def chart_panel(title: str, svg: Any, *, width: str = "half", note: str = "") -> dict[str, Any]:
-    return {"title": title, "template": "metrics/panels/chart.html", "context": {"svg": svg, "note": note},
-            "width": width}  # fmt: skip
+    return {
+        "title": title,
+        "template": "metrics/panels/chart.html",
+        "context": {"svg": svg, "note": note},
+        "width": width,
+    }
 
 
 def dashboard_panels(request: HttpRequest | None = None) -> list[dict[str, Any]]:
     now = timezone.now()
     two_days, week = dt.timedelta(hours=48), dt.timedelta(days=7)
     panels = [comparison_panel(now)]
-    panels.append(chart_panel(
-        "Lists served per scene (48 h, hourly)",
-        line_chart(_over_time(now, "scene", "lists", two_days, "hour"), y_label="lists"),
-    ))  # fmt: skip
-    panels.append(chart_panel(
-        "CTR per scene (48 h, hourly)",
-        line_chart(_over_time(now, "scene", "ctr", two_days, "hour"), y_label="CTR", percent=True),
-    ))  # fmt: skip
-    panels.append(chart_panel(
-        "CTR per model version (7 days, daily)",
-        line_chart(_over_time(now, "model_version", "ctr", week, "day"), y_label="CTR", percent=True),
-    ))  # fmt: skip
-    panels.append(chart_panel(
-        "Revenue per model version (7 days, daily)",
-        line_chart(_over_time(now, "model_version", "revenue", week, "day"), y_label="revenue"),
-    ))  # fmt: skip
+    panels.append(
+        chart_panel(
+            "Lists served per scene (48 h, hourly)",
+            line_chart(_over_time(now, "scene", "lists", two_days, "hour"), y_label="lists"),
+        )
+    )
+    panels.append(
+        chart_panel(
+            "CTR per scene (48 h, hourly)",
+            line_chart(_over_time(now, "scene", "ctr", two_days, "hour"), y_label="CTR", percent=True),
+        )
+    )
+    panels.append(
+        chart_panel(
+            "CTR per model version (7 days, daily)",
+            line_chart(_over_time(now, "model_version", "ctr", week, "day"), y_label="CTR", percent=True),
+        )
+    )
+    panels.append(
+        chart_panel(
+            "Revenue per model version (7 days, daily)",
+            line_chart(_over_time(now, "model_version", "revenue", week, "day"), y_label="revenue"),
+        )
+    )
     positions = selectors.position_rows(since=now - week, until=now)
     shown = sorted({r["position"] for r in positions if r["position"] < 20})
     by_scene: dict[str, dict[int, float | None]] = {}
     for r in positions:
         by_scene.setdefault(r["scene"] or "(no scene)", {})[r["position"]] = r["ctr"]
-    panels.append(chart_panel(
-        "CTR by position (7 days): the position-bias curve",
-        bar_chart([str(p + 1) for p in shown],
-                  {scene: [ctrs.get(p) for p in shown] for scene, ctrs in sorted(by_scene.items())},
-                  y_label="CTR", percent=True, width=960),
-        width="full", note="Position 1 is the top of the list.",
-    ))  # fmt: skip
+    panels.append(
+        chart_panel(
+            "CTR by position (7 days): the position-bias curve",
+            bar_chart(
+                [str(p + 1) for p in shown],
+                {scene: [ctrs.get(p) for p in shown] for scene, ctrs in sorted(by_scene.items())},
+                y_label="CTR",
+                percent=True,
+                width=960,
+            ),
+            width="full",
+            note="Position 1 is the top of the list.",
+        )
+    )
     rules = selectors.rule_rows(since=now - week, until=now)
     if rules:
-        panels.append({
-            "title": "Rules: CTR of boosted / pinned items against the rest of their lists (7 days)",
-            "template": "metrics/panels/rules.html",
-            "context": {"rows": rules[:20]},
-            "width": "full",
-        })  # fmt: skip
+        panels.append(
+            {
+                "title": "Rules: CTR of boosted / pinned items against the rest of their lists (7 days)",
+                "template": "metrics/panels/rules.html",
+                "context": {"rows": rules[:20]},
+                "width": "full",
+            }
+        )
     state = selectors.rollup_state()
-    panels.append({
-        "title": "Data freshness",
-        "template": "metrics/panels/freshness.html",
-        "context": {"state": state, "lag": selectors.rollup_lag_seconds()},
-        "width": "half",
-    })  # fmt: skip
+    panels.append(
+        {
+            "title": "Data freshness",
+            "template": "metrics/panels/freshness.html",
+            "context": {"state": state, "lag": selectors.rollup_lag_seconds()},
+            "width": "half",
+        }
+    )
     return panels

@@ -89,6 +89,9 @@ class HourlyRollup(Dimensions):
             models.Index(fields=["scene", "hour"], name="metrics_rollup_scene_hour"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.scene} {self.model_label or self.source}"
+
     @property
     def fallback_share(self) -> float:
         return self.fallback_lists / self.lists if self.lists else 0.0
@@ -112,6 +115,9 @@ class DailyItem(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"{self.day} {self.scene} {self.item}"
+
 
 class PositionRollup(models.Model):
     """Impressions and clicks per scene, hour and position: the position-bias curve."""
@@ -124,6 +130,9 @@ class PositionRollup(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["hour", "scene"], name="metrics_position_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.scene} #{self.position}"
 
 
 class RuleRollup(models.Model):
@@ -141,6 +150,9 @@ class RuleRollup(models.Model):
     class Meta:
         indexes = [models.Index(fields=["hour", "rule_id"], name="metrics_rule_hour")]
 
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} rule {self.rule_id}"
+
 
 class RollupState(models.Model):
     """The pipeline's bookmarks (one row): how far events and served pages have been read."""
@@ -153,3 +165,6 @@ class RollupState(models.Model):
     )
     last_run_seconds = models.FloatField(default=0.0)
     updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"rollups complete until {self.complete_until}"

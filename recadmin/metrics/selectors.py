@@ -15,8 +15,17 @@ from recadmin.catalog.models import Item
 from recadmin.metrics.models import DailyItem, HourlyRollup, PositionRollup, RollupState, RuleRollup
 
 GROUP_BY_CHOICES = ("day", "hour", "scene", "strategy", "model_version", "variant")
-_SUMS = ("lists", "fallback_lists", "impressions", "clicks", "add_to_carts", "purchases", "revenue",
-         "direct_attributions", "window_attributions")  # fmt: skip
+_SUMS = (
+    "lists",
+    "fallback_lists",
+    "impressions",
+    "clicks",
+    "add_to_carts",
+    "purchases",
+    "revenue",
+    "direct_attributions",
+    "window_attributions",
+)
 
 
 def rollup_lag_seconds() -> float | None:
@@ -52,8 +61,10 @@ def _derived(row: dict[str, Any], active_items: int) -> dict[str, Any]:
 def _variant_names() -> dict[int, str]:
     from recadmin.experiments.models import Variant
 
-    return {pk: f"{experiment}: {name}" for pk, name, experiment in
-            Variant.objects.values_list("pk", "name", "experiment__name")}  # fmt: skip
+    return {
+        pk: f"{experiment}: {name}"
+        for pk, name, experiment in Variant.objects.values_list("pk", "name", "experiment__name")
+    }
 
 
 def metrics_rows(
@@ -61,8 +72,9 @@ def metrics_rows(
 ) -> list[dict[str, Any]]:
     """Rollup rows summed over [since, until) (hours the lists were served), grouped as asked."""
     query: QuerySet[HourlyRollup] = HourlyRollup.objects.filter(hour__gte=since, hour__lt=until)
-    items_query: QuerySet[DailyItem] = DailyItem.objects.filter(day__gte=since.date(), day__lt=until.date()
-                                                                + dt.timedelta(days=1))  # fmt: skip
+    items_query: QuerySet[DailyItem] = DailyItem.objects.filter(
+        day__gte=since.date(), day__lt=until.date() + dt.timedelta(days=1)
+    )
     if scene:
         query = query.filter(scene=scene)
         items_query = items_query.filter(scene=scene)
@@ -75,8 +87,12 @@ def metrics_rows(
         item_fields.append("day")
     elif "hour" in group_by:
         fields.append("hour")
-    for name, column in (("scene", "scene"), ("strategy", "strategy"), ("model_version", "model_version_id"),
-                         ("variant", "variant_id")):  # fmt: skip
+    for name, column in (
+        ("scene", "scene"),
+        ("strategy", "strategy"),
+        ("model_version", "model_version_id"),
+        ("variant", "variant_id"),
+    ):
         if name in group_by:
             fields.append(column)
             item_fields.append("model_version_id" if column == "model_version_id" else column)
@@ -101,10 +117,7 @@ def metrics_rows(
     variants = _variant_names()
     out = []
     for row in rows:
-        if hourly:
-            key = tuple(row[f] for f in fields)
-        else:
-            key = tuple(_item_key(row, f) for f in item_fields)
+        key = tuple(row[f] for f in fields) if hourly else tuple(_item_key(row, f) for f in item_fields)
         row["_items"] = items_by_key.get(key, 0)
         if "day" in row:
             row["day"] = row["day"].date().isoformat() if isinstance(row["day"], dt.datetime) else str(row["day"])
@@ -134,21 +147,36 @@ def rule_rows(*, since: dt.datetime, until: dt.datetime, scene: str | None = Non
     query = RuleRollup.objects.filter(hour__gte=since, hour__lt=until)
     if scene:
         query = query.filter(scene=scene)
-    sums = query.values("rule_id").annotate(
-        lists=Sum("lists"), impressions=Sum("impressions"), clicks=Sum("clicks"),
-        other_impressions=Sum("other_impressions"), other_clicks=Sum("other_clicks"),
-    ).order_by("rule_id")  # fmt: skip
+    sums = (
+        query.values("rule_id")
+        .annotate(
+            lists=Sum("lists"),
+            impressions=Sum("impressions"),
+            clicks=Sum("clicks"),
+            other_impressions=Sum("other_impressions"),
+            other_clicks=Sum("other_clicks"),
+        )
+        .order_by("rule_id")
+    )
     names = dict(BusinessRule.objects.values_list("pk", "name"))
     rows = []
     for r in sums:
         ctr = _ratio(r["clicks"], r["impressions"])
         other = _ratio(r["other_clicks"], r["other_impressions"])
-        rows.append({
-            "rule": r["rule_id"], "name": names.get(r["rule_id"]), "lists": r["lists"],
-            "impressions": r["impressions"], "clicks": r["clicks"], "ctr": ctr,
-            "other_impressions": r["other_impressions"], "other_clicks": r["other_clicks"], "other_ctr": other,
-            "ctr_lift": (ctr / other - 1) if ctr is not None and other else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "rule": r["rule_id"],
+                "name": names.get(r["rule_id"]),
+                "lists": r["lists"],
+                "impressions": r["impressions"],
+                "clicks": r["clicks"],
+                "ctr": ctr,
+                "other_impressions": r["other_impressions"],
+                "other_clicks": r["other_clicks"],
+                "other_ctr": other,
+                "ctr_lift": (ctr / other - 1) if ctr is not None and other else None,
+            }
+        )
     return rows
 
 

@@ -149,7 +149,9 @@ _PAGE_FIELDS = (
 )
 
 
-def _pages_by_recommendation(recommendation_ids: set[str]) -> dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]]:
+def _pages_by_recommendation(
+    recommendation_ids: set[str],
+) -> dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]]:
     """recommendation_id -> item shop id -> (page, the item's entry in it)."""
     found: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {}
     for chunk in _chunks(recommendation_ids):
@@ -161,9 +163,7 @@ def _pages_by_recommendation(recommendation_ids: set[str]) -> dict[str, dict[str
     return found
 
 
-def _attribution(
-    event: dict[str, Any], page: dict[str, Any], entry: dict[str, Any], method: str
-) -> Attribution:
+def _attribution(event: dict[str, Any], page: dict[str, Any], entry: dict[str, Any], method: str) -> Attribution:
     quantity, revenue = _revenue(event)
     return Attribution(
         event_id=event["pk"],
@@ -292,9 +292,7 @@ def attribution_run(*, since: dt.datetime, until: dt.datetime | None = None) -> 
             customer__shop_id__in={c for c, _ in pairs},
             item_id__in={i for _, i in pairs},
         ).values(*_EVENT_FIELDS)
-        extra = [
-            e for e in later if (e["customer__shop_id"], e["item_id"]) in pairs and e["pk"] not in pending
-        ]
+        extra = [e for e in later if (e["customer__shop_id"], e["item_id"]) in pairs and e["pk"] not in pending]
         by_window.extend(_unattributed(extra))
     _attribute_by_window(by_window, result)
     return result
@@ -331,9 +329,18 @@ def _recompute_hours(hours: list[dt.datetime]) -> int:
         found = groups.get(key)
         if found is None:
             found = groups[key] = {
-                "lists": set(), "fallback": set(), "impressions": 0, "customers": set(), "items": set(),
-                "clicks": 0, "add_to_carts": 0, "purchases": 0, "revenue": Decimal(0), "direct": 0, "window": 0,
-            }  # fmt: skip
+                "lists": set(),
+                "fallback": set(),
+                "impressions": 0,
+                "customers": set(),
+                "items": set(),
+                "clicks": 0,
+                "add_to_carts": 0,
+                "purchases": 0,
+                "revenue": Decimal(0),
+                "direct": 0,
+                "window": 0,
+            }
         return found
 
     clicks_by_page: dict[int, list[list[Any]]] = defaultdict(list)
@@ -373,8 +380,9 @@ def _recompute_hours(hours: list[dt.datetime]) -> int:
         for entry in items:
             item = str(entry.get("item"))
             g["items"].add(item)
-            daily.add((day, page["scene"], page["strategy"], page["model_version_id"] or 0, page["variant_id"] or 0,
-                       item))  # fmt: skip
+            daily.add(
+                (day, page["scene"], page["strategy"], page["model_version_id"] or 0, page["variant_id"] or 0, item)
+            )
             positions[(hour, page["scene"], int(entry.get("position") or 0))][0] += 1
             for rule in entry.get("rules") or ():
                 page_rules[rule] += 1
@@ -411,15 +419,26 @@ def _recompute_hours(hours: list[dt.datetime]) -> int:
         )
     HourlyRollup.objects.bulk_create(rows, batch_size=2000)
     PositionRollup.objects.bulk_create(
-        [PositionRollup(hour=h, scene=s, position=p, impressions=c[0], clicks=c[1]) for (h, s, p), c in positions.items()],
+        [
+            PositionRollup(hour=h, scene=s, position=p, impressions=c[0], clicks=c[1])
+            for (h, s, p), c in positions.items()
+        ],
         batch_size=2000,
     )
     RuleRollup.objects.bulk_create(
         [
-            RuleRollup(hour=h, scene=s, rule_id=r, lists=c[0], impressions=c[1], clicks=c[2], other_impressions=c[3],
-                       other_clicks=c[4])
+            RuleRollup(
+                hour=h,
+                scene=s,
+                rule_id=r,
+                lists=c[0],
+                impressions=c[1],
+                clicks=c[2],
+                other_impressions=c[3],
+                other_clicks=c[4],
+            )
             for (h, s, r), c in rules.items()
-        ],  # fmt: skip
+        ],
         batch_size=2000,
     )
     DailyItem.objects.bulk_create(
@@ -468,9 +487,10 @@ def experiment_customers_refresh(*, pairs: Iterable[tuple[int, str]]) -> int:
                 )
                 .order_by()
             )
-            for row in served:
-                row["impressions"] = row["impressions"] or 0
-                served_sums[(row["variant_id"], row["customer_shop_id"])] = row
+            for page_row in served:
+                values: dict[str, Any] = dict(page_row)
+                values["impressions"] = values["impressions"] or 0
+                served_sums[(values["variant_id"], values["customer_shop_id"])] = values
             attributed = (
                 Attribution.objects.filter(
                     experiment_id=experiment.pk, customer_shop_id__in=chunk, variant_id__in=variant_ids
@@ -484,12 +504,19 @@ def experiment_customers_refresh(*, pairs: Iterable[tuple[int, str]]) -> int:
                 )
                 .order_by()
             )
-            for row in attributed:
+            for event_row in attributed:
+                row: dict[str, Any] = dict(event_row)
                 # No pages (deleted from the log): keep what the events say.
-                found = served_sums.setdefault((row["variant_id"], row["customer_shop_id"]), {
-                    "variant_id": row["variant_id"], "customer_shop_id": row["customer_shop_id"]})  # fmt: skip
-                found.update(clicks=row["clicks"], add_to_carts=row["add_to_carts"], purchases=row["purchases"],
-                             revenue=row["revenue"] or Decimal(0))  # fmt: skip
+                found = served_sums.setdefault(
+                    (row["variant_id"], row["customer_shop_id"]),
+                    {"variant_id": row["variant_id"], "customer_shop_id": row["customer_shop_id"]},
+                )
+                found.update(
+                    clicks=row["clicks"],
+                    add_to_carts=row["add_to_carts"],
+                    purchases=row["purchases"],
+                    revenue=row["revenue"] or Decimal(0),
+                )
             sums = [CustomerSums(**values) for values in served_sums.values()]
             written += experiment_customers_upsert(experiment=experiment, rows=sums)
     return written

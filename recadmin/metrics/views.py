@@ -58,15 +58,19 @@ def experiment_report_panels(experiment: Any) -> list[dict[str, Any]]:
         {
             "title": f"{label} per variant (95 % interval, customers as the unit)",
             "template": "metrics/panels/chart.html",
-            "context": {"svg": bar_chart(names, {label: values}, errors={label: intervals}, percent=percent,
-                                         y_label=label)},  # fmt: skip
+            "context": {
+                "svg": bar_chart(names, {label: values}, errors={label: intervals}, percent=percent, y_label=label)
+            },
             "width": "half",
         },
         {
             "title": "Customers per variant",
             "template": "metrics/panels/chart.html",
-            "context": {"svg": bar_chart(names, {"customers": [float(r["customers"]) for r in report["variants"]]},
-                                         y_label="customers")},  # fmt: skip
+            "context": {
+                "svg": bar_chart(
+                    names, {"customers": [float(r["customers"]) for r in report["variants"]]}, y_label="customers"
+                )
+            },
             "width": "half",
         },
     ]
@@ -82,13 +86,17 @@ def experiment_report_panels(experiment: Any) -> list[dict[str, Any]]:
         end = experiment.stopped_at or timezone.now()
         for name in names:
             series[name].append((end, series[name][-1][1]))
-    panels.append({
-        "title": "Allocation history (share of customers per variant)",
-        "template": "metrics/panels/chart.html",
-        "context": {"svg": line_chart(series, y_label="share", percent=True, width=960),
-                    "note": f"{len(history)} allocation(s); Thompson sampling adds one each time it reweights."},
-        "width": "full",
-    })  # fmt: skip
+    panels.append(
+        {
+            "title": "Allocation history (share of customers per variant)",
+            "template": "metrics/panels/chart.html",
+            "context": {
+                "svg": line_chart(series, y_label="share", percent=True, width=960),
+                "note": f"{len(history)} allocation(s); Thompson sampling adds one each time it reweights.",
+            },
+            "width": "full",
+        }
+    )
     return panels
 
 

@@ -13,8 +13,11 @@ SVG = "{http://www.w3.org/2000/svg}"
 def test_a_line_chart_draws_one_line_per_series_with_a_legend() -> None:
     start = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
     hours = [start + dt.timedelta(hours=h) for h in range(6)]
-    svg = str(line_chart({"home": [(h, h.hour / 10) for h in hours], "cart": [(h, 0.2) for h in hours]},
-                         title="CTR", percent=True))  # fmt: skip
+    svg = str(
+        line_chart(
+            {"home": [(h, h.hour / 10) for h in hours], "cart": [(h, 0.2) for h in hours]}, title="CTR", percent=True
+        )
+    )
     root = ET.fromstring(svg)
     assert len(root.findall(f"{SVG}polyline")) == 2
     texts = [t.text for t in root.iter(f"{SVG}text")]

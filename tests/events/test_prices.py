@@ -22,8 +22,14 @@ URL = "/api/v1/events"
 
 
 def _event(i: int, **overrides: Any) -> dict[str, Any]:
-    return {"event_id": f"p-{i}", "customer": "C-1", "item": "SKU-1", "type": "purchase",
-            "occurred_at": (timezone.now() - dt.timedelta(minutes=i)).isoformat(), **overrides}  # fmt: skip
+    return {
+        "event_id": f"p-{i}",
+        "customer": "C-1",
+        "item": "SKU-1",
+        "type": "purchase",
+        "occurred_at": (timezone.now() - dt.timedelta(minutes=i)).isoformat(),
+        **overrides,
+    }
 
 
 @pytest.fixture

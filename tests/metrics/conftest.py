@@ -47,10 +47,15 @@ def serve(items: dict[str, Item]) -> Callable[..., ServedRecommendation]:
         **fields: Any,
     ) -> ServedRecommendation:
         entries = [
-            {"item": shop_id, "position": offset + i, "score": 1.0 - i / 10, "rules": (rules or {}).get(shop_id, []),
-             "source": source}
+            {
+                "item": shop_id,
+                "position": offset + i,
+                "score": 1.0 - i / 10,
+                "rules": (rules or {}).get(shop_id, []),
+                "source": source,
+            }
             for i, shop_id in enumerate(item_ids)
-        ]  # fmt: skip
+        ]
         fields.setdefault("model_label", "recommender v1" if source == "model" else "")
         fields.setdefault("strategy", "model,popular")
         return ServedRecommendation.objects.create(
@@ -72,11 +77,25 @@ def serve(items: dict[str, Item]) -> Callable[..., ServedRecommendation]:
 def send() -> Callable[..., dict[str, Any]]:
     counter = {"n": 0}
 
-    def make(type_: str, item: str, *, at: dt.datetime, customer: str = "c1", rec: str | None = None,
-             event_id: str | None = None, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    def make(
+        type_: str,
+        item: str,
+        *,
+        at: dt.datetime,
+        customer: str = "c1",
+        rec: str | None = None,
+        event_id: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         counter["n"] += 1
-        row = {"customer": customer, "item": item, "type": type_, "occurred_at": at.isoformat(),
-               "event_id": event_id or f"e{counter['n']}", **extra}  # fmt: skip
+        row = {
+            "customer": customer,
+            "item": item,
+            "type": type_,
+            "occurred_at": at.isoformat(),
+            "event_id": event_id or f"e{counter['n']}",
+            **extra,
+        }
         if rec is not None:
             row["recommendation_id"] = rec
         result = events_ingest(payload=[row], record_history=False)

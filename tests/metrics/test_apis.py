@@ -95,8 +95,12 @@ def test_rule_and_position_reports(traffic: dt.datetime, make_api_client: Callab
     assert (rule["other_impressions"], rule["other_clicks"]) == (4, 1)
     assert rule["ctr"] == pytest.approx(0.5) and rule["other_ctr"] == pytest.approx(0.25)
     positions = client.get("/api/v1/metrics/positions", {"scene": "home"}).json()["rows"]
-    assert [(p["position"], p["impressions"], p["clicks"]) for p in positions] == [(0, 1, 1), (1, 1, 0), (2, 1, 0),
-                                                                                  (3, 1, 0)]  # fmt: skip
+    assert [(p["position"], p["impressions"], p["clicks"]) for p in positions] == [
+        (0, 1, 1),
+        (1, 1, 0),
+        (2, 1, 0),
+        (3, 1, 0),
+    ]
 
 
 def test_the_endpoints_are_in_the_openapi_schema(client: Any) -> None:

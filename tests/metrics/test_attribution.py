@@ -35,12 +35,20 @@ def test_a_click_with_the_recommendation_id_counts_for_its_list_and_position(
     assert (result.direct, result.window) == (1, 0)
     attribution = Attribution.objects.get()
     assert (attribution.method, attribution.position, attribution.scene, attribution.strategy) == (
-        "direct", 1, "home", "model,popular"
-    )  # fmt: skip
+        "direct",
+        1,
+        "home",
+        "model,popular",
+    )
     row = _rollup(t0)
     assert (row["lists"], row["impressions"], row["clicks"], row["purchases"], row["customers"], row["items"]) == (
-        1, 3, 1, 0, 1, 3
-    )  # fmt: skip
+        1,
+        3,
+        1,
+        0,
+        1,
+        3,
+    )
     assert (row["model_label"], row["source"], row["direct_attributions"]) == ("recommender v1", "model", 1)
 
 
@@ -58,14 +66,20 @@ def test_a_purchase_without_the_id_goes_to_the_last_click_on_the_item_within_the
     metrics_refresh(drain=False)
     purchase = Attribution.objects.get(type="purchase")
     assert (purchase.method, purchase.recommendation_id, purchase.position, purchase.scene) == (
-        "window", "r2", 0, "product_detail"
-    )  # fmt: skip
+        "window",
+        "r2",
+        0,
+        "product_detail",
+    )
     assert purchase.revenue == Decimal("10.00") and purchase.quantity == 2
     assert Attribution.objects.count() == 3
     detail = _rollup(t0, scene="product_detail")
     assert (detail["clicks"], detail["purchases"], detail["revenue"], detail["window_attributions"]) == (
-        1, 1, Decimal("10.00"), 1
-    )  # fmt: skip
+        1,
+        1,
+        Decimal("10.00"),
+        1,
+    )
     assert _rollup(t0, scene="home")["purchases"] == 0
 
 
@@ -79,9 +93,7 @@ def test_events_outside_the_window_are_not_counted(
     send("purchase", "A", at=t0 + 95 * M)  # 65 min after the click
     send("purchase", "A", at=t0 + 85 * M, event_id="p-in")  # 55 min after the click
     metrics_refresh(drain=False)
-    assert sorted(Attribution.objects.values_list("type", "method")) == [
-        ("click", "direct"), ("purchase", "window")
-    ]  # fmt: skip
+    assert sorted(Attribution.objects.values_list("type", "method")) == [("click", "direct"), ("purchase", "window")]
     assert Attribution.objects.get(type="purchase").event_id == Event.objects.get(event_id="p-in").pk
 
 

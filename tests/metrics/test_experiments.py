@@ -32,15 +32,24 @@ def _experiment(allocation: str = "fixed") -> Experiment:
     return experiment_start(experiment=experiment)
 
 
-def _traffic(experiment: Experiment, t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any],
-             *, clicks_control: int, clicks_popular: int, customers: int = 4) -> None:  # fmt: skip
+def _traffic(
+    experiment: Experiment,
+    t0: dt.datetime,
+    serve: Callable[..., Any],
+    send: Callable[..., Any],
+    *,
+    clicks_control: int,
+    clicks_popular: int,
+    customers: int = 4,
+) -> None:
     control, popular = experiment.variants.order_by("position")
     for n in range(customers):
         variant = control if n % 2 == 0 else popular
         customer = f"c{n}"
         rec = f"r-{n}"
-        serve(rec, ["A", "B", "C"], at=t0 + n * M, customer=customer, experiment_id=experiment.pk,
-              variant_id=variant.pk)  # fmt: skip
+        serve(
+            rec, ["A", "B", "C"], at=t0 + n * M, customer=customer, experiment_id=experiment.pk, variant_id=variant.pk
+        )
         wanted = clicks_control if variant == control else clicks_popular
         for item in ["A", "B", "C"][:wanted]:
             send("click", item, at=t0 + (n + 1) * M, rec=rec, customer=customer)
@@ -62,11 +71,15 @@ def test_served_pages_and_events_fill_the_report_per_variant(
     assert response.status_code == 200, response.content
     variants = {v["name"]: v for v in response.json()["variants"]}
     assert (variants["control"]["customers"], variants["control"]["clicks"], variants["control"]["impressions"]) == (
-        2, 2, 6
-    )  # fmt: skip
+        2,
+        2,
+        6,
+    )
     assert (variants["popular"]["customers"], variants["popular"]["clicks"], variants["popular"]["purchases"]) == (
-        2, 4, 1
-    )  # fmt: skip
+        2,
+        4,
+        1,
+    )
     assert variants["popular"]["ctr"] == pytest.approx(4 / 6)
 
     # Re-running the pipeline writes the same sums.
@@ -100,3 +113,9 @@ def test_the_admin_report_page_shows_charts(
     assert html.count("<svg") >= 3
     assert "Allocation history" in html and "popular" in html and "(control)" in html
     assert admin_client.get("/admin/metrics/experiments/999999/report/").status_code == 404
+
+
+def test_the_experiment_change_page_links_to_the_report(admin_client: Client) -> None:
+    experiment = _experiment()
+    html = admin_client.get(f"/admin/experiments/experiment/{experiment.pk}/change/").content.decode()
+    assert f"/admin/metrics/experiments/{experiment.pk}/report/" in html

@@ -19,9 +19,7 @@ H = dt.timedelta(hours=1)
 
 
 def _snapshot() -> list[tuple[Any, ...]]:
-    hourly = sorted(
-        tuple(v for k, v in row.items() if k != "id") for row in HourlyRollup.objects.values()
-    )
+    hourly = sorted(tuple(v for k, v in row.items() if k != "id") for row in HourlyRollup.objects.values())
     positions = sorted(tuple(v for k, v in r.items() if k != "id") for r in PositionRollup.objects.values())
     rules = sorted(tuple(v for k, v in r.items() if k != "id") for r in RuleRollup.objects.values())
     return [tuple(hourly), tuple(positions), tuple(rules), (DailyItem.objects.count(),)]
@@ -29,8 +27,16 @@ def _snapshot() -> list[tuple[Any, ...]]:
 
 def _traffic(t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any]) -> None:
     serve("r1", ["A", "B", "C"], at=t0, rules={"B": [7]})
-    serve("r2", ["A", "D"], at=t0 + 70 * M, scene="cart", source="fallback", fallback_reason="timeout",
-          strategy="popular", model_label="")  # fmt: skip
+    serve(
+        "r2",
+        ["A", "D"],
+        at=t0 + 70 * M,
+        scene="cart",
+        source="fallback",
+        fallback_reason="timeout",
+        strategy="popular",
+        model_label="",
+    )
     serve("r3", ["C", "B"], at=t0 + 5 * M, customer="c2", rules={"B": [7]})
     send("click", "B", at=t0 + M, rec="r1")
     send("click", "C", at=t0 + 6 * M, rec="r3", customer="c2")
@@ -62,12 +68,21 @@ def test_rollups_split_by_dimension_and_count_positions_rules_and_fallbacks(
     metrics_refresh(drain=False)
     home = HourlyRollup.objects.get(scene="home")
     assert (home.hour, home.lists, home.impressions, home.clicks, home.customers, home.items) == (
-        hour_of(t0), 2, 5, 2, 2, 3
-    )  # fmt: skip
+        hour_of(t0),
+        2,
+        5,
+        2,
+        2,
+        3,
+    )
     cart = HourlyRollup.objects.get(scene="cart")
     assert (cart.hour, cart.fallback_share, cart.strategy, cart.purchases, str(cart.revenue)) == (
-        hour_of(t0 + H), 1.0, "popular", 1, "9.00"
-    )  # fmt: skip
+        hour_of(t0 + H),
+        1.0,
+        "popular",
+        1,
+        "9.00",
+    )
     home_positions = {p.position: (p.impressions, p.clicks) for p in PositionRollup.objects.filter(scene="home")}
     assert home_positions == {0: (2, 1), 1: (2, 1), 2: (1, 0)}
     rule = RuleRollup.objects.get(rule_id=7)
@@ -81,8 +96,15 @@ def test_it_drains_the_served_log_before_rolling_up(items: Any, send: Callable[.
     from recadmin.serving.served_log import served_log_drain, served_log_push
 
     served_log_drain()
-    served_log_push(record={"recommendation_id": "r-log", "scene": "home", "source": "model", "customer": "c1",
-                            "items": [{"item": "A", "position": 0, "rules": []}]})  # fmt: skip
+    served_log_push(
+        record={
+            "recommendation_id": "r-log",
+            "scene": "home",
+            "source": "model",
+            "customer": "c1",
+            "items": [{"item": "A", "position": 0, "rules": []}],
+        }
+    )
     result = metrics_refresh()
     assert result.drained == 1
     assert HourlyRollup.objects.get(scene="home").lists == 1
@@ -100,8 +122,15 @@ def test_the_periodic_task_runs_under_the_in_process_scheduler(
 
     served_log_drain()
     monkeypatch.setattr(tasks, "REFRESH_EVERY_SECONDS", 1.0)
-    served_log_push(record={"recommendation_id": "r-sched", "scene": "home", "source": "model", "customer": "c1",
-                            "items": [{"item": "A", "position": 0, "rules": []}]})  # fmt: skip
+    served_log_push(
+        record={
+            "recommendation_id": "r-sched",
+            "scene": "home",
+            "source": "model",
+            "customer": "c1",
+            "items": [{"item": "A", "position": 0, "rules": []}],
+        }
+    )
     scheduler = EmbeddedScheduler(lock_path=tmp_path / "lock", per_process_tasks=[], max_interval=0.5)
     scheduler.start()
     try:
