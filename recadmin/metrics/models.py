@@ -160,6 +160,10 @@ class RollupState(models.Model):
     key = models.CharField(max_length=32, unique=True, default="default")
     events_read_until = models.DateTimeField(null=True, blank=True, help_text="Event.created_at read up to.")
     served_read_id = models.BigIntegerField(default=0, help_text="ServedRecommendation.id read up to.")
+    # The ids (served_check_low, served_read_id] held this many pages at the last run: a different count
+    # later means a page committed late below the bookmark.
+    served_check_low = models.BigIntegerField(default=0)
+    served_check_count = models.BigIntegerField(default=0)
     complete_until = models.DateTimeField(
         null=True, blank=True, help_text="Everything served and drained before this moment is in the rollups."
     )

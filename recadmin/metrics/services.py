@@ -193,8 +193,18 @@ def _unattributed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _store(rows: list[Attribution], result: AttributionResult) -> None:
+    """Insert the rows that count (first of each dedup key, none already stored); only those touch
+    an hour, so an event that keeps matching an attributed one does not recompute anything."""
     if not rows:
         return
+    fresh: dict[str, Attribution] = {}
+    for row in rows:
+        fresh.setdefault(row.dedup_key, row)
+    for chunk in _chunks(list(fresh)):
+        for key in Attribution.objects.filter(dedup_key__in=chunk).values_list("dedup_key", flat=True):
+            fresh.pop(key, None)
+    rows = list(fresh.values())
+    # ignore_conflicts still: a concurrent writer outside the bookmark lock must not fail the run.
     Attribution.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
     for row in rows:
         result.hours.add(row.served_hour)
@@ -312,8 +322,15 @@ def rollups_recompute(*, hours: Iterable[dt.datetime]) -> int:
     """Recompute the hourly, position and rule rollups of these hours from scratch (and add their
     items to the daily item sets). Returns the hourly rows written."""
     written = 0
-    for chunk in _chunks(sorted({hour_of(h) for h in hours}), 24):
-        written += _recompute_hours(chunk)
+    run: list[dt.datetime] = []
+    # Runs of consecutive hours (at most a day each): one range scan of the served log per run.
+    for hour in sorted({hour_of(h) for h in hours}):
+        if run and (hour - run[-1] != dt.timedelta(hours=1) or len(run) >= 24):
+            written += _recompute_hours(run)
+            run = []
+        run.append(hour)
+    if run:
+        written += _recompute_hours(run)
     return written
 
 
@@ -561,15 +578,22 @@ def metrics_refresh(*, drain: bool = True) -> RefreshResult:
 
         hours = set(attributed.hours)
         pairs = set(attributed.experiment_customers)
-        pages = ServedRecommendation.objects.filter(id__gt=max(0, state.served_read_id - SERVED_ID_LOOKBACK))
+        pages = ServedRecommendation.objects.all()
+        # Pages below the bookmark that were committed after the last run (a concurrent drain's
+        # transaction): the count of the last run's checked id range has changed.
+        low, high = state.served_check_low, state.served_read_id
+        late = high > 0 and pages.filter(id__gt=low, id__lte=high).count() != state.served_check_count
         newest_id = state.served_read_id
-        for page_id, created, experiment_id, customer in pages.values_list(
-            "id", "created_at", "experiment_id", "customer_shop_id"
-        ).iterator(chunk_size=10000):
+        fields = ("id", "created_at", "experiment_id", "customer_shop_id")
+        for page_id, created, experiment_id, customer in (
+            pages.filter(id__gt=low if late else high).values_list(*fields).iterator(chunk_size=10000)
+        ):
             hours.add(hour_of(created))
             newest_id = max(newest_id, page_id)
             if experiment_id is not None and customer:
                 pairs.add((experiment_id, customer))
+        state.served_check_low = max(0, newest_id - SERVED_ID_LOOKBACK)
+        state.served_check_count = pages.filter(id__gt=state.served_check_low, id__lte=newest_id).count()
         result.hours = len(hours)
         result.rows = rollups_recompute(hours=hours) if hours else 0
         result.experiment_customers = experiment_customers_refresh(pairs=pairs) if pairs else 0
@@ -590,5 +614,6 @@ def metrics_rebuild(*, since: dt.datetime | None = None) -> RefreshResult:
         state, _ = RollupState.objects.select_for_update().get_or_create(key="default")
         state.events_read_until = since
         state.served_read_id = 0
+        state.served_check_low = state.served_check_count = 0
         state.save()
     return metrics_refresh()

@@ -144,3 +144,22 @@ def test_the_periodic_task_runs_under_the_in_process_scheduler(
     from django_celery_beat.models import PeriodicTask
 
     assert PeriodicTask.objects.filter(name="metrics: drain, attribute and roll up").exists()
+
+
+@pytest.mark.django_db
+def test_a_page_committed_late_below_the_bookmark_is_rolled_up(
+    t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any]
+) -> None:
+    late_id = serve("r0", ["A"], at=t0).pk
+    from recadmin.serving.models import ServedRecommendation
+
+    ServedRecommendation.objects.filter(pk=late_id).delete()
+    serve("r1", ["A", "B"], at=t0 + 2 * H)
+    metrics_refresh(drain=False)
+    assert not HourlyRollup.objects.filter(hour=hour_of(t0)).exists()
+    # Another drain's transaction commits a page with a lower id after the run.
+    serve("r0", ["A"], at=t0, id=late_id)
+    result = metrics_refresh(drain=False)
+    assert HourlyRollup.objects.get(hour=hour_of(t0)).lists == 1
+    assert result.hours == 2
+    assert metrics_refresh(drain=False).hours == 0  # nothing new: nothing recomputed
