@@ -163,3 +163,29 @@ def test_a_page_committed_late_below_the_bookmark_is_rolled_up(
     assert HourlyRollup.objects.get(hour=hour_of(t0)).lists == 1
     assert result.hours == 2
     assert metrics_refresh(drain=False).hours == 0  # nothing new: nothing recomputed
+
+
+@pytest.mark.django_db
+def test_the_python_aggregation_gives_the_same_rows_as_postgresqls(
+    t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite (embedded) reads pages into Python; PostgreSQL aggregates them with jsonb functions."""
+    from recadmin.metrics import services
+
+    _traffic(t0, serve, send)
+    serve("r4", ["A", "B", "C", "D"], at=t0 + 3 * M, rules={"A": [7, 8], "C": [8]})
+    send("click", "C", at=t0 + 4 * M, rec="r4")
+    metrics_refresh(drain=False)
+    by_sql = _snapshot()
+    DailyItem.objects.all().delete()
+    monkeypatch.setattr(services, "USE_SQL", False)
+    metrics_rebuild()
+    assert _snapshot() == by_sql
+    rule8 = RuleRollup.objects.get(rule_id=8)
+    assert (rule8.lists, rule8.impressions, rule8.clicks, rule8.other_impressions, rule8.other_clicks) == (
+        1,
+        2,
+        1,
+        2,
+        0,
+    )
