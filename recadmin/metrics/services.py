@@ -157,6 +157,9 @@ def _pages_by_recommendation(
     for chunk in _chunks(recommendation_ids):
         for page in ServedRecommendation.objects.filter(recommendation_id__in=chunk).values(*_PAGE_FIELDS):
             entries = found.setdefault(page["recommendation_id"], {})
+            page["page_rules"] = sorted(
+                {r for e in page["items"] or [] if isinstance(e, dict) for r in e.get("rules") or ()}
+            )
             for entry in page["items"] or []:
                 if isinstance(entry, dict) and entry.get("item") is not None:
                     entries.setdefault(str(entry["item"]), (page, entry))
@@ -177,6 +180,7 @@ def _attribution(event: dict[str, Any], page: dict[str, Any], entry: dict[str, A
         item_id=event["item_id"],
         item_source=str(entry.get("source") or "")[:20],
         rules=list(entry.get("rules") or []),
+        page_rules=list(page.get("page_rules") or []),
         customer_shop_id=page["customer_shop_id"] or event["customer__shop_id"],
         occurred_at=event["occurred_at"],
         quantity=quantity,
@@ -254,6 +258,7 @@ def _attribute_by_window(events: list[dict[str, Any]], result: AttributionResult
             "experiment_id": click.experiment_id,
             "variant_id": click.variant_id,
             "source": click.source,
+            "page_rules": click.page_rules,
         }
         entry = {"position": click.position, "source": click.item_source, "rules": click.rules}
         rows.append(_attribution(event, page, entry, AttributionMethod.WINDOW))
@@ -482,13 +487,13 @@ def _recompute_hours(hours: list[dt.datetime]) -> int:
 
     clicked: list[tuple[dt.datetime, str, int, list[Any]]] = []
     attributions = Attribution.objects.filter(served_hour__in=hours).values(
-        "type", "method", "served_id", "served_hour", "position", "rules", "revenue", *_DIMS
+        "type", "method", "served_id", "served_hour", "position", "rules", "page_rules", "revenue", *_DIMS
     )
     for a in attributions:
         g = group((a["served_hour"], *(a[d] for d in _DIMS)))
         if a["type"] == "click":
             g["clicks"] += 1
-            clicked.append((a["served_hour"], a["scene"], a["served_id"], a["rules"] or []))
+            clicked.append((a["served_hour"], a["scene"], a["page_rules"] or [], a["rules"] or []))
             positions[(a["served_hour"], a["scene"], a["position"])][1] += 1
         elif a["type"] == "add_to_cart":
             g["add_to_carts"] += 1
@@ -496,18 +501,10 @@ def _recompute_hours(hours: list[dt.datetime]) -> int:
             g["purchases"] += 1
             g["revenue"] += a["revenue"]
         g["direct" if a["method"] == AttributionMethod.DIRECT else "window"] += 1
-    if clicked and page_rules:
-        # A click counts for each rule present on its page: for it when the clicked item carried it.
-        page_rule_sets: dict[int, set[int]] = {}
-        for page_id, entries in ServedRecommendation.objects.filter(pk__in={c[2] for c in clicked}).values_list(
-            "id", "items"
-        ):
-            page_rule_sets[page_id] = {
-                int(r) for e in entries or [] if isinstance(e, dict) for r in e.get("rules") or ()
-            }
-        for h, scene, page_id, clicked_rules in clicked:
-            for rule in page_rule_sets.get(page_id, ()):
-                rules[(h, scene, rule)][2 if rule in clicked_rules else 4] += 1
+    # A click counts for each rule present on its page: for it when the clicked item carried it.
+    for h, scene, on_page, clicked_rules in clicked:
+        for rule in on_page:
+            rules[(h, scene, rule)][2 if rule in clicked_rules else 4] += 1
 
     HourlyRollup.objects.filter(hour__in=hours).delete()
     PositionRollup.objects.filter(hour__in=hours).delete()
