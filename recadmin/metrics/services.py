@@ -409,7 +409,7 @@ def _page_sums_sql(
     dims = "s.scene, s.strategy, s.model_version_id, s.model_label, s.experiment_id, s.variant_id, s.source"
     where = "s.created_at >= %s AND s.created_at < %s AND date_trunc('hour', s.created_at) = ANY(%s)"
     start, end = min(hours), max(hours) + dt.timedelta(hours=1)
-    params = [start, end, list(hours)]
+    params: list[Any] = [start, end, list(hours)]
     groups: dict[tuple[Any, ...], PageSums] = {}
     positions: dict[tuple[Any, ...], int] = {}
     rules: dict[tuple[Any, ...], list[int]] = {}
@@ -485,7 +485,7 @@ def _recompute_hours(hours: list[dt.datetime]) -> int:
     for key, (lists, boosted, other) in page_rules.items():
         rules[key][0], rules[key][1], rules[key][3] = lists, boosted, other
 
-    clicked: list[tuple[dt.datetime, str, int, list[Any]]] = []
+    clicked: list[tuple[dt.datetime, str, list[Any], list[Any]]] = []
     attributions = Attribution.objects.filter(served_hour__in=hours).values(
         "type", "method", "served_id", "served_hour", "position", "rules", "page_rules", "revenue", *_DIMS
     )
