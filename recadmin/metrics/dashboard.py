@@ -94,6 +94,44 @@ def chart_panel(title: str, svg: Any, *, width: str = "half", note: str = "") ->
     }
 
 
+def status_panel(now: dt.datetime) -> dict[str, Any]:
+    """The default model and the last training run, running experiments with their verdict, rules
+    active now: what the numbers above are the result of."""
+    from django.db.models import Q
+
+    from recadmin.experiments.models import Experiment, ExperimentStatus
+    from recadmin.experiments.selectors import experiment_report
+    from recadmin.modelops.models import ModelVersion, ModelVersionStatus, TrainingRun
+    from recadmin.rules.models import BusinessRule
+
+    defaults = list(ModelVersion.objects.filter(status=ModelVersionStatus.DEFAULT).order_by("name"))
+    last_run = TrainingRun.objects.order_by("-created_at", "-id").first()
+    experiments = [
+        {"experiment": e, "verdict": experiment_report(e)["verdict"]}
+        for e in Experiment.objects.filter(status=ExperimentStatus.RUNNING).order_by("started_at")[:5]
+    ]
+    rules = list(
+        BusinessRule.objects.filter(enabled=True)
+        .filter(Q(valid_from__isnull=True) | Q(valid_from__lte=now))
+        .filter(Q(valid_until__isnull=True) | Q(valid_until__gt=now))
+        .order_by("name")[:10]
+    )
+    week = selectors.period_totals(since=now - dt.timedelta(days=7), until=now)
+    return {
+        "title": "Now: models, experiments, rules",
+        "template": "metrics/panels/status.html",
+        "context": {
+            "defaults": defaults,
+            "last_run": last_run,
+            "experiments": experiments,
+            "rules": rules,
+            "direct": week["direct_attributions"],
+            "window": week["window_attributions"],
+        },
+        "width": "half",
+    }
+
+
 def dashboard_panels(request: HttpRequest | None = None) -> list[dict[str, Any]]:
     now = timezone.now()
     two_days, week = dt.timedelta(hours=48), dt.timedelta(days=7)
@@ -151,6 +189,7 @@ def dashboard_panels(request: HttpRequest | None = None) -> list[dict[str, Any]]
                 "width": "full",
             }
         )
+    panels.append(status_panel(now))
     state = selectors.rollup_state()
     panels.append(
         {
