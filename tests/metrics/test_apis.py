@@ -26,8 +26,8 @@ def traffic(t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any]
     return t0
 
 
-def _get(client: APIClient, path: str, **params: Any) -> Any:
-    return client.get(path, params)
+def _z(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.mark.parametrize("path", ["/api/v1/metrics", "/api/v1/metrics/rules", "/api/v1/metrics/positions"])
@@ -81,8 +81,9 @@ def test_rows_by_hour_filtered_by_scene(traffic: dt.datetime, make_api_client: C
     assert len(rows) == 1
     assert rows[0]["hour"].startswith(hour_of(traffic).strftime("%Y-%m-%dT%H"))
     assert rows[0]["model_label"] == "recommender v1" and rows[0]["variant"] is None
-    window = {"from": (traffic + dt.timedelta(hours=2)).isoformat()}
-    assert make_api_client("manage").get("/api/v1/metrics", window).json()["rows"] == []
+    # After the hour the lists were served in (an explicit `to`: `now` may be minutes after it).
+    later = {"from": _z(traffic + dt.timedelta(hours=1)), "to": _z(traffic + dt.timedelta(minutes=90))}
+    assert make_api_client("manage").get("/api/v1/metrics", later).json()["rows"] == []
 
 
 def test_rule_and_position_reports(traffic: dt.datetime, make_api_client: Callable[..., APIClient]) -> None:
