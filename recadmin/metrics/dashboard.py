@@ -8,15 +8,19 @@ the rollups (a few indexed aggregate queries), charts are server-side SVG (core.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
+from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
 from recadmin.core.charts import bar_chart, line_chart
 from recadmin.metrics import selectors
 
+# An upper bound: a new rollup run changes the key anyway.
+DASHBOARD_CACHE_SECONDS = 120
 PERIODS = (
     ("Last 24 h", dt.timedelta(hours=24)),
     ("Last 7 days", dt.timedelta(days=7)),
@@ -71,8 +75,7 @@ def comparison_panel(now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _over_time(now: dt.datetime, by: str, metric: str, length: dt.timedelta, bucket: str) -> dict[str, list[Any]]:
-    data = selectors.series(since=now - length, until=now, by=by, bucket=bucket)["series"]
+def _over_time(data: dict[str, Any], metric: str) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for name, points in sorted(data.items()):
         values = []
@@ -133,31 +136,56 @@ def status_panel(now: dt.datetime) -> dict[str, Any]:
 
 
 def dashboard_panels(request: HttpRequest | None = None) -> list[dict[str, Any]]:
+    """The panels, cached until the next rollup run (they show nothing newer before it)."""
+    state = selectors.rollup_state()
+    key = f"metrics:dashboard:v1:{state.complete_until.timestamp() if state and state.complete_until else 0}"
+    try:
+        cached = cache.get(key)
+    except Exception:  # noqa: BLE001 - a cache outage: compute them
+        cached = None
+    if cached is None:
+        cached = dashboard_panels_build()
+        with contextlib.suppress(Exception):
+            cache.set(key, cached, DASHBOARD_CACHE_SECONDS)
+    return [*cast(list[dict[str, Any]], cached), freshness_panel(state)]
+
+
+def freshness_panel(state: Any) -> dict[str, Any]:
+    return {
+        "title": "Data freshness",
+        "template": "metrics/panels/freshness.html",
+        "context": {"state": state, "lag": selectors.rollup_lag_seconds()},
+        "width": "half",
+    }
+
+
+def dashboard_panels_build() -> list[dict[str, Any]]:
     now = timezone.now()
     two_days, week = dt.timedelta(hours=48), dt.timedelta(days=7)
     panels = [comparison_panel(now)]
+    per_scene = selectors.series(since=now - two_days, until=now, by="scene", bucket="hour")["series"]
+    per_version = selectors.series(since=now - week, until=now, by="model_version", bucket="day")["series"]
     panels.append(
         chart_panel(
-            "Lists served per scene (48 h, hourly)",
-            line_chart(_over_time(now, "scene", "lists", two_days, "hour"), y_label="lists"),
+            "Lists served per scene (48 h, hourly)", line_chart(_over_time(per_scene, "lists"), y_label="lists")
         )
     )
     panels.append(
         chart_panel(
             "CTR per scene (48 h, hourly)",
-            line_chart(_over_time(now, "scene", "ctr", two_days, "hour"), y_label="CTR", percent=True),
+            line_chart(_over_time(per_scene, "ctr"), y_label="CTR", percent=True),
         )
     )
     panels.append(
         chart_panel(
             "CTR per model version (7 days, daily)",
-            line_chart(_over_time(now, "model_version", "ctr", week, "day"), y_label="CTR", percent=True),
+            line_chart(_over_time(per_version, "ctr"), y_label="CTR", percent=True),
         )
     )
     panels.append(
         chart_panel(
             "Revenue per model version (7 days, daily)",
-            line_chart(_over_time(now, "model_version", "revenue", week, "day"), y_label="revenue"),
+            line_chart(_over_time(per_version, "revenue"), y_label="revenue"),
         )
     )
     positions = selectors.position_rows(since=now - week, until=now)
@@ -190,13 +218,4 @@ def dashboard_panels(request: HttpRequest | None = None) -> list[dict[str, Any]]
             }
         )
     panels.append(status_panel(now))
-    state = selectors.rollup_state()
-    panels.append(
-        {
-            "title": "Data freshness",
-            "template": "metrics/panels/freshness.html",
-            "context": {"state": state, "lag": selectors.rollup_lag_seconds()},
-            "width": "half",
-        }
-    )
     return panels

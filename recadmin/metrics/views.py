@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
+from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 
 from recadmin.core.charts import bar_chart, line_chart
 from recadmin.metrics.dashboard import dashboard_panels
+
+REPORT_CACHE_SECONDS = 120
 
 
 def _page(request: HttpRequest, title: str, panels: list[dict[str, Any]], intro: str = "") -> HttpResponse:
@@ -100,10 +104,29 @@ def experiment_report_panels(experiment: Any) -> list[dict[str, Any]]:
     return panels
 
 
+def experiment_report_panels_cached(experiment: Any) -> list[dict[str, Any]]:
+    """The report's panels, cached until the next rollup run, Thompson reallocation or state change."""
+    from recadmin.metrics.selectors import rollup_state
+
+    state = rollup_state()
+    snapshot = experiment.allocations.order_by("-created_at", "-id").values_list("pk", flat=True).first()
+    done = state.complete_until.timestamp() if state and state.complete_until else 0
+    key = f"metrics:experiment-report:v1:{experiment.pk}:{experiment.status}:{snapshot}:{done}"
+    try:
+        panels = cache.get(key)
+    except Exception:  # noqa: BLE001 - a cache outage: compute them
+        panels = None
+    if panels is None:
+        panels = experiment_report_panels(experiment)
+        with contextlib.suppress(Exception):
+            cache.set(key, panels, REPORT_CACHE_SECONDS)
+    return cast(list[dict[str, Any]], panels)
+
+
 def experiment_report_view(request: HttpRequest, experiment_id: int) -> HttpResponse:
     from recadmin.experiments.models import Experiment
 
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     if experiment is None:
         raise Http404("No such experiment.")
-    return _page(request, f"Experiment report: {experiment.name}", experiment_report_panels(experiment))
+    return _page(request, f"Experiment report: {experiment.name}", experiment_report_panels_cached(experiment))
