@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "recadmin.modelops",
     "recadmin.experiments",
     "recadmin.serving",
+    "recadmin.metrics",
 ]
 
 MIDDLEWARE = [
@@ -227,6 +228,9 @@ API_KEY_PROCESS_CACHE_SECONDS = env.int("API_KEY_PROCESS_CACHE_SECONDS", 5)
 # Seconds each web process trusts its copy of the running experiments before checking the cache's
 # version token again; start / stop / reallocation reach every process within this time.
 EXPERIMENTS_PROCESS_CACHE_SECONDS = env.float("EXPERIMENTS_PROCESS_CACHE_SECONDS", 2.0)
+# Hours after a served list (direct) or a click (an add-to-cart or purchase without a
+# recommendation_id) during which an event is attributed to the list.
+ATTRIBUTION_WINDOW_HOURS = env.float("ATTRIBUTION_WINDOW_HOURS", 24.0)
 
 # Serving
 SERVING_TIME_BUDGET_MS = env.int("SERVING_TIME_BUDGET_MS", 150)
@@ -322,3 +326,7 @@ EVENTS_MAX_BATCH = env.int("EVENTS_MAX_BATCH", 10_000)
 HISTORY_LENGTH = env.int("HISTORY_LENGTH", 50)
 HISTORY_TTL_SECONDS = env.int("HISTORY_TTL_SECONDS", 30 * 24 * 3600)
 # --- end events ------------------------------------------------------------------------------------
+
+# The admin home page's dashboard: dotted paths of callables (request) -> list of panels, each
+# {"title", "template", "context", "width": "full" | "half"}.
+RECADMIN_DASHBOARD_PANELS = ["recadmin.metrics.dashboard.dashboard_panels"]

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
 from recadmin.core.apis import healthz, metrics, readyz
 from recadmin.core.schema_views import SchemaView
+from recadmin.metrics.views import dashboard_view, experiment_report_view
 
 api_v1 = [
     # serving first: its items/<id>/similar must win over catalog's items/<path:shop_id>.
@@ -16,9 +17,17 @@ api_v1 = [
     path("", include("recadmin.rules.urls")),
     path("", include("recadmin.modelops.urls")),
     path("", include("recadmin.experiments.urls")),
+    path("", include("recadmin.metrics.urls")),
 ]
 
 urlpatterns = [
+    # Before admin/: its catch-all would answer these paths with a 404.
+    path("admin/metrics/dashboard/", admin.site.admin_view(dashboard_view), name="metrics-dashboard"),
+    path(
+        "admin/metrics/experiments/<int:experiment_id>/report/",
+        admin.site.admin_view(experiment_report_view),
+        name="metrics-experiment-report",
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SchemaView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),

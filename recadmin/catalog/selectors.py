@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable
+from decimal import Decimal
 
 from django.db import connection
 from django.db.models import Q, QuerySet
@@ -101,6 +102,13 @@ def item_ids_by_shop_id(*, shop_ids: Iterable[str]) -> dict[str, int]:
             )
             return dict(cursor.fetchall())
     return dict(Item.objects.filter(shop_id__in=wanted).values_list("shop_id", "id"))
+
+
+def item_prices_by_id(*, item_ids: Iterable[int]) -> dict[int, Decimal]:
+    """Primary key -> catalog price, for the items that have one (events record it on purchases)."""
+    wanted = list(set(item_ids))
+    rows = Item.objects.filter(pk__in=wanted, price__isnull=False).values_list("pk", "price")
+    return {pk: price for pk, price in rows if price is not None}
 
 
 def customer_get(*, shop_id: str) -> Customer:

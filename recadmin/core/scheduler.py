@@ -264,6 +264,10 @@ class EmbeddedScheduler:
                 logger.warning("scheduler: tick failed; retrying", exc_info=True)
                 wait = self.follower_every
             self.stop_event.wait(max(wait, 0.0))
+        from django.db import connections
+
+        # This thread's database connection would otherwise outlive it (and keep a test database busy).
+        connections.close_all()
 
 
 _instance: EmbeddedScheduler | None = None

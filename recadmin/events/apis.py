@@ -28,6 +28,15 @@ class EventInput(serializers.Serializer):
         help_text="One of the configured types (default view, click, add_to_cart, purchase, rating)."
     )
     value = serializers.FloatField(required=False, allow_null=True, help_text="A rating or a quantity.")
+    price = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        min_value=0,
+        required=False,
+        allow_null=True,
+        help_text="Price per unit (a purchase's `value` is the quantity). A purchase without one records the "
+        "item's catalog price at ingestion time.",
+    )
     occurred_at = serializers.DateTimeField(
         required=False, help_text="ISO 8601 (naive = UTC) or unix seconds; default now. 2000-01-01 .. now + 1 day."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -12,6 +13,10 @@ EVENT_ID_MAX_LENGTH = 128
 SCENE_MAX_LENGTH = 64
 TYPE_MAX_LENGTH = 32
 RECOMMENDATION_ID_MAX_LENGTH = 64
+# Event.price: a DecimalField(12, 2) holds at most this much per unit.
+PRICE_MAX_DIGITS = 12
+PRICE_DECIMAL_PLACES = 2
+PRICE_MAX = 10 ** (PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES) - 1
 
 
 class Event(models.Model):
@@ -31,6 +36,16 @@ class Event(models.Model):
     # so a shop can add one without a migration.
     type = models.CharField(max_length=TYPE_MAX_LENGTH)
     value = models.FloatField(null=True, blank=True, help_text="Rating or quantity, when the type has one.")
+    # Per unit. For a purchase sent without one, the item's catalog price at ingestion time is
+    # recorded here: a later price change must not rewrite past revenue.
+    price = models.DecimalField(
+        max_digits=PRICE_MAX_DIGITS,
+        decimal_places=PRICE_DECIMAL_PLACES,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Price per unit (purchases: sent, or the catalog price when the event was stored).",
+    )
     occurred_at = models.DateTimeField()
     # A scene's slug, kept as a string: events sit below rules and must not depend on them.
     scene = models.CharField(max_length=SCENE_MAX_LENGTH, blank=True, default="")

@@ -22,12 +22,14 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
-from recadmin.catalog.selectors import item_ids_by_shop_id
+from recadmin.catalog.selectors import item_ids_by_shop_id, item_prices_by_id
 from recadmin.catalog.services import copy_escape_text, customers_ensure
 from recadmin.core.observability.metrics import EVENTS_DUPLICATES, EVENTS_INGESTED, EVENTS_REJECTED
 from recadmin.events.history import HistoryEvent, history_record
 from recadmin.events.models import (
     EVENT_ID_MAX_LENGTH,
+    PRICE_DECIMAL_PLACES,
+    PRICE_MAX,
     RECOMMENDATION_ID_MAX_LENGTH,
     SCENE_MAX_LENGTH,
     Event,
@@ -40,8 +42,10 @@ _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encod
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 FUTURE_TOLERANCE = dt.timedelta(days=1)
 KNOWN_FIELDS = frozenset(
-    {"customer", "item", "type", "value", "occurred_at", "scene", "context", "recommendation_id", "event_id"}
+    {"customer", "item", "type", "value", "price", "occurred_at", "scene", "context", "recommendation_id", "event_id"}
 )
+# Event types whose rows get the catalog price when sent without one (revenue is counted on them).
+PRICED_TYPES = frozenset({"purchase"})
 
 
 @dataclass
@@ -68,6 +72,8 @@ class EventRow:
     context: dict[str, Any]
     recommendation_id: str | None
     event_id: str
+    # Per unit; None: the catalog price is recorded for PRICED_TYPES when stored (see events_store).
+    price: float | None = None
 
 
 class RowError(Exception):
@@ -145,6 +151,15 @@ def event_validate(row: Any, *, index: int, now: dt.datetime, types: Mapping[str
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise RowError("value", "Must be a number or null.")
         value = float(value)
+    price = row.get("price")
+    if price is not None:
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price):
+            raise RowError("price", "Must be a number (the price per unit) or null.")
+        if price < 0:
+            raise RowError("price", "Must not be negative.")
+        if price > PRICE_MAX:
+            raise RowError("price", f"At most {PRICE_MAX}.")
+        price = round(float(price), PRICE_DECIMAL_PLACES)
     raw_time = row.get("occurred_at")
     occurred_at = now if raw_time is None else parse_timestamp(raw_time, now=now)
     scene = row.get("scene") or ""
@@ -187,6 +202,7 @@ def event_validate(row: Any, *, index: int, now: dt.datetime, types: Mapping[str
         context=context,
         recommendation_id=recommendation_id,
         event_id=event_id,
+        price=price,
     )
 
 
@@ -203,6 +219,7 @@ _COLUMNS = (
     "recommendation_id",
     "event_id",
     "created_at",
+    "price",
 )
 
 
@@ -210,12 +227,16 @@ _COLUMNS = (
 _TMP_TABLE_SQL = (
     "CREATE TEMP TABLE IF NOT EXISTS events_ingest_tmp (customer_id bigint, item_id bigint, type text, "
     "value double precision, occurred_at timestamptz, scene text, context jsonb, recommendation_id text, "
-    "event_id text, created_at timestamptz) ON COMMIT DELETE ROWS"
+    "event_id text, created_at timestamptz, price numeric(12, 2)) ON COMMIT DELETE ROWS"
 )
 
 
 def _copy_payload(
-    rows: Sequence[EventRow], customer_ids: Mapping[str, int], item_ids: Mapping[str, int], now: str
+    rows: Sequence[EventRow],
+    customer_ids: Mapping[str, int],
+    item_ids: Mapping[str, int],
+    now: str,
+    prices: Mapping[str, str | None],
 ) -> str:
     """The rows in COPY text format, one f-string per row: this runs for every ingested event."""
     esc = copy_escape_text
@@ -227,7 +248,7 @@ def _copy_payload(
         rec = null if r.recommendation_id is None else esc(r.recommendation_id)
         lines.append(
             f"{customer_ids[r.customer]}\t{item_ids[r.item]}\t{esc(r.type)}\t{value}\t{r.occurred_at.isoformat()}\t"
-            f"{esc(r.scene)}\t{context}\t{rec}\t{esc(r.event_id)}\t{now}\n"
+            f"{esc(r.scene)}\t{context}\t{rec}\t{esc(r.event_id)}\t{now}\t{prices.get(r.event_id) or null}\n"
         )
     return "".join(lines)
 
@@ -291,12 +312,31 @@ def _orm_store(records: Sequence[tuple[Any, ...]]) -> set[str]:
             existing = {row[0] for row in cursor.fetchall()}
             fresh = [r for r in chunk if r[8] not in existing]
             params = [
-                (c, i, t, v, to_db(o), s, _json_encode(ctx) if ctx else "{}", rec, e, to_db(cr))
-                for c, i, t, v, o, s, ctx, rec, e, cr in fresh
+                (c, i, t, v, to_db(o), s, _json_encode(ctx) if ctx else "{}", rec, e, to_db(cr), p)
+                for c, i, t, v, o, s, ctx, rec, e, cr, p in fresh
             ]
             cursor.executemany(sql, params)
         stored.update(r[8] for r in fresh)
     return stored
+
+
+def _event_prices(rows: Sequence[EventRow], item_ids: Mapping[str, int]) -> dict[str, str | None]:
+    """event_id -> the price to store, as decimal text: the one sent, else (purchases) the item's
+    catalog price now. One query per batch, only for rows that need the catalog."""
+    prices: dict[str, str | None] = {}
+    missing: set[int] = set()
+    for r in rows:
+        if r.price is not None:
+            prices[r.event_id] = f"{r.price:.{PRICE_DECIMAL_PLACES}f}"
+        elif r.type in PRICED_TYPES:
+            missing.add(item_ids[r.item])
+    if missing:
+        catalog = item_prices_by_id(item_ids=missing)
+        for r in rows:
+            if r.price is None and r.type in PRICED_TYPES:
+                found = catalog.get(item_ids[r.item])
+                prices[r.event_id] = None if found is None else str(found)
+    return prices
 
 
 def events_store(*, rows: Sequence[EventRow], customer_ids: Mapping[str, int], item_ids: Mapping[str, int]) -> set[str]:
@@ -305,13 +345,14 @@ def events_store(*, rows: Sequence[EventRow], customer_ids: Mapping[str, int], i
         return set()
     if len({r.event_id for r in rows}) != len(rows):
         rows = list({r.event_id: r for r in reversed(rows)}.values())[::-1]  # keep the first of each id
+    prices = _event_prices(rows, item_ids)
     if connection.vendor == "postgresql":
-        payload = _copy_payload(rows, customer_ids, item_ids, timezone.now().isoformat())
+        payload = _copy_payload(rows, customer_ids, item_ids, timezone.now().isoformat(), prices)
         return _pg_store(payload, [r.event_id for r in rows])
     now = timezone.now()
     records = [
         (customer_ids[r.customer], item_ids[r.item], r.type, r.value, r.occurred_at, r.scene, r.context,
-         r.recommendation_id, r.event_id, now)
+         r.recommendation_id, r.event_id, now, prices.get(r.event_id))
         for r in rows
     ]  # fmt: skip
     return _orm_store(records)

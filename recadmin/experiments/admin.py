@@ -15,6 +15,8 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 
 from recadmin.core.errors import ApplicationError, FieldErrors
 from recadmin.experiments import selectors, services
@@ -99,11 +101,11 @@ class ExperimentAdmin(admin.ModelAdmin):
     filter_horizontal = ["scenes"]
     inlines = [VariantInline]
     actions = ["start_experiments", "stop_experiments", "promote_winner"]
-    readonly_fields = ["status", "started_at", "stopped_at", "promoted_variant", "note", "verdict"]
+    readonly_fields = ["status", "started_at", "stopped_at", "promoted_variant", "note", "verdict", "report"]
     fieldsets = [
         (None, {"fields": ["name", "hypothesis", "scenes", "primary_metric", "allocation", "thompson_floor"]}),
         ("Guardrails and sample", {"fields": ["fallback_share_max", "p95_latency_ms_max", "minimum_sample"]}),
-        ("State", {"fields": ["status", "started_at", "stopped_at", "promoted_variant", "note", "verdict"]}),
+        ("State", {"fields": ["status", "started_at", "stopped_at", "promoted_variant", "note", "verdict", "report"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Experiment]:
@@ -126,6 +128,17 @@ class ExperimentAdmin(admin.ModelAdmin):
         if obj.pk is None or obj.status == ExperimentStatus.DRAFT:
             return "-"
         return str(selectors.experiment_report(obj)["verdict"])
+
+    @admin.display(description="report")
+    def report(self, obj: Experiment) -> str:
+        # The page lives in metrics (above this app): linked by URL name, not imported.
+        if obj.pk is None:
+            return "-"
+        try:
+            url = reverse("metrics-experiment-report", args=[obj.pk])
+        except NoReverseMatch:
+            return "-"
+        return format_html('<a href="{}">Report with charts</a>', url)
 
     # --- actions (each confirmed on an intermediate page) -----------------------------------------
 

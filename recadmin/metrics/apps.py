@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class MetricsConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "recadmin.metrics"
+    label = "metrics"
+    verbose_name = "Metrics"
+
+    def ready(self) -> None:
+        from recadmin.metrics.observability import register
+
+        register()

@@ -1,0 +1,121 @@
+"""From served pages and events to the experiment's report, Thompson sampling and the report page."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from recadmin.experiments.models import AllocationSnapshot, Experiment, ExperimentCustomer
+from recadmin.metrics.services import metrics_refresh
+from tests.rules.factories import SceneFactory
+
+pytestmark = pytest.mark.django_db
+M = dt.timedelta(minutes=1)
+
+
+def _experiment(allocation: str = "fixed") -> Experiment:
+    from recadmin.experiments.services import experiment_create, experiment_start
+
+    SceneFactory(slug="home")
+    experiment = experiment_create(
+        name="popular vs control",
+        scenes=["home"],
+        primary_metric="ctr",
+        allocation=allocation,
+        variants=[{"name": "control", "weight": 50}, {"name": "popular", "weight": 50, "strategy": ["popular"]}],
+    )
+    return experiment_start(experiment=experiment)
+
+
+def _traffic(
+    experiment: Experiment,
+    t0: dt.datetime,
+    serve: Callable[..., Any],
+    send: Callable[..., Any],
+    *,
+    clicks_control: int,
+    clicks_popular: int,
+    customers: int = 4,
+) -> None:
+    control, popular = experiment.variants.order_by("position")
+    for n in range(customers):
+        variant = control if n % 2 == 0 else popular
+        customer = f"c{n}"
+        rec = f"r-{n}"
+        serve(
+            rec, ["A", "B", "C"], at=t0 + n * M, customer=customer, experiment_id=experiment.pk, variant_id=variant.pk
+        )
+        wanted = clicks_control if variant == control else clicks_popular
+        for item in ["A", "B", "C"][:wanted]:
+            send("click", item, at=t0 + (n + 1) * M, rec=rec, customer=customer)
+
+
+def test_served_pages_and_events_fill_the_report_per_variant(
+    t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any], make_api_client: Callable[..., APIClient]
+) -> None:
+    experiment = _experiment()
+    _traffic(experiment, t0, serve, send, clicks_control=1, clicks_popular=2)
+    send("purchase", "B", at=t0 + 20 * M, customer="c1", price=7)  # c1 (popular) clicked B: by the window
+    metrics_refresh(drain=False)
+    rows = {r.customer_shop_id: r for r in ExperimentCustomer.objects.filter(experiment=experiment)}
+    assert sorted(rows) == ["c0", "c1", "c2", "c3"]
+    assert (rows["c1"].lists, rows["c1"].impressions, rows["c1"].clicks, rows["c1"].purchases) == (1, 3, 2, 1)
+    assert str(rows["c1"].revenue) == "7.00"
+
+    response = make_api_client("manage").get(f"/api/v1/experiments/{experiment.pk}/report")
+    assert response.status_code == 200, response.content
+    variants = {v["name"]: v for v in response.json()["variants"]}
+    assert (variants["control"]["customers"], variants["control"]["clicks"], variants["control"]["impressions"]) == (
+        2,
+        2,
+        6,
+    )
+    assert (variants["popular"]["customers"], variants["popular"]["clicks"], variants["popular"]["purchases"]) == (
+        2,
+        4,
+        1,
+    )
+    assert variants["popular"]["ctr"] == pytest.approx(4 / 6)
+
+    # Re-running the pipeline writes the same sums.
+    metrics_refresh(drain=False)
+    assert ExperimentCustomer.objects.get(experiment=experiment, customer_shop_id="c1").clicks == 2
+
+
+def test_thompson_sampling_moves_traffic_to_the_arm_the_rollups_show_better(
+    t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any]
+) -> None:
+    from recadmin.experiments.services import experiment_allocations_update_running
+
+    experiment = _experiment(allocation="thompson")
+    _traffic(experiment, t0, serve, send, clicks_control=0, clicks_popular=3, customers=40)
+    metrics_refresh(drain=False)
+    assert experiment_allocations_update_running() == 1
+    latest = AllocationSnapshot.objects.filter(experiment=experiment).order_by("-created_at", "-id").first()
+    assert latest is not None and latest.reason != "start"
+    assert latest.weights["popular"] > 0.8
+
+
+def test_the_admin_report_page_shows_charts(
+    t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any], admin_client: Client
+) -> None:
+    experiment = _experiment()
+    _traffic(experiment, t0, serve, send, clicks_control=1, clicks_popular=2)
+    metrics_refresh(drain=False)
+    response = admin_client.get(f"/admin/metrics/experiments/{experiment.pk}/report/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.count("<svg") >= 3
+    assert "Allocation history" in html and "popular" in html and "(control)" in html
+    assert admin_client.get("/admin/metrics/experiments/999999/report/").status_code == 404
+
+
+def test_the_experiment_change_page_links_to_the_report(admin_client: Client) -> None:
+    experiment = _experiment()
+    html = admin_client.get(f"/admin/experiments/experiment/{experiment.pk}/change/").content.decode()
+    assert f"/admin/metrics/experiments/{experiment.pk}/report/" in html
