@@ -33,6 +33,10 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "t
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # The admin theme: before django.contrib.admin so its templates win.
+    "unfold",
+    "unfold.contrib.filters",
+    "unfold.contrib.import_export",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -291,6 +295,17 @@ TRAINING_VISIBILITY_TIMEOUT = env.int("TRAINING_VISIBILITY_TIMEOUT", 120)
 if not DEBUG and env.bool("SECURE_COOKIES", default=False):
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# --- admin (owned by recadmin.core.admin_nav, recadmin.core.dashboard and the apps' admin.py) ------
+# The admin home is a dashboard of panels: each entry is the dotted path of a callable
+# `(request) -> list[dict]`, each dict {"title", "template", "context", "width": "full"|"half"}.
+# Panels render in this order; one that fails shows an error box instead of breaking the page.
+RECADMIN_DASHBOARD_PANELS: list[str] = [
+    "recadmin.modelops.dashboard.models_panel",
+    "recadmin.experiments.dashboard.experiments_panel",
+    "recadmin.rules.dashboard.rules_panel",
+]
+from recadmin.core.admin_nav import UNFOLD  # noqa: E402  (theme and sidebar: the merchandiser's work first)
 
 # --- events (owned by recadmin.events) -------------------------------------------------------------
 # The event types the API accepts and each one's weight as a training signal:

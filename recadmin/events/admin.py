@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
+from recadmin.core.admin_base import ModelAdmin, TabularInline
 from recadmin.catalog.admin import CustomerAdmin
 from recadmin.catalog.admin_tools import CappedCountPaginator, cheap_dates
 from recadmin.catalog.models import Customer, Item
@@ -72,7 +73,7 @@ class ReadOnlyMixin:
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class EventAdmin(ReadOnlyMixin, ModelAdmin):
     list_display = ["occurred_at", "type", "customer", "item", "value", "scene", "recommendation_id"]
     list_filter = [EventTypeFilter, SceneFilter, FromRecommendationFilter]
     list_select_related = ["customer", "item"]
@@ -105,7 +106,7 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return queryset.filter(condition), False
 
 
-class LatestEventsInline(ReadOnlyMixin, admin.TabularInline):
+class LatestEventsInline(ReadOnlyMixin, TabularInline):
     model = Event
     fields = EVENT_FIELDS  # type: ignore[assignment]
     readonly_fields = EVENT_FIELDS

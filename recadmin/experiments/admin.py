@@ -16,6 +16,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from recadmin.core.admin_base import ModelAdmin, TabularInline
 from recadmin.core.errors import ApplicationError, FieldErrors
 from recadmin.experiments import selectors, services
 from recadmin.experiments.models import Experiment, ExperimentStatus, Variant
@@ -67,7 +68,7 @@ class VariantFormSet(BaseInlineFormSet):
             raise forms.ValidationError(f"{key}: {'; '.join(field_messages)}")
 
 
-class VariantInline(admin.TabularInline):
+class VariantInline(TabularInline):
     model = Variant
     formset = VariantFormSet
     extra = 2
@@ -92,7 +93,7 @@ class VariantInline(admin.TabularInline):
 
 
 @admin.register(Experiment)
-class ExperimentAdmin(admin.ModelAdmin):
+class ExperimentAdmin(ModelAdmin):
     list_display = ["name", "status", "scene_list", "primary_metric", "allocation", "started_at", "stopped_at"]
     list_filter = ["status", "allocation", "primary_metric"]
     search_fields = ["name", "hypothesis"]

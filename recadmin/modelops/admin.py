@@ -20,6 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from recadmin.core.admin_base import ModelAdmin
 from recadmin.core.errors import ApplicationError
 from recadmin.modelops.models import ModelVersion, ModelVersionStatus, TrainingRun, TrainingRunStatus
 from recadmin.modelops.selectors import (
@@ -138,7 +139,7 @@ class _TrainingRunChangeList(ChangeList):
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(ModelAdmin):
     list_display = ["id", "kind", "model_name", "status", "progress_bar", "result", "trigger", "created_at", "took"]
     list_filter = ["status", "kind", "trigger"]
     raw_id_fields = ["created_by"]
@@ -329,7 +330,7 @@ class ScaleActionForm(ActionForm):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ModelAdmin):
     list_display = [
         "__str__",
         "kind",

@@ -17,6 +17,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from recadmin.core.admin_base import ModelAdmin
 from recadmin.core.errors import ValidationError
 from recadmin.rules import services
 from recadmin.rules.models import BusinessRule, Scene
@@ -163,7 +164,7 @@ class ActiveNowFilter(admin.SimpleListFilter):
 
 
 @admin.register(Scene)
-class SceneAdmin(admin.ModelAdmin):
+class SceneAdmin(ModelAdmin):
     list_display = [
         "slug", "name", "default_n", "candidate_multiplier", "max_per_category", "mmr_enabled", "mmr_lambda",
         "fallback", "exclude_purchased_days", "enabled", "rules_link", "preview",
@@ -197,7 +198,7 @@ class SceneAdmin(admin.ModelAdmin):
 
 
 @admin.register(BusinessRule)
-class BusinessRuleAdmin(admin.ModelAdmin):
+class BusinessRuleAdmin(ModelAdmin):
     form = BusinessRuleForm
     list_display = [
         "name", "kind", "scene_list", "priority", "enabled", "active_now", "valid_from", "valid_until", "updated_at",

@@ -16,6 +16,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
+from recadmin.core.admin_base import ModelAdmin
 from recadmin.core.errors import ApplicationError
 from recadmin.serving import fallbacks
 from recadmin.serving.models import ServedRecommendation
@@ -37,7 +38,7 @@ class CappedCountPaginator(Paginator):
 
 
 @admin.register(ServedRecommendation)
-class ServedRecommendationAdmin(admin.ModelAdmin):
+class ServedRecommendationAdmin(ModelAdmin):
     list_display = [
         "created_at",
         "recommendation_id",
