@@ -33,4 +33,4 @@ urlpatterns = [
 
 admin.site.site_header = "recadmin"
 admin.site.site_title = "recadmin"
-admin.site.index_title = "Catalog, rules and models"
+admin.site.index_title = "Dashboard"
