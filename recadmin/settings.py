@@ -305,7 +305,7 @@ RECADMIN_DASHBOARD_PANELS: list[str] = [
     "recadmin.experiments.dashboard.experiments_panel",
     "recadmin.rules.dashboard.rules_panel",
 ]
-from recadmin.core.admin_nav import UNFOLD  # noqa: E402  (theme and sidebar: the merchandiser's work first)
+
 
 # --- events (owned by recadmin.events) -------------------------------------------------------------
 # The event types the API accepts and each one's weight as a training signal:

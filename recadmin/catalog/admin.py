@@ -13,10 +13,10 @@ from django.utils.html import format_html
 from import_export import fields, resources, widgets
 from import_export.formats.base_formats import CSV, XLSX
 
-from recadmin.core.admin_base import ImportExportModelAdmin, ModelAdmin, thumbnail_html
 from recadmin.catalog import services
 from recadmin.catalog.admin_tools import CappedCountPaginator
 from recadmin.catalog.models import Category, Customer, Item
+from recadmin.core.admin_base import ImportExportModelAdmin, ModelAdmin, thumbnail_html
 
 
 @admin.register(Category)

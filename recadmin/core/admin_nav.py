@@ -64,7 +64,9 @@ NAVIGATION: list[dict[str, Any]] = [
         "title": "Models",
         "separator": True,
         "items": [
-            _item("Training runs", "model_training", "admin:modelops_trainingrun_changelist", "modelops.view_trainingrun"),
+            _item(
+                "Training runs", "model_training", "admin:modelops_trainingrun_changelist", "modelops.view_trainingrun"
+            ),
             _item("Versions", "deployed_code", "admin:modelops_modelversion_changelist", "modelops.view_modelversion"),
         ],
     },

@@ -11,10 +11,10 @@ from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
-from recadmin.core.admin_base import ModelAdmin, TabularInline
 from recadmin.catalog.admin import CustomerAdmin
 from recadmin.catalog.admin_tools import CappedCountPaginator, cheap_dates
 from recadmin.catalog.models import Customer, Item
+from recadmin.core.admin_base import ModelAdmin, TabularInline
 from recadmin.events.models import Event
 
 INLINE_LATEST = 20
@@ -108,7 +108,7 @@ class EventAdmin(ReadOnlyMixin, ModelAdmin):
 
 class LatestEventsInline(ReadOnlyMixin, TabularInline):
     model = Event
-    fields = EVENT_FIELDS  # type: ignore[assignment]
+    fields = EVENT_FIELDS
     readonly_fields = EVENT_FIELDS
     extra = 0
     max_num = 0

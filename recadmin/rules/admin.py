@@ -11,8 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
@@ -246,7 +245,7 @@ class BusinessRuleForm(forms.ModelForm):
         except ConditionError as exc:
             self._builder_error = str(exc)
             condition = {}
-        data = self.data.copy()
+        data = self.data.copy() if hasattr(self.data, "copy") else dict(self.data)
         data["condition"] = json.dumps(condition)
         self.data = data
 

@@ -234,8 +234,12 @@ def condition_match_count(condition: Mapping[str, Any], *, sample_size: int = 5)
     from recadmin.catalog.models import Item
 
     predicate = compile_condition_batch(condition)
-    rows = Item.objects.filter(is_active=True).order_by("shop_id").values_list(
-        "shop_id", "category__slug", "category__path", "brand", "price", "in_stock", "is_active", "attributes"
+    rows = (
+        Item.objects.filter(is_active=True)
+        .order_by("shop_id")
+        .values_list(
+            "shop_id", "category__slug", "category__path", "brand", "price", "in_stock", "is_active", "attributes"
+        )
     )
     count = total = 0
     sample: list[str] = []

@@ -198,7 +198,7 @@ class ServedRecommendationAdmin(ModelAdmin):
         context: dict[str, Any] = {"errors": [], "rows": []}
         if not form.is_valid():
             context["errors"] = [
-                f"{field}: {' '.join(str(m) for m in messages_)}" if field != "__all__" else " ".join(messages_)
+                (f"{field}: " if field != "__all__" else "") + " ".join(map(str, messages_))
                 for field, messages_ in form.errors.items()
             ]
             return TemplateResponse(request, "admin/serving/rule_effect.html", context)

@@ -101,9 +101,8 @@ def test_the_sidebar_groups_the_merchandisers_work_and_puts_system_last(admin_cl
 
 
 def test_every_sidebar_link_and_third_party_admin_page_loads_under_the_theme(admin_client: Client) -> None:
-    from unfold.admin import ModelAdmin as UnfoldModelAdmin
-
     from django.contrib import admin
+    from unfold.admin import ModelAdmin as UnfoldModelAdmin
 
     response = admin_client.get(reverse("admin:index"))
     for group in response.context["sidebar_navigation"]:

@@ -161,7 +161,8 @@ def test_the_builder_rows_are_saved_as_the_api_json_condition(admin_client: Clie
 
 
 def test_a_bad_builder_row_is_shown_on_the_condition_naming_the_row(admin_client: Client, home: Scene) -> None:
-    form = _rule_form(scenes=[home.pk], **_builder_rows("all", ("brand", "", "eq", "Kano"), ("price", "", "gt", "lots")))
+    rows = _builder_rows("all", ("brand", "", "eq", "Kano"), ("price", "", "gt", "lots"))
+    form = _rule_form(scenes=[home.pk], **rows)
     response = admin_client.post(reverse("admin:rules_businessrule_add"), form)
     assert response.status_code == 200
     assert "row 2: expected a number" in response.context["adminform"].form.errors["condition"][0]
@@ -215,11 +216,13 @@ def test_the_match_count_endpoint_counts_active_items_for_rows_or_json(admin_cli
     by_rows = admin_client.post(url, _builder_rows("all", ("brand", "", "eq", "kano"))).json()
     assert by_rows["count"] == 2 and by_rows["total"] == 3 and by_rows["sample"] == ["k-1", "k-2"]
     assert by_rows["condition"] == {"field": "brand", "op": "eq", "value": "kano"}
-    by_json = admin_client.get(url, {"condition_mode": "json", "condition": '{"field": "brand", "op": "ne", "value": "Kano"}'})
+    not_kano = '{"field": "brand", "op": "ne", "value": "Kano"}'
+    by_json = admin_client.get(url, {"condition_mode": "json", "condition": not_kano})
     assert by_json.json()["count"] == 1
     bad = admin_client.post(url, _builder_rows("all", ("price", "", "between", "9-1")))
     assert bad.status_code == 400 and "row 1: price min 9 is above max 1" in bad.json()["error"]
-    unknown = admin_client.get(url, {"condition_mode": "json", "condition": '{"field": "category", "op": "eq", "value": "nope"}'})
+    nope = '{"field": "category", "op": "eq", "value": "nope"}'
+    unknown = admin_client.get(url, {"condition_mode": "json", "condition": nope})
     assert unknown.status_code == 400 and "unknown category slug(s): nope" in unknown.json()["error"]
 
 

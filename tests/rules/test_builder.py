@@ -98,6 +98,11 @@ def test_the_match_count_uses_the_engine_semantics_over_active_items() -> None:
     by_brand = condition_match_count({"field": "brand", "op": "eq", "value": "KANO"})
     assert by_brand == {"count": 2, "total": 3, "sample": ["a-1", "a-2"]}
     subtree = condition_match_count(
-        {"all": [{"field": "category", "op": "in_subtree", "value": "beauty"}, {"field": "price", "op": "lt", "value": 50}]}
+        {
+            "all": [
+                {"field": "category", "op": "in_subtree", "value": "beauty"},
+                {"field": "price", "op": "lt", "value": 50},
+            ]
+        }
     )
     assert subtree["count"] == 2 and subtree["sample"] == ["a-1", "a-3"]

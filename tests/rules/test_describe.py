@@ -36,10 +36,16 @@ def test_filters_buries_and_pins_in_words() -> None:
     )  # fmt: skip
     assert only == "Show only category skincare (with subcategories) and price 10-50 on cart, home"
     bury = rule_describe(
-        kind="bury", condition={"field": "price", "op": "gt", "value": 100}, weight=2, weight_mode="add", scenes=["home"]
+        kind="bury",
+        condition={"field": "price", "op": "gt", "value": 100},
+        weight=2,
+        weight_mode="add",
+        scenes=["home"],
     )
     assert bury == "Bury price over 100 -2 on home"
-    pin = rule_describe(kind="pin", condition={}, position=2, pinned=["demo-sku-01999", "demo-sku-00001"], scenes=["home"])
+    pin = rule_describe(
+        kind="pin", condition={}, position=2, pinned=["demo-sku-01999", "demo-sku-00001"], scenes=["home"]
+    )
     assert pin == "Pin demo-sku-01999, demo-sku-00001 at position 2 on home"
 
 
@@ -63,5 +69,7 @@ def test_a_future_start_another_year_and_a_disabled_rule_are_said() -> None:
 @pytest.mark.django_db
 def test_a_saved_pin_is_described_by_the_shop_ids_of_its_items() -> None:
     home = SceneFactory(slug="home")
-    rule = BusinessRuleFactory(pin=True, position=1, scenes=[home], pinned_items=[ItemFactory(shop_id="demo-sku-01999")])
+    rule = BusinessRuleFactory(
+        pin=True, position=1, scenes=[home], pinned_items=[ItemFactory(shop_id="demo-sku-01999")]
+    )
     assert rule_describe_instance(rule) == "Pin demo-sku-01999 at position 1 on home"

@@ -134,7 +134,8 @@ def _rule_post(**overrides: Any) -> dict[str, Any]:
 
 def test_the_rule_form_shows_what_an_unsaved_pin_changes(admin_client_logged: Client, shop_with_events: Any) -> None:
     url = reverse("admin:serving_rule_effect")
-    without = admin_client_logged.post(url, _rule_post(kind="filter", condition='{"field": "in_stock", "op": "eq", "value": false}'))
+    out_of_stock = '{"field": "in_stock", "op": "eq", "value": false}'
+    without = admin_client_logged.post(url, _rule_post(kind="filter", condition=out_of_stock))
     before = [row["after"]["item"] for row in without.context["rows"] if row["after"]]
     assert before, "the home list of this shop is not empty"
     last = before[-1]
