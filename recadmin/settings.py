@@ -305,7 +305,11 @@ RECADMIN_DASHBOARD_PANELS: list[str] = [
     "recadmin.experiments.dashboard.experiments_panel",
     "recadmin.rules.dashboard.rules_panel",
 ]
+# django-unfold's settings: the theme, the sidebar (the merchandiser's work first, System last) and
+# the dashboard callback that renders the panels above.
+from recadmin.core import admin_nav  # noqa: E402
 
+UNFOLD = admin_nav.UNFOLD
 
 # --- events (owned by recadmin.events) -------------------------------------------------------------
 # The event types the API accepts and each one's weight as a training signal:
