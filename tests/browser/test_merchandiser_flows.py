@@ -115,3 +115,61 @@ def test_a_boost_and_a_pin_made_with_the_builder_show_in_the_preview(page: Any, 
     assert [row[1] for row in after].index(boosted_item) < len(before) - 1
     shot(page, "06-preview-with-rules")
     assert not page.js_errors
+
+
+@pytest.mark.torchserve
+def test_train_now_shows_the_run_progress_and_a_version_is_promoted(page: Any, torchserve_settings: Any) -> None:
+    from recadmin.modelops.models import ModelVersion, TrainingRun
+    from tests.modelops.conftest import shop_events
+
+    shop_events()
+    log_in(page)
+    # Tasks run in-process in tests: the form's request returns once the run has trained and
+    # registered its version in TorchServe.
+    page.set_default_timeout(120_000)
+    for seed in ("1", "2"):
+        page.goto("/admin/modelops/trainingrun/add/")
+        page.select_option("[name=kind]", "pop")
+        if page.locator("[name=seed]").count():
+            page.fill("[name=seed]", seed)
+        page.click("button[name=_save], input[name=_save]")
+        page.wait_for_url("**/admin/modelops/trainingrun/**")
+        # The list's progress bar follows the run until it ends (it is polled while running).
+        bar = page.locator(".recadmin-progress").first
+        page.wait_for_function(
+            "() => ['succeeded', 'failed'].includes(document.querySelector('.recadmin-progress')?.dataset.status)",
+            timeout=90_000,
+        )
+        assert bar.get_attribute("data-status") == "succeeded", TrainingRun.objects.order_by("-id").first().error
+        assert "100%" in page.locator(".recadmin-progress + .stage, .recadmin-progress ~ small").first.inner_text()
+        shot(page, f"07-training-run-{seed}")
+    assert TrainingRun.objects.filter(status="succeeded").count() == 2
+
+    # Promote the version that is not the default, confirming if the admin asks.
+    versions = list(ModelVersion.objects.filter(name="recommender").order_by("version"))
+    assert len(versions) == 2
+    target = next(v for v in versions if v.status != "default")
+    page.goto("/admin/modelops/modelversion/")
+    page.check(f"input[name=_selected_action][value='{target.pk}']", force=True)
+    page.select_option("select[name=action]", "promote")
+    with page.expect_navigation():
+        # The theme shows "Run" once its script has seen the choice: submit as that button would.
+        page.evaluate(
+            "document.querySelector('button[name=index]').form.requestSubmit(document.querySelector('button[name=index]'))"
+        )
+    confirm = page.locator(
+        "form :is(button, input)[type=submit]:is(:has-text('Yes'), :has-text('Confirm'), :has-text('Promote'),"
+        " [value*='Yes'], [value*='Confirm'], [value*='Promote'])"
+    )
+    if "/modelversion/" in page.url and confirm.count():
+        shot(page, "08-promote-confirmation")
+        confirm.first.click()
+        page.wait_for_load_state()
+    assert "is now the default" in page.locator("body").inner_text()
+    target.refresh_from_db()
+    assert target.status == "default"
+    shot(page, "09-promoted")
+    page.goto("/admin/")
+    assert f"recommender v{target.version}" in page.locator("#panel-models").inner_text()
+    shot(page, "10-dashboard-after-promotion")
+    assert not page.js_errors
