@@ -302,8 +302,8 @@ if not DEBUG and env.bool("SECURE_COOKIES", default=False):
 # Panels render in this order; one that fails shows an error box instead of breaking the page.
 RECADMIN_DASHBOARD_PANELS: list[str] = [
     "recadmin.modelops.dashboard.models_panel",
-    "recadmin.experiments.dashboard.experiments_panel",
     "recadmin.rules.dashboard.rules_panel",
+    "recadmin.experiments.dashboard.experiments_panel",
 ]
 # django-unfold's settings: the theme, the sidebar (the merchandiser's work first, System last) and
 # the dashboard callback that renders the panels above.

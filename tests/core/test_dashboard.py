@@ -57,7 +57,7 @@ def test_the_home_shows_model_run_experiments_and_active_rules(admin_client: Cli
     assert response.status_code == 200
     page = response.content.decode()
     titles = [panel.title for panel in response.context["recadmin_panels"]]
-    assert titles == ["Model", "Running experiments", "Rules active now"]
+    assert titles == ["Model", "Rules active now", "Running experiments"]
     assert "recommender v3" in page and "NDCG@10 0.1234" in page
     assert f"Run #{run.pk}" in page and "42 %" in page and "training epoch 3/10" in page
     assert "sasrec vs popular" in page and "No data yet" in page  # the report's verdict
