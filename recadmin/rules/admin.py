@@ -339,10 +339,8 @@ class ActiveNowFilter(admin.SimpleListFilter):
 
 @admin.register(Scene)
 class SceneAdmin(ModelAdmin):
-    list_display = [
-        "slug", "name", "default_n", "candidate_multiplier", "max_per_category", "mmr_enabled", "mmr_lambda",
-        "fallback", "exclude_purchased_days", "enabled", "rules_link", "preview",
-    ]  # fmt: skip
+    # Settings summarised in a few columns, so the list fits 1280 px without scrolling sideways.
+    list_display = ["slug", "name", "list_settings", "diversity", "fallback_short", "enabled", "rules_link", "preview"]
     list_filter = ["enabled", "mmr_enabled", "fallback"]
     search_fields = ["slug", "name"]
     readonly_fields = ["created_at", "updated_at", "preview"]
@@ -360,6 +358,24 @@ class SceneAdmin(ModelAdmin):
         ("Exclusions", {"fields": ["exclude_current_item", "exclude_purchased_days"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    @admin.display(description="list")
+    def list_settings(self, scene: Scene) -> str:
+        text = f"{scene.default_n} items, {scene.candidate_multiplier}x candidates"
+        if scene.exclude_purchased_days:
+            text += f", bought <{scene.exclude_purchased_days} d out"
+        return text
+
+    @admin.display(description="diversity")
+    def diversity(self, scene: Scene) -> str:
+        parts = [f"max {scene.max_per_category}/category"] if scene.max_per_category else []
+        if scene.mmr_enabled:
+            parts.append(f"MMR {scene.mmr_lambda:g}")
+        return ", ".join(parts) or "-"
+
+    @admin.display(description="fallback", ordering="fallback")
+    def fallback_short(self, scene: Scene) -> str:
+        return "trending in category" if scene.fallback == engine.FALLBACK_CATEGORY else "trending overall"
 
     @admin.display(description="rules")
     def rules_link(self, scene: Scene) -> str:
