@@ -18,9 +18,6 @@ from django.conf import settings
 CHROMIUM = Path(os.environ.get("RECADMIN_CHROMIUM", "/usr/bin/chromium"))
 PASSWORD = "browser-tests-only"
 
-# Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still
-# synchronous code and safe, which Django cannot tell without this.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 def screenshots_dir() -> Path:
@@ -34,6 +31,10 @@ def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set RECADMIN_CHROMIUM)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    # Playwright's sync API runs an event loop in this thread; the tests' own ORM calls are still
+    # synchronous code and safe, which Django cannot tell without this (for these tests only).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
@@ -42,6 +43,10 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+            if previous is None:
+                os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+            else:
+                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
