@@ -101,3 +101,11 @@ def test_export_returns_csv_with_the_chosen_columns(admin_client: Client) -> Non
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     assert response.content.decode().splitlines() == ["shop_id,title", "E-1,Exported"]
+
+
+def test_the_item_list_shows_a_thumbnail_where_an_item_has_an_image_url(admin_client: Client) -> None:
+    ItemFactory(shop_id="PIC-1", attributes={"image_url": "https://cdn.example.com/pic-1.jpg"})
+    ItemFactory(shop_id="NOPIC-1", attributes={"image_url": "javascript:alert(1)"})
+    page = admin_client.get("/admin/catalog/item/").content.decode()
+    assert '<img src="https://cdn.example.com/pic-1.jpg"' in page
+    assert "javascript:alert" not in page
