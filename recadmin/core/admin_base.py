@@ -13,9 +13,17 @@ from unfold.admin import ModelAdmin as _UnfoldModelAdmin
 from unfold.admin import StackedInline as _UnfoldStackedInline
 from unfold.admin import TabularInline as _UnfoldTabularInline
 from unfold.contrib.import_export.forms import ImportForm, SelectableFieldsExportForm
+from unfold.widgets import UnfoldAdminCheckboxSelectMultiple as CheckboxSelectMultiple
 from unfold.widgets import UnfoldAdminTextInputWidget as TextInputWidget
 
-__all__ = ["ImportExportModelAdmin", "ModelAdmin", "StackedInline", "TabularInline", "TextInputWidget"]
+__all__ = [
+    "CheckboxSelectMultiple",
+    "ImportExportModelAdmin",
+    "ModelAdmin",
+    "StackedInline",
+    "TabularInline",
+    "TextInputWidget",
+]
 
 
 class ModelAdmin(_UnfoldModelAdmin):

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from recadmin.catalog.models import Item
-from recadmin.core.admin_base import ModelAdmin, TextInputWidget
+from recadmin.core.admin_base import CheckboxSelectMultiple, ModelAdmin, TextInputWidget
 from recadmin.core.errors import ValidationError
 from recadmin.rules import builder, engine, services
 from recadmin.rules.conditions import ATTRIBUTE_PREFIX, ConditionError
@@ -208,7 +208,8 @@ class BusinessRuleForm(forms.ModelForm):
             "name", "kind", "enabled", "priority", "all_scenes", "scenes", "condition", "filter_mode",
             "weight_mode", "weight", "position", "pinned_items", "valid_from", "valid_until",
         ]  # fmt: skip
-        widgets = {"condition": ConditionBuilderWidget()}
+        # A shop has a handful of scenes: ticks read better (and fit the page) than a two-box selector.
+        widgets = {"condition": ConditionBuilderWidget(), "scenes": CheckboxSelectMultiple()}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -394,7 +395,6 @@ class BusinessRuleAdmin(ModelAdmin):
     list_display = ["name", "description", "priority", "active_now", "updated_at", "preview"]
     list_filter = ["kind", "enabled", ActiveNowFilter, SceneListFilter, "all_scenes"]
     search_fields = ["name"]
-    filter_horizontal = ["scenes"]
     readonly_fields = ["created_at", "updated_at", "preview"]
     actions = ["enable_rules", "disable_rules"]
     # Each kind's fieldsets carry rb-for-<kind> classes: the builder script shows only the chosen kind's.

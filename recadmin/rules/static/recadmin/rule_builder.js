@@ -118,7 +118,8 @@
       effectBox.querySelector(".rb-effect-run").addEventListener("click", function () {
         var data = new FormData(form);
         var scene = sceneInput.value.trim();
-        var chosen = form.querySelector("#id_scenes_to option") ||
+        var ticked = form.querySelector("input[name=scenes]:checked");
+        var chosen = ticked ? ticked.closest("label") || ticked.parentElement :
           (sceneSelect && sceneSelect.selectedOptions && sceneSelect.selectedOptions[0]);
         if (!scene && chosen) scene = chosen.textContent.trim();
         var editing = window.location.pathname.match(/\/(\d+)\/change\/?$/);
