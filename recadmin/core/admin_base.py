@@ -13,7 +13,7 @@ from unfold.admin import ModelAdmin as _UnfoldModelAdmin
 from unfold.admin import StackedInline as _UnfoldStackedInline
 from unfold.admin import TabularInline as _UnfoldTabularInline
 from unfold.contrib.import_export.forms import ImportForm, SelectableFieldsExportForm
-from unfold.widgets import UnfoldAdminCheckboxSelectMultiple as CheckboxSelectMultiple
+from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget as CheckboxSelectMultiple
 from unfold.widgets import UnfoldAdminTextInputWidget as TextInputWidget
 
 __all__ = [
