@@ -33,6 +33,10 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "t
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # The admin theme: before django.contrib.admin so its templates win.
+    "unfold",
+    "unfold.contrib.filters",
+    "unfold.contrib.import_export",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -305,6 +309,22 @@ if not DEBUG and env.bool("SECURE_COOKIES", default=False):
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# --- admin (owned by recadmin.core.admin_nav, recadmin.core.dashboard and the apps' admin.py) ------
+# The admin home is a dashboard of panels: each entry is the dotted path of a callable
+# `(request) -> list[dict]`, each dict {"title", "template", "context", "width": "full"|"half"}.
+# Panels render in this order; one that fails shows an error box instead of breaking the page.
+RECADMIN_DASHBOARD_PANELS: list[str] = [
+    "recadmin.metrics.dashboard.dashboard_panels",
+    "recadmin.modelops.dashboard.models_panel",
+    "recadmin.rules.dashboard.rules_panel",
+    "recadmin.experiments.dashboard.experiments_panel",
+]
+# django-unfold's settings: the theme, the sidebar (the merchandiser's work first, System last) and
+# the dashboard callback that renders the panels above.
+from recadmin.core import admin_nav  # noqa: E402
+
+UNFOLD = admin_nav.UNFOLD
+
 # --- events (owned by recadmin.events) -------------------------------------------------------------
 # The event types the API accepts and each one's weight as a training signal:
 # EVENT_TYPE_WEIGHTS="view:1,click:2,add_to_cart:4,purchase:8,rating:5". A new type needs no migration.
@@ -326,7 +346,3 @@ EVENTS_MAX_BATCH = env.int("EVENTS_MAX_BATCH", 10_000)
 HISTORY_LENGTH = env.int("HISTORY_LENGTH", 50)
 HISTORY_TTL_SECONDS = env.int("HISTORY_TTL_SECONDS", 30 * 24 * 3600)
 # --- end events ------------------------------------------------------------------------------------
-
-# The admin home page's dashboard: dotted paths of callables (request) -> list of panels, each
-# {"title", "template", "context", "width": "full" | "half"}.
-RECADMIN_DASHBOARD_PANELS = ["recadmin.metrics.dashboard.dashboard_panels"]

@@ -50,6 +50,6 @@ urlpatterns = [
 
 admin.site.site_header = "recadmin"
 admin.site.site_title = "recadmin"
-admin.site.index_title = "Catalog, rules and models"
+admin.site.index_title = "Dashboard"
 # "View site": there is no storefront here; the API documentation is what a site link can show.
 admin.site.site_url = "/api/docs/"

@@ -11,17 +11,17 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 from django.utils.html import format_html
 from import_export import fields, resources, widgets
-from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV, XLSX
 
 from recadmin.catalog import services
 from recadmin.catalog.admin_tools import CappedCountPaginator
 from recadmin.catalog.item_import import BlankCellsKeepResourceMixin, ClearBlankImportAdminMixin
 from recadmin.catalog.models import Category, Customer, Item
+from recadmin.core.admin_base import ImportExportModelAdmin, ModelAdmin, thumbnail_html
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(ModelAdmin):
     list_display = ["tree_name", "slug", "path"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -43,6 +43,19 @@ class CategoryAdmin(admin.ModelAdmin):
             return
         saved = Category.objects.get(pk=obj.pk)
         services.category_update(category=saved, name=obj.name, slug=obj.slug, parent=obj.parent)
+
+
+# Where shops put an item's picture among its free-form attributes, in the order they are tried.
+IMAGE_ATTRIBUTES = ("image_url", "image", "thumbnail_url", "thumbnail", "picture")
+
+
+def item_image_url(item: Item) -> str | None:
+    attributes = item.attributes if isinstance(item.attributes, dict) else {}
+    for key in IMAGE_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
 
 
 class ItemResource(BlankCellsKeepResourceMixin, resources.ModelResource):
@@ -76,6 +89,7 @@ class ItemAdmin(ClearBlankImportAdminMixin, ImportExportModelAdmin):
     resource_classes = [ItemResource]
     formats = [CSV, XLSX]
     list_display = [
+        "thumbnail",
         "shop_id",
         "title",
         "category",
@@ -95,6 +109,10 @@ class ItemAdmin(ClearBlankImportAdminMixin, ImportExportModelAdmin):
     paginator = CappedCountPaginator
     actions = ["deactivate", "activate"]
 
+    @admin.display(description="")
+    def thumbnail(self, item: Item) -> str:
+        return thumbnail_html(item_image_url(item))
+
     @admin.action(description="Deactivate (never recommend; events are kept)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[Item]) -> None:
         count = 0
@@ -113,7 +131,7 @@ class ItemAdmin(ClearBlankImportAdminMixin, ImportExportModelAdmin):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(ModelAdmin):
     list_display = ["shop_id", "created_at", "updated_at"]
     search_fields = ["=shop_id"]
     readonly_fields = ["created_at", "updated_at"]

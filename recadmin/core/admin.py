@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from recadmin.core.admin_base import ModelAdmin
 from recadmin.core.models import ApiKey, ApiScope
 from recadmin.core.services import api_key_create, api_key_revoke, api_key_update_scopes
 
@@ -24,7 +25,7 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ModelAdmin):
     form = ApiKeyForm
     list_display = ["name", "prefix", "scope_list", "created_at", "last_used_at", "status"]
     list_filter = ["revoked_at"]
@@ -60,3 +61,29 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in queryset:
             api_key_revoke(api_key=api_key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+
+
+# --- third-party admins under the theme -----------------------------------------------------------
+# Users and groups (django.contrib.auth), periodic tasks (django-celery-beat) and task results
+# (django-celery-results) register their own admins on the stock base class: register them again on
+# the project's base, keeping each one's own behaviour (its class comes first in the MRO).
+REBASED_APPS = ("auth", "django_celery_beat", "django_celery_results")
+
+
+def _rebase_registered_admins() -> None:
+    from django.contrib.auth.admin import UserAdmin
+    from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
+
+    for model, model_admin in list(admin.site._registry.items()):
+        if model._meta.app_label not in REBASED_APPS or isinstance(model_admin, ModelAdmin):
+            continue
+        base = type(model_admin)
+        attrs: dict[str, Any] = {"__module__": __name__}
+        if issubclass(base, UserAdmin):
+            attrs.update(form=UserChangeForm, add_form=UserCreationForm, change_password_form=AdminPasswordChangeForm)
+        themed = type(base.__name__, (base, ModelAdmin), attrs)
+        admin.site.unregister(model)
+        admin.site.register(model, themed)
+
+
+_rebase_registered_admins()

@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from recadmin.catalog.admin import CustomerAdmin
 from recadmin.catalog.admin_tools import CappedCountPaginator, cheap_dates
 from recadmin.catalog.models import Customer, Item
+from recadmin.core.admin_base import ModelAdmin, TabularInline
 from recadmin.events.models import Event
 
 INLINE_LATEST = 20
@@ -72,7 +73,7 @@ class ReadOnlyMixin:
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class EventAdmin(ReadOnlyMixin, ModelAdmin):
     list_display = ["occurred_at", "type", "customer", "item", "value", "scene", "recommendation_id"]
     list_filter = [EventTypeFilter, SceneFilter, FromRecommendationFilter]
     list_select_related = ["customer", "item"]
@@ -105,9 +106,9 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return queryset.filter(condition), False
 
 
-class LatestEventsInline(ReadOnlyMixin, admin.TabularInline):
+class LatestEventsInline(ReadOnlyMixin, TabularInline):
     model = Event
-    fields = EVENT_FIELDS  # type: ignore[assignment]
+    fields = EVENT_FIELDS
     readonly_fields = EVENT_FIELDS
     extra = 0
     max_num = 0

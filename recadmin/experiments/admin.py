@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
+from recadmin.core.admin_base import ModelAdmin, TabularInline
 from recadmin.core.errors import ApplicationError, FieldErrors
 from recadmin.experiments import selectors, services
 from recadmin.experiments.models import Experiment, ExperimentStatus, Variant
@@ -69,7 +70,7 @@ class VariantFormSet(BaseInlineFormSet):
             raise forms.ValidationError(f"{key}: {'; '.join(field_messages)}")
 
 
-class VariantInline(admin.TabularInline):
+class VariantInline(TabularInline):
     model = Variant
     formset = VariantFormSet
     extra = 2
@@ -94,7 +95,7 @@ class VariantInline(admin.TabularInline):
 
 
 @admin.register(Experiment)
-class ExperimentAdmin(admin.ModelAdmin):
+class ExperimentAdmin(ModelAdmin):
     list_display = ["name", "status", "scene_list", "primary_metric", "allocation", "started_at", "stopped_at"]
     list_filter = ["status", "allocation", "primary_metric"]
     search_fields = ["name", "hypothesis"]

@@ -217,5 +217,4 @@ def dashboard_panels_build() -> list[dict[str, Any]]:
                 "width": "full",
             }
         )
-    panels.append(status_panel(now))
     return panels

@@ -11,9 +11,10 @@ from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from recadmin.core.charts import bar_chart, line_chart
-from recadmin.metrics.dashboard import dashboard_panels
+from recadmin.metrics.dashboard import dashboard_panels, status_panel
 
 REPORT_CACHE_SECONDS = 120
 
@@ -27,7 +28,9 @@ def _page(request: HttpRequest, title: str, panels: list[dict[str, Any]], intro:
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    return _page(request, "Recommendations dashboard", dashboard_panels(request))
+    # The admin home shows the models, experiments and rules panels of their own apps beside these;
+    # this page, the metrics alone, says what the numbers are the result of in one panel.
+    return _page(request, "Recommendations dashboard", [*dashboard_panels(request), status_panel(timezone.now())])
 
 
 def experiment_report_panels(experiment: Any) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from recadmin.core.admin_base import ModelAdmin
 from recadmin.core.errors import ApplicationError
 from recadmin.core.history_admin import ChangeHistoryAdminMixin
 from recadmin.modelops.admin_confirm import confirm_action_page, promote_changes, retire_changes, rollback_view
@@ -154,7 +155,7 @@ class _TrainingRunChangeList(ChangeList):
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(ModelAdmin):
     list_display = ["id", "kind", "model_name", "status", "progress_bar", "result", "trigger", "created_at", "took"]
     list_filter = ["status", "kind", "trigger"]
     raw_id_fields = ["created_by"]
@@ -357,7 +358,7 @@ class ModelVersionForm(forms.ModelForm):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(ChangeHistoryAdminMixin, admin.ModelAdmin):
+class ModelVersionAdmin(ChangeHistoryAdminMixin, ModelAdmin):
     form = ModelVersionForm
     history_restore = False  # a row restored would not restore what TorchServe serves
     list_display = [

@@ -16,6 +16,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
+from recadmin.core.admin_base import ModelAdmin
 from recadmin.core.errors import ApplicationError
 from recadmin.serving import fallbacks
 from recadmin.serving.models import ServedRecommendation
@@ -37,7 +38,7 @@ class CappedCountPaginator(Paginator):
 
 
 @admin.register(ServedRecommendation)
-class ServedRecommendationAdmin(admin.ModelAdmin):
+class ServedRecommendationAdmin(ModelAdmin):
     list_display = [
         "created_at",
         "recommendation_id",
@@ -118,6 +119,7 @@ class ServedRecommendationAdmin(admin.ModelAdmin):
                 name="serving_fallback_reset",
             ),
             path("drain/", self.admin_site.admin_view(self.drain_view), name="serving_drain"),
+            path("rule-effect/", self.admin_site.admin_view(self.rule_effect_view), name="serving_rule_effect"),
         ]
         return own + super().get_urls()
 
@@ -177,6 +179,102 @@ class ServedRecommendationAdmin(admin.ModelAdmin):
             "error": error,
         }
         return TemplateResponse(request, "admin/serving/preview.html", context)
+
+
+    def rule_effect_view(self, request: HttpRequest) -> HttpResponse:
+        """'What this rule changes': the rule form's unsaved data (POST) applied to one customer's list
+        in one scene, next to the same list without the rule. An HTML fragment for the rule form."""
+        from recadmin.rules.admin import BusinessRuleForm
+        from recadmin.rules.models import BusinessRule
+
+        if request.method != "POST":
+            return HttpResponse("POST the rule form.", status=405)
+        rule_id = request.POST.get("effect_rule") or ""
+        instance = BusinessRule.objects.filter(pk=int(rule_id)).first() if rule_id.isdigit() else None
+        data = request.POST.copy()
+        # The effect is shown on the scene asked for: the rule's own scenes need not be chosen yet.
+        data["all_scenes"] = "on"
+        form = BusinessRuleForm(data, instance=instance)
+        context: dict[str, Any] = {"errors": [], "rows": []}
+        if not form.is_valid():
+            context["errors"] = [
+                (f"{field}: " if field != "__all__" else "") + " ".join(map(str, messages_))
+                for field, messages_ in form.errors.items()
+            ]
+            return TemplateResponse(request, "admin/serving/rule_effect.html", context)
+        try:
+            context.update(rule_effect(form.cleaned_data, rule_id=instance.pk if instance else None,
+                                       scene=request.POST.get("effect_scene") or "home",
+                                       customer=request.POST.get("effect_customer") or ""))  # fmt: skip
+        except ApplicationError as exc:
+            context["errors"] = [exc.message]
+        return TemplateResponse(request, "admin/serving/rule_effect.html", context)
+
+
+DRAFT_RULE_ID = 2**62  # sorts after every saved rule of the same priority, as a new rule would
+
+
+def rule_effect(data: dict[str, Any], *, rule_id: int | None, scene: str, customer: str, n: int = 10) -> dict[str, Any]:
+    """One customer's list in `scene` without the rule and with it (the unsaved form data), by the
+    preview engine. The rule's dates are ignored: the question is what it does when it applies."""
+    from recadmin.rules.engine import CompiledRule, RuleSet
+    from recadmin.serving.services import scene_bundle
+    from recadmin.serving.state import SceneBundle
+
+    bundle = scene_bundle(scene)
+    draft = CompiledRule(
+        id=rule_id or DRAFT_RULE_ID,
+        name=data.get("name") or "this rule",
+        kind=data["kind"],
+        condition=data.get("condition") or None,
+        filter_mode=data.get("filter_mode") or "exclude",
+        weight=float(data["weight"]) if data.get("weight") is not None else 1.0,
+        weight_mode=data.get("weight_mode") or "multiply",
+        position=data.get("position"),
+        pinned_items=tuple(sorted(item.shop_id for item in data.get("pinned_items") or [])),
+        priority=int(data.get("priority") or 0),
+        enabled=True,
+    )
+    others = tuple(rule for rule in bundle.ruleset.rules if rule.id != draft.id)
+    with_rule = tuple(sorted([*others, draft], key=lambda rule: (-rule.priority, rule.id)))
+
+    def build(rules: tuple[Any, ...], tag: str) -> Any:
+        ruleset = RuleSet(scene=bundle.ruleset.scene, rules=rules, version=f"{bundle.ruleset.version}:{tag}")
+        return recommendations_build(
+            customer=customer,
+            scene=scene,
+            n=n,
+            bundle=SceneBundle(settings=bundle.settings, ruleset=ruleset, enabled=bundle.enabled),
+            count_fallback=False,
+        )
+
+    before = build(others, "without")
+    after = build(with_rule, "with")
+    before_ids = [row["item"] for row in before.page]
+    after_ids = [row["item"] for row in after.page]
+    rows = []
+    for index in range(max(len(before_ids), len(after_ids))):
+        old = before.page[index] if index < len(before_ids) else None
+        new = after.page[index] if index < len(after_ids) else None
+        change = ""
+        if new is not None:
+            if new["item"] not in before_ids:
+                change = "new"
+            elif before_ids.index(new["item"]) != index:
+                change = f"moved from {before_ids.index(new['item']) + 1}"
+        touched = [
+            _reason_text(reason) for reason in (new or {}).get("reasons", []) if reason.get("rule") == draft.id
+        ]
+        rows.append({"position": index + 1, "before": old, "after": new, "change": change, "touched": touched})
+    removed = [item for item in before_ids if item not in after_ids]
+    return {
+        "scene": scene,
+        "customer": customer or "(no customer: cold start)",
+        "source": after.source,
+        "rows": rows,
+        "removed": removed,
+        "changed": before_ids != after_ids or any(row["touched"] for row in rows),
+    }
 
 
 def _scene_choices() -> list[tuple[str, str]]:

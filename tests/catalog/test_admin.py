@@ -154,3 +154,11 @@ def test_the_import_form_offers_the_clear_blank_option_off_by_default(admin_clie
     html = admin_client.get("/admin/catalog/item/import/").content.decode()
     assert 'name="clear_blank"' in html and "Blank cells clear the stored value" in html
     assert "checked" not in re.search(r'<input[^>]*name="clear_blank"[^>]*>', html).group(0)
+
+
+def test_the_item_list_shows_a_thumbnail_where_an_item_has_an_image_url(admin_client: Client) -> None:
+    ItemFactory(shop_id="PIC-1", attributes={"image_url": "https://cdn.example.com/pic-1.jpg"})
+    ItemFactory(shop_id="NOPIC-1", attributes={"image_url": "javascript:alert(1)"})
+    page = admin_client.get("/admin/catalog/item/").content.decode()
+    assert '<img src="https://cdn.example.com/pic-1.jpg"' in page
+    assert "javascript:alert" not in page

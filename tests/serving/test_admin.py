@@ -10,6 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from recadmin.catalog.models import Customer
+from recadmin.rules.models import BusinessRule
 from recadmin.rules.services import rule_create
 from recadmin.serving import fallbacks
 from recadmin.serving.served_log import served_log_drain
@@ -111,3 +112,46 @@ def test_fallback_counters_can_be_reset_from_the_admin(admin_client_logged: Clie
     admin_client_logged.post(reverse("admin:serving_fallback_reset"))
 
     assert fallbacks.fallback_counts()[fallbacks.REASON_TORCHSERVE_SLOW] == 0
+
+
+def _rule_post(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "Draft",
+        "kind": "pin",
+        "enabled": "on",
+        "priority": "0",
+        "condition": "{}",
+        "filter_mode": "exclude",
+        "weight_mode": "multiply",
+        "weight": "",
+        "position": "1",
+        "pinned_items": "",
+        "effect_scene": "home",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_the_rule_form_shows_what_an_unsaved_pin_changes(admin_client_logged: Client, shop_with_events: Any) -> None:
+    url = reverse("admin:serving_rule_effect")
+    out_of_stock = '{"field": "in_stock", "op": "eq", "value": false}'
+    without = admin_client_logged.post(url, _rule_post(kind="filter", condition=out_of_stock))
+    before = [row["after"]["item"] for row in without.context["rows"] if row["after"]]
+    assert before, "the home list of this shop is not empty"
+    last = before[-1]
+
+    response = admin_client_logged.post(url, _rule_post(pinned_items=last, position="1"))
+
+    assert response.status_code == 200
+    rows = response.context["rows"]
+    assert rows[0]["after"]["item"] == last and rows[0]["before"]["item"] == before[0]
+    assert rows[0]["change"] == f"moved from {len(before)}"
+    assert any("pinned at 1 by rule" in text for text in rows[0]["touched"])
+    assert response.context["changed"] is True
+    assert not BusinessRule.objects.exists()  # nothing was saved
+
+
+def test_the_rule_effect_names_what_to_fix_in_the_form(admin_client_logged: Client, shop_with_events: Any) -> None:
+    response = admin_client_logged.post(reverse("admin:serving_rule_effect"), _rule_post(pinned_items="no-such-sku"))
+    assert response.status_code == 200
+    assert "no item has the shop id no-such-sku" in response.content.decode()
