@@ -26,10 +26,8 @@ from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 from recadmin.modelops.torchserve.config import TorchServeConfig
 from recadmin.modelops.torchserve.errors import (
     _TRANSIENT_STATUS,
-    DefaultVersionProtected,
     ModelNotRegistered,
     ModelVersionConflict,
-    PredictionRejected,
     TorchServeAuthError,
     TorchServeError,
     TorchServeTimeout,
@@ -38,7 +36,7 @@ from recadmin.modelops.torchserve.errors import (
     _error_for,
     _ts_message,
 )
-from recadmin.modelops.torchserve.fast import _BadAnswer, _FastConnection, _StaleConnection
+from recadmin.modelops.torchserve.fast import _FastConnection, _StaleConnection
 
 
 @dataclass(frozen=True)

@@ -35,4 +35,6 @@ def ranked_answer(answer: Any) -> list[tuple[str, float]] | None:
         answer = answer["items"]
     if not isinstance(answer, list):
         return None
-    return [(str(row["item"]), float(row.get("score") or 0.0)) for row in answer if isinstance(row, dict) and "item" in row]
+    return [
+        (str(row["item"]), float(row.get("score") or 0.0)) for row in answer if isinstance(row, dict) and "item" in row
+    ]

@@ -17,7 +17,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from recadmin.modelops.torchserve.client import ModelVersionInfo, TorchServeClient, _clients, _param, get_client
-from recadmin.modelops.torchserve.config import BASE_PROPERTIES, KEY_FILE_NAME, LOG_CONFIG, PID_FILE_NAME, TorchServeConfig
+from recadmin.modelops.torchserve.config import (
+    BASE_PROPERTIES,
+    KEY_FILE_NAME,
+    LOG_CONFIG,
+    PID_FILE_NAME,
+    TorchServeConfig,
+)
 from recadmin.modelops.torchserve.errors import TorchServeError, TorchServeStartError, TorchServeUnavailable
 
 logger = logging.getLogger("recadmin.modelops.torchserve")
