@@ -128,10 +128,10 @@ def complements_get(items: list[str], *, limit: int = PER_ITEM) -> Ranked:
         except Exception:  # noqa: BLE001 - no cache: no complements (the chain goes on)
             cached = {}
         for item in remote:
-            ranked = [tuple(x) for x in cached.get(complement_key(item)) or ()]
-            found[item] = ranked  # type: ignore[assignment]
+            ranked: Ranked = [(str(x[0]), float(x[1])) for x in cached.get(complement_key(item)) or ()]
+            found[item] = ranked
             with contextlib.suppress(Exception):
-                _local[item] = (now, ranked)  # type: ignore[assignment]
+                _local[item] = (now, ranked)
     merged: dict[str, float] = defaultdict(float)
     for item in items:
         for other, score in found.get(item, ()):

@@ -108,6 +108,20 @@ def format_row(
     return row
 
 
+def descending_scores(rows: list[dict[str, Any]]) -> None:
+    """Make a list's scores read in its order (issue 11): an item placed above better-scored ones by a
+    pin or by diversity shows the score of the best item below it. Its reasons keep its own score."""
+    best: float | None = None
+    for row in reversed(rows):
+        score = row["score"]
+        if score is None:
+            continue
+        if best is not None and score < best:
+            row["score"] = best
+        else:
+            best = score
+
+
 def rank(
     scored: Sequence[Scored],
     *,
@@ -147,6 +161,7 @@ def rank(
                 reasons=reasons,
             )
         )
+    descending_scores(items)
     raw: list[dict[str, Any]] = []
     if want_raw:
         for ranked in engine.raw_ranking(candidates, n=length):
@@ -186,7 +201,10 @@ def rank_or_plain(scored: Sequence[Scored], *, length: int, **kwargs: Any) -> Bu
         meta = metas.get(s.item) if metas is not None else {"item": s.item}
         if meta is None or not meta.get("is_active", True):
             continue
-        reasons = [{"type": s.origin, "score": round(float(s.score), 6)}, {"type": "rules_skipped"}]
+        reasons: list[dict[str, Any]] = [
+            {"type": s.origin, "score": round(float(s.score), 6)},
+            {"type": "rules_skipped"},
+        ]
         items.append(format_row({**meta, "item": s.item}, score=s.score, position=len(items) + 1, reasons=reasons))
         if len(items) >= length:
             break

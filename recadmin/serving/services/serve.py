@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from recadmin.catalog.selectors import items_metadata
 from recadmin.rules.engine import Context
+from recadmin.rules.params import SOURCE_SIMILAR
 from recadmin.serving.models import ServedEndpoint, ServedSource
 from recadmin.serving.popular import popular_get
 from recadmin.serving.services.context import ListQuery, RequestContext, context_build, scene_bundle, validate_category
@@ -43,6 +44,9 @@ def list_build(ctx: RequestContext) -> ServedList:
         items_state=ctx.state.items,
     )
     model_used = chain.model if chain.source != ServedSource.FALLBACK else None
+    source = chain.source
+    if ctx.endpoint == ServedEndpoint.SIMILAR and source == SOURCE_SIMILAR:
+        source = ServedSource.MODEL  # the endpoint's documented value: the model's embeddings answered
     return ServedList(
         recommendation_id=new_recommendation_id(),
         endpoint=ctx.endpoint,
@@ -52,7 +56,7 @@ def list_build(ctx: RequestContext) -> ServedList:
         category=ctx.category or "",
         model_version=_label(model_used),
         model_version_id=model_used.id if model_used is not None else None,
-        source=chain.source,
+        source=source,
         fallback_reason=chain.fallback_reason,
         items=built.items,
         offset=ctx.offset,
@@ -91,7 +95,6 @@ def list_serve(query: ListQuery) -> ServedList:
         if served is not None:
             return served
     ctx = context_build(query)
-    ctx.started = started
     served = list_build(ctx)
     served.latency_ms = (time.perf_counter() - started) * 1000
     served_log(served, keep=True)

@@ -247,7 +247,8 @@ class ChainResult:
 def chain_run(ctx: RequestContext) -> ChainResult:
     """Ask the strategy's sources in order until the list can be filled (ctx.length candidates)."""
     pool: list[Scored] = []
-    seen: set[str] = set()
+    # Never the current item nor what is already in the cart.
+    seen: set[str] = set(ctx.cart) | ({ctx.item} if ctx.item else set())
     used: list[str] = []
     first_failure, detail = "", ""
     model: DefaultModel | None = None
@@ -266,7 +267,7 @@ def chain_run(ctx: RequestContext) -> ChainResult:
         floor = min((s.score for s in pool), default=None)
         added = 0
         for i, (item, score) in enumerate(answer.scored):
-            if item in seen or item == ctx.item:
+            if item in seen:
                 continue
             seen.add(item)
             if floor is not None:
