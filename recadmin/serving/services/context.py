@@ -21,16 +21,14 @@ from recadmin.core.errors import ValidationError
 from recadmin.events.selectors import CustomerHistory, customer_history
 from recadmin.experiments.assignment import RunningExperiment, VariantSpec
 from recadmin.experiments.selectors import experiment_running_for_scene
-from recadmin.modelops.selectors import DefaultModel, serving_model_get
+from recadmin.modelops.selectors import DefaultModel, model_name_resolve, serving_model_get
 from recadmin.modelops.torchserve import MAX_K
-from recadmin.rules.engine import Context, SceneSettings
-from recadmin.rules.params import strategy_resolve
+from recadmin.rules.engine import Context
 from recadmin.serving.services.lists import list_length
 from recadmin.serving.state import NO_SCENE, HotState, SceneBundle, default_model, hot_state, scene_lookup
+from recadmin.serving.strategy import strategy_select
 
 HISTORY_LIMIT = 50
-#: The similar-items endpoint's chain: the model's neighbours, then the item's category.
-SIMILAR_STRATEGY = ("similar", "popular")
 
 
 @dataclass(frozen=True)
@@ -115,22 +113,6 @@ def validate_item(
     return meta
 
 
-# Variant scene settings, applied once per (scene settings, variant): the hot path reuses them.
-_variant_settings: dict[tuple[int, int], tuple[SceneSettings, SceneSettings]] = {}
-
-
-def _apply_settings(settings: SceneSettings, variant: VariantSpec) -> SceneSettings:
-    key = (id(settings), variant.id)
-    hit = _variant_settings.get(key)
-    if hit is not None and hit[0] is settings:
-        return hit[1]
-    merged = SceneSettings.from_dict({**settings.to_dict(), **dict(variant.scene_settings or {})})
-    if len(_variant_settings) > 1000:
-        _variant_settings.clear()
-    _variant_settings[key] = (settings, merged)
-    return merged
-
-
 def context_build(query: ListQuery, *, state: HotState | None = None, want_raw: bool = False) -> RequestContext:
     """The request's context; ValidationError (400 naming the field) for bad parameters."""
     now = timezone.now()
@@ -147,25 +129,22 @@ def context_build(query: ListQuery, *, state: HotState | None = None, want_raw: 
     bundle = scene_bundle(query.scene, state=state, now=now, required=not similar)
     item_meta = validate_item(query.item, state=state)
     category = validate_category(query.category, state=state)
-    strategy = SIMILAR_STRATEGY if similar else strategy_resolve(bundle.settings.slug, bundle.settings.strategy)
     model = default_model(state)
     experiment: RunningExperiment | None = None
-    variant: VariantSpec | None = None
     if query.scene and query.customer and not similar and query.history is None:
         experiment = experiment_running_for_scene(query.scene, version=state.experiments_version)
-        if experiment is not None:
-            variant = experiment.assign(query.customer)
-            if variant.model_version is not None:
-                model = (
-                    serving_model_get(
-                        name=variant.model_name or (model.name if model else ""), version=variant.model_version
-                    )
-                    or model
-                )
-            if variant.strategy:
-                strategy = tuple(variant.strategy)
-            if variant.scene_settings:
-                bundle = replace(bundle, settings=_apply_settings(bundle.settings, variant))
+    selection = strategy_select(bundle.settings, experiment=experiment, customer=query.customer, similar=similar)
+    if selection.settings is not bundle.settings:
+        bundle = replace(bundle, settings=selection.settings)
+    if selection.model_version is not None:
+        name, version = selection.model_version
+        model = (
+            serving_model_get(name=name or (model.name if model else model_name_resolve()), version=version) or model
+        )
+    strategy = selection.strategy
+    variant = selection.variant
+    if variant is None:
+        experiment = None
     n = query.n if query.n is not None else bundle.settings.default_n
     length = list_length(n, query.offset)
     if query.history is not None:
