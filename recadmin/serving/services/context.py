@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.utils import timezone
@@ -71,7 +71,6 @@ class RequestContext:
     experiment: RunningExperiment | None = None
     variant: VariantSpec | None = None
     want_raw: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def engine_context(self) -> Context:
