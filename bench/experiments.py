@@ -7,7 +7,10 @@ statistics, and per Thompson reallocation.
   cut points) on distinct customer ids, as the recommendations endpoint calls it once per request;
 - the report's statistics: `compare` of two ratio estimates from sufficient statistics (what one
   variant row of `GET /experiments/<id>/report` costs after the aggregate query);
-- a Thompson reallocation of 4 Beta arms with the default 20,000 posterior draws.
+- a Thompson reallocation of 4 Beta arms with the default 20,000 posterior draws;
+- assignment + strategy selection as the recommendations endpoint does it per request
+  (`serving.strategy.strategy_select`: the customer's variant, then the variant's strategy, scene
+  settings or model version over the scene's own); goal under 50 us of CPU per request.
 Prints median microseconds over batches of process CPU time.
 """
 
@@ -25,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from recadmin.experiments import bandit
 from recadmin.experiments import statistics as st
 from recadmin.experiments.assignment import RunningExperiment, VariantSpec
+from recadmin.rules.engine import SceneSettings
+from recadmin.serving.strategy import strategy_select
 
 
 def _median_us(func: Callable[[int], None], calls: int, batches: int = 7) -> float:
@@ -80,10 +85,36 @@ def main() -> None:
         for step in range(n):
             bandit.thompson_allocation(arms, seed=step)
 
+    serving_experiment = RunningExperiment(
+        id=2,
+        name="strategies",
+        salt="0c1d2e3f4a5b6c7d",
+        variants=(
+            VariantSpec(id=10, name="control"),
+            VariantSpec(id=11, name="popular", strategy=("popular",)),
+            VariantSpec(id=12, name="no-mmr", scene_settings={"mmr_enabled": False}),
+            VariantSpec(id=13, name="v4", model_name="recommender", model_version=4),
+        ),
+        weights=(25.0, 25.0, 25.0, 25.0),
+    )
+    running = {"home": serving_experiment}  # what experiment_running_for_scene returns from its process copy
+    scene = SceneSettings(slug="home", mmr_enabled=True, max_per_category=3)
+
+    def select(n: int) -> None:
+        for customer in ids[:n]:
+            strategy_select(scene, experiment=running.get("home"), customer=customer)
+
+    def select_outside(n: int) -> None:
+        for customer in ids[:n]:
+            strategy_select(scene, experiment=running.get("cart"), customer=customer)
+
     print(f"assign (1 of {len(weights)} variants): {_median_us(assign, args.calls):8.2f} us per call")
     print(f"RunningExperiment.from_dict (per cache version, per process): {_median_us(rebuild, 20_000):8.2f} us")
     print(f"compare (one report row's statistics): {_median_us(compare, 20_000):8.2f} us")
     print(f"thompson_allocation (4 arms, 20,000 draws): {_median_us(thompson, 70) / 1000:8.2f} ms")
+    print(f"assignment + strategy selection (4 variants): {_median_us(select, args.calls):8.2f} us per request"
+          " (goal < 50)")
+    print(f"strategy selection outside an experiment: {_median_us(select_outside, args.calls):8.2f} us per request")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
   dead worker's live values are dropped (`mark_process_dead`).
 - The in-process scheduler (`recadmin.core.scheduler`) starts in each worker when SCHEDULER says so
   (auto: without a broker); one of them holds the lock and runs beat's schedule.
+- Each worker warms what the first recommendation request needs before it accepts requests
+  (`recadmin.serving.warmup`; SERVING_WARM_UP=false turns it off).
 - gunicorn's own log lines go through the same redaction and format (LOG_FORMAT) as the app's, and
   the access log carries each request's id.
 
@@ -84,6 +86,12 @@ def post_worker_init(worker: Any) -> None:
     from recadmin.core.scheduler import scheduler_start_if_enabled
 
     scheduler_start_if_enabled()
+    # Before the worker accepts requests: the first recommendation must not pay for cold caches,
+    # connections and imports (issue 11). Best effort and bounded (recadmin.serving.warmup).
+    with contextlib.suppress(Exception):
+        from recadmin.serving.warmup import serving_warm_up
+
+        serving_warm_up()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -238,6 +238,8 @@ ATTRIBUTION_WINDOW_HOURS = env.float("ATTRIBUTION_WINDOW_HOURS", 24.0)
 
 # Serving
 SERVING_TIME_BUDGET_MS = env.int("SERVING_TIME_BUDGET_MS", 150)
+# Each gunicorn worker warms caches, connections and imports before its first request (serving.warmup).
+SERVING_WARM_UP = env.bool("SERVING_WARM_UP", True)
 PROMOTION_TOLERANCE = env.float("PROMOTION_TOLERANCE", 0.0)
 
 # --- operations (owned by recadmin.core.observability and recadmin.core.scheduler) ----------------

@@ -10,6 +10,8 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import Q, QuerySet
 
+from recadmin.catalog.metadata import category_exists as category_exists
+from recadmin.catalog.metadata import items_metadata as items_metadata
 from recadmin.catalog.models import Category, Customer, Item
 from recadmin.core.errors import NotFound
 

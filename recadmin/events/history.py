@@ -237,11 +237,13 @@ def history_load_many(
     limit: int | None = None,
     *,
     known: Mapping[str, Sequence[HistoryEntry]] | None = None,
+    write: bool = True,
 ) -> dict[str, list[HistoryEntry]]:
     """Read customers' newest events from the database (one query on the customer/time index) and
     write them to the cache; customers without events (unknown ones too) get the short EMPTY marker.
     What a read does when the cache has no complete entry; `known` are the entries it did find (an
-    event recorded before its transaction is visible here is kept)."""
+    event recorded before its transaction is visible here is kept). `write=False`: the cache is known
+    to be down (its read just failed), so the load does not wait on it a second time."""
     from django.db.models import F, Window
     from django.db.models.functions import RowNumber
 
@@ -276,7 +278,8 @@ def history_load_many(
         ts = occurred_at.timestamp()
         by_customer[customer].append((f"{ts!r}|{type_}|{weights.get(type_, 1.0)!r}|{item}", ts))
     try:
-        _write(by_customer, complete=True)
+        if write:
+            _write(by_customer, complete=True)
     except Exception:  # the database answered: serve that; the cache is refilled next time
         logger.warning("history: writing %d loaded histories to the cache failed", len(wanted), exc_info=True)
     limit = limit or length

@@ -1,13 +1,14 @@
 """Names shared by the experiments app's models, services and API, one level below them.
 
-`STRATEGY_SOURCES` are the candidate sources a strategy chains (issue 9, section 1). The serving
-strategies live above this app and may not be imported here; when the scene's own strategy field
-lands (in `rules`), this tuple should come from there so both validate against the same names.
+`STRATEGY_SOURCES` are the candidate sources a strategy chains (issue 9, section 1): the rules app's
+names (`recadmin.rules.params`), so a variant and a scene validate against the same list.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from recadmin.rules.params import STRATEGY_SOURCES as STRATEGY_SOURCES
 
 PRIMARY_METRICS: Final = ("ctr", "conversion_rate", "revenue_per_customer")
 METRIC_LABELS: Final = {
@@ -15,8 +16,6 @@ METRIC_LABELS: Final = {
     "conversion_rate": "conversion rate",
     "revenue_per_customer": "revenue per customer",
 }
-
-STRATEGY_SOURCES: Final = ("model", "similar", "complementary", "popular", "recently_viewed")
 
 # The fields a variant may name in the API and the services; what it overrides is at most one of the last three.
 VARIANT_FIELDS: Final = ("name", "weight", "model_version", "strategy", "scene_settings")

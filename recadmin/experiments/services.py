@@ -482,12 +482,6 @@ def experiment_allocations_update_running(*, now: dt.datetime | None = None) -> 
 # --- promotion of the winner -----------------------------------------------------------------------
 
 
-def _scene_has_strategy_field() -> bool:
-    from recadmin.rules import services as rules_services
-
-    return "strategy" in getattr(rules_services, "SCENE_FIELDS", ())
-
-
 def experiment_promote_winner(*, experiment: Experiment, variant: Variant) -> str:
     """Make `variant`'s change the default everywhere and stop the experiment: a model version through
     modelops' promote service (TorchServe's default, then the registry), scene settings (or a strategy)
@@ -515,12 +509,6 @@ def experiment_promote_winner(*, experiment: Experiment, variant: Variant) -> st
         settings_text = ", ".join(f"{k}={v}" for k, v in variant.scene_settings.items())
         done = f"scene(s) {', '.join(s.slug for s in scenes)} now use {settings_text}"
     elif variant.strategy is not None:
-        if not _scene_has_strategy_field():
-            raise Conflict(
-                "Scenes have no strategy setting on this version of recadmin, so a strategy cannot be promoted "
-                "yet: set it on the scene by hand once scenes choose their strategy.",
-                extra={"fields": {"variant": ["a strategy variant cannot be promoted yet"]}},
-            )
         with transaction.atomic():
             for scene in scenes:
                 rules_services.scene_update(scene=scene, data={"strategy": list(variant.strategy)})

@@ -82,6 +82,26 @@ def default_model_get(*, name: str | None = None) -> DefaultModel | None:
     return DefaultModel(**row) if row is not None else None
 
 
+_serving_versions: dict[tuple[str, int], tuple[float, DefaultModel | None]] = {}
+SERVING_VERSION_SECONDS = 30.0
+
+
+def serving_model_get(*, name: str, version: int) -> DefaultModel | None:
+    """A named version as serving needs it (an experiment's variant): kept per process for
+    SERVING_VERSION_SECONDS, so the hot path makes no query for it while warm."""
+    import time
+
+    key = (name, int(version))
+    hit = _serving_versions.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < SERVING_VERSION_SECONDS:
+        return hit[1]
+    row = ModelVersion.objects.filter(name=name, version=version).values("id", "name", "version", "kind").first()
+    found = DefaultModel(**row) if row else None
+    _serving_versions[key] = (now, found)
+    return found
+
+
 def model_version_get(*, name: str, version: int) -> ModelVersion | None:
     return ModelVersion.objects.select_related("training_run").filter(name=name, version=version).first()
 

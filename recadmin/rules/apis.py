@@ -27,6 +27,7 @@ from recadmin.rules.models import (
     Scene,
     WeightMode,
 )
+from recadmin.rules.params import MAX_STRATEGY_LENGTH, STRATEGY_SOURCES, strategy_problem
 
 _INT_LIMIT = 2**31 - 1
 
@@ -68,6 +69,18 @@ class SceneFields(serializers.Serializer):
     exclude_purchased_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
     exclude_current_item = serializers.BooleanField(required=False)
     enabled = serializers.BooleanField(required=False)
+    strategy = serializers.ListField(
+        child=serializers.CharField(max_length=32),
+        required=False,
+        max_length=MAX_STRATEGY_LENGTH,
+        help_text="Candidate sources in order, from: " + ", ".join(STRATEGY_SOURCES) + ". Empty: the slug's default.",
+    )
+
+    def validate_strategy(self, value: list[str]) -> list[str]:
+        problem = strategy_problem(value)
+        if problem:
+            raise serializers.ValidationError(f"The strategy {problem}.")
+        return value
 
 
 class SceneCreateInput(SceneFields):
@@ -80,7 +93,7 @@ class SceneOutput(serializers.ModelSerializer):
         fields = [
             "slug", "name", "description", "default_n", "candidate_multiplier", "max_per_category",
             "mmr_enabled", "mmr_lambda", "fallback", "exclude_purchased_days", "exclude_current_item",
-            "enabled", "created_at", "updated_at",
+            "enabled", "strategy", "created_at", "updated_at",
         ]  # fmt: skip
 
 
@@ -97,6 +110,7 @@ SCENE_EXAMPLE = {
     "exclude_purchased_days": 30,
     "exclude_current_item": True,
     "enabled": True,
+    "strategy": ["model", "popular"],
 }
 
 

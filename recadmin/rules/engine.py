@@ -198,13 +198,20 @@ class SceneSettings:
     fallback: str = FALLBACK_OVERALL
     exclude_purchased_days: int | None = None
     exclude_current_item: bool = True
+    # The candidate sources in order (rules.params); empty: the default of the slug.
+    strategy: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["strategy"] = list(self.strategy)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SceneSettings:
-        return cls(**_known(cls, data))
+        known = _known(cls, data)
+        if "strategy" in known:
+            known["strategy"] = tuple(known["strategy"] or ())
+        return cls(**known)
 
     def candidates_wanted(self, n: int, offset: int = 0) -> int:
         """How many candidates to ask the model for: k = multiplier x the items the page needs."""

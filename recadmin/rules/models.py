@@ -12,8 +12,25 @@ from recadmin.catalog.models import Item
 from recadmin.core.history import history_user
 from recadmin.rules import engine
 from recadmin.rules.conditions import FIELDS_HELP
+from recadmin.rules.params import DEFAULT_STRATEGIES, DEFAULT_STRATEGY, SOURCE_HELP, strategy_problem
 
 MAX_LIST_LENGTH = 100
+
+
+def validate_strategy(value: object) -> None:
+    problem = strategy_problem(value)
+    if problem:
+        raise DjangoValidationError(f"The strategy {problem}.", code="strategy")
+
+
+STRATEGY_HELP = (
+    "The candidate sources, in order, as a JSON list: each is asked in turn until one gives enough items, "
+    "then the rules and diversity apply. Sources: "
+    + "; ".join(f"{name}: {text}" for name, text in SOURCE_HELP.items())
+    + ". Empty: the default of the slug ("
+    + ", ".join(f"{slug} = {' then '.join(chain)}" for slug, chain in DEFAULT_STRATEGIES.items())
+    + f", any other = {' then '.join(DEFAULT_STRATEGY)})."
+)
 
 
 class FallbackKind(models.TextChoices):
@@ -72,6 +89,7 @@ class Scene(models.Model):
         default=True, help_text="Never recommend the item the customer is looking at."
     )
     enabled = models.BooleanField(default=True, help_text="A disabled scene serves its fallback only.")
+    strategy = models.JSONField(default=list, blank=True, validators=[validate_strategy], help_text=STRATEGY_HELP)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -95,6 +113,7 @@ class Scene(models.Model):
             fallback=self.fallback,
             exclude_purchased_days=self.exclude_purchased_days,
             exclude_current_item=self.exclude_current_item,
+            strategy=tuple(self.strategy or ()),
         )
 
 

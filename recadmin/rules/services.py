@@ -27,6 +27,7 @@ SCENE_FIELDS = (
     "exclude_purchased_days",
     "exclude_current_item",
     "enabled",
+    "strategy",
 )
 RULE_FIELDS = (
     "name",

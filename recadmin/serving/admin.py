@@ -336,6 +336,10 @@ def _reason_text(reason: dict[str, Any]) -> str:
         return f"similar to {reason.get('item')}"
     if kind == "popular_fallback":
         return f"popular fallback (trend {_num(reason.get('score'))})"
+    if kind == "complements":
+        return f"bought with or after {', '.join(str(i) for i in reason.get('items') or ())}"
+    if kind == "recently_viewed" and "score" not in reason:
+        return "viewed recently by the customer"
     return f"{kind} score {_num(reason.get('score'))}"
 
 

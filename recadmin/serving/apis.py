@@ -16,17 +16,78 @@ from recadmin.core.auth import HasRecommendScope
 from recadmin.core.errors import ValidationError
 from recadmin.core.observability import label_request
 from recadmin.serving.fallbacks import FAILURE_REASONS
+from recadmin.serving.models import ServedEndpoint
 from recadmin.serving.services import (
-    HISTORY_LIMIT,
+    MAX_LIST_LENGTH,
+    MAX_N,
+    ListQuery,
     ServedList,
+    list_serve,
     popular_serve,
-    recommendations_serve,
-    scene_bundle,
-    similar_serve,
-    validate_n,
-    validate_offset,
 )
-from recadmin.serving.state import hot_state
+
+MAX_CART = 50
+
+
+class ListQueryInput(serializers.Serializer):
+    """The query parameters of every list endpoint, validated once (400 naming the parameter)."""
+
+    customer = serializers.CharField(required=False, allow_blank=True, max_length=SHOP_ID_MAX_LENGTH)
+    scene = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    item = serializers.CharField(required=False, allow_blank=True, max_length=SHOP_ID_MAX_LENGTH)
+    category = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    n = serializers.IntegerField(required=False, min_value=1, max_value=MAX_N)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_LIST_LENGTH - 1, default=0)
+    recommendation_id = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    cart = serializers.CharField(required=False, allow_blank=True, max_length=MAX_CART * (SHOP_ID_MAX_LENGTH + 1))
+
+    # DRF deep-copies a serializer's declared fields for every instance, which costs more CPU than the
+    # rest of the view on this path. These fields are stateless (no context, no nested serializers):
+    # bound once, on the first instance, and shared.
+    _bound_fields: Any = None
+
+    @property
+    def fields(self) -> Any:
+        cls = type(self)
+        bound = cls.__dict__.get("_bound_fields")
+        if bound is None:
+            bound = super().fields
+            cls._bound_fields = bound
+        return bound
+
+    def validate_cart(self, value: str) -> list[str]:
+        items = [part for part in value.split(",") if part]
+        if len(items) > MAX_CART:
+            raise serializers.ValidationError(f"At most {MAX_CART} items.")
+        if any(len(item) > SHOP_ID_MAX_LENGTH for item in items):
+            raise serializers.ValidationError(f"Item ids are at most {SHOP_ID_MAX_LENGTH} characters.")
+        return items
+
+    def to_query(self, endpoint: str, **fixed: Any) -> ListQuery:
+        data = {**self.validated_data, **fixed}
+        return ListQuery(
+            endpoint=endpoint,
+            customer=data.get("customer") or "",
+            scene=data.get("scene") or None,
+            item=data.get("item") or None,
+            category=data.get("category") or None,
+            n=data.get("n"),
+            offset=data.get("offset") or 0,
+            recommendation_id=data.get("recommendation_id") or None,
+            cart=tuple(data.get("cart") or ()),
+        )
+
+
+def _query(request: Request, endpoint: str, **fixed: Any) -> ListQuery:
+    serializer = ListQueryInput(data=request.query_params)
+    if not serializer.is_valid():
+        field = next(iter(serializer.errors))
+        messages = serializer.errors[field]
+        raise ValidationError(
+            f"{field}: {messages[0] if isinstance(messages, list) else messages}",
+            extra={"fields": {name: [str(m) for m in errs] for name, errs in serializer.errors.items()}},
+        )
+    return serializer.to_query(endpoint, **fixed)
 
 
 class RecommendedItemSerializer(serializers.Serializer):
@@ -48,7 +109,14 @@ class RecommendationListSerializer(serializers.Serializer):
     recommendation_id = serializers.CharField(help_text="Send it back with events (and with offset for more pages).")
     scene = serializers.CharField()
     model_version = serializers.CharField(allow_null=True, help_text='"name:version" of the model, null on fallback.')
-    source = serializers.ChoiceField(choices=["model", "fallback", "popular"])  # type: ignore[assignment]
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=["model", "similar", "complementary", "popular", "recently_viewed", "fallback"],
+        help_text="The candidate source that produced the list (the head of the scene's strategy that answered); "
+        "fallback: the strategy's sources failed and trending items stand in.",
+    )
+    strategy = serializers.ListField(child=serializers.CharField(), help_text="The candidate sources, in order.")
+    experiment = serializers.DictField(allow_null=True, help_text='{"id", "name"} of the running experiment, or null.')
+    variant = serializers.DictField(allow_null=True, help_text='{"id", "name"} of the customer\'s variant, or null.')
     offset = serializers.IntegerField()
     items = RecommendedItemSerializer(many=True)
 
@@ -72,19 +140,13 @@ def _render(served: ServedList) -> Response:
         "scene": served.scene,
         "model_version": served.model_version,
         "source": str(served.source),
+        "strategy": list(served.strategy),
+        "experiment": served.experiment,
+        "variant": served.variant,
         "offset": served.offset,
         "items": served.page,
     }
     return Response(data)
-
-
-def _text(params: Any, name: str, *, max_length: int = SHOP_ID_MAX_LENGTH) -> str | None:
-    value = params.get(name)
-    if value is None or value == "":
-        return None
-    if len(value) > max_length:
-        raise ValidationError(f"{name} must be at most {max_length} characters.", field=name)
-    return str(value)
 
 
 _EXAMPLE = {
@@ -92,6 +154,9 @@ _EXAMPLE = {
     "scene": "home",
     "model_version": "recommender:3",
     "source": "model",
+    "strategy": ["model", "popular"],
+    "experiment": None,
+    "variant": None,
     "offset": 0,
     "items": [
         {
@@ -147,6 +212,9 @@ class RecommendationsApi(APIView):
             OpenApiParameter("scene", OpenApiTypes.STR, required=True, description="The placement's slug."),
             OpenApiParameter("item", OpenApiTypes.STR, description="The item the customer is looking at."),
             OpenApiParameter("category", OpenApiTypes.STR, description="Category slug: the fallback's category."),
+            OpenApiParameter(
+                "cart", OpenApiTypes.STR, description="Comma-separated item ids in the cart (the complementary source)."
+            ),
             *_COMMON,
         ],
         responses={200: RecommendationListSerializer},
@@ -154,30 +222,7 @@ class RecommendationsApi(APIView):
         tags=["recommendations"],
     )
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        scene = _text(params, "scene", max_length=64)
-        customer = _text(params, "customer") or ""
-        # A later page is a slice of the cached list: it needs the tokens (scene, default n) but not
-        # the history, which only an expired id reads (then on its own, in recommendations_build).
-        category = params.get("category")
-        state = hot_state(
-            customer="" if params.get("recommendation_id") else customer,
-            history_limit=HISTORY_LIMIT,
-            # Its cached check rides the same round trip (an over-long one is refused below).
-            category=category if category and len(category) <= 100 else None,
-        )
-        bundle = scene_bundle(scene, state=state)
-        served = recommendations_serve(
-            customer=customer,
-            scene=scene,
-            n=validate_n(params.get("n"), default=bundle.settings.default_n),
-            offset=validate_offset(params.get("offset")),
-            item=_text(params, "item"),
-            category=_text(params, "category", max_length=100),
-            recommendation_id=_text(params, "recommendation_id", max_length=64),
-            bundle=bundle,
-            state=state,
-        )
+        served = list_serve(_query(request, ServedEndpoint.RECOMMENDATIONS))
         _label(request, served)
         return _render(served)
 
@@ -195,19 +240,9 @@ class SimilarItemsApi(APIView):
         tags=["recommendations"],
     )
     def get(self, request: Request, shop_id: str) -> Response:
-        params = request.query_params
-        scene = _text(params, "scene", max_length=64)
-        state = hot_state()
-        bundle = scene_bundle(scene, required=False, state=state)
-        served = similar_serve(
-            item=shop_id,
-            scene=scene,
-            n=validate_n(params.get("n"), default=bundle.settings.default_n),
-            offset=validate_offset(params.get("offset")),
-            recommendation_id=_text(params, "recommendation_id", max_length=64),
-            bundle=bundle,
-            state=state,
-        )
+        if len(shop_id) > SHOP_ID_MAX_LENGTH:
+            raise ValidationError(f"item must be at most {SHOP_ID_MAX_LENGTH} characters.", field="item")
+        served = list_serve(_query(request, ServedEndpoint.SIMILAR, item=shop_id, customer="", cart=[]))
         _label(request, served)
         return _render(served)
 
@@ -234,11 +269,7 @@ class PopularApi(APIView):
         tags=["recommendations"],
     )
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        served = popular_serve(
-            n=validate_n(params.get("n")),
-            offset=validate_offset(params.get("offset")),
-            category=_text(params, "category", max_length=100),
-        )
+        query = _query(request, ServedEndpoint.POPULAR)
+        served = popular_serve(n=query.n or 10, offset=query.offset, category=query.category)
         _label(request, served)
         return _render(served)

@@ -26,6 +26,11 @@ REASON_INTERNAL = "internal_error"
 REASON_COLD_START = "cold_start"
 REASON_UNKNOWN_TO_MODEL = "unknown_to_model"
 REASON_SCENE_DISABLED = "scene_disabled"
+# A strategy's source with nothing to go on: no current item or cart, no complements computed yet,
+# or no candidate at all from any source.
+REASON_NO_ITEM = "no_context_item"
+REASON_NO_COMPLEMENTS = "no_complements"
+REASON_NO_CANDIDATES = "no_candidates"
 
 FAILURE_REASONS = (
     REASON_TORCHSERVE_DOWN,
@@ -34,7 +39,15 @@ FAILURE_REASONS = (
     REASON_NO_DEFAULT,
     REASON_INTERNAL,
 )
-ALL_REASONS = (*FAILURE_REASONS, REASON_COLD_START, REASON_UNKNOWN_TO_MODEL, REASON_SCENE_DISABLED)
+ALL_REASONS = (
+    *FAILURE_REASONS,
+    REASON_COLD_START,
+    REASON_UNKNOWN_TO_MODEL,
+    REASON_SCENE_DISABLED,
+    REASON_NO_ITEM,
+    REASON_NO_COMPLEMENTS,
+    REASON_NO_CANDIDATES,
+)
 
 _COUNTER = "serving:fallback:{}"
 _LAST = "serving:fallback:last"

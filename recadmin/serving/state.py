@@ -2,7 +2,7 @@
 
 The version tokens of the lower apps' caches (the rules' `rules:version`, the default model's key,
 the catalog's item generation and change counter) and, with Redis, the customer's recent history
-(the events app's sorted set, as `events.history.history_key` invites) come back in one pipeline. Everything derived
+(events.selectors.history_prefetch_key) come back in one pipeline, with the experiments' token. Everything derived
 from them is then kept in this process and reused while the tokens stand still: the scene's
 settings and compiled rules, the default version. When a token moves (a rule saved, a version
 promoted, an item edited) the next request sees it and reloads through the owning app's selectors.
@@ -19,7 +19,9 @@ from django.conf import settings
 from django.core.cache import cache
 
 from recadmin.catalog.cache import CHANGES_KEY, GENERATION_KEY
-from recadmin.events.history import HistoryEntry, history_key, history_split
+from recadmin.catalog.metadata import category_cache_key
+from recadmin.events.selectors import HistoryPrefetch, history_prefetch_key
+from recadmin.experiments.selectors import EXPERIMENTS_VERSION_KEY
 from recadmin.modelops.selectors import DefaultModel, default_cache_key, default_model_get, model_name_resolve
 from recadmin.rules.engine import RuleSet, SceneSettings
 from recadmin.rules.selectors import VERSION_KEY, ruleset_for_scene, scene_settings_for_slug
@@ -43,17 +45,15 @@ class HotState:
     default_raw: Any  # what the default-model key holds (dict, "none") or _MISSING
     items_generation: int
     items_changes: int | None
-    # The customer's newest events (newest first) when read in the same round trip, else None.
-    history: list[HistoryEntry] | None = None
-    history_customer: str = ""
-    # Read in the round trip but the cache had no complete entry: the caller loads it from the
-    # database (events.history.history_load, given what was found) without reading the cache again.
-    history_cold: bool = False
-    history_found: tuple[HistoryEntry, ...] = ()
-    # The category slug asked for and what the cache says of it (serving.services.validate_category):
+    # The customer's history as read in the same round trip (events.selectors.customer_history
+    # reads it, or the database when the round trip failed or found no complete entry).
+    history: HistoryPrefetch | None = None
+    # The category slug asked for and what the cache says of it (catalog.metadata.category_exists):
     # True/False as cached, None when the cache has no answer.
     category: str = ""
     category_known: bool | None = None
+    # The experiments' cache token (experiments.selectors), read with the rest.
+    experiments_version: str | None = None
 
     @property
     def items(self) -> tuple[int, int | None]:
@@ -68,41 +68,39 @@ def _uses_redis() -> bool:
     return bool(settings.REDIS_URL) and str(settings.CACHES["default"]["BACKEND"]).startswith("django_redis")
 
 
-def _read(keys: list[str], customer: str, limit: int) -> tuple[dict[str, Any], list[HistoryEntry] | None, bool]:
-    """(cache tokens, the history if complete, whether it was read and found cold)."""
+def _read(keys: list[str], customer: str, limit: int) -> tuple[dict[str, Any], HistoryPrefetch | None]:
+    """(cache tokens, the customer's history members as read)."""
     if customer and _uses_redis():
         from django_redis import get_redis_connection
 
         pipe = get_redis_connection("default").pipeline(transaction=False)
         pipe.mget([cache.make_key(k) for k in keys])
         # One member more than needed: a PARTIAL marker (score 0) must show below the entries.
-        pipe.zrevrange(history_key(customer), 0, limit)
+        pipe.zrevrange(history_prefetch_key(customer), 0, limit)
         values, members = pipe.execute()
         client = cache.client  # type: ignore[attr-defined]
         found = {k: client.decode(v) for k, v in zip(keys, values, strict=True) if v is not None}
-        entries, complete = history_split(members)
-        return found, entries[:limit], not complete
-    return cache.get_many(keys), None, False
+        return found, HistoryPrefetch(customer=customer, members=members)
+    return cache.get_many(keys), None
 
 
 def category_key(slug: str) -> str:
-    return f"serving:category:{slug}"
+    return category_cache_key(slug)
 
 
 def hot_state(*, customer: str = "", history_limit: int = 50, category: str | None = None) -> HotState:
-    keys = [VERSION_KEY, default_cache_key(model_name_resolve()), GENERATION_KEY, CHANGES_KEY]
+    keys = [VERSION_KEY, default_cache_key(model_name_resolve()), GENERATION_KEY, CHANGES_KEY, EXPERIMENTS_VERSION_KEY]
     if category:
         keys.append(category_key(category))
-    history: list[HistoryEntry] | None = None
-    found_entries: tuple[HistoryEntry, ...] = ()
-    cold = False
+    history: HistoryPrefetch | None = None
     try:
-        found, history, cold = _read(keys, customer, history_limit)
-        if cold:
-            found_entries, history = tuple(history or ()), None
+        found, history = _read(keys, customer, history_limit)
     except Exception:  # noqa: BLE001 - a cache outage: every lookup below goes to its selector
         found = {}
+        if customer and _uses_redis():
+            history = HistoryPrefetch(customer=customer, failed=True)
     changes = found.get(CHANGES_KEY)
+    experiments_version = found.get(EXPERIMENTS_VERSION_KEY)
     return HotState(
         rules_version=found.get(VERSION_KEY),
         default_raw=found.get(keys[1], _MISSING),
@@ -110,11 +108,9 @@ def hot_state(*, customer: str = "", history_limit: int = 50, category: str | No
         # A missing counter is created (with a fresh random value) by catalog.cache.items_state.
         items_changes=int(changes) if changes is not None else None,
         history=history,
-        history_customer=customer,
-        history_cold=cold,
-        history_found=found_entries,
         category=category or "",
         category_known=found.get(category_key(category)) if category else None,
+        experiments_version=str(experiments_version) if experiments_version is not None else None,
     )
 
 

@@ -243,14 +243,15 @@ def test_the_control_and_drafts_have_nothing_to_promote(make_experiment: Callabl
         services.experiment_promote_winner(experiment=running, variant=draft.variants.get(name="v4"))
 
 
-def test_a_strategy_cannot_be_promoted_while_scenes_have_no_strategy_field(
-    make_experiment: Callable[..., Experiment],
-) -> None:
+def test_promoting_a_strategy_sets_it_on_the_scenes(make_experiment: Callable[..., Experiment]) -> None:
     experiment = make_experiment(status="running")
-    with pytest.raises(Conflict, match="no strategy setting"):
-        services.experiment_promote_winner(experiment=experiment, variant=experiment.variants.get(name="popular"))
+
+    done = services.experiment_promote_winner(experiment=experiment, variant=experiment.variants.get(name="popular"))
+
+    assert Scene.objects.get(slug="home").strategy == ["popular"]
+    assert "strategy popular" in done
     experiment.refresh_from_db()
-    assert experiment.status == "running" and experiment.promoted_variant is None
+    assert experiment.promoted_variant is not None and experiment.promoted_variant.name == "popular"
 
 
 @pytest.mark.slow
