@@ -5,7 +5,7 @@ import recadmin.rules.models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("rules", "0001_initial"),
+        ("rules", "0002_change_history"),
     ]
 
     operations = [
