@@ -58,6 +58,8 @@ MIDDLEWARE = [
     # First: the request id and the latency histogram cover everything below.
     "recadmin.core.observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Oversized API bodies (413) and database outages outside DRF (JSON 503 with Retry-After).
+    "recadmin.core.middleware.GuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -92,17 +94,28 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # so a single machine needs nothing but this checkout.
 REDIS_URL = env.optional("REDIS_URL")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", "recadmin")
+# Every Redis client goes through recadmin.core.redis_breaker (no retries, a circuit breaker per
+# server): while Redis is down or hung, cache reads are misses and writes no-ops within microseconds,
+# and one log line marks each change of state. The socket timeout bounds the one call that finds
+# Redis hung; a probe every REDIS_BREAKER_PROBE_SECONDS closes the circuit when Redis answers again.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", 0.5)
+REDIS_BREAKER_PROBE_SECONDS = env.float("REDIS_BREAKER_PROBE_SECONDS", 1.0)
+REDIS_BREAKER_PROBE_TIMEOUT = env.float("REDIS_BREAKER_PROBE_TIMEOUT", 0.5)
+REDIS_CACHE_OPTIONS: dict[str, Any] = {
+    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+    "REDIS_CLIENT_CLASS": "recadmin.core.redis_breaker.BreakerRedis",
+    "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+    "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+    # A Redis failure is a cache miss (reads) or a no-op (writes), never an error at the call site.
+    "IGNORE_EXCEPTIONS": True,
+}
 if REDIS_URL:
     CACHES: dict[str, Any] = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": 1,
-                "SOCKET_TIMEOUT": 1,
-            },
+            "OPTIONS": dict(REDIS_CACHE_OPTIONS),
         }
     }
 else:
@@ -139,12 +152,15 @@ WHITENOISE_USE_FINDERS = True
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 1024)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 20_000
+# Seconds a 503 (database unavailable) tells clients to wait before retrying.
+SERVICE_UNAVAILABLE_RETRY_AFTER = env.int("SERVICE_UNAVAILABLE_RETRY_AFTER", 5)
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["recadmin.core.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded in size, depth, rows and content (recadmin.core.parsers).
+    "DEFAULT_PARSER_CLASSES": ["recadmin.core.parsers.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "recadmin.core.exception_handler.drf_exception_handler",

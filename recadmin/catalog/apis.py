@@ -23,6 +23,7 @@ from recadmin.catalog.models import SHOP_ID_MAX_LENGTH, Category, Customer, Item
 from recadmin.core.auth import ApiClient
 from recadmin.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationError
 from recadmin.core.pagination import StableCursorPagination
+from recadmin.core.parsers import json_value_problem
 
 BULK_MAX_ROWS = 10_000
 ANY_SCOPE = ("ingest", "recommend", "manage")
@@ -66,6 +67,10 @@ def _validate_bulk(data: Any, serializer_class: type[serializers.Serializer], ke
         if not isinstance(row, dict):
             errors.append({"index": index, "field": "non_field_errors", "message": "Each row must be an object."})
             continue
+        problem = json_value_problem(row)
+        if problem is not None:  # NUL, a lone surrogate, a huge number: this row only
+            errors.append({"index": index, "field": problem[0].split(".")[0], "message": problem[1]})
+            continue
         serializer = serializer_class(data=row)
         if serializer.is_valid():
             valid.append((index, serializer.validated_data))
@@ -88,6 +93,9 @@ class _AttributesField(serializers.JSONField):
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        problem = json_value_problem(value)
+        if problem is not None:
+            raise serializers.ValidationError(f"{problem[0]}: {problem[1]}")
         return value
 
 
@@ -168,6 +176,10 @@ def _paginate(request: Request, view: APIView, qs: Any, output: type[serializers
 
 class ItemCollectionApi(APIView):
     permission_classes = [ScopeForMethod]
+    # Bulk rows are checked one by one (_validate_bulk): a bad row is reported, the others stored.
+    json_rows_checked_by_view = True
+    json_max_rows = BULK_MAX_ROWS
+    json_rows_field = "items"
     read_scopes = ANY_SCOPE
     write_scopes = WRITE_SCOPES
 
@@ -322,6 +334,10 @@ CATEGORY_EXAMPLES = [
 
 class CategoryCollectionApi(APIView):
     permission_classes = [ScopeForMethod]
+    # Bulk rows are checked one by one (_validate_bulk): a bad row is reported, the others stored.
+    json_rows_checked_by_view = True
+    json_max_rows = BULK_MAX_ROWS
+    json_rows_field = "categories"
     read_scopes = ANY_SCOPE
     write_scopes = WRITE_SCOPES
 
