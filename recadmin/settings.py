@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -67,7 +68,22 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: locks the admin login after repeated failures.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# The admin login locks a username from an address after AXES_FAILURE_LIMIT failures for
+# AXES_COOLOFF_MINUTES (the answer is a 429); a success resets the count. Per username *and* address,
+# so nobody can lock an admin out from elsewhere, and a shared proxy address does not lock everyone.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", 15.0) / 60.0  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
 
 ROOT_URLCONF = "recadmin.urls"
 WSGI_APPLICATION = "recadmin.wsgi.application"
@@ -164,6 +180,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "recadmin.core.exception_handler.drf_exception_handler",
+    # Per API key: ApiKey.rate_limit, else API_KEY_RATE_LIMIT (recadmin.core.throttling).
+    "DEFAULT_THROTTLE_CLASSES": ["recadmin.core.throttling.ApiKeyRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 if DEBUG:
@@ -230,6 +248,10 @@ TRAINING_SOFT_TIME_LIMIT = env.int("TRAINING_SOFT_TIME_LIMIT", 3 * 3600)
 # Seconds each web process trusts an API key it has seen before asking the cache again; revoking a
 # key takes effect everywhere within this time (0 turns the per-process cache off).
 API_KEY_PROCESS_CACHE_SECONDS = env.int("API_KEY_PROCESS_CACHE_SECONDS", 5)
+
+# Requests per API key unless the key sets its own rate_limit: "<n>/<s|min|hour|day>", e.g. 6000/min.
+# Empty: no limit. Over the limit: 429 with Retry-After.
+API_KEY_RATE_LIMIT = env.str("API_KEY_RATE_LIMIT", "")
 
 # Seconds each web process trusts its copy of the running experiments before checking the cache's
 # version token again; start / stop / reallocation reach every process within this time.

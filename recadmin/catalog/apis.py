@@ -26,6 +26,7 @@ from recadmin.core.pagination import StableCursorPagination
 from recadmin.core.parsers import json_value_problem
 
 BULK_MAX_ROWS = 10_000
+INT32_MAX = 2_147_483_647  # what the database's integer column holds
 ANY_SCOPE = ("ingest", "recommend", "manage")
 WRITE_SCOPES = ("ingest", "manage")
 
@@ -110,7 +111,7 @@ class ItemFields(serializers.Serializer):
     brand = serializers.CharField(max_length=200, required=False, allow_blank=True)
     price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True)
     currency = serializers.CharField(max_length=3, required=False, allow_blank=True)
-    stock_quantity = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    stock_quantity = serializers.IntegerField(min_value=0, max_value=INT32_MAX, required=False, allow_null=True)
     in_stock = serializers.BooleanField(required=False)
     is_active = serializers.BooleanField(required=False)
     attributes = _AttributesField(required=False)

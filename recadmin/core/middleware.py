@@ -12,6 +12,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from recadmin.core.exception_handler import database_unavailable, retry_after_seconds
+from recadmin.core.parsers import text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,22 @@ def body_too_large(limit: int) -> JsonResponse:
     )
 
 
+def _bad_url_text(request: HttpRequest) -> tuple[str, str] | None:
+    """A NUL (or a lone surrogate) in the path or a query parameter: the database cannot compare it."""
+    problem = text_problem(request.path)
+    if problem:
+        return "path", problem
+    for name, values in request.GET.lists():
+        problem = text_problem(name)
+        if problem:
+            return "query", problem
+        for value in values:
+            problem = text_problem(value)
+            if problem:
+                return name, problem
+    return None
+
+
 class GuardMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -41,6 +58,16 @@ class GuardMiddleware:
                 length = 0
             if limit is not None and length > limit:
                 return body_too_large(limit)
+            bad = _bad_url_text(request)
+            if bad is not None:
+                return JsonResponse(
+                    {"message": f"{bad[0]}: {bad[1]}", "extra": {"fields": {bad[0]: [bad[1]]}}}, status=400
+                )
+            response = self.get_response(request)
+            if response.status_code == 404 and not response.get("Content-Type", "").startswith("application/json"):
+                # No route matched (Django's HTML page): API clients get the API's error shape.
+                return JsonResponse({"message": "Not found.", "extra": {}}, status=404)
+            return response
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
