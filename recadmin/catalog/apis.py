@@ -122,7 +122,9 @@ class ItemInput(ItemFields):
 
 
 class CatalogItemOutput(serializers.ModelSerializer):
-    category: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    category: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Item
@@ -176,6 +178,7 @@ def _paginate(request: Request, view: APIView, qs: Any, output: type[serializers
 
 
 class ItemCollectionApi(APIView):
+    pagination_class = StableCursorPagination  # GET lists are paged (documented as such)
     permission_classes = [ScopeForMethod]
     # Bulk rows are checked one by one (_validate_bulk): a bad row is reported, the others stored.
     json_rows_checked_by_view = True
@@ -334,6 +337,7 @@ CATEGORY_EXAMPLES = [
 
 
 class CategoryCollectionApi(APIView):
+    pagination_class = StableCursorPagination  # GET lists are paged (documented as such)
     permission_classes = [ScopeForMethod]
     # Bulk rows are checked one by one (_validate_bulk): a bad row is reported, the others stored.
     json_rows_checked_by_view = True
@@ -491,6 +495,7 @@ CUSTOMER_EXAMPLE = {"shop_id": "C-88121", "attributes": {"segment": "loyal", "co
 
 
 class CustomerCollectionApi(APIView):
+    pagination_class = StableCursorPagination  # GET lists are paged (documented as such)
     permission_classes = [ScopeForMethod]
     read_scopes = WRITE_SCOPES
     write_scopes = WRITE_SCOPES
