@@ -326,9 +326,20 @@ TRAINING_HEARTBEAT_SECONDS = env.int("TRAINING_HEARTBEAT_SECONDS", 15)
 TRAINING_VISIBILITY_TIMEOUT = env.int("TRAINING_VISIBILITY_TIMEOUT", 120)
 # --- end operations --------------------------------------------------------------------------------
 
+# --- HTTPS (production: see .env.example; `manage.py check --deploy` is clean with those values) ---
 if not DEBUG and env.bool("SECURE_COOKIES", default=False):
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# Redirect plain HTTP to HTTPS; probes and the scrape (plain HTTP inside the compose network) are exempt.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Strict-Transport-Security: seconds browsers must use HTTPS only (0 = no header).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- events (owned by recadmin.events) -------------------------------------------------------------
 # The event types the API accepts and each one's weight as a training signal:

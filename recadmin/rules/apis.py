@@ -105,6 +105,7 @@ class SceneCollectionApi(APIView):
 
     @extend_schema(
         tags=["scenes"],
+        operation_id="scenes_list",
         summary="List scenes",
         responses={
             200: inline_serializer("SceneList", fields={"results": SceneOutput(many=True)}),
