@@ -11,31 +11,45 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.core.auth import HasIngestScope
 from recadmin.core.errors import ValidationError
 from recadmin.core.parsers import SafeJSONParser, json_value_problem
+from recadmin.events.models import EVENT_ID_MAX_LENGTH, RECOMMENDATION_ID_MAX_LENGTH, SCENE_MAX_LENGTH
 from recadmin.events.services import IngestResult, events_ingest
 
 
 class EventInput(serializers.Serializer):
-    """Documentation only: the view validates rows itself (see events.services.event_validate)."""
+    """Documentation only: the view validates rows itself (see events.services.event_validate). The
+    bounds here are the ones it enforces, so that the schema (and a fuzzer reading it) knows them."""
 
-    customer = serializers.CharField(max_length=128, help_text="The shop's customer id; unknown ones are created.")
-    item = serializers.CharField(max_length=128, help_text="The item's shop id; must exist.")
-    type = serializers.CharField(
-        help_text="One of the configured types (default view, click, add_to_cart, purchase, rating)."
+    customer = serializers.CharField(
+        max_length=SHOP_ID_MAX_LENGTH, help_text="The shop's customer id; unknown ones are created."
+    )
+    item = serializers.CharField(max_length=SHOP_ID_MAX_LENGTH, help_text="The item's shop id; must exist.")
+    # The configured types (EVENT_TYPE_WEIGHTS) when the schema is generated.
+    type = serializers.ChoiceField(
+        choices=list(settings.EVENT_TYPE_WEIGHTS),
+        help_text="One of the configured types (default view, click, add_to_cart, purchase, rating).",
     )
     value = serializers.FloatField(required=False, allow_null=True, help_text="A rating or a quantity.")
     occurred_at = serializers.DateTimeField(
         required=False, help_text="ISO 8601 (naive = UTC) or unix seconds; default now. 2000-01-01 .. now + 1 day."
     )
-    scene = serializers.CharField(max_length=64, required=False, help_text="The scene's slug, e.g. product_detail.")
-    context = serializers.JSONField(required=False, help_text="Device, page... (an object).")  # type: ignore[assignment]
+    scene = serializers.CharField(
+        max_length=SCENE_MAX_LENGTH, required=False, help_text="The scene's slug, e.g. product_detail."
+    )
+    context = serializers.DictField(  # type: ignore[assignment]
+        required=False, help_text="Device, page... (an object)."
+    )
     recommendation_id = serializers.CharField(
-        max_length=64, required=False, allow_null=True, help_text="The id of the served list this event came from."
+        max_length=RECOMMENDATION_ID_MAX_LENGTH,
+        required=False,
+        allow_null=True,
+        help_text="The id of the served list this event came from.",
     )
     event_id = serializers.CharField(
-        max_length=128,
+        max_length=EVENT_ID_MAX_LENGTH,
         required=False,
         help_text="Your unique id: resending it stores nothing twice. Derived from the content if absent.",
     )
