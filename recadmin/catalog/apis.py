@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
@@ -89,6 +95,7 @@ def _bulk_response(valid: list, errors: list, result: Any) -> Response:
     return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
 class _AttributesField(serializers.JSONField):
     def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
