@@ -18,8 +18,10 @@ acknowledged, as a shop's client would) while these faults are injected one afte
   postgres_stop     PostgreSQL stopped for 10 s, then started again
   worker_kill       a training run started, the Celery worker SIGKILLed mid-training, a new worker started
 
-For each: requests, non-2xx answers by code (and client-side errors), events acknowledged against
-events stored, the recommendation latency during the fault, the fallback share, and the recovery time
+For each: requests, non-2xx answers by code (and client-side errors), how many of those were not JSON
+and how many 503s came without Retry-After (the ingestion client honours it), events acknowledged
+against events stored, the recommendation latency during the fault (p50, p95, max), the fallback share,
+the log lines, tracebacks and Redis circuit-breaker lines the processes wrote, and the recovery time
 (from the fault's end to the first 3 s of answers that are all 2xx and, for TorchServe, from the
 model). Progress is printed as it goes; everything is stopped at the end, also on Ctrl-C.
 """
@@ -216,6 +218,23 @@ class Sample:
     status: str  # "200", "503", "error:Timeout" ...
     seconds: float
     source: str = ""
+    # For non-2xx answers: whether the body was JSON and a 503 carried Retry-After (the contract).
+    json_body: bool = True
+    retry_after: float | None = None
+
+
+def _sample(started: float, kind: str, response: Any, source: str = "") -> Sample:
+    seconds = time.monotonic() - started
+    status = response.status_code
+    if 200 <= status < 300:
+        return Sample(started, kind, str(status), seconds, source)
+    retry = response.headers.get("Retry-After")
+    try:
+        retry_after = float(retry) if retry is not None else None
+    except ValueError:
+        retry_after = None
+    json_body = response.headers.get("Content-Type", "").startswith("application/json")
+    return Sample(started, kind, str(status), seconds, source, json_body=json_body, retry_after=retry_after)
 
 
 @dataclass
@@ -252,7 +271,7 @@ class Traffic:
             try:
                 response = session.get(f"{self.base}/api/v1/recommendations", params=params, timeout=30)
                 source = response.json().get("source", "") if response.status_code == 200 else ""
-                self._record(Sample(started, "rec", str(response.status_code), time.monotonic() - started, source))
+                self._record(_sample(started, "rec", response, source))
             except Exception as exc:  # noqa: BLE001 - a refused or timed-out request is a figure too
                 self._record(Sample(started, "rec", f"error:{type(exc).__name__}", time.monotonic() - started))
                 time.sleep(0.2)
@@ -281,7 +300,10 @@ class Traffic:
             started = time.monotonic()
             try:
                 response = session.post(f"{self.base}/api/v1/events", json=pending, timeout=30)
-                self._record(Sample(started, "events", str(response.status_code), time.monotonic() - started))
+                sample = _sample(started, "events", response)
+                self._record(sample)
+                if sample.retry_after:  # as a well-behaved client: wait what the server asks (capped)
+                    self.stop.wait(min(sample.retry_after, 5.0))
                 if response.status_code in (200, 207):
                     refused = {e["index"] for e in response.json().get("errors", [])}
                     with self.lock:
@@ -550,10 +572,36 @@ def _summary(samples: list[Sample]) -> dict[str, Any]:
         "recommendations": len(recs),
         "event_batches": len(events),
         "non_2xx": dict(Counter(s.status for s in samples if not s.status.startswith("2"))),
+        # The contract for failures: JSON bodies, and a 503 says when to retry.
+        "non_2xx_not_json": sum(1 for s in samples if s.status[:1] in "345" and not s.json_body),
+        "503_without_retry_after": sum(1 for s in samples if s.status == "503" and s.retry_after is None),
         "fallback_share": round(sum(1 for s in recs if s.source == "fallback") / len(recs), 3) if recs else None,
         "rec_p50_ms": round(statistics.median(latency) * 1000, 1),
+        "rec_p95_ms": round(latency[int(0.95 * (len(latency) - 1))] * 1000, 1),
         "rec_max_ms": round(latency[-1] * 1000, 1),
     }
+
+
+def _log_sizes(stack: Any) -> dict[str, int]:
+    sizes = {}
+    for name, proc in stack.procs.items():
+        with contextlib.suppress(OSError):
+            sizes[name] = proc.log_path.stat().st_size
+    return sizes
+
+
+def _log_figures(stack: Any, before: dict[str, int]) -> dict[str, Any]:
+    """Log lines and tracebacks the web and worker processes wrote during a fault, and the Redis
+    circuit breaker's lines (one per change of state is the goal, not thousands of tracebacks)."""
+    lines = tracebacks = breaker = 0
+    for name, proc in stack.procs.items():
+        with contextlib.suppress(OSError), open(proc.log_path, "rb") as handle:
+            handle.seek(before.get(name, 0))
+            for raw in handle:
+                lines += 1
+                tracebacks += raw.startswith(b"Traceback")
+                breaker += b"Redis circuit" in raw
+    return {"log_lines": lines, "tracebacks": tracebacks, "breaker_lines": breaker}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -575,6 +623,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in args.faults:
             log(f"fault: {name}")
             sent_before = len(traffic.sent)
+            logs_before = _log_sizes(stack)
             begin = time.monotonic()
             extra = FAULTS[name](stack, args.hold)
             fault_end = time.monotonic()
@@ -590,6 +639,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     round(sum(1 for x in later if x.source == "model") / len(later), 3) if later else None
                 )
             figures["events_sent_during"] = len(traffic.sent) - sent_before
+            figures.update(_log_figures(stack, logs_before))
             figures.update(extra)
             report["faults"][name] = figures
             log(f"  {name}: {json.dumps(figures)}")

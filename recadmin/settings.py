@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -66,6 +67,8 @@ MIDDLEWARE = [
     # First: the request id and the latency histogram cover everything below.
     "recadmin.core.observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Oversized API bodies (413) and database outages outside DRF (JSON 503 with Retry-After).
+    "recadmin.core.middleware.GuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -75,7 +78,22 @@ MIDDLEWARE = [
     "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: locks the admin login after repeated failures.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# The admin login locks a username from an address after AXES_FAILURE_LIMIT failures for
+# AXES_COOLOFF_MINUTES (the answer is a 429); a success resets the count. Per username *and* address,
+# so nobody can lock an admin out from elsewhere, and a shared proxy address does not lock everyone.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", 15.0) / 60.0  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
 
 ROOT_URLCONF = "recadmin.urls"
 WSGI_APPLICATION = "recadmin.wsgi.application"
@@ -102,17 +120,28 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # so a single machine needs nothing but this checkout.
 REDIS_URL = env.optional("REDIS_URL")
 CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", "recadmin")
+# Every Redis client goes through recadmin.core.redis_breaker (no retries, a circuit breaker per
+# server): while Redis is down or hung, cache reads are misses and writes no-ops within microseconds,
+# and one log line marks each change of state. The socket timeout bounds the one call that finds
+# Redis hung; a probe every REDIS_BREAKER_PROBE_SECONDS closes the circuit when Redis answers again.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", 0.5)
+REDIS_BREAKER_PROBE_SECONDS = env.float("REDIS_BREAKER_PROBE_SECONDS", 1.0)
+REDIS_BREAKER_PROBE_TIMEOUT = env.float("REDIS_BREAKER_PROBE_TIMEOUT", 0.5)
+REDIS_CACHE_OPTIONS: dict[str, Any] = {
+    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+    "REDIS_CLIENT_CLASS": "recadmin.core.redis_breaker.BreakerRedis",
+    "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+    "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+    # A Redis failure is a cache miss (reads) or a no-op (writes), never an error at the call site.
+    "IGNORE_EXCEPTIONS": True,
+}
 if REDIS_URL:
     CACHES: dict[str, Any] = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": 1,
-                "SOCKET_TIMEOUT": 1,
-            },
+            "OPTIONS": dict(REDIS_CACHE_OPTIONS),
         }
     }
 else:
@@ -149,15 +178,20 @@ WHITENOISE_USE_FINDERS = True
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 1024)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 20_000
+# Seconds a 503 (database unavailable) tells clients to wait before retrying.
+SERVICE_UNAVAILABLE_RETRY_AFTER = env.int("SERVICE_UNAVAILABLE_RETRY_AFTER", 5)
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["recadmin.core.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded in size, depth, rows and content (recadmin.core.parsers).
+    "DEFAULT_PARSER_CLASSES": ["recadmin.core.parsers.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "recadmin.core.exception_handler.drf_exception_handler",
+    # Per API key: ApiKey.rate_limit, else API_KEY_RATE_LIMIT (recadmin.core.throttling).
+    "DEFAULT_THROTTLE_CLASSES": ["recadmin.core.throttling.ApiKeyRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 if DEBUG:
@@ -228,6 +262,10 @@ TRAINING_SOFT_TIME_LIMIT = env.int("TRAINING_SOFT_TIME_LIMIT", 3 * 3600)
 # Seconds each web process trusts an API key it has seen before asking the cache again; revoking a
 # key takes effect everywhere within this time (0 turns the per-process cache off).
 API_KEY_PROCESS_CACHE_SECONDS = env.int("API_KEY_PROCESS_CACHE_SECONDS", 5)
+
+# Requests per API key unless the key sets its own rate_limit: "<n>/<s|min|hour|day>", e.g. 6000/min.
+# Empty: no limit. Over the limit: 429 with Retry-After.
+API_KEY_RATE_LIMIT = env.str("API_KEY_RATE_LIMIT", "")
 
 # Seconds each web process trusts its copy of the running experiments before checking the cache's
 # version token again; start / stop / reallocation reach every process within this time.
@@ -307,9 +345,20 @@ TRAINING_HEARTBEAT_SECONDS = env.int("TRAINING_HEARTBEAT_SECONDS", 15)
 TRAINING_VISIBILITY_TIMEOUT = env.int("TRAINING_VISIBILITY_TIMEOUT", 120)
 # --- end operations --------------------------------------------------------------------------------
 
+# --- HTTPS (production: see .env.example; `manage.py check --deploy` is clean with those values) ---
 if not DEBUG and env.bool("SECURE_COOKIES", default=False):
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# Redirect plain HTTP to HTTPS; probes and the scrape (plain HTTP inside the compose network) are exempt.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Strict-Transport-Security: seconds browsers must use HTTPS only (0 = no header).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- admin (owned by recadmin.core.admin_nav, recadmin.core.dashboard and the apps' admin.py) ------
 # The admin home is a dashboard of panels: each entry is the dotted path of a callable

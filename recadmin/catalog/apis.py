@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
@@ -23,8 +29,10 @@ from recadmin.catalog.models import SHOP_ID_MAX_LENGTH, Category, Customer, Item
 from recadmin.core.auth import ApiClient
 from recadmin.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationError
 from recadmin.core.pagination import StableCursorPagination
+from recadmin.core.parsers import json_value_problem
 
 BULK_MAX_ROWS = 10_000
+INT32_MAX = 2_147_483_647  # what the database's integer column holds
 ANY_SCOPE = ("ingest", "recommend", "manage")
 WRITE_SCOPES = ("ingest", "manage")
 
@@ -66,6 +74,10 @@ def _validate_bulk(data: Any, serializer_class: type[serializers.Serializer], ke
         if not isinstance(row, dict):
             errors.append({"index": index, "field": "non_field_errors", "message": "Each row must be an object."})
             continue
+        problem = json_value_problem(row)
+        if problem is not None:  # NUL, a lone surrogate, a huge number: this row only
+            errors.append({"index": index, "field": problem[0].split(".")[0], "message": problem[1]})
+            continue
         serializer = serializer_class(data=row)
         if serializer.is_valid():
             valid.append((index, serializer.validated_data))
@@ -83,11 +95,15 @@ def _bulk_response(valid: list, errors: list, result: Any) -> Response:
     return Response(body, status=status.HTTP_207_MULTI_STATUS if errors else status.HTTP_200_OK)
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
 class _AttributesField(serializers.JSONField):
     def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        problem = json_value_problem(value)
+        if problem is not None:
+            raise serializers.ValidationError(f"{problem[0]}: {problem[1]}")
         return value
 
 
@@ -102,7 +118,7 @@ class ItemFields(serializers.Serializer):
     brand = serializers.CharField(max_length=200, required=False, allow_blank=True)
     price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True)
     currency = serializers.CharField(max_length=3, required=False, allow_blank=True)
-    stock_quantity = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    stock_quantity = serializers.IntegerField(min_value=0, max_value=INT32_MAX, required=False, allow_null=True)
     in_stock = serializers.BooleanField(required=False)
     is_active = serializers.BooleanField(required=False)
     attributes = _AttributesField(required=False)
@@ -113,7 +129,9 @@ class ItemInput(ItemFields):
 
 
 class CatalogItemOutput(serializers.ModelSerializer):
-    category: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    category: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Item
@@ -167,7 +185,12 @@ def _paginate(request: Request, view: APIView, qs: Any, output: type[serializers
 
 
 class ItemCollectionApi(APIView):
+    pagination_class = StableCursorPagination  # GET lists are paged (documented as such)
     permission_classes = [ScopeForMethod]
+    # Bulk rows are checked one by one (_validate_bulk): a bad row is reported, the others stored.
+    json_rows_checked_by_view = True
+    json_max_rows = BULK_MAX_ROWS
+    json_rows_field = "items"
     read_scopes = ANY_SCOPE
     write_scopes = WRITE_SCOPES
 
@@ -321,7 +344,12 @@ CATEGORY_EXAMPLES = [
 
 
 class CategoryCollectionApi(APIView):
+    pagination_class = StableCursorPagination  # GET lists are paged (documented as such)
     permission_classes = [ScopeForMethod]
+    # Bulk rows are checked one by one (_validate_bulk): a bad row is reported, the others stored.
+    json_rows_checked_by_view = True
+    json_max_rows = BULK_MAX_ROWS
+    json_rows_field = "categories"
     read_scopes = ANY_SCOPE
     write_scopes = WRITE_SCOPES
 
@@ -474,6 +502,7 @@ CUSTOMER_EXAMPLE = {"shop_id": "C-88121", "attributes": {"segment": "loyal", "co
 
 
 class CustomerCollectionApi(APIView):
+    pagination_class = StableCursorPagination  # GET lists are paged (documented as such)
     permission_classes = [ScopeForMethod]
     read_scopes = WRITE_SCOPES
     write_scopes = WRITE_SCOPES

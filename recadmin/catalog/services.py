@@ -314,10 +314,17 @@ def item_create(*, shop_id: str, data: Mapping[str, Any]) -> Item:
     if Item.objects.filter(shop_id=shop_id).exists():
         raise Conflict(f"Item {shop_id!r} exists; use PUT to upsert.", extra={"fields": {"shop_id": ["Exists."]}})
     values = _validate_item_data(data, _resolve_categories([str(data.get("category") or "")]))
+    _require_new_item_fields(values)
     item = Item(shop_id=shop_id)
     _apply(item, values)
     item.save()  # post_save drops its cache entry (catalog.cache)
     return item
+
+
+def _require_new_item_fields(values: Mapping[str, Any]) -> None:
+    """A new item needs a title: an upsert of `{}` must not create a nameless item."""
+    if not str(values.get("title") or "").strip():
+        raise ValidationError("A new item needs a title.", field="title")
 
 
 @transaction.atomic
@@ -327,6 +334,7 @@ def item_upsert(*, shop_id: str, data: Mapping[str, Any]) -> tuple[Item, bool]:
     item = Item.objects.select_for_update().filter(shop_id=shop_id).first()
     created = item is None
     if item is None:
+        _require_new_item_fields(values)
         item = Item(shop_id=shop_id)
     _apply(item, values)
     item.save()  # post_save drops its cache entry (catalog.cache)

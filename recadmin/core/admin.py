@@ -9,7 +9,12 @@ from django.http import HttpRequest
 
 from recadmin.core.admin_base import ModelAdmin
 from recadmin.core.models import ApiKey, ApiScope
-from recadmin.core.services import api_key_create, api_key_revoke, api_key_update_scopes
+from recadmin.core.services import (
+    api_key_create,
+    api_key_revoke,
+    api_key_update_rate_limit,
+    api_key_update_scopes,
+)
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -21,7 +26,7 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name", "scopes"]
+        fields = ["name", "scopes", "rate_limit"]
 
 
 @admin.register(ApiKey)
@@ -44,10 +49,15 @@ class ApiKeyAdmin(ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
             api_key_update_scopes(api_key=obj, scopes=form.cleaned_data["scopes"])
+            api_key_update_rate_limit(api_key=obj, rate_limit=form.cleaned_data.get("rate_limit") or "")
             obj.name = form.cleaned_data["name"]
             obj.save(update_fields=["name"])
             return
-        created = api_key_create(name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"])
+        created = api_key_create(
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+            rate_limit=form.cleaned_data.get("rate_limit") or "",
+        )
         obj.pk = created.api_key.pk
         obj.refresh_from_db()
         # The only time the secret exists in clear: show it now, never again.

@@ -33,6 +33,7 @@ class ApiClient:
     key_id: int
     name: str
     scopes: frozenset[str]
+    rate_limit: str = ""
 
     is_authenticated = True
     is_anonymous = False
@@ -63,18 +64,30 @@ class ApiKeyAuthentication(BaseAuthentication):
                 api_key_grant_local_set(hashed, cached)
         if cached is None:
             row = (
-                ApiKey.objects.filter(hashed_key=hashed, revoked_at__isnull=True).values("id", "name", "scopes").first()
+                ApiKey.objects.filter(hashed_key=hashed, revoked_at__isnull=True)
+                .values("id", "name", "scopes", "rate_limit")
+                .first()
             )
             if row is None:
                 raise AuthenticationFailed("Invalid or revoked API key.")
-            cached = {"id": row["id"], "name": row["name"], "scopes": list(row["scopes"] or [])}
+            cached = {
+                "id": row["id"],
+                "name": row["name"],
+                "scopes": list(row["scopes"] or []),
+                "rate_limit": row["rate_limit"] or "",
+            }
             # Recorded on cache misses only: at most one write per key per cache period, so the
             # admin can show stale keys without the hot path writing on every request.
             ApiKey.objects.filter(pk=row["id"]).update(last_used_at=timezone.now())
             with contextlib.suppress(Exception):
                 cache.set(cache_key, cached, _CACHE_SECONDS)
             api_key_grant_local_set(hashed, cached)
-        client = ApiClient(key_id=cached["id"], name=cached["name"], scopes=frozenset(cached["scopes"]))
+        client = ApiClient(
+            key_id=cached["id"],
+            name=cached["name"],
+            scopes=frozenset(cached["scopes"]),
+            rate_limit=cached.get("rate_limit") or "",
+        )
         return client, client
 
     def authenticate_header(self, request: Request) -> str:

@@ -5,13 +5,15 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_default_handler
+from rest_framework.views import set_rollback
 
-from recadmin.core.errors import ApplicationError
+from recadmin.core.errors import ApplicationError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,19 @@ def _first_field_message(fields: Any, prefix: str = "") -> str | None:
     return None
 
 
+def retry_after_seconds() -> int:
+    from django.conf import settings
+
+    return int(getattr(settings, "SERVICE_UNAVAILABLE_RETRY_AFTER", 5))
+
+
+def database_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The database is unavailable; nothing was stored by this request. Retry after the given seconds.",
+        extra={"service": "database", "retry_after": retry_after_seconds()},
+    )
+
+
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Render every error as {"message", "extra"}; DRF's shapes never leak to clients."""
     if isinstance(exc, DjangoValidationError):
@@ -47,11 +62,18 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf_exceptions.PermissionDenied()
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is down or restarting: transient, the client retries (event ids make that safe).
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).strip()[:200])
+        set_rollback()
+        exc = database_unavailable()
 
     if isinstance(exc, ApplicationError):
         app_response = Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
         if exc.status_code == 401:
             app_response["WWW-Authenticate"] = "Bearer"
+        if exc.status_code == 503:
+            app_response["Retry-After"] = str(retry_after_seconds())
         return app_response
 
     response = drf_default_handler(exc, context)

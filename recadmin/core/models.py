@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
+
+# "<requests>/<period>": period s, sec, second, m, min, minute, h, hour, d, day (as DRF's throttles).
+RATE_LIMIT_PATTERN = r"^\s*\d+\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$"
 
 
 class ApiScope(models.TextChoices):
@@ -20,6 +24,13 @@ class ApiKey(models.Model):
     )
     hashed_key = models.CharField(max_length=64, unique=True, editable=False)
     scopes = models.JSONField(default=list, help_text="Any of: ingest, recommend, manage.")
+    rate_limit = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        validators=[RegexValidator(RATE_LIMIT_PATTERN, "A rate like 1000/min (per s, min, hour or day).")],
+        help_text="Requests allowed per period, e.g. 1000/min. Empty: the API_KEY_RATE_LIMIT setting.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)

@@ -80,16 +80,36 @@ def _validate_scopes(scopes: Iterable[str]) -> list[str]:
     return cleaned
 
 
+def _validate_rate_limit(rate_limit: str) -> str:
+    from recadmin.core.throttling import parse_rate
+
+    cleaned = rate_limit.strip()
+    if cleaned and parse_rate(cleaned) is None:
+        raise ValidationError("A rate like 1000/min (per s, min, hour or day), or empty.", field="rate_limit")
+    return cleaned
+
+
 @transaction.atomic
-def api_key_create(*, name: str, scopes: Iterable[str]) -> CreatedApiKey:
+def api_key_create(*, name: str, scopes: Iterable[str], rate_limit: str = "") -> CreatedApiKey:
     if not name.strip():
         raise ValidationError("A name is required.", field="name")
     prefix = secrets.token_hex(4)
     raw_key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey.objects.create(
-        name=name.strip(), prefix=prefix, hashed_key=hash_api_key(raw_key), scopes=_validate_scopes(scopes)
+        name=name.strip(),
+        prefix=prefix,
+        hashed_key=hash_api_key(raw_key),
+        scopes=_validate_scopes(scopes),
+        rate_limit=_validate_rate_limit(rate_limit),
     )
     return CreatedApiKey(api_key=api_key, raw_key=raw_key)
+
+
+def api_key_update_rate_limit(*, api_key: ApiKey, rate_limit: str) -> ApiKey:
+    api_key.rate_limit = _validate_rate_limit(rate_limit)
+    api_key.save(update_fields=["rate_limit"])
+    _forget_grant(api_key.hashed_key)
+    return api_key
 
 
 @transaction.atomic

@@ -33,6 +33,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from recadmin.core.observability.metrics import cache_count
+from recadmin.core.redis_breaker import REDIS_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +195,12 @@ def _write(by_customer: dict[str, list[tuple[str, float]]], *, complete: bool) -
             for customer, entries in by_customer.items()
         ]
         args = [length, ttl, json.dumps(payload, separators=(",", ":")), "1" if complete else "0", EMPTY_TTL_SECONDS]
-        _record_script()(keys=[], args=args)
+        try:
+            _record_script()(keys=[], args=args)
+        except REDIS_UNAVAILABLE:
+            # Redis down or hung: the events are stored in the database; the circuit breaker has
+            # logged the outage once, so no line (or traceback) per ingested batch here.
+            logger.debug("history: Redis unavailable, %d customers not recorded", len(payload))
         return
     keys = {customer: f"hist:{customer}" for customer in by_customer}
     current = cache.get_many(list(keys.values()))

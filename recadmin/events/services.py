@@ -423,7 +423,8 @@ def _count(
     for error in result.errors:
         raw = payload[error["index"]] if 0 <= error["index"] < len(payload) else None
         given = raw.get("type") if isinstance(raw, dict) else None
-        EVENTS_REJECTED.labels(given if given in types else "invalid", str(error.get("field") or "")).inc()
+        known = isinstance(given, str) and given in types  # a dict or list type is not hashable
+        EVENTS_REJECTED.labels(given if known else "invalid", str(error.get("field") or "")).inc()
     if result.duplicates:
         EVENTS_DUPLICATES.inc(result.duplicates)
 

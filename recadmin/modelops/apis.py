@@ -363,12 +363,34 @@ class TrainingRunDetailApi(APIView):
         return Response(TrainingRunOutputSerializer(run).data)
 
 
+# Example identifiers for the version operations: a fuzzer (and a reader) reaches their logic with a
+# real model name and version rather than random strings that can only 404.
+_NAME_PARAMETER = OpenApiParameter(
+    "name",
+    str,
+    OpenApiParameter.PATH,
+    description="The model name versions are registered under (RECOMMENDER_MODEL_NAME).",
+    examples=[OpenApiExample("the recommender", value="recommender")],
+)
+_VERSION_PARAMETERS = [
+    _NAME_PARAMETER,
+    OpenApiParameter(
+        "version",
+        int,
+        OpenApiParameter.PATH,
+        description="The version number, as listed by GET /api/v1/models.",
+        examples=[OpenApiExample("version 3", value=3), OpenApiExample("version 1", value=1)],
+    ),
+]
+
+
 class ModelVersionPromoteApi(APIView):
     permission_classes = [HasManageScope]
 
     @extend_schema(
         tags=TAGS,
         summary="Make a registered version the default",
+        parameters=_VERSION_PARAMETERS,
         request=None,
         responses={200: ModelVersionOutputSerializer},
         examples=[OpenApiExample("Promoted", value=_VERSION_EXAMPLE, response_only=True)],
@@ -384,6 +406,7 @@ class ModelRollbackApi(APIView):
     @extend_schema(
         tags=TAGS,
         summary="Make the previous default the default again",
+        parameters=[_NAME_PARAMETER],
         request=None,
         responses={200: ModelVersionOutputSerializer},
         examples=[OpenApiExample("Rolled back", value={**_VERSION_EXAMPLE, "version": 2}, response_only=True)],
@@ -399,6 +422,7 @@ class ModelVersionRetireApi(APIView):
     @extend_schema(
         tags=TAGS,
         summary="Unregister a version from TorchServe (not the default)",
+        parameters=_VERSION_PARAMETERS,
         request=None,
         responses={200: ModelVersionOutputSerializer},
     )
@@ -419,6 +443,7 @@ class ModelVersionScaleApi(APIView):
     @extend_schema(
         tags=TAGS,
         summary="Set the number of TorchServe workers of a version",
+        parameters=_VERSION_PARAMETERS,
         request=InputSerializer,
         responses={200: ModelVersionOutputSerializer},
         examples=[OpenApiExample("Two workers", value={"workers": 2}, request_only=True)],

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -119,8 +119,12 @@ class SceneCollectionApi(APIView):
 
     @extend_schema(
         tags=["scenes"],
+        operation_id="scenes_list",
         summary="List scenes",
-        responses={200: SceneOutput(many=True), **ERROR_RESPONSES},
+        responses={
+            200: inline_serializer("SceneList", fields={"results": SceneOutput(many=True)}),
+            **ERROR_RESPONSES,
+        },
     )
     def get(self, request: Request) -> Response:
         return Response({"results": SceneOutput(selectors.scene_list(), many=True).data})

@@ -134,7 +134,9 @@ def popular_get(*, category: str | None = None) -> Ranked:
     # Missing: one request rebuilds, concurrent ones wait briefly for it instead of piling on.
     got_lock: bool | None = None  # None: the cache did not answer, so nobody can be building
     with contextlib.suppress(Exception):
-        got_lock = bool(cache.add(_LOCK_KEY, 1, 60))
+        added = cache.add(_LOCK_KEY, 1, 60)
+        # None: Redis is down and the cache ignored the failure (IGNORE_EXCEPTIONS), nobody builds.
+        got_lock = None if added is None else bool(added)
     if got_lock is False:
         for _ in range(50):
             time.sleep(0.02)

@@ -84,10 +84,13 @@ def served_log_push(
                 if isinstance(result, Exception):
                     raise result
         except Exception:  # noqa: BLE001 - Redis down: keep the record locally rather than lose it
-            logger.warning("served log: Redis unavailable, buffering locally")
+            # No line per request: the Redis circuit breaker logs the outage once.
+            logger.debug("served log: Redis unavailable, buffering locally")
             connection = None  # and write the local buffer from here when it fills
         else:
             length = results[-1]
+            if _local_buffer:  # what an outage kept here goes to the shared list now Redis is back
+                length = _local_to_redis(connection) or length
             if length % DRAIN_BATCH == 0:
                 _kick_drain()
             if length > MAX_BACKLOG:
@@ -103,6 +106,20 @@ def served_log_push(
     if full and connection is None:
         served_log_drain()
     return None
+
+
+def _local_to_redis(connection: Any) -> int | None:
+    with _local_lock:
+        batch = list(_local_buffer)
+        _local_buffer.clear()
+    if not batch:
+        return None
+    try:
+        return int(connection.rpush(_list_key(), *batch))
+    except Exception:  # noqa: BLE001 - down again: keep them here, in order
+        with _local_lock:
+            _local_buffer.extendleft(reversed(batch))
+        return None
 
 
 def kept_get(key: str) -> Any:

@@ -44,7 +44,7 @@ def test_a_recommend_key_may_not_read_customers(make_api_client: Callable[..., A
 
 @pytest.mark.parametrize("scope", ["ingest", "manage"])
 def test_ingest_or_manage_keys_may_write(make_api_client: Callable[..., APIClient], scope: str) -> None:
-    response = make_api_client(scope).post("/api/v1/items", {"shop_id": f"SKU-{scope}"}, format="json")
+    response = make_api_client(scope).post("/api/v1/items", {"shop_id": f"SKU-{scope}", "title": "T"}, format="json")
     assert response.status_code == 201
 
 
@@ -234,3 +234,49 @@ def test_schema_documents_the_catalog_endpoints() -> None:
     assert "/api/v1/items" in schema["paths"]
     assert "/api/v1/customers/{shop_id}" in schema["paths"]
     assert "ingest" in schema["paths"]["/api/v1/items"]["put"]["description"]
+
+
+# --- bounds ----------------------------------------------------------------------------------------
+
+
+def test_a_stock_quantity_past_the_databases_integer_is_a_400(api_client: APIClient) -> None:
+    ItemFactory(shop_id="SKU-1042")
+    response = api_client.put(
+        "/api/v1/items/SKU-1042", {"stock_quantity": 421863077458081231142912}, format="json"
+    )
+    assert response.status_code == 400
+    assert "stock_quantity" in response.json()["extra"]["fields"]
+    assert api_client.put("/api/v1/items/SKU-1042", {"stock_quantity": 2**31 - 1}, format="json").status_code == 200
+
+
+def test_an_upsert_creating_an_item_needs_a_title(make_api_client: Callable[..., APIClient]) -> None:
+    client = make_api_client("ingest")
+    response = client.put("/api/v1/items/SKU-NEW", {}, format="json")
+    assert response.status_code == 400
+    assert "title" in response.json()["extra"]["fields"]
+    assert not Item.objects.filter(shop_id="SKU-NEW").exists()
+    assert client.put("/api/v1/items/SKU-NEW", {"title": "Oil"}, format="json").status_code == 201
+    assert client.put("/api/v1/items/SKU-NEW", {}, format="json").status_code == 200  # updating: nothing to change
+
+
+@pytest.mark.parametrize("bad", [{"title": "a\x00"}, {"attributes": {"k": "\x00"}}, {"brand": "\ud800"},
+                                 {"attributes": {"n": 10**25}}])
+def test_text_the_database_cannot_store_is_a_400_for_one_item(api_client: APIClient, bad: dict) -> None:
+    import json
+
+    body = json.dumps({"shop_id": "SKU-9", "title": "T", **bad})
+    response = api_client.post("/api/v1/items", body, content_type="application/json")
+    assert response.status_code == 400
+    assert next(iter(bad)) in response.json()["extra"]["fields"]
+
+
+def test_a_bad_row_in_a_bulk_upsert_is_reported_and_the_others_stored(api_client: APIClient) -> None:
+    import json
+
+    rows = [{"shop_id": f"SKU-{i}", "title": f"T{i}"} for i in range(10)]
+    rows[4]["attributes"] = {"x": "\x00"}
+    rows[6]["shop_id"] = "SKU-\ud800"
+    response = api_client.put("/api/v1/items", json.dumps(rows), content_type="application/json")
+    assert response.status_code == 207
+    assert [e["index"] for e in response.json()["errors"]] == [4, 6]
+    assert Item.objects.count() == 8

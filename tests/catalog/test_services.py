@@ -76,7 +76,7 @@ def test_item_upsert_updates_only_the_fields_given() -> None:
 
 
 def test_item_upsert_derives_in_stock_from_quantity() -> None:
-    item, created = services.item_upsert(shop_id="SKU-2", data={"stock_quantity": 0})
+    item, created = services.item_upsert(shop_id="SKU-2", data={"title": "T", "stock_quantity": 0})
     assert created and item.in_stock is False
 
 

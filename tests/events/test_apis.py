@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -199,3 +200,59 @@ def test_context_and_ids_with_special_characters_round_trip(api_client: APIClien
         "kund€",
         "é\\1",
     )
+
+
+# --- values the database cannot store: one bad row never sinks a batch ------------------------------
+
+
+def _raw(rows: list[Any]) -> str:
+    return json.dumps(rows)  # ensure_ascii: lone surrogates travel as \ud800 escapes, as clients send them
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"item": "SKU-\x001"},
+        {"customer": "C\x00"},
+        {"event_id": "e-\ud800"},
+        {"scene": "home\x00"},
+        {"recommendation_id": "r-\udfff"},
+        {"context": {"page": "/p/\x00"}},
+        {"context": {"k\x00": 1}},
+        {"context": {"deep": [["\ud83d"]]}},
+        {"type": "view\x00"},
+        {"value": 10**400},
+        {"context": {"n": 10**30}},
+    ],
+)
+def test_one_row_with_a_nul_or_a_lone_surrogate_is_reported_and_the_others_stored(
+    make_api_client: Callable[..., APIClient], item: Any, bad: dict[str, Any]
+) -> None:
+    rows = [_event(i) for i in range(100)]
+    rows[37] = {**rows[37], **bad}
+    response = make_api_client("ingest").post(URL, _raw(rows), content_type="application/json")
+    assert response.status_code == 207, response.content
+    body = response.json()
+    assert body["stored"] == 99
+    assert [e["index"] for e in body["errors"]] == [37]
+    assert body["errors"][0]["field"] == next(iter(bad))
+    assert Event.objects.count() == 99
+
+
+def test_a_single_event_with_a_nul_is_a_400_naming_the_field(
+    make_api_client: Callable[..., APIClient], item: Any
+) -> None:
+    response = make_api_client("ingest").post(URL, _raw([_event(0, item="SKU\x00")])[1:-1],
+                                             content_type="application/json")
+    assert response.status_code == 400
+    assert "item" in response.json()["extra"]["fields"]
+
+
+def test_bad_rows_keep_their_indexes_next_to_other_row_errors(
+    make_api_client: Callable[..., APIClient], item: Any
+) -> None:
+    rows = [_event(0), _event(1, item="SKU-\x00"), _event(2, item="unknown"), _event(3)]
+    response = make_api_client("ingest").post(URL, _raw(rows), content_type="application/json")
+    assert response.status_code == 207
+    assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(1, "item"), (2, "item")]
+    assert response.json()["stored"] == 2

@@ -70,6 +70,11 @@ CACHE_REQUESTS = Counter(
     "Reads through the cache helpers, by cache and result (hit, miss, error).",
     ["cache", "result"],
 )
+REDIS_CIRCUIT_CHANGES = Counter(
+    "recadmin_redis_circuit_changes",
+    "Changes of the Redis circuit breaker's state (open: Redis failed, calls fail fast; closed: it answers again).",
+    ["server", "state"],
+)
 SCHEDULER_RUNS = Counter(
     "recadmin_scheduler_task_runs",
     "Tasks run by the in-process scheduler, by task and outcome (ok, error).",

@@ -125,6 +125,12 @@ def _redis(url: str, timeout: float) -> Any:
 def check_redis(timeout: float) -> CheckResult:
     if not settings.REDIS_URL:
         return {"ok": True, "configured": False}
+    from recadmin.core.redis_breaker import CLOSED, breaker_for_url
+
+    breaker = breaker_for_url(settings.REDIS_URL)
+    if breaker is not None and breaker.state != CLOSED:
+        # Known down: answer at once; the breaker's probe notices the recovery.
+        return {"ok": False, "configured": True, "circuit": breaker.state, "error": breaker.last_error}
     _redis(settings.REDIS_URL, timeout).ping()
     return {"ok": True, "configured": True}
 
