@@ -220,10 +220,12 @@ def rule_effect(data: dict[str, Any], *, rule_id: int | None, scene: str, custom
     preview engine. The rule's dates are ignored: the question is what it does when it applies."""
     from recadmin.rules.engine import CompiledRule, RuleSet
     from recadmin.serving.models import ServedEndpoint
-    from recadmin.serving.services import ListQuery, context_build, list_build, scene_bundle
+    from recadmin.serving.services import ListQuery, context_build, list_build
     from recadmin.serving.state import SceneBundle
 
-    bundle = scene_bundle(scene)
+    query = ListQuery(endpoint=ServedEndpoint.RECOMMENDATIONS, customer=customer, scene=scene, n=n)
+    context = context_build(query)
+    bundle = context.bundle
     draft = CompiledRule(
         id=rule_id or DRAFT_RULE_ID,
         name=data.get("name") or "this rule",
@@ -240,14 +242,11 @@ def rule_effect(data: dict[str, Any], *, rule_id: int | None, scene: str, custom
     others = tuple(rule for rule in bundle.ruleset.rules if rule.id != draft.id)
     with_rule = tuple(sorted([*others, draft], key=lambda rule: (-rule.priority, rule.id)))
 
-    query = ListQuery(endpoint=ServedEndpoint.RECOMMENDATIONS, customer=customer, scene=scene, n=n)
-    context = context_build(query)
-
     def build(rules: tuple[Any, ...], tag: str) -> Any:
         # The same request context (customer, history, strategy) with only the scene's rules swapped:
         # built, not served, so neither list is logged nor counted as a fallback.
         ruleset = RuleSet(scene=bundle.ruleset.scene, rules=rules, version=f"{bundle.ruleset.version}:{tag}")
-        swapped = SceneBundle(settings=context.bundle.settings, ruleset=ruleset, enabled=bundle.enabled)
+        swapped = SceneBundle(settings=bundle.settings, ruleset=ruleset, enabled=bundle.enabled)
         return list_build(dataclasses.replace(context, bundle=swapped))
 
     before = build(others, "without")
