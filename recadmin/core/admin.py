@@ -77,7 +77,7 @@ class ApiKeyAdmin(ModelAdmin):
 # Users and groups (django.contrib.auth), periodic tasks (django-celery-beat) and task results
 # (django-celery-results) register their own admins on the stock base class: register them again on
 # the project's base, keeping each one's own behaviour (its class comes first in the MRO).
-REBASED_APPS = ("auth", "django_celery_beat", "django_celery_results")
+REBASED_APPS = ("auth", "axes", "django_celery_beat", "django_celery_results")
 
 
 def _rebase_registered_admins() -> None:

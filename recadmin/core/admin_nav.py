@@ -26,7 +26,11 @@ def _item(title: str, icon: str, url_name: str, permission: str | None = None) -
 NAVIGATION: list[dict[str, Any]] = [
     {
         "title": "Dashboard",
-        "items": [_item("Dashboard", "dashboard", "admin:index")],
+        "items": [
+            _item("Dashboard", "dashboard", "admin:index"),
+            _item("Metrics", "monitoring", "metrics-dashboard", "serving.view_servedrecommendation"),
+            _item("Attributions", "ads_click", "admin:metrics_attribution_changelist", "metrics.view_attribution"),
+        ],
     },
     {
         "title": "Catalog",
@@ -78,6 +82,7 @@ NAVIGATION: list[dict[str, Any]] = [
             _item("Users", "person", "admin:auth_user_changelist", "auth.view_user"),
             _item("Groups", "groups", "admin:auth_group_changelist", "auth.view_group"),
             _item("API keys", "key", "admin:core_apikey_changelist", "core.view_apikey"),
+            _item("Login lockouts", "lock", "admin:axes_accessattempt_changelist", "axes.view_accessattempt"),
             _item(
                 "Periodic tasks",
                 "schedule",
@@ -109,6 +114,8 @@ NAVIGATION: list[dict[str, Any]] = [
 UNFOLD: dict[str, Any] = {
     "SITE_TITLE": "recadmin",
     "SITE_HEADER": "recadmin",
+    # "View site": there is no storefront here; the API documentation is what a site link can show.
+    "SITE_URL": "/api/docs/",
     "SITE_SYMBOL": "recommend",
     "SHOW_HISTORY": True,
     "SHOW_VIEW_ON_SITE": True,

@@ -7,11 +7,12 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from recadmin.core.admin_base import ModelAdmin
 from recadmin.metrics.models import Attribution
 
 
 @admin.register(Attribution)
-class AttributionAdmin(admin.ModelAdmin):
+class AttributionAdmin(ModelAdmin):
     list_display = (
         "event_id",
         "type",

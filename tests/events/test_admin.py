@@ -102,6 +102,7 @@ def test_a_capped_count_says_more_than_the_cap_instead_of_the_cap(admin_client: 
 
 def test_a_count_below_the_cap_is_shown_exactly(admin_client: Client) -> None:
     EventFactory.create_batch(3)
-    assert "3 events" in admin_client.get("/admin/events/event/").content.decode()
+    page = " ".join(admin_client.get("/admin/events/event/").content.decode().split())  # the theme breaks lines
+    assert "3 events" in page
     paginator = CappedCountPaginator(Event.objects.order_by("-id"), 2)
     assert paginator.count == 3 and str(paginator.count) == "3"
