@@ -33,7 +33,7 @@ from training.models.itemknn import NeighbourModel, interaction_matrix, svd_embe
 DEFAULTS: dict[str, Any] = {
     "l2": 200.0,
     # Tried on the validation split when fit() is given one; empty = always `l2`.
-    "l2_grid": [50.0, 100.0, 200.0, 500.0, 1000.0],
+    "l2_grid": [50.0, 200.0, 500.0, 1000.0],
     # Keep the full B (scored exactly) up to this many items; beyond, top-`neighbours` lists.
     "dense_max_items": 5000,
     "neighbours": 200,
