@@ -99,19 +99,33 @@ def test_sasrec_training_is_deterministic_with_a_seed(split) -> None:
     torch.testing.assert_close(a.score(split.test.histories[:10]), b.score(split.test.histories[:10]))
 
 
-def test_sasrec_scores_an_item_without_interactions_from_its_attributes() -> None:
+def _sasrec_with_a_cold_item(cold_id: str = "i5", **params):
+    """SASRec on the planted data with every event of `cold_id` (block 0) removed: the item stays
+    in the catalog with its block attribute only."""
     ds = planted_dataset()
-    # Drop every event of item i5 (block 0): it stays in the catalog with its attribute only.
-    cold = ds.item_index.index("i5")
+    cold = ds.item_index.index(cold_id)
     ds = ds.select(ds.items != cold)
     split = split_leave_one_out(ds)
-    model = build_model("sasrec", ds.num_items, **{**QUICK["sasrec"], "max_epochs": 15})
+    model = build_model("sasrec", ds.num_items, **{**QUICK["sasrec"], "max_epochs": 15, **params})
     model.fit(split.train, seed=0)
-    block0 = [ds.item_index.index(f"i{k}") for k in (1, 2, 3)]
-    scores = model.score([block0])[0]
+    return ds, cold, model
+
+
+def test_sasrec_scores_an_item_without_interactions_from_its_attributes_alone() -> None:
+    ds, cold, model = _sasrec_with_a_cold_item()
+    assert torch.count_nonzero(model.item_emb.weight[cold]) == 0  # no untrained id noise
+    reps = model.item_representations()
+    torch.testing.assert_close(reps[cold], model.attr_emb.weight[model.item_attrs[cold][0]])
+    block0 = [ds.item_index.index(f"i{k}") for k in range(1, BLOCK_SIZE + 1)]
     other_blocks = [ds.item_index.index(f"i{k}") for k in range(BLOCK_SIZE + 1, ds.num_items + 1)]
-    # The cold block-0 item outranks the average item of other blocks.
-    assert scores[cold] > scores[other_blocks].mean()
+    # For every block-0 history, the cold block-0 item outranks every item of the other blocks.
+    histories = [[block0[(s + j) % BLOCK_SIZE] for j in range(3)] for s in range(BLOCK_SIZE)]
+    histories = [h for h in histories if cold not in h]
+    scores = model.score(histories)
+    assert (scores[:, cold] > scores[:, other_blocks].max(1).values).all()
+    # Its similar items are its block's.
+    _sims, items = model.similar_items([cold], k=5)
+    assert {(int(ds.item_index.id_of(int(i))[1:]) - 1) // BLOCK_SIZE for i in items[0]} == {0}
 
 
 def test_time_decayed_popularity_prefers_recent_items() -> None:
