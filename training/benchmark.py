@@ -77,7 +77,8 @@ def load_cold_items(args: argparse.Namespace) -> ColdItemsSplit:
     seed = getattr(args, "cold_seed", None)
     if seed is None:
         seed = int(getattr(args, "seed", 0))
-    return cold_items_split(load_dataset(args), fraction=float(getattr(args, "cold_fraction", COLD_FRACTION)), seed=seed)
+    fraction = float(getattr(args, "cold_fraction", COLD_FRACTION))
+    return cold_items_split(load_dataset(args), fraction=fraction, seed=seed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -84,7 +84,7 @@ def cold_items_split(dataset: InteractionDataset, *, fraction: float = COLD_FRAC
     rng = np.random.default_rng(seed)
     present = np.nonzero(dataset.item_counts() > 0)[0]
     present = present[present > 0]
-    n_cold = max(1, int(round(fraction * present.size)))
+    n_cold = max(1, round(fraction * present.size))
     cold = np.sort(rng.choice(present, size=n_cold, replace=False))
     is_cold = np.zeros(dataset.num_items + 1, dtype=bool)
     is_cold[cold] = True

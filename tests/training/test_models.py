@@ -263,5 +263,6 @@ def test_ease_loads_a_checkpoint_from_before_the_dense_matrix(split, fitted, tmp
     assert loaded.dense_b.numel() == 0
     histories = split.test.histories[:5]
     expected = build_model("cf", split.full.num_items, **{**model.params, "dense_max_items": 0})
-    expected.load_state_dict({k: v for k, v in model.state_dict().items() if k != "dense_b"} | {"dense_b": torch.zeros(0, 0)})
+    state = {k: v for k, v in model.state_dict().items() if k != "dense_b"}
+    expected.load_state_dict({**state, "dense_b": torch.zeros(0, 0)})
     torch.testing.assert_close(loaded.score(histories), expected.score(histories))

@@ -213,7 +213,8 @@ def test_benchmark_cold_items_protocol_reports_model_baselines_cold_and_warm(sha
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"] == "cold-items" and metrics["cold_seed"] == 2
     assert metrics["test_users"] + metrics["warm_test_users"] == 1500
-    for figures in (metrics["cold"], metrics["warm"], *[b[s] for b in metrics["baselines"].values() for s in ("cold", "warm")]):
+    baselines = [b[s] for b in metrics["baselines"].values() for s in ("cold", "warm")]
+    for figures in (metrics["cold"], metrics["warm"], *baselines):
         assert 0.0 <= figures["NDCG@10"] <= figures["HR@10"] <= 1.0
     assert set(metrics["baselines"]) == {"category_pop", "attribute_overlap"}
     printed = capsys.readouterr().out
