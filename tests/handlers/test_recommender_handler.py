@@ -218,6 +218,7 @@ def test_a_new_item_without_events_is_served_from_its_attributes(tmp_path: Path)
     ds = ds.select(ds.items != ds.item_index.index("i5"))  # i5 (block 0) keeps its attribute only
     split = split_leave_one_out(ds)
     params = {"hidden": 32, "max_len": 10, "dropout": 0.1, "lr": 5e-3, "batch_size": 64, "max_epochs": 15}
+    params["id_dropout"] = 0.1
     model = build_model("sasrec", ds.num_items, **params)
     model.fit(split.train, seed=0)
     save_checkpoint(model, tmp_path, item_index=ds.item_index)
