@@ -1,7 +1,10 @@
 """implicit's ALS on the same split and evaluator as training.benchmark: the bar the cf model must beat.
 
     python bench/als_baseline.py --format s3rec --data ../shared/data/amazon-beauty/Beauty.txt \
-        [--attributes ...] [--factors 64] [--iterations 20] [--seed 0] [--out DIR]
+        [--attributes ...] [--factors 64] [--iterations 20] [--seed 0] [--out DIR] [--protocol sampled]
+
+`--protocol sampled` adds the NCF metrics on the very split and negatives `training.benchmark
+--protocol sampled --seed N` draws (99 unrated items per user).
 
 Like the cf model in training.trainer: fitted on the training part for the validation figures,
 then refitted on train + validation events (every test history, no test target) for the test.
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--protocol", default="full", choices=["full", "sampled"])
     args = parser.parse_args(argv)
 
     split = load_split(args)
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         attributes=attrs,
     )
     print(format_table({"ALS test": test.full, "ALS valid": valid.full}))
+    if test.sampled:
+        print(format_table({"ALS sampled": test.sampled, "ALS valid sampled": valid.sampled}))
     print(f"train_seconds {seconds:.1f}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "full": test.full,
                     "valid": valid.full,
+                    **({"sampled": test.sampled, "valid_sampled": valid.sampled} if test.sampled else {}),
                     "train_seconds": round(seconds, 2),
                     "params": {"factors": args.factors, "iterations": args.iterations, "seed": args.seed},
                 },

@@ -2,11 +2,21 @@
 
     python -m training.benchmark --format {s3rec,movielens,split} --data PATH [--attributes PATH]
         [--test PATH] [--negatives PATH] --model {pop,itemknn,cf,sasrec} --out DIR [--seed N]
+        [--protocol {full,sampled,cold-items}]
 
 Trains on the training part, selects on validation, evaluates on test (training.trainer, the same
 code the product calls), prints a table and writes DIR/metrics.json, DIR/rankings.jsonl and the
 checkpoint in DIR/checkpoint. Extra options: --params JSON overrides model defaults (quick
 settings for tests); --threads N (default 2).
+
+Protocols (s3rec and movielens formats; training.protocols): `full` (default) is leave-one-out
+with full ranking. `sampled` is the same split with the NCF metrics added: each test and
+validation user's target ranked among 99 items they never rated (seeded by --seed; models that
+select on validation select on the sampled NDCG@10). `cold-items` removes every interaction of a
+seeded 10 % of the items (--cold-seed, default --seed) from training and tests the users whose
+last item is one of them, full ranking; it also reports the other (warm) test users, and two
+baselines on both: popularity within the category of the last item, and attribute overlap with
+the last items.
 """
 
 from __future__ import annotations
@@ -24,21 +34,51 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.data import Split, read_movielens, read_s3rec, read_split, split_leave_one_out
+from training.data import InteractionDataset, Split, read_movielens, read_s3rec, read_split, split_leave_one_out
 from training.metrics import format_table
 from training.models import MODEL_KINDS
+from training.protocols import (
+    COLD_FRACTION,
+    SAMPLED_NEGATIVES,
+    ColdItemsSplit,
+    cold_items_split,
+    with_sampled_negatives,
+)
 
 TOP_N = 100
 
 
-def load_split(args: argparse.Namespace) -> Split:
+def load_dataset(args: argparse.Namespace) -> InteractionDataset:
     if args.format == "s3rec":
-        return split_leave_one_out(read_s3rec(args.data, args.attributes))
+        return read_s3rec(args.data, args.attributes)
     if args.format == "movielens":
-        return split_leave_one_out(read_movielens(args.data))
-    if args.test is None:
-        raise SystemExit("--format split needs --test PATH")
-    return read_split(args.data, args.test, args.negatives)
+        return read_movielens(args.data)
+    raise SystemExit(f"--format {args.format} has no single dataset to split")
+
+
+def load_split(args: argparse.Namespace) -> Split:
+    """The split of --format under --protocol full or sampled (bench scripts share it)."""
+    protocol = getattr(args, "protocol", "full")
+    if protocol == "cold-items":
+        return load_cold_items(args).split
+    if args.format == "split":
+        if args.test is None:
+            raise SystemExit("--format split needs --test PATH")
+        if protocol != "full":
+            raise SystemExit("--format split brings its own test (and --negatives): use --protocol full")
+        return read_split(args.data, args.test, args.negatives)
+    split = split_leave_one_out(load_dataset(args))
+    if protocol == "sampled":
+        split = with_sampled_negatives(split, count=SAMPLED_NEGATIVES, seed=int(getattr(args, "seed", 0)))
+    return split
+
+
+def load_cold_items(args: argparse.Namespace) -> ColdItemsSplit:
+    seed = getattr(args, "cold_seed", None)
+    if seed is None:
+        seed = int(getattr(args, "seed", 0))
+    fraction = float(getattr(args, "cold_fraction", COLD_FRACTION))
+    return cold_items_split(load_dataset(args), fraction=fraction, seed=seed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--params", default="{}", help="JSON object overriding model defaults")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--protocol", default="full", choices=["full", "sampled", "cold-items"])
+    parser.add_argument("--cold-seed", type=int, help="cold-items: seed of the item draw (default --seed)")
+    parser.add_argument("--cold-fraction", type=float, default=COLD_FRACTION, help="cold-items: share of items")
     return parser.parse_args(argv)
 
 
@@ -73,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.checkpoint import save_checkpoint
     from training.trainer import train_and_evaluate
 
-    split = load_split(args)
+    cold = load_cold_items(args) if args.protocol == "cold-items" else None
+    split = cold.split if cold is not None else load_split(args)
     full = split.full
     print(
         f"{full.num_users} users, {full.num_items} items, {full.num_interactions} interactions; "
@@ -112,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(peak_rss_mb, 1),
         "epochs": result.report.epochs,
         "best_epoch": result.report.best_epoch,
+        "fit_history": result.report.history,  # per epoch, or per candidate l2 for cf
         "params": result.params,
         "model": args.model,
         "seed": args.seed,
@@ -119,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if split.test.negatives is not None:
         metrics["sampled"] = result.sampled_metrics
+    rows: dict[str, dict[str, float]] = {}
+    if cold is not None:
+        rows = _cold_items_figures(cold, result.model, metrics, args.model)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 
     item_ids = full.item_index.ids
@@ -137,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps(line) + "\n")
     save_checkpoint(result.model, out / "checkpoint", item_index=full.item_index, extra={"benchmark": metrics})
 
-    rows = {f"{args.model} test": result.test_metrics}
+    rows = rows or {f"{args.model} test": result.test_metrics}
     if result.valid_metrics:
         rows[f"{args.model} valid"] = result.valid_metrics
     print(format_table(rows))
@@ -148,6 +196,42 @@ def main(argv: list[str] | None = None) -> int:
         f"peak_rss_mb {metrics['peak_rss_mb']}"
     )
     return 0
+
+
+def _cold_items_figures(
+    cold: ColdItemsSplit, model: Any, metrics: dict[str, Any], name: str
+) -> dict[str, dict[str, float]]:
+    """The warm test users' figures and both baselines' (cold and warm) into `metrics`; the rows
+    of the printed table. Baselines count popularity on the refit data (what the test sees)."""
+    from training.metrics import evaluate
+    from training.protocols import BASELINES
+
+    split = cold.split
+    n = split.full.num_items
+    seen = split.refit if split.refit is not None else split.train
+    metrics["protocol"] = "cold-items"
+    metrics["cold_items"] = int(cold.cold_items.size)
+    metrics["cold_seed"] = split.info["cold_seed"]
+    metrics["warm_test_users"] = len(cold.warm_test)
+    metrics["cold"] = metrics["full"]
+    metrics["warm"] = evaluate(model, cold.warm_test, num_items=n).full
+    rows = {f"{name} cold": metrics["cold"]}
+    metrics["baselines"] = {}
+    for label, cls in BASELINES.items():
+        baseline = cls(seen)
+        figures = {
+            "cold": evaluate(baseline, split.test, num_items=n).full,
+            "warm": evaluate(baseline, cold.warm_test, num_items=n).full,
+        }
+        metrics["baselines"][label] = figures
+        rows[f"{label} cold"] = figures["cold"]
+    rows[f"{name} warm"] = metrics["warm"]
+    for label, figures in metrics["baselines"].items():
+        rows[f"{label} warm"] = figures["warm"]
+    return {row: {k: v for k, v in m.items() if k in _COLD_COLUMNS} for row, m in rows.items()}
+
+
+_COLD_COLUMNS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR", "coverage@10")
 
 
 if __name__ == "__main__":

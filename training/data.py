@@ -478,9 +478,38 @@ def read_s3rec(path: str | Path, attributes: str | Path | None = None) -> Intera
     return InteractionDataset.from_events(users, items, None, item_attributes=attrs, item_index=IndexMap(unique))
 
 
+def _read_movielens_dat(directory: Path) -> InteractionDataset:
+    """MovieLens 1M/10M layout: ratings.dat `user::item::rating::time`, movies.dat `item::title (year)::A|B`."""
+    rows = [line.split("::") for line in (directory / "ratings.dat").read_text(encoding="latin-1").splitlines() if line]
+    raw = np.array([[int(r[0]), int(r[1]), int(r[3])] for r in rows], dtype=np.int64).reshape(-1, 3)
+    attrs: dict[str, list[str]] = {}
+    movies = directory / "movies.dat"
+    if movies.exists():
+        for line in movies.read_text(encoding="latin-1").splitlines():
+            parts = line.split("::")
+            if len(parts) < 3:
+                continue
+            attrs[parts[0]] = [f"genre={g}" for g in parts[2].split("|") if g]
+            year = parts[1].strip()[-5:-1]
+            if year.isdigit():
+                attrs[parts[0]].append(f"decade={int(year) // 10 * 10}")
+    unique = sorted({int(i) for i in raw[:, 1].tolist()})
+    rated = {str(i) for i in unique}  # movies.dat lists unrated movies too: they'd be empty items
+    return InteractionDataset.from_events(
+        raw[:, 0].astype(str),
+        raw[:, 1].astype(str),
+        raw[:, 2].astype(np.float64),
+        item_attributes={k: v for k, v in attrs.items() if k in rated} or None,
+        item_index=IndexMap(str(i) for i in unique),
+    )
+
+
 def read_movielens(directory: str | Path) -> InteractionDataset:
-    """MovieLens 100K: u.data (user, item, rating, time) with genres from u.item as attributes."""
+    """MovieLens 100K: u.data (user, item, rating, time) with genres from u.item as attributes;
+    a directory with ratings.dat instead (MovieLens 1M's layout) is read by its own rules."""
     directory = Path(directory)
+    if not (directory / "u.data").exists() and (directory / "ratings.dat").exists():
+        return _read_movielens_dat(directory)
     raw = np.loadtxt(directory / "u.data", dtype=np.int64, ndmin=2)
     attrs: dict[str, list[str]] = {}
     item_file = directory / "u.item"

@@ -203,3 +203,35 @@ def test_a_bad_request_in_a_batch_gets_its_own_400_and_the_others_are_answered(
     assert bad["code"] == 400 and '"k"' in bad["message"]
     assert context.get_response_status(0)[0] == 200
     assert context.get_response_status(1)[0] == 400
+
+
+def test_a_new_item_without_events_is_served_from_its_attributes(tmp_path: Path) -> None:
+    """The archive holds every catalog item, one nobody interacted with too: its representation is
+    its attributes alone, so `similar_to` it gives its block's items and a history in its block
+    recommends it ahead of every other block's items."""
+    from tests.training.conftest import BLOCK_SIZE, planted_dataset
+    from training.checkpoint import save_checkpoint
+    from training.data import split_leave_one_out
+    from training.models import build_model
+
+    ds = planted_dataset()
+    ds = ds.select(ds.items != ds.item_index.index("i5"))  # i5 (block 0) keeps its attribute only
+    split = split_leave_one_out(ds)
+    params = {"hidden": 32, "max_len": 10, "dropout": 0.1, "lr": 5e-3, "batch_size": 64, "max_epochs": 15}
+    params["id_dropout"] = 0.1
+    model = build_model("sasrec", ds.num_items, **params)
+    model.fit(split.train, seed=0)
+    save_checkpoint(model, tmp_path, item_index=ds.item_index)
+    context = make_context(tmp_path)
+    handler = RecommenderHandler()
+    handler.initialize(context)
+
+    def block(item: str) -> int:
+        return (int(item[1:]) - 1) // BLOCK_SIZE
+
+    [similar] = run(handler, context, {"similar_to": "i5", "k": 5})
+    assert len(similar) == 5 and {block(a["item"]) for a in similar} == {0}
+    [recommended] = run(handler, context, {"history": ["i1", "i2", "i3"], "k": BLOCK_SIZE})
+    ranked = [a["item"] for a in recommended]
+    assert "i5" in ranked
+    assert all(block(item) == 0 for item in ranked[: ranked.index("i5")])

@@ -99,19 +99,44 @@ def test_sasrec_training_is_deterministic_with_a_seed(split) -> None:
     torch.testing.assert_close(a.score(split.test.histories[:10]), b.score(split.test.histories[:10]))
 
 
-def test_sasrec_scores_an_item_without_interactions_from_its_attributes() -> None:
+def _sasrec_with_a_cold_item(cold_id: str = "i5", **params):
+    """SASRec on the planted data with every event of `cold_id` (block 0) removed: the item stays
+    in the catalog with its block attribute only."""
     ds = planted_dataset()
-    # Drop every event of item i5 (block 0): it stays in the catalog with its attribute only.
-    cold = ds.item_index.index("i5")
+    cold = ds.item_index.index(cold_id)
     ds = ds.select(ds.items != cold)
     split = split_leave_one_out(ds)
-    model = build_model("sasrec", ds.num_items, **{**QUICK["sasrec"], "max_epochs": 15})
+    model = build_model("sasrec", ds.num_items, **{**QUICK["sasrec"], "max_epochs": 15, **params})
     model.fit(split.train, seed=0)
-    block0 = [ds.item_index.index(f"i{k}") for k in (1, 2, 3)]
-    scores = model.score([block0])[0]
+    return ds, cold, model
+
+
+def _cold_item_wins(ds, cold, model) -> tuple[int, int]:
+    """For each block-0 history of 3 items without the cold one: does the cold block-0 item outrank
+    every item of the other blocks? (wins, histories)"""
+    block0 = [ds.item_index.index(f"i{k}") for k in range(1, BLOCK_SIZE + 1)]
     other_blocks = [ds.item_index.index(f"i{k}") for k in range(BLOCK_SIZE + 1, ds.num_items + 1)]
-    # The cold block-0 item outranks the average item of other blocks.
-    assert scores[cold] > scores[other_blocks].mean()
+    histories = [[block0[(s + j) % BLOCK_SIZE] for j in range(3)] for s in range(BLOCK_SIZE)]
+    histories = [h for h in histories if cold not in h]
+    scores = model.score(histories)
+    return int((scores[:, cold] > scores[:, other_blocks].max(1).values).sum()), len(histories)
+
+
+def test_sasrec_scores_an_item_without_interactions_from_its_attributes_alone() -> None:
+    ds, cold, model = _sasrec_with_a_cold_item(id_dropout=0.1)
+    assert torch.count_nonzero(model.item_emb.weight[cold]) == 0  # no untrained id noise
+    reps = model.item_representations()
+    torch.testing.assert_close(reps[cold], model.attr_emb.weight[model.item_attrs[cold][0]])
+    # For every block-0 history, the cold block-0 item outranks every item of the other blocks.
+    wins, total = _cold_item_wins(ds, cold, model)
+    assert wins == total
+    # Id dropout is what puts the attribute-only item on the warm items' scale: without it the
+    # same item loses to some other block's item.
+    ds, cold, plain = _sasrec_with_a_cold_item(id_dropout=0.0)
+    assert _cold_item_wins(ds, cold, plain)[0] < total
+    # Its similar items are its block's.
+    _sims, items = model.similar_items([cold], k=5)
+    assert {(int(ds.item_index.id_of(int(i))[1:]) - 1) // BLOCK_SIZE for i in items[0]} == {0}
 
 
 def test_time_decayed_popularity_prefers_recent_items() -> None:
@@ -162,3 +187,93 @@ def test_serving_modules_import_and_load_with_only_torch_and_numpy(split, fitted
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"torch.Size([1, {split.full.num_items + 1}])" in done.stdout
+
+
+# ---- cf (EASE): the dense matrix and the choice of l2 -------------------------------------------
+def _noisy_blocks(num_users: int = 200, blocks: int = 24, seed: int = 0):
+    """Each user picks 5 of their block's 10 items (the last two are the held-out ones) after a
+    few popular noise items (Zipf over the whole catalog). More items (240) than users: an
+    unregularised EASE memorises; a huge l2 reduces it to popularity-biased co-occurrence."""
+    from training.data import InteractionDataset
+
+    rng = np.random.default_rng(seed)
+    n_items = blocks * 10
+    pop = 1.0 / np.arange(1, n_items + 1) ** 1.2
+    pop /= pop.sum()
+    users, items, times = [], [], []
+    for u in range(num_users):
+        own = rng.choice(10, size=5, replace=False) + (u % blocks) * 10 + 1
+        noise = rng.choice(n_items, size=4, replace=False, p=pop) + 1
+        seq = [i for i in noise if i not in own] + list(own)
+        users += [f"u{u}"] * len(seq)
+        items += [f"i{i}" for i in seq]
+        times += list(range(len(seq)))
+    return InteractionDataset.from_events(users, items, times)
+
+
+def test_ease_chooses_the_l2_that_validates_best_and_it_beats_both_extremes() -> None:
+    split = split_leave_one_out(_noisy_blocks())
+    n = split.full.num_items
+    grid = [0.01, 1.0, 1e5]
+    single = {}
+    for l2 in grid:
+        model = build_model("cf", n, l2=l2, l2_grid=[], neighbours=20, dims=8)
+        model.fit(split.train)
+        single[l2] = (
+            evaluate(model, split.valid, num_items=n).full["NDCG@10"],
+            evaluate(model, split.test, num_items=n).full["NDCG@10"],
+        )
+    chosen = build_model("cf", n, l2_grid=grid, neighbours=20, dims=8)
+    report = chosen.fit(split.train, valid=split.valid)
+    assert chosen.params["l2"] == 1.0 == max(grid, key=lambda v: single[v][0])
+    assert [row["l2"] for row in report.history] == grid
+    assert report.best_valid["NDCG@10"] == pytest.approx(single[1.0][0])
+    # The validation choice is also the best on test, clearly: neither memorising nor smoothing.
+    assert single[1.0][1] > max(single[0.01][1], single[1e5][1]) + 0.05
+    # A refit without validation keeps the chosen value.
+    chosen.fit(split.refit)
+    assert chosen.params["l2"] == 1.0
+
+
+def test_dense_ease_scores_are_the_closed_form_x_times_b() -> None:
+    ds = _noisy_blocks(num_users=60, blocks=4)
+    n = ds.num_items
+    model = build_model("cf", n, l2=3.0, l2_grid=[], neighbours=5, dims=4)
+    model.fit(ds)
+    assert model.dense_b.shape == (n + 1, n + 1)
+    x = np.zeros((ds.num_users, n + 1))
+    for u, seq in enumerate(ds.sequences()):
+        x[u, seq] = 1.0
+    p = np.linalg.inv(x.T @ x + 3.0 * np.eye(n + 1))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    histories = [ds.sequence(u) for u in range(10)] + [np.array([5, 5, 7])]
+    expected = np.stack([x[u] @ b for u in range(10)] + [b[5] + b[7]])
+    got = model.score(histories).numpy()
+    np.testing.assert_allclose(got[:, 1:], expected[:, 1:], rtol=1e-3, atol=1e-4)
+    assert np.isneginf(got[:, 0]).all()
+    # negative weights are kept: that is what the neighbour lists drop
+    assert (got[:, 1:] < 0).any()
+
+
+def test_ease_beyond_dense_max_items_scores_with_neighbour_lists() -> None:
+    split = split_leave_one_out(planted_dataset())
+    model = build_model("cf", split.full.num_items, dense_max_items=10, l2_grid=[], neighbours=20, dims=8, l2=10.0)
+    model.fit(split.train)
+    assert model.dense_b.numel() == 0
+    assert _ndcg10(model, split) > 0.5
+
+
+def test_ease_loads_a_checkpoint_from_before_the_dense_matrix(split, fitted, tmp_path) -> None:
+    model = fitted["cf"]
+    save_checkpoint(model, tmp_path, item_index=split.full.item_index)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    del state["dense_b"]
+    torch.save(state, tmp_path / "model.pt")
+    loaded = load_checkpoint(tmp_path).model
+    assert loaded.dense_b.numel() == 0
+    histories = split.test.histories[:5]
+    expected = build_model("cf", split.full.num_items, **{**model.params, "dense_max_items": 0})
+    state = {k: v for k, v in model.state_dict().items() if k != "dense_b"}
+    expected.load_state_dict({**state, "dense_b": torch.zeros(0, 0)})
+    torch.testing.assert_close(loaded.score(histories), expected.score(histories))
