@@ -130,8 +130,13 @@ def test_train_now_shows_the_run_progress_and_a_version_is_promoted(page: Any, t
     for seed in ("1", "2"):
         page.goto("/admin/modelops/trainingrun/add/")
         page.select_option("[name=kind]", "pop")
-        if page.locator("[name=seed]").count():
-            page.fill("[name=seed]", seed)
+        page.check("[name=preset][value=quick]", force=True)
+        # The hyperparameters sit in the collapsed "Advanced" section: open it to set the seed.
+        field = page.locator("[name=seed]")
+        if field.count():
+            if not field.is_visible():
+                page.get_by_text("Advanced: hyperparameters").first.click()
+            field.fill(seed)
         page.click("button[name=_save], input[name=_save]")
         page.wait_for_url("**/admin/modelops/trainingrun/**")
         # The list's progress bar follows the run until it ends (it is polled while running).
