@@ -75,10 +75,23 @@ def clear_cache() -> None:
     from recadmin.core.services import api_key_grants_forget_local
 
     api_key_grants_forget_local()
+    _forget_process_copies()
     if hasattr(cache, "delete_pattern"):
         cache.delete_pattern("*")
     else:
         cache.clear()
+
+
+def _forget_process_copies() -> None:
+    """The process-local copies in front of the cache (trending lists, item metadata): with tests of
+    several files in one process (pytest-xdist), one test's shop must not show through in the next."""
+    from recadmin.catalog import metadata
+    from recadmin.serving import popular
+
+    popular._local.clear()
+    metadata._local.clear()
+    metadata._local_state[0] = None
+    metadata._category_items_local.clear()
 
 
 @pytest.fixture(autouse=True)
