@@ -79,7 +79,7 @@ def impressions_export(
     catalog = {
         it["shop_id"]: it
         for it in Item.objects.filter(shop_id__in=shown).values(
-            "id", "shop_id", "category__name", "brand", "price", "stock_quantity", "in_stock", "created_at"
+            "id", "shop_id", "category__slug", "brand", "price", "stock_quantity", "in_stock", "created_at"
         )
     }
 
@@ -105,7 +105,8 @@ def impressions_export(
             item_ids.append(shop_id)
             scene.append(r["scene"] or "")
             position.append(max(int(entry.get("position") or 1), 1))
-            raw_score = entry.get("score")
+            # A page ordered by the rank stage logs the retrieval score beside the ranker's.
+            raw_score = entry.get("retrieval_score", entry.get("score"))
             score.append(float(raw_score) if isinstance(raw_score, int | float) else 0.0)
             source.append(str(entry.get("source") or ""))
             timestamp.append(at)
@@ -200,7 +201,7 @@ def _item_features(catalog: Mapping[str, Mapping[str, Any]], *, first: float) ->
     )
     return {
         shop_id: ItemFeatures(
-            category=row["category__name"] or "",
+            category=row["category__slug"] or "",
             brand=row["brand"] or "",
             price=float(row["price"] or 0.0),
             popularity=popularity.get(shop_id, 0.0),
@@ -216,7 +217,7 @@ def _item_features_of(shop_ids: set[str]) -> dict[str, ItemFeatures]:
     """Category, brand and price of items the customers interacted with but that were not shown."""
     return {
         row["shop_id"]: ItemFeatures(
-            category=row["category__name"] or "", brand=row["brand"] or "", price=float(row["price"] or 0.0)
+            category=row["category__slug"] or "", brand=row["brand"] or "", price=float(row["price"] or 0.0)
         )
-        for row in Item.objects.filter(shop_id__in=list(shop_ids)).values("shop_id", "category__name", "brand", "price")
+        for row in Item.objects.filter(shop_id__in=list(shop_ids)).values("shop_id", "category__slug", "brand", "price")
     }
