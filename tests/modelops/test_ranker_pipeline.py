@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from recadmin.events.models import Event
 from recadmin.metrics.models import Attribution
 from recadmin.modelops.models import ModelVersion, ModelVersionStatus
 from recadmin.modelops.ranker_trainer import ranker_gate_decide
 from recadmin.modelops.services import training_run_create, training_run_execute
 from recadmin.serving.models import ServedRecommendation
-from tests.factories import CategoryFactory, ItemFactory
+from tests.factories import CategoryFactory, CustomerFactory, ItemFactory
 from tests.fixtures.torchserve import TorchServeInstance
 from training.ranker.synthetic import synthetic_impressions
 
@@ -36,6 +37,30 @@ def _served_log_from(table: Any) -> None:
             price=Decimal(str(it.price)),
             stock_quantity=int(it.stock),
         )
+    # Each customer's history before the impressions, as their logged affinities describe it: the
+    # export computes their profiles from these events.
+    start = dt.datetime.fromtimestamp(float(table.timestamp.min()), tz=dt.UTC) - dt.timedelta(days=5)
+    by_category: dict[str, list[str]] = {}
+    for shop_id, it in table.items.items():
+        by_category.setdefault(it.category, []).append(shop_id)
+    events = []
+    for number, (customer_id, profile) in enumerate(sorted(table.customers.items())):
+        customer = CustomerFactory(shop_id=customer_id)
+        favourite = next(iter(profile.brand_affinity), "")
+        for category, share in profile.category_affinity.items():
+            pool = by_category.get(category, [])
+            preferred = [i for i in pool if table.items[i].brand == favourite] or pool
+            for k in range(round(share * profile.activity)):
+                events.append(
+                    Event(
+                        customer=customer,
+                        item=items[preferred[(number + k) % len(preferred)]],
+                        type="view",
+                        occurred_at=start + dt.timedelta(minutes=number + k),
+                        event_id=f"h{number}-{category}-{k}",
+                    )
+                )
+    Event.objects.bulk_create(events)
     pages: dict[tuple[str, float], list[int]] = {}
     for row in range(len(table)):
         pages.setdefault((table.customer[row], float(table.timestamp[row])), []).append(row)
@@ -84,17 +109,17 @@ def _served_log_from(table: Any) -> None:
 def test_the_ranker_kind_trains_on_served_impressions_and_serves_from_its_own_archive(
     torchserve_settings: TorchServeInstance,
 ) -> None:
-    table = synthetic_impressions(customers=80, items=60, categories=4, brands=6, requests=500, slate=8, seed=1)
+    table = synthetic_impressions(customers=80, items=60, categories=4, brands=6, requests=2500, slate=8, seed=1)
     _served_log_from(table)
 
-    run = training_run_create(kind="ranker", params={"max_epochs": 4, "seed": 1}, enqueue=False)
+    run = training_run_create(kind="ranker", params={"max_epochs": 30, "seed": 1}, enqueue=False)
     assert run.model_name == "ranker"
     run = training_run_execute(run=run)
 
     assert run.status == "succeeded", (run.error, run.log_tail[-3000:])
     version = ModelVersion.objects.get(training_run=run)
     assert (version.name, version.kind, version.version) == ("ranker", "ranker", 1)
-    assert version.num_events == len(table) == 4000
+    assert version.num_events == len(table) == 20000
     assert Path(version.archive_path).name == "ranker-1.mar"
     metrics = version.test_metrics
     for key in ("ranker_click_auc", "logreg_click_auc", "retrieval_click_auc"):
@@ -107,6 +132,8 @@ def test_the_ranker_kind_trains_on_served_impressions_and_serves_from_its_own_ar
     )
     # Promoted exactly when it beats both baselines on the hold-out.
     assert (version.status == ModelVersionStatus.DEFAULT) == beats, run.gate_decision
+    if beats:  # with this seed it does (ESMM 0.765 vs logistic regression 0.762 click AUC)
+        assert torchserve_settings.client.default_version("ranker") == "1"
     assert f"{metrics['ranker_click_auc']:.4f}" in run.gate_decision
     # The registered ranker scores candidates through TorchServe.
     answer = torchserve_settings.client.predict(
@@ -155,3 +182,17 @@ def test_the_ranker_gate_defends_the_current_default_within_the_tolerance() -> N
     current = _version(1, {**GOOD, "ranker_click_auc": 0.75})
     assert not ranker_gate_decide(candidate=_version(2, GOOD), current=current, tolerance=0.01)[0]
     assert ranker_gate_decide(candidate=_version(2, GOOD), current=current, tolerance=0.05)[0]
+
+
+@pytest.mark.django_db
+def test_the_ranker_is_scheduled_under_its_own_name_beside_the_recommender() -> None:
+    import json
+
+    from recadmin.modelops.services import retraining_schedule_set
+
+    ranker = retraining_schedule_set(kind="ranker", params={"max_epochs": 5}, hour=4)
+    recommender = retraining_schedule_set(kind="pop", hour=3)
+
+    assert ranker.pk != recommender.pk
+    assert json.loads(ranker.kwargs) == {"kind": "ranker", "params": {"max_epochs": 5}, "model_name": "ranker"}
+    assert json.loads(recommender.kwargs)["model_name"] == "recommender"
