@@ -165,3 +165,42 @@ def test_the_api_accepts_rank_by_and_rejects_an_unknown_objective(api_client: AP
     response = api_client.patch("/api/v1/scenes/home", {"rank_by": "likes"}, format="json")
     assert response.status_code == 400
     assert "rank_by" in json.dumps(response.json())
+
+
+@pytest.mark.slow
+def test_a_real_ranker_in_torchserve_orders_the_list(
+    api_client: APIClient, shop: Any, torchserve_settings: Any, tmp_path: Any
+) -> None:
+    import contextlib
+
+    from recadmin.modelops.archive import archive_build
+    from training.ranker.export import train_ranker_checkpoint
+    from training.ranker.synthetic import synthetic_impressions
+
+    table = synthetic_impressions(customers=40, items=30, requests=300, slate=6, seed=2)
+    exported = train_ranker_checkpoint(table, tmp_path / "ranker", kind="esmm", params={"max_epochs": 2}, seed=0)
+    built = archive_build(
+        checkpoint_dir=exported.directory,
+        name="ranker",
+        version="7",
+        model_store=torchserve_settings.model_store,
+        stage="ranker",
+        overwrite=True,
+    )
+    client = torchserve_settings.client
+    client.register(built.path, model_name="ranker", initial_workers=1)
+    try:
+        ModelVersion.objects.create(name="ranker", version=7, kind="ranker", status=ModelVersionStatus.DEFAULT)
+        cache.clear()
+        _scene("clicks")
+
+        body = _get(api_client)
+
+        values = [r["value"] for row in body["items"] for r in row["reasons"] if r.get("type") == "ranked"]
+        assert len(values) == 3 and values == sorted(values, reverse=True)
+        assert all(0.0 < v < 1.0 for v in values)
+        assert {row["item"] for row in body["items"]} == {sku(1), sku(4), sku(7)}
+        assert _texts(body["items"][0]) == [training_reason("clicks", values[0])]
+    finally:
+        with contextlib.suppress(Exception):
+            client.unregister("ranker", "7")
