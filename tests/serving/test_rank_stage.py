@@ -204,3 +204,16 @@ def test_a_real_ranker_in_torchserve_orders_the_list(
     finally:
         with contextlib.suppress(Exception):
             client.unregister("ranker", "7")
+
+
+def test_an_experiment_variant_may_turn_the_rank_stage_on_and_names_a_bad_objective(shop: Any) -> None:
+    from recadmin.core.errors import FieldErrors
+    from recadmin.experiments.services import scene_settings_validate
+
+    scenes = [shop["home"]]
+    ok = FieldErrors()
+    scene_settings_validate({"rank_by": "clicks"}, scenes, field="variants[1].scene_settings", errors=ok)
+    assert ok.fields == {}
+    bad = FieldErrors()
+    scene_settings_validate({"rank_by": "likes"}, scenes, field="variants[1].scene_settings", errors=bad)
+    assert list(bad.fields) == ["variants[1].scene_settings.rank_by"]
