@@ -253,6 +253,8 @@ TORCHSERVE_GRPC_INFERENCE_PORT = env.int("TORCHSERVE_GRPC_INFERENCE_PORT", 7070)
 TORCHSERVE_GRPC_MANAGEMENT_PORT = env.int("TORCHSERVE_GRPC_MANAGEMENT_PORT", 7071)
 MODEL_STORE = Path(env.str("MODEL_STORE", str(BASE_DIR / "model_store")))
 RECOMMENDER_MODEL_NAME = env.str("RECOMMENDER_MODEL_NAME", "recommender")
+# The ranking stage's model (its own .mar, versions and default), trained by kind "ranker".
+RANKER_MODEL_NAME = env.str("RANKER_MODEL_NAME", "ranker")
 
 # Training runs started from the admin or the API with no Celery worker (no REDIS_URL) run in a
 # child `manage.py train` process: the web request returns at once and web workers never load torch.

@@ -11,5 +11,7 @@ class MetricsConfig(AppConfig):
 
     def ready(self) -> None:
         from recadmin.metrics.observability import register
+        from recadmin.modelops.registry import impressions_export_register
 
         register()
+        impressions_export_register("recadmin.metrics.impressions.impressions_export")

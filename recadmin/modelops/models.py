@@ -24,6 +24,7 @@ class ModelKind(models.TextChoices):
     CF = "cf", "Collaborative filtering"
     ITEMKNN = "itemknn", "Item-to-item kNN"
     POP = "pop", "Popularity"
+    RANKER = "ranker", "Ranker (click and purchase probabilities, ESMM)"
 
 
 class TrainingRunStatus(models.TextChoices):

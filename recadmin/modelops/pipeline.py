@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime as dt
 import logging
 import math
 import shutil
@@ -30,6 +31,7 @@ from django.utils import timezone
 from recadmin.core.errors import ServiceUnavailable
 from recadmin.modelops.loader import EventArrays, events_export
 from recadmin.modelops.models import (
+    ModelKind,
     ModelVersion,
     ModelVersionStatus,
     TrainingRun,
@@ -173,6 +175,38 @@ def train_from_arrays(
     return trainer.train(arrays=arrays, kind=kind, params=params, reporter=reporter, workdir=workdir)
 
 
+def _export_and_train_ranker(
+    *, run: TrainingRun, reporter: Reporter, workdir: Path, timings: dict[str, float]
+) -> TrainOutcome:
+    """The ranker's export (served impressions with their attributed outcomes, read by the metrics
+    app through modelops.registry) and training."""
+    from recadmin.modelops import ranker_trainer
+    from recadmin.modelops.registry import impressions_export_get
+
+    reporter.stage(TrainingStage.EXPORTING, "exporting impressions")
+    started = time.perf_counter()
+    days = run.params.get("impression_days")
+    since = timezone.now() - dt.timedelta(days=float(days)) if days else None
+    try:
+        table = impressions_export_get()(since=since)
+    except Exception as exc:
+        raise StageFailed(TrainingStage.EXPORTING, f"{type(exc).__name__}: {exc}") from exc
+    timings["export"] = round(time.perf_counter() - started, 3)
+    reporter.log(
+        "Exported %d impressions (%d clicks) in %.2fs", len(table), int(table.clicked.sum()), timings["export"]
+    )
+    reporter.stage(TrainingStage.TRAINING, "training the ranker")
+    started = time.perf_counter()
+    try:
+        outcome = ranker_trainer.train_ranker(table=table, params=dict(run.params), reporter=reporter, workdir=workdir)
+    except (RunCancelled, StageFailed):
+        raise
+    except Exception as exc:
+        raise StageFailed(reporter.stage_key, f"{type(exc).__name__}: {exc}") from exc
+    timings["train_and_evaluate"] = round(time.perf_counter() - started, 3)
+    return outcome
+
+
 def _allocate_version(*, run: TrainingRun, outcome: TrainOutcome) -> ModelVersion:
     # Two runs finishing together would pick the same number: the unique constraint decides and
     # the loser takes the next one.
@@ -208,6 +242,7 @@ def _build_archive(*, version: ModelVersion, outcome: TrainOutcome) -> tuple[Pat
         version=str(version.version),
         model_store=Path(settings.MODEL_STORE),
         workers=version.workers or 1,
+        stage="ranker" if version.kind == ModelKind.RANKER else "retrieval",
         # A failed earlier attempt at this very version number may have left its file behind.
         overwrite=True,
     )
@@ -336,7 +371,9 @@ def _execute(
             )
             version = None
 
-        if version is None:
+        if version is None and run.kind == ModelKind.RANKER:
+            outcome = _export_and_train_ranker(run=run, reporter=reporter, workdir=workdir, timings=timings)
+        elif version is None:
             reporter.stage(TrainingStage.EXPORTING, "exporting events")
             started = time.perf_counter()
             try:
@@ -366,6 +403,7 @@ def _execute(
             timings["train_and_evaluate"] = round(time.perf_counter() - started, 3)
             del arrays
 
+        if version is None:
             reporter.stage(TrainingStage.ARCHIVING, "archiving")
             started = time.perf_counter()
             version = _allocate_version(run=run, outcome=outcome)
@@ -410,9 +448,12 @@ def _execute(
 
         reporter.stage(TrainingStage.PROMOTING, "promotion gate")
         current = model_version_default(name=version.name)
-        promote, reason = gate_decide(
-            candidate=version, current=current, tolerance=float(settings.PROMOTION_TOLERANCE)
-        )
+        decide = gate_decide
+        if version.kind == ModelKind.RANKER:
+            from recadmin.modelops import ranker_trainer
+
+            decide = ranker_trainer.ranker_gate_decide
+        promote, reason = decide(candidate=version, current=current, tolerance=float(settings.PROMOTION_TOLERANCE))
         if promote:
             try:
                 client.set_default(version.name, str(version.version))

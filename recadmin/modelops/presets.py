@@ -21,13 +21,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cf": {"max_items": 5000, "neighbours": 100},
         "itemknn": {"neighbours": 50},
         "pop": {},
+        "ranker": {"max_epochs": 8, "max_seconds": 120.0},
     },
-    "standard": {"sasrec": {}, "cf": {}, "itemknn": {}, "pop": {}},
+    "standard": {"sasrec": {}, "cf": {}, "itemknn": {}, "pop": {}, "ranker": {}},
     "thorough": {
         "sasrec": {"max_epochs": 400, "max_seconds": 2400.0, "patience": 10},
         "cf": {"neighbours": 400},
         "itemknn": {"neighbours": 300},
         "pop": {},
+        "ranker": {"max_epochs": 80, "patience": 6, "max_seconds": 2400.0},
     },
 }
 

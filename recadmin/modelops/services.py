@@ -83,6 +83,19 @@ PARAM_SPECS: dict[str, dict[str, tuple[Any, Any, Any]]] = {
         "half_life_days": (float, 0.001, 3650.0),
         "use_event_weights": (bool, None, None),
     },
+    ModelKind.RANKER: {  # ESMM (training/ranker/esmm.py), trained on the served impressions
+        "embedding_dim": (int, 2, 256),
+        "dropout": (float, 0.0, 0.9),
+        "ctcvr_weight": (float, 0.0, 100.0),
+        "lr": (float, 1e-6, 1.0),
+        "weight_decay": (float, 0.0, 1.0),
+        "batch_size": (int, 1, 65536),
+        "max_epochs": (int, 1, 1000),
+        "patience": (int, 1, 1000),
+        "max_seconds": (float, 1.0, 7 * 86400.0),
+        "impression_days": (float, 0.01, 3650.0),
+        "min_impressions": (int, 1, 10**9),
+    },
 }
 PARAM_ALIASES = {"epochs": "max_epochs"}
 # Pipeline options accepted beside model parameters (not passed to the model).
@@ -253,7 +266,8 @@ def training_run_create(
         choices = ", ".join(ModelKind.values)
         raise ValidationError(f"Unknown model kind '{kind}'. Choose one of: {choices}.", field="kind")
     cleaned = _validate_params(kind, params)
-    name = (model_name or "").strip() or settings.RECOMMENDER_MODEL_NAME
+    default_name = settings.RANKER_MODEL_NAME if kind == ModelKind.RANKER else settings.RECOMMENDER_MODEL_NAME
+    name = (model_name or "").strip() or default_name
     # The archive's file name is <name>-<version>.mar: the archiver's rule, checked before training.
     if not _MODEL_NAME_RE.match(name) or len(name) > 100:
         raise ValidationError(
@@ -682,7 +696,7 @@ def retraining_schedule_set(
     if kind not in ModelKind.values:
         raise ValidationError(f"Unknown model kind '{kind}'.", field="kind")
     cleaned = _validate_params(kind, params)
-    name = model_name_resolve(model_name)
+    name = model_name_resolve(model_name or (settings.RANKER_MODEL_NAME if kind == ModelKind.RANKER else None))
     schedule, _ = CrontabSchedule.objects.get_or_create(
         minute=str(minute),
         hour=str(hour),

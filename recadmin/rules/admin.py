@@ -348,7 +348,7 @@ class SceneAdmin(ChangeHistoryAdminMixin, ModelAdmin):
     readonly_fields = ["created_at", "updated_at", "preview"]
     fieldsets = [
         (None, {"fields": ["slug", "name", "description", "enabled", "preview"]}),
-        ("List", {"fields": ["strategy", "default_n", "candidate_multiplier", "fallback"]}),
+        ("List", {"fields": ["strategy", "rank_by", "default_n", "candidate_multiplier", "fallback"]}),
         (
             "Diversity",
             {

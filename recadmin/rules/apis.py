@@ -23,6 +23,7 @@ from recadmin.rules.models import (
     BusinessRule,
     FallbackKind,
     FilterMode,
+    RankBy,
     RuleKind,
     Scene,
     WeightMode,
@@ -66,6 +67,12 @@ class SceneFields(serializers.Serializer):
     mmr_enabled = serializers.BooleanField(required=False)
     mmr_lambda = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     fallback = serializers.ChoiceField(choices=FallbackKind.choices, required=False)
+    rank_by = serializers.ChoiceField(
+        choices=RankBy.choices,
+        required=False,
+        allow_blank=True,
+        help_text='The rank stage\'s objective: "" (off), "clicks", "purchases" or "revenue".',
+    )
     exclude_purchased_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
     exclude_current_item = serializers.BooleanField(required=False)
     enabled = serializers.BooleanField(required=False)
@@ -93,7 +100,7 @@ class SceneOutput(serializers.ModelSerializer):
         fields = [
             "slug", "name", "description", "default_n", "candidate_multiplier", "max_per_category",
             "mmr_enabled", "mmr_lambda", "fallback", "exclude_purchased_days", "exclude_current_item",
-            "enabled", "strategy", "created_at", "updated_at",
+            "enabled", "strategy", "rank_by", "created_at", "updated_at",
         ]  # fmt: skip
 
 

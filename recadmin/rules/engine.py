@@ -200,6 +200,8 @@ class SceneSettings:
     exclude_current_item: bool = True
     # The candidate sources in order (rules.params); empty: the default of the slug.
     strategy: tuple[str, ...] = ()
+    # The rank stage's objective (rules.models.RankBy): "" off, else what the ranker orders the candidates by.
+    rank_by: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -38,6 +38,13 @@ class FallbackKind(models.TextChoices):
     OVERALL = engine.FALLBACK_OVERALL, "Trending overall"
 
 
+class RankBy(models.TextChoices):
+    OFF = "", "Off (the candidate sources' order)"
+    CLICKS = "clicks", "Predicted clicks (pCTR)"
+    PURCHASES = "purchases", "Predicted purchases (pCTCVR)"
+    REVENUE = "revenue", "Predicted revenue (pCTCVR x price)"
+
+
 class Scene(models.Model):
     slug = models.SlugField(
         max_length=64, unique=True, help_text="How the shop names the placement in API calls: home, product_detail..."
@@ -90,6 +97,15 @@ class Scene(models.Model):
     )
     enabled = models.BooleanField(default=True, help_text="A disabled scene serves its fallback only.")
     strategy = models.JSONField(default=list, blank=True, validators=[validate_strategy], help_text=STRATEGY_HELP)
+    rank_by = models.CharField(
+        "rank by",
+        max_length=16,
+        blank=True,
+        default="",
+        choices=RankBy.choices,
+        help_text="Rank stage: the candidates go to the ranker model (when one is the default) and are ordered by "
+        "predicted clicks, purchases or revenue (purchases x price) before the rules and diversity. Empty: off.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -114,6 +130,7 @@ class Scene(models.Model):
             exclude_purchased_days=self.exclude_purchased_days,
             exclude_current_item=self.exclude_current_item,
             strategy=tuple(self.strategy or ()),
+            rank_by=self.rank_by or "",
         )
 
 

@@ -28,6 +28,7 @@ SCENE_FIELDS = (
     "exclude_current_item",
     "enabled",
     "strategy",
+    "rank_by",
 )
 RULE_FIELDS = (
     "name",

@@ -95,6 +95,13 @@ def list_length(n: int, offset: int) -> int:
     return min(max(offset + n, LIST_LENGTH), MAX_LIST_LENGTH)
 
 
+def _retrieval_score(row: dict[str, Any]) -> dict[str, Any]:
+    for reason in row.get("reasons") or ():
+        if reason.get("type") == "ranked" and "retrieval_score" in reason:
+            return {"retrieval_score": reason["retrieval_score"]}
+    return {}
+
+
 def item_source(row: dict[str, Any]) -> str:
     """The candidate source that produced a row: its first reason's type."""
     reasons = row.get("reasons") or ()
@@ -127,6 +134,8 @@ def served_record(served: ServedList) -> dict[str, Any]:
                 "score": row["score"],
                 "rules": sorted({r["rule"] for r in row["reasons"] if "rule" in r}),
                 "source": item_source(row),
+                # A ranked list's score is the ranker's objective: the ranker trains on the retrieval score.
+                **_retrieval_score(row),
             }
             for row in served.page
         ],

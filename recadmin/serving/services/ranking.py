@@ -34,6 +34,8 @@ class Scored:
     score: float
     origin: str
     reason: dict[str, Any] | None = None
+    # What the rank stage says of it ("ranked by predicted clicks 0.083", or why it was skipped).
+    rank_reason: dict[str, Any] | None = None
 
 
 @dataclass
@@ -144,6 +146,7 @@ def rank(
     get_vector = vectors.get
     candidates = [to_candidate(metas[s.item], s.score, s.origin, get_vector(s.item)) for s in scored if s.item in metas]
     extra_reasons = {s.item: s.reason for s in scored if s.reason is not None}
+    rank_reasons = {s.item: s.rank_reason for s in scored if s.rank_reason is not None}
     extras = tuple(to_candidate(metas[i], 0.0, "pinned", get_vector(i)) for i in pinned if i in metas)
     ctx = Context(now=now, purchases=context.purchases, current_item=context.current_item, extra_candidates=extras)
     ranking = engine.apply_rules(candidates, bundle.ruleset, bundle.settings, ctx, n=length, offset=0)
@@ -153,6 +156,9 @@ def rank(
         extra = extra_reasons.get(ranked.item_id) if ranked.candidate.origin != "pinned" else None
         if extra is not None:
             reasons.insert(1, dict(extra))
+        ranked_by = rank_reasons.get(ranked.item_id) if ranked.candidate.origin != "pinned" else None
+        if ranked_by is not None:
+            reasons.insert(1, dict(ranked_by))
         items.append(
             format_row(
                 metas.get(ranked.item_id, {"item": ranked.item_id}),
@@ -205,6 +211,8 @@ def rank_or_plain(scored: Sequence[Scored], *, length: int, **kwargs: Any) -> Bu
             {"type": s.origin, "score": round(float(s.score), 6)},
             {"type": "rules_skipped"},
         ]
+        if s.rank_reason is not None:
+            reasons.insert(1, dict(s.rank_reason))
         items.append(format_row({**meta, "item": s.item}, score=s.score, position=len(items) + 1, reasons=reasons))
         if len(items) >= length:
             break

@@ -20,6 +20,7 @@ from recadmin.serving.services.lists import (
     new_recommendation_id,
     served_log,
 )
+from recadmin.serving.services.rank_stage import rank_stage
 from recadmin.serving.services.ranking import Scored, rank_or_plain
 from recadmin.serving.services.sources import chain_run
 from recadmin.serving.state import NO_SCENE, hot_state
@@ -33,8 +34,9 @@ def list_build(ctx: RequestContext) -> ServedList:
     """Run the strategy's chain, then the rules and diversity, into a full list (not logged)."""
     chain = chain_run(ctx)
     embedding = chain.model or ctx.model
+    staged = rank_stage(ctx, chain.scored)
     built = rank_or_plain(
-        chain.scored,
+        staged.scored,
         bundle=ctx.bundle,
         context=ctx.engine_context,
         length=ctx.length,
@@ -43,6 +45,13 @@ def list_build(ctx: RequestContext) -> ServedList:
         embedding_version=embedding.id if embedding is not None else None,
         items_state=ctx.state.items,
     )
+    if ctx.bundle.settings.rank_by:
+        built.report["rank"] = {
+            "by": ctx.bundle.settings.rank_by,
+            "ranker": _label(staged.model),
+            # The list keeps the retrieval order when the ranker could not answer, and says why.
+            "skipped": staged.note,
+        }
     model_used = chain.model if chain.source != ServedSource.FALLBACK else None
     source = chain.source
     if ctx.endpoint == ServedEndpoint.SIMILAR and source == SOURCE_SIMILAR:

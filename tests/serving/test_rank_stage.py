@@ -1,0 +1,219 @@
+"""The rank stage of a strategy: the candidates go to the ranker (a canned TorchServe answering
+over real HTTP), the list is ordered by the scene's objective, the reasons say so; when the ranker
+cannot answer the list keeps the retrieval order and says why."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from recadmin.modelops.models import ModelVersion, ModelVersionStatus
+from recadmin.rules.models import Scene
+from recadmin.serving.models import ServedRecommendation
+from recadmin.serving.served_log import served_log_drain
+from tests.serving.conftest import ingest, sku
+from training.ranker.objective import reason as training_reason
+
+pytestmark = [pytest.mark.django_db]
+
+URL = "/api/v1/recommendations"
+# Predicted click and purchase probabilities the canned ranker gives each item.
+PCTR = {sku(1): 0.3, sku(4): 0.0831, sku(7): 0.05}
+PCTCVR = {sku(1): 0.01, sku(4): 0.04, sku(7): 0.02}
+
+
+class CannedRanker(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    requests: list[dict[str, Any]] = []
+    paths: list[str] = []
+    status = 200
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(body)
+        type(self).paths.append(self.path)
+        answer = [
+            {"item": c["item"], "pctr": PCTR.get(c["item"], 0.001), "pctcvr": PCTCVR.get(c["item"], 0.0)}
+            for c in body["candidates"]
+        ]
+        data = json.dumps(answer if type(self).status == 200 else {"message": "boom"}).encode()
+        self.send_response(type(self).status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def ranker(settings: Any) -> Iterator[type[CannedRanker]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CannedRanker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    CannedRanker.requests, CannedRanker.paths, CannedRanker.status = [], [], 200
+    settings.TORCHSERVE_INFERENCE_URL = f"http://127.0.0.1:{server.server_address[1]}"
+    ModelVersion.objects.create(name="ranker", version=3, kind="ranker", status=ModelVersionStatus.DEFAULT)
+    cache.clear()
+    yield CannedRanker
+    server.shutdown()
+    server.server_close()
+
+
+def _scene(rank_by: str) -> None:
+    Scene.objects.create(slug="continue", name="Continue", strategy=["recently_viewed"], rank_by=rank_by)
+    ingest("c-rv", [sku(1), sku(4), sku(7)])  # recently viewed: sku 7, 4, 1 (newest first)
+
+
+def _get(api_client: APIClient) -> dict[str, Any]:
+    response = api_client.get(URL, {"scene": "continue", "customer": "c-rv", "n": 3})
+    assert response.status_code == 200, response.content
+    return dict(response.json())
+
+
+def _texts(row: dict[str, Any]) -> list[str]:
+    return [r["text"] for r in row["reasons"] if r.get("type") == "ranked"]
+
+
+def test_ranked_by_clicks_orders_by_predicted_clicks_and_says_so(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    _scene("clicks")
+
+    body = _get(api_client)
+
+    assert [row["item"] for row in body["items"]] == [sku(1), sku(4), sku(7)]
+    assert _texts(body["items"][1]) == ["ranked by predicted clicks 0.083"] == [training_reason("clicks", 0.0831)]
+    # The ranker was asked for the chain's candidates in retrieval order, by its own model name and version.
+    assert ranker.paths == ["/predictions/ranker/3"]
+    sent = ranker.requests[0]
+    assert [c["item"] for c in sent["candidates"]] == [sku(7), sku(4), sku(1)]
+    assert sent["scene"] == "continue" and sent["customer"]["activity"] == 3
+    assert sent["customer"]["category_affinity"] == {"hair": pytest.approx(2 / 3), "skin": pytest.approx(1 / 3)}
+    # The served log keeps the retrieval score beside the ranker's, for the next ranker's training.
+    served_log_drain()
+    entries = ServedRecommendation.objects.get().items
+    assert [e["item"] for e in entries] == [sku(1), sku(4), sku(7)]
+    assert all("retrieval_score" in e for e in entries)
+
+
+def test_ranked_by_purchases_and_revenue_use_pctcvr_and_price(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    _scene("purchases")
+    assert [row["item"] for row in _get(api_client)["items"]] == [sku(4), sku(7), sku(1)]
+
+    Scene.objects.filter(slug="continue").update(rank_by="revenue")
+    cache.clear()
+    body = _get(api_client)
+    prices = {row["item"]: float(row["price"]) for row in body["items"]}
+    expected = sorted(PCTCVR, key=lambda i: -PCTCVR[i] * prices[i])
+    assert [row["item"] for row in body["items"]] == expected
+    assert _texts(body["items"][0])[0].startswith("ranked by predicted revenue ")
+
+
+def test_when_the_ranker_fails_the_list_keeps_the_retrieval_order_and_says_why(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    ranker.status = 500
+    _scene("clicks")
+
+    body = _get(api_client)
+
+    assert [row["item"] for row in body["items"]] == [sku(7), sku(4), sku(1)]
+    for row in body["items"]:
+        skipped = [r for r in row["reasons"] if r.get("type") == "rank_skipped"]
+        assert skipped and skipped[0]["reason"].startswith("torchserve_error")
+
+
+def test_without_a_default_ranker_the_list_says_so(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    ModelVersion.objects.filter(name="ranker").delete()
+    cache.clear()
+    _scene("clicks")
+
+    body = _get(api_client)
+
+    assert [row["item"] for row in body["items"]] == [sku(7), sku(4), sku(1)]
+    assert body["items"][0]["reasons"][1] == {"type": "rank_skipped", "reason": "no_default_ranker"}
+    assert ranker.requests == []
+
+
+def test_a_scene_without_rank_by_never_calls_the_ranker(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    _scene("")
+    body = _get(api_client)
+    assert [row["item"] for row in body["items"]] == [sku(7), sku(4), sku(1)]
+    assert ranker.requests == []
+
+
+def test_the_api_accepts_rank_by_and_rejects_an_unknown_objective(api_client: APIClient, shop: Any) -> None:
+    response = api_client.patch("/api/v1/scenes/home", {"rank_by": "clicks"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["rank_by"] == "clicks"
+    assert Scene.objects.get(slug="home").to_settings().rank_by == "clicks"
+
+    response = api_client.patch("/api/v1/scenes/home", {"rank_by": "likes"}, format="json")
+    assert response.status_code == 400
+    assert "rank_by" in json.dumps(response.json())
+
+
+@pytest.mark.slow
+def test_a_real_ranker_in_torchserve_orders_the_list(
+    api_client: APIClient, shop: Any, torchserve_settings: Any, tmp_path: Any
+) -> None:
+    import contextlib
+
+    from recadmin.modelops.archive import archive_build
+    from training.ranker.export import train_ranker_checkpoint
+    from training.ranker.synthetic import synthetic_impressions
+
+    table = synthetic_impressions(customers=40, items=30, requests=300, slate=6, seed=2)
+    exported = train_ranker_checkpoint(table, tmp_path / "ranker", kind="esmm", params={"max_epochs": 2}, seed=0)
+    built = archive_build(
+        checkpoint_dir=exported.directory,
+        name="ranker",
+        version="7",
+        model_store=torchserve_settings.model_store,
+        stage="ranker",
+        overwrite=True,
+    )
+    client = torchserve_settings.client
+    client.register(built.path, model_name="ranker", initial_workers=1)
+    try:
+        ModelVersion.objects.create(name="ranker", version=7, kind="ranker", status=ModelVersionStatus.DEFAULT)
+        cache.clear()
+        _scene("clicks")
+
+        body = _get(api_client)
+
+        values = [r["value"] for row in body["items"] for r in row["reasons"] if r.get("type") == "ranked"]
+        assert len(values) == 3 and values == sorted(values, reverse=True)
+        assert all(0.0 < v < 1.0 for v in values)
+        assert {row["item"] for row in body["items"]} == {sku(1), sku(4), sku(7)}
+        assert _texts(body["items"][0]) == [training_reason("clicks", values[0])]
+    finally:
+        with contextlib.suppress(Exception):
+            client.unregister("ranker", "7")
+
+
+def test_an_experiment_variant_may_turn_the_rank_stage_on_and_names_a_bad_objective(shop: Any) -> None:
+    from recadmin.core.errors import FieldErrors
+    from recadmin.experiments.services import scene_settings_validate
+
+    scenes = [shop["home"]]
+    ok = FieldErrors()
+    scene_settings_validate({"rank_by": "clicks"}, scenes, field="variants[1].scene_settings", errors=ok)
+    assert ok.fields == {}
+    bad = FieldErrors()
+    scene_settings_validate({"rank_by": "likes"}, scenes, field="variants[1].scene_settings", errors=bad)
+    assert list(bad.fields) == ["variants[1].scene_settings.rank_by"]
