@@ -98,12 +98,17 @@ class CannedShop:
             "source": "popular",
             "offset": 0,
             "items": [_row(it, p) for p, it in enumerate(items, start=1)],
-            **({"experiment": 1, "variant": _variant(query.get("customer") or "")} if self.variants else {}),
+            # The recommendations API's shape: {"id", "name"} objects (serving.apis), not bare names.
+            **(
+                {"experiment": {"id": 1, "name": "sim"}, "variant": _variant(query.get("customer") or "")}
+                if self.variants
+                else {}
+            ),
         }
 
 
-def _variant(customer: str) -> str:
-    return "b" if sum(customer.encode()) % 2 else "a"
+def _variant(customer: str) -> dict[str, Any]:
+    return {"id": 2, "name": "b"} if sum(customer.encode()) % 2 else {"id": 1, "name": "a"}
 
 
 def _row(item: Any, position: int) -> dict[str, Any]:
