@@ -97,13 +97,16 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def wait_for_report(
-    api: Any, experiment_id: int, *, expected_lists: int, timeout: float, every: float = 10.0
+    api: Any, experiment_id: int, *, client_variants: dict[str, dict[str, Any]], timeout: float, every: float = 10.0
 ) -> dict[str, Any]:
-    """The report once the server's rollups hold the lists the simulator saw in the experiment (the
-    metrics refresh runs every minute), or as it is after `timeout` seconds."""
+    """The report once the server's rollups hold the lists the simulator saw in the experiment's
+    variants (the metrics refresh runs every minute), or as it is after `timeout` seconds. The
+    simulator counts every variant it was shown, other scenes' experiments too: only this one's count."""
     deadline = time.monotonic() + timeout
     while True:
         report: dict[str, Any] = api.call("GET", f"/experiments/{experiment_id}/report")
+        names = {v["name"] for v in report["variants"]}
+        expected_lists = sum(int(row.get("lists") or 0) for name, row in client_variants.items() if name in names)
         seen = sum(int(v.get("lists") or 0) for v in report["variants"])
         if seen >= expected_lists or time.monotonic() >= deadline:
             if seen < expected_lists:
@@ -224,8 +227,7 @@ def main() -> None:
     )
     for name, row in (traffic.get("variants") or {}).items():
         print(f"  client-side {name}: {row}")
-    expected = sum(int(row.get("lists", 0)) for row in (traffic.get("variants") or {}).values())
-    report = wait_for_report(api, experiment_id, expected_lists=expected, timeout=args.settle)
+    report = wait_for_report(api, experiment_id, client_variants=traffic.get("variants") or {}, timeout=args.settle)
     print_report(report, mode=args.mode)
     if args.json:
         print(json.dumps(report, indent=2))

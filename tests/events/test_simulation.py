@@ -423,10 +423,13 @@ def test_the_experiment_bench_waits_until_the_report_holds_the_simulated_lists()
             lists = [0, 0] if self.calls < 3 else [40, 35]
             return {"variants": [{"name": "a", "lists": lists[0]}, {"name": "b", "lists": lists[1]}]}
 
+    # The simulator also counted another scene's experiment ("control"): not waited for.
+    seen = {"a": {"lists": 40}, "b": {"lists": 35}, "control": {"lists": 500}}
     api = Rollups()
-    report = bench.wait_for_report(api, 1, expected_lists=75, timeout=5, every=0.01)
+    report = bench.wait_for_report(api, 1, client_variants=seen, timeout=5, every=0.01)
     assert api.calls == 3 and sum(v["lists"] for v in report["variants"]) == 75
 
     late = Rollups()
-    report = bench.wait_for_report(late, 1, expected_lists=999, timeout=0.05, every=0.01)
+    more = {"a": {"lists": 400}, "b": {"lists": 599}}
+    report = bench.wait_for_report(late, 1, client_variants=more, timeout=0.05, every=0.01)
     assert sum(v["lists"] for v in report["variants"]) < 999  # gives up after the timeout, with what is there
