@@ -16,7 +16,8 @@ Modes:
 
 The key needs the manage, ingest and recommend scopes (quickstart's key has them). The figures
 are only meaningful once the served log and the per-customer rollups are up to date on the
-server; --settle waits that many seconds after the traffic before reading the report.
+server; the report is read once it holds every list the simulator saw in the experiment, or after
+--settle seconds.
 """
 
 from __future__ import annotations
@@ -95,6 +96,25 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
+def wait_for_report(
+    api: Any, experiment_id: int, *, client_variants: dict[str, dict[str, Any]], timeout: float, every: float = 10.0
+) -> dict[str, Any]:
+    """The report once the server's rollups hold the lists the simulator saw in the experiment's
+    variants (the metrics refresh runs every minute), or as it is after `timeout` seconds. The
+    simulator counts every variant it was shown, other scenes' experiments too: only this one's count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report: dict[str, Any] = api.call("GET", f"/experiments/{experiment_id}/report")
+        names = {v["name"] for v in report["variants"]}
+        expected_lists = sum(int(row.get("lists") or 0) for name, row in client_variants.items() if name in names)
+        seen = sum(int(v.get("lists") or 0) for v in report["variants"])
+        if seen >= expected_lists or time.monotonic() >= deadline:
+            if seen < expected_lists:
+                print(f"  (after {timeout:.0f} s the report holds {seen} of {expected_lists} lists)", flush=True)
+            return report
+        time.sleep(min(every, max(deadline - time.monotonic(), 0.0)))
+
+
 def poll_weights(api: Api, experiment_id: int, every: float, stop: threading.Event) -> None:
     started = time.monotonic()
     while not stop.wait(every):
@@ -156,7 +176,12 @@ def main() -> None:
     parser.add_argument("--shop-seed", type=int, default=7, help="The demo shop's seed (quickstart: 7).")
     parser.add_argument("--shop-items", type=int, default=2000)
     parser.add_argument("--shop-customers", type=int, default=1000)
-    parser.add_argument("--settle", type=float, default=10, help="Seconds to wait before reading the report.")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=150,
+        help="At most this many seconds to wait for the server's rollups (every minute) to hold the traffic.",
+    )
     parser.add_argument("--poll", type=float, default=30, help="Thompson: print the weights this often.")
     parser.add_argument("--replace", action="store_true", help="Stop an experiment already running on the scene.")
     parser.add_argument("--keep-running", action="store_true", help="Do not stop the experiment at the end.")
@@ -202,9 +227,7 @@ def main() -> None:
     )
     for name, row in (traffic.get("variants") or {}).items():
         print(f"  client-side {name}: {row}")
-    if args.settle > 0:
-        time.sleep(args.settle)
-    report = api.call("GET", f"/experiments/{experiment_id}/report")
+    report = wait_for_report(api, experiment_id, client_variants=traffic.get("variants") or {}, timeout=args.settle)
     print_report(report, mode=args.mode)
     if args.json:
         print(json.dumps(report, indent=2))

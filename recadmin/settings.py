@@ -114,6 +114,17 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'recadmin.sqlite3'}")}
+# Embedded mode writes from several threads at once (event ingestion, the served-log drain, the
+# minute's metrics refresh). SQLite's default deferred transactions fail at once with "database is
+# locked" when two of them that have read both try to write; BEGIN IMMEDIATE takes the write lock
+# first and waits up to `timeout` seconds for it, and WAL lets readers go on meanwhile.
+SQLITE_OPTIONS: dict[str, Any] = {
+    "timeout": env.float("SQLITE_TIMEOUT", 30.0),
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis is optional: without it the cache is process-local and Celery runs tasks in-process,

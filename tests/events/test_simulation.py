@@ -98,12 +98,17 @@ class CannedShop:
             "source": "popular",
             "offset": 0,
             "items": [_row(it, p) for p, it in enumerate(items, start=1)],
-            **({"experiment": 1, "variant": _variant(query.get("customer") or "")} if self.variants else {}),
+            # The recommendations API's shape: {"id", "name"} objects (serving.apis), not bare names.
+            **(
+                {"experiment": {"id": 1, "name": "sim"}, "variant": _variant(query.get("customer") or "")}
+                if self.variants
+                else {}
+            ),
         }
 
 
-def _variant(customer: str) -> str:
-    return "b" if sum(customer.encode()) % 2 else "a"
+def _variant(customer: str) -> dict[str, Any]:
+    return {"id": 2, "name": "b"} if sum(customer.encode()) % 2 else {"id": 1, "name": "a"}
 
 
 def _row(item: Any, position: int) -> dict[str, Any]:
@@ -398,3 +403,33 @@ def test_the_experiment_bench_bodies_are_accepted_by_the_experiments_api(
     assert [v["name"] for v in report["variants"]] == [v["name"] for v in body["variants"]]
     bench.print_report(report, mode=mode)  # an empty report (no traffic yet) prints too
     assert "verdict:" in capsys.readouterr().out
+
+
+def test_the_experiment_bench_waits_until_the_report_holds_the_simulated_lists() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "experiment_sim.py"
+    spec = importlib.util.spec_from_file_location("experiment_sim", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    class Rollups:  # the server's report, filled by the minute's refresh after a few reads
+        calls = 0
+
+        def call(self, method: str, path: str) -> dict[str, Any]:
+            self.calls += 1
+            lists = [0, 0] if self.calls < 3 else [40, 35]
+            return {"variants": [{"name": "a", "lists": lists[0]}, {"name": "b", "lists": lists[1]}]}
+
+    # The simulator also counted another scene's experiment ("control"): not waited for.
+    seen = {"a": {"lists": 40}, "b": {"lists": 35}, "control": {"lists": 500}}
+    api = Rollups()
+    report = bench.wait_for_report(api, 1, client_variants=seen, timeout=5, every=0.01)
+    assert api.calls == 3 and sum(v["lists"] for v in report["variants"]) == 75
+
+    late = Rollups()
+    more = {"a": {"lists": 400}, "b": {"lists": 599}}
+    report = bench.wait_for_report(late, 1, client_variants=more, timeout=0.05, every=0.01)
+    assert sum(v["lists"] for v in report["variants"]) < 999  # gives up after the timeout, with what is there

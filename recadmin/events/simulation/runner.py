@@ -175,11 +175,11 @@ class TrafficSimulator:
         except (ValueError, KeyError, TypeError, AttributeError):
             return [], None
         recommendation_id = body.get("recommendation_id")
-        variant = body.get("variant")
+        variant = _variant_name(body.get("variant"))
         with self._lock:
             if variant and recommendation_id:
-                self._variant_of[recommendation_id] = str(variant)
-                self.report.variant_count(str(variant), customer=visitor.customer, lists=1, impressions=len(rows))
+                self._variant_of[recommendation_id] = variant
+                self.report.variant_count(variant, customer=visitor.customer, lists=1, impressions=len(rows))
             self.report.lists[scene] += 1
             self.report.impressions += len(rows)
             for index, _row in enumerate(rows, start=1):
@@ -306,6 +306,13 @@ class TrafficSimulator:
         for error in errors:
             self.report.events_rejected += 1
             self.report.rejected_fields[str(error.get("field"))] += 1
+
+
+def _variant_name(variant: Any) -> str | None:
+    # The API names the variant as {"id", "name"}; a bare name is accepted too.
+    if isinstance(variant, dict):
+        variant = variant.get("name")
+    return str(variant) if variant else None
 
 
 def _without_price(row: dict[str, Any]) -> dict[str, Any]:
