@@ -169,8 +169,11 @@ def test_the_api_accepts_rank_by_and_rejects_an_unknown_objective(api_client: AP
 
 @pytest.mark.slow
 def test_a_real_ranker_in_torchserve_orders_the_list(
-    api_client: APIClient, shop: Any, torchserve_settings: Any, tmp_path: Any
+    api_client: APIClient, shop: Any, torchserve_settings: Any, tmp_path: Any, settings: Any
 ) -> None:
+    # What is asserted is the order a real ranker gives; a new TorchServe worker's first answers on a
+    # loaded machine can take longer than the 150 ms budget (which would keep the retrieval order).
+    settings.SERVING_TIME_BUDGET_MS = 10_000
     import contextlib
 
     from recadmin.modelops.archive import archive_build
