@@ -79,7 +79,7 @@ def test_with_beat_and_a_worker_the_sync_brings_the_model_back(
         env = celery_env(redis_url)
         worker = celery("worker", env, tmp_path / "worker.log", "-Q", "default", "--pool", "solo")
         beat = celery(
-            "beat", env, tmp_path / "beat.log", "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
+            "beat", env, tmp_path / "beat.log", "--scheduler", "recadmin.core.beat:TunableDatabaseScheduler",
             "--pidfile", "", "--max-interval", "1",
         )
         try:
