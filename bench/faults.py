@@ -443,7 +443,7 @@ class Stack:
                           "--workers", "2", "--timeout", "60"])
         self.worker()
         self.proc("beat", [PYTHON, "-m", "celery", "-A", "recadmin", "beat", "-l", "warning", "--scheduler",
-                           "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile", ""])
+                           "recadmin.core.beat:TunableDatabaseScheduler", "--pidfile", ""])
         import requests
 
         if not wait_until(lambda: requests.get(f"{self.base}/healthz", timeout=2).ok, 60):

@@ -3,8 +3,9 @@
 Without Redis there is no beat and no worker, yet the served log must be drained, a restarted
 TorchServe re-synced, trending lists refreshed and the nightly retraining started. This module runs
 **the same schedule as beat** — django-celery-beat's `PeriodicTask` rows (editable in the admin) and
-every `app.add_periodic_task` entry, which beat's `DatabaseScheduler` copies into those rows — with
-beat's own scheduling code (`InProcessScheduler` is a `DatabaseScheduler`); only the dispatch differs:
+every `app.add_periodic_task` entry, which beat's scheduler creates as rows when they do not exist yet
+(`recadmin.core.beat`: the admin's tuning of an existing row wins) — with beat's own scheduling code
+(`InProcessScheduler` is that `DatabaseScheduler`); only the dispatch differs:
 a due task is called by name through the Celery app and runs in a small thread pool of this process.
 
 One process does the schedule: whoever holds an exclusive `flock` on `SCHEDULER_LOCK_FILE` (under
@@ -74,10 +75,10 @@ def _load_tasks(app: Any) -> None:
 
 
 def _make_scheduler_class() -> type:
-    from django_celery_beat.schedulers import DatabaseScheduler
+    from recadmin.core.beat import TunableDatabaseScheduler
 
-    class InProcessScheduler(DatabaseScheduler):
-        """beat's DatabaseScheduler whose due entries run in this process instead of being sent."""
+    class InProcessScheduler(TunableDatabaseScheduler):
+        """beat's (recadmin's) DatabaseScheduler whose due entries run in this process instead of being sent."""
 
         # No broker connection: nothing is sent anywhere.
         producer = None

@@ -566,9 +566,13 @@ def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
     two GETs per model name. Raises ServiceUnavailable if TorchServe is down.
     """
     from recadmin.modelops.models import TrainingRunStatus
+    from recadmin.modelops.torchserve import ModelVersionConflict
 
     client = _client()
     report = SyncReport()
+    # Registered by a sync running at the same time (the periodic one and the serving path's re-sync
+    # after a TorchServe restart): that one finishes the registration and sets the default.
+    concurrent: set[str] = set()
     rows = ModelVersion.objects.filter(**({"name": name} if name else {}))
     live = list(rows.filter(status__in=LIVE_STATUSES).order_by("name", "version"))
     names = sorted(set(rows.order_by().values_list("name", flat=True).distinct()) | ({name} if name else set()))
@@ -590,12 +594,16 @@ def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
             client.register(path, model_name=version.name, initial_workers=version.workers or 1)
         except ServiceUnavailable:
             raise
+        except ModelVersionConflict:
+            report.already_loaded.append(label)
+            concurrent.add(label)
+            continue
         except Exception as exc:  # noqa: BLE001 - one bad archive must not stop the others
             report.failed[label] = f"{type(exc).__name__}: {exc}"
             continue
         report.registered.append(label)
     for version in live:
-        if version.status != ModelVersionStatus.DEFAULT or str(version) in report.failed:
+        if version.status != ModelVersionStatus.DEFAULT or str(version) in report.failed or str(version) in concurrent:
             continue
         info = loaded[version.name].get(str(version.version))
         if info is None or not info.is_default:

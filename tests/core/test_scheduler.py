@@ -133,3 +133,60 @@ def test_a_failing_task_is_logged_once_per_change_not_every_run(lock_path: Path,
     runner.shutdown()
     failures = [r.getMessage() for r in caplog.records if "recadmin.no_such_task" in r.getMessage()]
     assert len(failures) == 1 and "no task named" in failures[0]
+
+
+THOMPSON = "experiments: Thompson sampling reallocation"
+
+
+def _beat(kind: str, lock_path: Path) -> Any:
+    """A new scheduler instance (what a restart of beat or of the web process makes): its
+    setup_schedule copies the code's add_periodic_task entries into PeriodicTask rows."""
+    from recadmin.celery import app
+    from recadmin.core.beat import TunableDatabaseScheduler
+    from recadmin.core.scheduler import Runner, _load_tasks, _make_scheduler_class
+
+    _load_tasks(app)
+    if kind == "beat":  # what `celery beat --scheduler recadmin.core.beat:...` (compose) instantiates
+        assert app.conf.beat_scheduler == "recadmin.core.beat:TunableDatabaseScheduler"
+        return TunableDatabaseScheduler(app=app, lazy=False)
+    return _make_scheduler_class()(app=app, runner=Runner(app, threads=1), lazy=False)
+
+
+@pytest.mark.parametrize("kind", ["beat", "embedded"])
+def test_an_interval_tuned_in_the_admin_survives_a_new_scheduler(kind: str, lock_path: Path) -> None:
+    from recadmin.experiments.tasks import ALLOCATION_EVERY_SECONDS
+
+    _beat(kind, lock_path)
+    row = PeriodicTask.objects.get(name=THOMPSON)
+    assert row.interval is not None and row.interval.every == int(ALLOCATION_EVERY_SECONDS)
+    # The admin: every 60 s instead of the code's default, and the drain disabled.
+    row.interval, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
+    row.save()
+    PeriodicTask.objects.filter(name="serving: drain the served log").update(enabled=False)
+
+    scheduler = _beat(kind, lock_path)  # a restart
+    row.refresh_from_db()
+    assert row.interval is not None and row.interval.every == 60
+    assert PeriodicTask.objects.get(name="serving: drain the served log").enabled is False
+    assert scheduler.schedule[THOMPSON].schedule.run_every.total_seconds() == 60
+    assert "serving: drain the served log" not in scheduler.schedule
+
+
+@pytest.mark.parametrize("kind", ["beat", "embedded"])
+def test_a_new_code_entry_is_still_created_with_the_codes_schedule(kind: str, lock_path: Path) -> None:
+    _beat(kind, lock_path)
+    PeriodicTask.objects.filter(name=THOMPSON).delete()  # as if the entry were new in this release
+    sweep = PeriodicTask.objects.get(name="modelops: fail stale training runs")
+    sweep.task, sweep.args = "recadmin.old.name", "[1]"  # what the code owns follows the code
+    sweep.save()
+
+    scheduler = _beat(kind, lock_path)
+    from recadmin.experiments.tasks import ALLOCATION_EVERY_SECONDS
+
+    row = PeriodicTask.objects.get(name=THOMPSON)
+    assert row.enabled and row.interval is not None and row.interval.every == int(ALLOCATION_EVERY_SECONDS)
+    assert THOMPSON in scheduler.schedule
+    sweep.refresh_from_db()
+    assert sweep.task == "recadmin.modelops.tasks.sweep_stale_runs" and sweep.args == "[]"
+    # options={"expires": 50} reaches beat's row (the base scheduler dropped it).
+    assert sweep.expire_seconds == 50

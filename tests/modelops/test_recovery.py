@@ -216,3 +216,23 @@ def test_a_worker_killed_with_sigkill_during_training_leaves_a_run_the_sweep_fai
     assert run.status == "failed" and run.failed_stage == "training"
     assert "stopped during training" in run.error and "last heartbeat" in run.error
     assert not any(path.exists() for path in workdirs)
+
+
+
+def test_a_version_another_sync_registered_meanwhile_is_loaded_not_a_failure(
+    make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance, caplog: Any, monkeypatch: Any
+) -> None:
+    """After a TorchServe restart the periodic sync and the serving path's re-sync both find it empty;
+    the one that registers second gets TorchServe's 409, which means "loaded", not a failure to log."""
+    from recadmin.modelops import services
+
+    make_version(1, status="default")  # loaded by "the other sync" after this one looked
+    monkeypatch.setattr(services, "torchserve_versions_loaded", lambda *, name: {})  # what it saw: empty
+
+    with caplog.at_level("ERROR", logger="recadmin.modelops.services"):
+        report = services.models_sync_torchserve()
+
+    assert report.ok, report.summary()
+    assert report.registered == [] and report.already_loaded == ["recommender v1"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert torchserve_settings.client.default_version("recommender") == "1"

@@ -20,7 +20,10 @@ from tests.fixtures.torchserve import TorchServeInstance
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-# Generous: the goal is 10 s (sync every 5 s + the model's registration), on a machine shared with other runs.
+# Generous: the goal is 10 s, on a machine shared with other runs. The first list that finds the default
+# version unknown asks for a re-sync at once, so the time is the model's registration (TorchServe
+# starting its Python worker): 4-11 s measured here with a load average of 7-9 on 2 cores, too close
+# to 10 s to assert it.
 HEAL_BOUND_SECONDS = 45.0
 
 
@@ -79,7 +82,7 @@ def test_with_beat_and_a_worker_the_sync_brings_the_model_back(
         env = celery_env(redis_url)
         worker = celery("worker", env, tmp_path / "worker.log", "-Q", "default", "--pool", "solo")
         beat = celery(
-            "beat", env, tmp_path / "beat.log", "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
+            "beat", env, tmp_path / "beat.log", "--scheduler", "recadmin.core.beat:TunableDatabaseScheduler",
             "--pidfile", "", "--max-interval", "1",
         )
         try:
