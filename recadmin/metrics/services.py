@@ -444,9 +444,7 @@ def _page_sums_sql(
         for row in cursor.fetchall():
             if tuple(row[:8]) in groups:
                 groups[tuple(row[:8])]["items"] = row[8]
-        cursor.execute(
-            "SELECT h, scene, COALESCE(position::int, 0), COUNT(*) FROM metrics_page_items GROUP BY 1, 2, 3"
-        )
+        cursor.execute("SELECT h, scene, COALESCE(position::int, 0), COUNT(*) FROM metrics_page_items GROUP BY 1, 2, 3")
         for h, scene, position, count in cursor.fetchall():
             positions[(h, scene, position)] = count
         cursor.execute(

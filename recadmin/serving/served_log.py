@@ -237,9 +237,7 @@ def _insert(rows: list[tuple[Any, ...]]) -> None:
         with cursor.cursor.copy(f"COPY served_log_batch ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row((*row[:15], json.dumps(row[15], separators=(",", ":"), default=str), *row[16:]))
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM served_log_batch ON CONFLICT DO NOTHING"
-        )
+        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM served_log_batch ON CONFLICT DO NOTHING")
         # Inside a caller's transaction the commit that empties it may be far off.
         cursor.execute("DELETE FROM served_log_batch")
 
