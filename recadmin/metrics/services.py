@@ -423,39 +423,43 @@ def _page_sums_sql(
         for row in cursor.fetchall():
             groups[tuple(row[:8])] = {"lists": row[8], "fallback": row[9], "impressions": int(row[10] or 0),
                                       "customers": row[11], "items": 0}  # fmt: skip
+        # The pages' items expanded once into a scratch table that the four sums below read: each
+        # jsonb_array_elements pass over an hour of pages costs about as much as the sum it feeds.
         cursor.execute(
-            f"SELECT {hour}, {dims}, COUNT(DISTINCT e->>'item') FROM {table} s "
-            f"CROSS JOIN LATERAL jsonb_array_elements(s.items) e WHERE {where} GROUP BY {hour}, {dims}",
+            "CREATE TEMP TABLE IF NOT EXISTS metrics_page_items (h timestamptz, scene text, strategy text, "
+            "model_version_id bigint, model_label text, experiment_id bigint, variant_id bigint, source text, "
+            "page_id bigint, n_items integer, day date, item text, position text, rules jsonb) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("DELETE FROM metrics_page_items")  # a run of hours before this one, same transaction
+        cursor.execute(
+            f"INSERT INTO metrics_page_items SELECT {hour}, {dims}, s.id, s.n_items, "
+            "(date_trunc('day', s.created_at))::date, e->>'item', e->>'position', e->'rules' "
+            f"FROM {table} s CROSS JOIN LATERAL jsonb_array_elements(s.items) e WHERE {where}",
             params,
+        )
+        item_dims = "strategy, model_version_id, model_label, experiment_id, variant_id, source"
+        cursor.execute(
+            f"SELECT h, scene, {item_dims}, COUNT(DISTINCT item) FROM metrics_page_items GROUP BY h, scene, {item_dims}"
         )
         for row in cursor.fetchall():
             if tuple(row[:8]) in groups:
                 groups[tuple(row[:8])]["items"] = row[8]
-        cursor.execute(
-            f"SELECT {hour}, s.scene, COALESCE((e->>'position')::int, 0), COUNT(*) FROM {table} s "
-            f"CROSS JOIN LATERAL jsonb_array_elements(s.items) e WHERE {where} GROUP BY 1, 2, 3",
-            params,
-        )
+        cursor.execute("SELECT h, scene, COALESCE(position::int, 0), COUNT(*) FROM metrics_page_items GROUP BY 1, 2, 3")
         for h, scene, position, count in cursor.fetchall():
             positions[(h, scene, position)] = count
         cursor.execute(
             "SELECT h, scene, rule, COUNT(*), SUM(boosted), SUM(n_items - boosted) FROM ("
-            f" SELECT {hour} AS h, s.scene, s.id, s.n_items, r::bigint AS rule, COUNT(*) AS boosted FROM {table} s"
-            " CROSS JOIN LATERAL jsonb_array_elements(s.items) e"
-            " CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(e->'rules') = 'array'"
-            " THEN e->'rules' ELSE '[]'::jsonb END) r"
-            f" WHERE {where} AND r ~ '^[0-9]+$' GROUP BY 1, 2, 3, 4, 5) per_page GROUP BY h, scene, rule",
-            params,
+            " SELECT h, scene, page_id, n_items, r::bigint AS rule, COUNT(*) AS boosted FROM metrics_page_items i"
+            " CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(i.rules) = 'array'"
+            " THEN i.rules ELSE '[]'::jsonb END) r"
+            " WHERE r ~ '^[0-9]+$' GROUP BY 1, 2, 3, 4, 5) per_page GROUP BY h, scene, rule"
         )
         for h, scene, rule, lists, boosted, other in cursor.fetchall():
             rules[(h, scene, rule)] = [lists, int(boosted), int(other)]
         cursor.execute(
             f"INSERT INTO {DailyItem._meta.db_table} (day, scene, strategy, model_version_id, variant_id, item) "
-            f"SELECT DISTINCT (date_trunc('day', s.created_at))::date, s.scene, s.strategy, "
-            "COALESCE(s.model_version_id, 0), COALESCE(s.variant_id, 0), e->>'item' FROM "
-            f"{table} s CROSS JOIN LATERAL jsonb_array_elements(s.items) e WHERE {where} AND e->>'item' IS NOT NULL "
-            "ON CONFLICT DO NOTHING",
-            params,
+            "SELECT DISTINCT day, scene, strategy, COALESCE(model_version_id, 0), COALESCE(variant_id, 0), item "
+            "FROM metrics_page_items WHERE item IS NOT NULL ON CONFLICT DO NOTHING"
         )
     return groups, positions, rules
 

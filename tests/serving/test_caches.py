@@ -107,6 +107,36 @@ def test_the_served_log_buffers_then_drains_in_bulk(db: None) -> None:
     assert sum("INSERT" in q["sql"] for q in queries.captured_queries) == 1
 
 
+def test_the_drain_skips_pages_already_written_and_drops_malformed_records(db: None) -> None:
+    from recadmin.catalog.models import Customer
+    from recadmin.serving import served_log
+
+    customer = Customer.objects.create(shop_id="c-drain")
+    record = {"recommendation_id": "again", "customer": "c-drain", "scene": "home", "source": "model",
+              "strategy": "model,popular", "items": [{"item": "a", "position": 0, "rules": [3]}],
+              "created_at": "2026-01-02T03:04:05+00:00"}  # fmt: skip
+    served_log_push(record=record)
+    served_log_drain()
+    # A batch put back after a failure comes again; the page is not written twice.
+    served_log_push(record=record)
+    served_log_push(record={"recommendation_id": "cold", "customer": "c-unknown", "items": []})
+    served_log._local_buffer.append("{not json")
+    served_log._local_buffer.append('["not", "an", "object"]')
+    served_log._local_buffer.append('{"no": "recommendation_id"}')
+    served_log_drain()
+
+    assert served_log_backlog() == 0
+    assert ServedRecommendation.objects.filter(recommendation_id="again").count() == 1
+    page = ServedRecommendation.objects.get(recommendation_id="again")
+    assert page.customer_id == customer.pk
+    assert (page.customer_shop_id, page.scene, page.strategy, page.n_items) == ("c-drain", "home", "model,popular", 1)
+    assert page.items == [{"item": "a", "position": 0, "rules": [3]}]
+    assert page.created_at.isoformat() == "2026-01-02T03:04:05+00:00"
+    cold = ServedRecommendation.objects.get(recommendation_id="cold")
+    assert (cold.customer_id, cold.customer_shop_id, cold.endpoint) == (None, "c-unknown", "recommendations")
+    assert ServedRecommendation.objects.count() == 2
+
+
 @pytest.mark.redis
 def test_the_served_log_goes_through_redis_when_configured(db: None) -> None:
     from django_redis import get_redis_connection
