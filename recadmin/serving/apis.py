@@ -118,7 +118,7 @@ def _plain_query(params: Any) -> dict[str, Any] | None:
         if not _DIGITS.fullmatch(raw):
             return None
         number = int(raw)
-        if number < low or number > high:
+        if (low is not None and number < low) or (high is not None and number > high):
             return None
         data[name] = number
     cart = data.get("cart")
