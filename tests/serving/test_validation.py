@@ -71,3 +71,36 @@ def test_n_defaults_to_the_scenes_list_length(api_client: APIClient, shop: Any) 
     body = api_client.get(URL, {"customer": "new", "scene": "home"}).json()
 
     assert len(body["items"]) == 7
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "customer=a&scene=home&n=10",
+        "customer=%20a%20&scene=home&n=",
+        "scene=home&offset=&n=007",
+        "scene=home&offset=3&recommendation_id=abc",
+        "scene=%20%20&customer=",
+        "cart=a,b,,c&scene=home",
+        "customer=a&customer=b&scene=home",
+        "item=%E2%80%83abc%E2%80%83&scene=home&unknown=1",
+        "n=5.0", "n=+5", "n=%205", "n=0", "n=12345678901", "offset=99999",
+        "customer=" + "x" * 300,
+        "cart=" + ",".join(["x"] * 60),
+    ],
+)
+def test_the_plain_query_path_agrees_with_the_serializer(query: str) -> None:
+    from django.http import QueryDict
+
+    from recadmin.serving.apis import ListQueryInput, _plain_query
+
+    params = QueryDict(query)
+    plain = _plain_query(params)
+    serializer = ListQueryInput(data=params)
+    valid = serializer.is_valid()
+    # The plain path answers only what the serializer accepts, with the same values; the rest is the
+    # serializer's to judge (and to name in a 400).
+    if plain is not None:
+        assert valid and plain == dict(serializer.validated_data)
+    if query.startswith(("customer=a&scene=home", "scene=home&")):
+        assert plain is not None  # the shop's everyday query takes the plain path
