@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from recadmin.catalog.models import Item
 from recadmin.rules import selectors, services
 from recadmin.rules.models import BusinessRule, Scene
 from tests.rules.factories import CategoryFactory, ItemFactory, SceneFactory
@@ -182,4 +183,5 @@ def test_restoring_a_version_brings_back_its_scenes_and_pinned_items_and_what_is
     assert box
     restored = re.findall(r"<td>(.*?)</td>", box.group(0))[2]  # the newest save's "what changed"
     assert "scenes: product_detail → home" in restored
-    assert "pinned_items: sku-c Item 2 → sku-a Item 0, sku-b Item 1" in restored
+    new_item = Item.objects.get(shop_id="sku-c")
+    assert f"pinned_items: {new_item} → {old_items[0]}, {old_items[1]}" in restored
