@@ -9,22 +9,44 @@ row would not restore what TorchServe serves).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.db import models
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from simple_history.admin import SimpleHistoryAdmin
+from simple_history.utils import get_m2m_reverse_field_name
 
 RECENT_CHANGES = 5
+# One save writes a version for the fields and one per many-to-many add / remove (a rule: up to five).
+_RECENT_RECORDS = 30
+SAVE_WINDOW = dt.timedelta(seconds=2)
 _TYPES = {"+": "created", "~": "changed", "-": "deleted"}
 
 
+def _related_names(record: Any, field_name: str, rows: list[Any]) -> str:
+    """A many-to-many change's rows ({"businessrule": 3, "scene": 7}) as the related objects' names."""
+    field = record.instance_type._meta.get_field(field_name)
+    target = get_m2m_reverse_field_name(field)
+    ids = [row.get(target) if isinstance(row, dict) else row for row in rows]
+    names = {obj.pk: str(obj) for obj in field.related_model._default_manager.filter(pk__in=ids)}
+    return ", ".join(sorted(names.get(pk, f"#{pk} (deleted)") for pk in ids)) or "-"
+
+
+def historical_m2m_ids(record: Any) -> dict[str, list[Any]]:
+    """The related ids of each many-to-many field recorded on a historical version."""
+    result: dict[str, list[Any]] = {}
+    for field in getattr(record, "_history_m2m_fields", ()):
+        target = get_m2m_reverse_field_name(field)
+        result[field.name] = list(getattr(record, field.name).values_list(f"{target}_id", flat=True))
+    return result
+
+
 def _short(value: Any, limit: int = 60) -> str:
-    if isinstance(value, list):  # a many-to-many field: the related rows' ids
-        value = ", ".join(str(next(iter(v.values()), v)) if isinstance(v, dict) else str(v) for v in value) or "-"
     text = "-" if value is None or value == "" else str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -34,7 +56,41 @@ def history_change_lines(record: Any, previous: Any | None) -> list[str]:
     if previous is None:
         return []
     delta = record.diff_against(previous)
-    return [f"{change.field}: {_short(change.old)} → {_short(change.new)}" for change in delta.changes]
+    m2m = {field.name for field in getattr(record, "_history_m2m_fields", ())}
+    lines = []
+    for change in delta.changes:
+        old, new = change.old, change.new
+        if change.field in m2m:
+            old, new = _related_names(record, change.field, old), _related_names(record, change.field, new)
+        lines.append(f"{change.field}: {_short(old)} → {_short(new)}")
+    return lines
+
+
+def _only_m2m_changed(record: Any, previous: Any) -> bool:
+    m2m = {field.name for field in getattr(record, "_history_m2m_fields", ())}
+    changed = {change.field for change in record.diff_against(previous).changes}
+    return bool(m2m) and bool(changed) and changed <= m2m
+
+
+def _saves(records: list[Any]) -> list[list[Any]]:
+    """Newest-first versions grouped by save. A form or service save records the fields, then each
+    many-to-many removal and addition as a version of its own: a version that changed only
+    many-to-many fields, by the same user within SAVE_WINDOW, joins the save before it."""
+    groups: list[list[Any]] = []
+    for record in records:
+        last = groups[-1][-1] if groups else None
+        if (
+            last is not None
+            and last.history_type == "~"
+            and record.history_type != "-"
+            and record.history_user_id == last.history_user_id
+            and last.history_date - record.history_date <= SAVE_WINDOW
+            and _only_m2m_changed(last, record)
+        ):
+            groups[-1].append(record)
+        else:
+            groups.append([record])
+    return groups
 
 
 class ChangeHistoryAdminMixin(SimpleHistoryAdmin):
@@ -44,6 +100,36 @@ class ChangeHistoryAdminMixin(SimpleHistoryAdmin):
 
     def revert_disabled(self, request: HttpRequest, obj: Any = None) -> bool:
         return not self.history_restore or super().revert_disabled(request, obj)
+
+    def history_form_view(
+        self, request: HttpRequest, object_id: str, version_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # simple-history pre-fills the form from the version's own fields only: its many-to-many
+        # fields would show (and, confirmed, keep) today's rows. `get_form` puts the version's in.
+        history = getattr(self.model, self.model._meta.simple_history_manager_attribute)
+        record = history.filter(**{self.model._meta.pk.attname: object_id, "history_id": version_id}).first()
+        if record is not None:
+            request._history_m2m_ids = historical_m2m_ids(record)  # type: ignore[attr-defined]
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+        m2m_ids: dict[str, list[Any]] | None = getattr(request, "_history_m2m_ids", None)
+        if not m2m_ids:
+            return form_class
+        model, version_ids = self.model, m2m_ids
+
+        class HistoricalVersionForm(form_class):  # type: ignore[misc,valid-type]
+            def __init__(self, *args: Any, **form_kwargs: Any) -> None:
+                super().__init__(*args, **form_kwargs)
+                for name, ids in version_ids.items():
+                    if name in self.fields:
+                        related: type[models.Model] = model._meta.get_field(name).related_model
+                        # Rows deleted since that version cannot come back: they are left out.
+                        self.initial[name] = list(related._default_manager.filter(pk__in=ids))
+
+        HistoricalVersionForm.__name__ = form_class.__name__
+        return HistoricalVersionForm
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = list(super().get_readonly_fields(request, obj))
@@ -64,20 +150,24 @@ class ChangeHistoryAdminMixin(SimpleHistoryAdmin):
     def recent_changes(self, obj: Any) -> SafeString:
         if obj is None or obj.pk is None:
             return mark_safe("-")
-        records = list(obj.history.select_related("history_user").order_by("-history_date", "-history_id")[
-            : RECENT_CHANGES + 1
-        ])
+        records = list(
+            obj.history.select_related("history_user").order_by("-history_date", "-history_id")[:_RECENT_RECORDS]
+        )
         if not records:
             return mark_safe("No recorded changes yet.")
         rows = []
-        for index, record in enumerate(records[:RECENT_CHANGES]):
-            previous = records[index + 1] if index + 1 < len(records) else None
-            if previous is None and record.history_type == "~":
-                previous = record.prev_record
-            lines = history_change_lines(record, previous)
-            what = "; ".join(lines) if lines else _TYPES.get(record.history_type, record.history_type)
-            who = record.history_user.get_username() if record.history_user else "a service or the API"
-            rows.append((f"{record.history_date:%Y-%m-%d %H:%M}", who, what))
+        for group in _saves(records)[:RECENT_CHANGES]:
+            newest, oldest = group[0], group[-1]
+            after = records.index(oldest) + 1
+            previous = records[after] if after < len(records) else None
+            if previous is None and oldest.history_type == "~":
+                previous = oldest.prev_record
+            types = {record.history_type for record in group}
+            lines = [] if types & {"+", "-"} else history_change_lines(newest, previous)
+            kind = "-" if newest.history_type == "-" else "+" if "+" in types else newest.history_type
+            what = "; ".join(lines) if lines else _TYPES.get(kind, kind)
+            who = newest.history_user.get_username() if newest.history_user else "a service or the API"
+            rows.append((f"{newest.history_date:%Y-%m-%d %H:%M}", who, what))
         url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_history", args=[obj.pk])
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
         return format_html(

@@ -178,3 +178,74 @@ def test_train_now_shows_the_run_progress_and_a_version_is_promoted(page: Any, t
     assert f"recommender v{target.version}" in page.locator("#panel-models").inner_text()
     shot(page, "10-dashboard-after-promotion")
     assert not page.js_errors
+
+
+# A change list measured against its box (the page column beside the sidebar): its rows, the
+# column's own scroll width, and anything (toolbar, date drill-down, pagination) sticking out of it.
+_TABLE_FIT = """() => {
+  const table = document.querySelector('#result_list');
+  if (!table) return null;
+  const box = table.closest('.grow.min-w-0') || table.parentElement;
+  const right = box.getBoundingClientRect().right;
+  const out = [];
+  for (const el of box.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    const over = Math.round(r.right - right);
+    if (r.width > 0 && r.right > right + 0.5) out.push(`${el.tagName}.${el.className} +${over}px`);
+  }
+  const rows = [...table.querySelectorAll('tr')].map(tr => Math.ceil(tr.getBoundingClientRect().width));
+  return {box: box.clientWidth, scroll: box.scrollWidth, rows: Math.max(0, ...rows), out: out.slice(0, 5)};
+}"""
+
+
+def _long_rows() -> None:
+    """The longest values each list shows in a real shop: long ids, names and paths, many pages."""
+    from django.contrib.auth import get_user_model
+
+    from recadmin.catalog import services as catalog_services
+    from recadmin.catalog.models import Customer
+
+    Customer.objects.bulk_create(
+        [Customer(shop_id=f"customer-{n:06d}-{'x' * 40}") for n in range(2500)], ignore_conflicts=True
+    )
+    parent = None
+    for depth in range(6):
+        parent = catalog_services.category_create(
+            name=f"Seasonal outdoor furniture and garden accessories {depth}",
+            slug=f"seasonal-outdoor-{depth}" * 2,
+            parent=parent,
+        )
+    get_user_model().objects.create_user(
+        "merchandising.team.lead.weekend",
+        "merchandising.team.lead.weekend@example-long-domain.com",
+        first_name="Maximiliane-Alexandra",
+        last_name="Oberhausen-Wittgenstein",
+        is_staff=True,
+    )
+
+
+def test_every_sidebar_change_list_fits_its_box_at_1280_px(page: Any, demo_shop: None) -> None:
+    _long_rows()
+    log_in(page)
+    links = page.eval_on_selector_all(
+        "#nav-sidebar a[href], aside a[href], nav a[href]", "links => links.map(a => a.getAttribute('href'))"
+    )
+    change_lists = sorted({href for href in links if re.fullmatch(r"/admin/[a-z_]+/[a-z_]+/", href or "")})
+    assert len(change_lists) >= 10, change_lists
+    too_wide = {}
+    measured = set()
+    for url in change_lists:
+        page.goto(url)
+        fit = page.evaluate(_TABLE_FIT)
+        if fit is None:  # an empty list or a custom page: no table to measure
+            continue
+        measured.add(url)
+        if max(fit["rows"], fit["scroll"]) > fit["box"] or fit["out"]:
+            too_wide[url] = f"{max(fit['rows'], fit['scroll'])}/{fit['box']} {fit['out']}"
+            shot(page, "too-wide-" + url.strip("/").replace("/", "-"))
+    # The demo shop and the long rows fill these lists (the others may be empty, then have no table).
+    expected = {"/admin/catalog/item/", "/admin/catalog/customer/", "/admin/catalog/category/", "/admin/events/event/"}
+    assert expected | {"/admin/rules/scene/", "/admin/auth/user/"} <= measured, measured
+    assert not too_wide, too_wide
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert not page.js_errors

@@ -3,6 +3,7 @@ an earlier version of a rule."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -10,9 +11,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from recadmin.rules import services
+from recadmin.catalog.models import Item
+from recadmin.rules import selectors, services
 from recadmin.rules.models import BusinessRule, Scene
-from tests.rules.factories import CategoryFactory, SceneFactory
+from tests.rules.factories import CategoryFactory, ItemFactory, SceneFactory
 from tests.rules.test_admin import _rule_form
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +123,65 @@ def test_a_change_through_the_api_is_recorded_without_a_user(api_client: Any, ho
     assert response.status_code == 200, response.content
     latest = home.history.order_by("-history_id").first()
     assert latest.default_n == 12 and latest.history_user is None
+
+
+def _pin_form(rule: BusinessRule, **overrides: object) -> dict[str, object]:
+    return _rule_form(name=rule.name, kind="pin", condition="{}", weight="", position=str(rule.position), **overrides)
+
+
+def test_restoring_a_version_brings_back_its_scenes_and_pinned_items_and_what_is_served(
+    admin_client: Client, admin_user: User, home: Scene
+) -> None:
+    pdp = SceneFactory(slug="product_detail")
+    old_items = [ItemFactory(shop_id="sku-a"), ItemFactory(shop_id="sku-b")]
+    ItemFactory(shop_id="sku-c")
+    rule = services.rule_create(name="Launch", kind="pin", scenes=["home"], position=1, pinned_items=["sku-a", "sku-b"])
+    earlier = rule.history.order_by("-history_id").first()
+    change_url = reverse("admin:rules_businessrule_change", args=[rule.pk])
+    admin_client.post(change_url, _pin_form(rule, scenes=[pdp.pk], pinned_items="sku-c"))
+    rule.refresh_from_db()
+    assert [s.slug for s in rule.scenes.all()] == ["product_detail"]
+    assert [i.shop_id for i in rule.pinned_items.all()] == ["sku-c"]
+    assert [r.pinned_items for r in selectors.ruleset_for_scene("product_detail").rules] == [("sku-c",)]
+    assert selectors.ruleset_for_scene("home").rules == ()
+    version_before = selectors.rules_cache_version()
+
+    # The version's page is pre-filled with the scenes and items of that version, not today's.
+    restore_url = reverse("admin:rules_businessrule_simple_history", args=[rule.pk, earlier.history_id])
+    form_page = admin_client.get(restore_url)
+    form = form_page.context["adminform"].form
+    assert sorted(scene.slug for scene in form.initial["scenes"]) == ["home"]
+    assert sorted(item.shop_id for item in form.initial["pinned_items"]) == ["sku-a", "sku-b"]
+    html = form_page.content.decode()
+    shown = re.search(r'name="pinned_items" value="([^"]*)"', html)
+    assert shown and sorted(shown.group(1).split(", ")) == ["sku-a", "sku-b"]
+    checked = re.findall(r'name="scenes" value="(\d+)"[^>]*id="id_scenes_\d+" checked>', html)
+    assert checked == [str(home.pk)]
+
+    # Confirming the form as shown restores them.
+    response = admin_client.post(
+        restore_url,
+        _pin_form(
+            rule,
+            scenes=[scene.pk for scene in form.initial["scenes"]],
+            pinned_items=", ".join(item.shop_id for item in form.initial["pinned_items"]),
+        ),
+    )
+
+    assert response.status_code == 302
+    rule.refresh_from_db()
+    assert [s.slug for s in rule.scenes.all()] == ["home"]
+    assert sorted(i.shop_id for i in rule.pinned_items.all()) == [i.shop_id for i in old_items]
+    assert selectors.rules_cache_version() != version_before
+    assert [r.pinned_items for r in selectors.ruleset_for_scene("home").rules] == [("sku-a", "sku-b")]
+    assert selectors.ruleset_for_scene("product_detail").rules == ()
+    latest = rule.history.order_by("-history_id").first()
+    assert latest.history_user == admin_user
+    # The change page's box says which scenes and items changed, by slug and shop id.
+    page = admin_client.get(change_url).content.decode()
+    box = re.search(r'<table class="recadmin-history">.*?</table>', page, re.S)
+    assert box
+    restored = re.findall(r"<td>(.*?)</td>", box.group(0))[2]  # the newest save's "what changed"
+    assert "scenes: product_detail → home" in restored
+    new_item = Item.objects.get(shop_id="sku-c")
+    assert f"pinned_items: {new_item} → {old_items[0]}, {old_items[1]}" in restored
