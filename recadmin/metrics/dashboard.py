@@ -8,7 +8,6 @@ the rollups (a few indexed aggregate queries), charts are server-side SVG (core.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from typing import Any, cast
 
@@ -139,14 +138,8 @@ def dashboard_panels(request: HttpRequest | None = None) -> list[dict[str, Any]]
     """The panels, cached until the next rollup run (they show nothing newer before it)."""
     state = selectors.rollup_state()
     key = f"metrics:dashboard:v1:{state.complete_until.timestamp() if state and state.complete_until else 0}"
-    try:
-        cached = cache.get(key)
-    except Exception:  # noqa: BLE001 - a cache outage: compute them
-        cached = None
-    if cached is None:
-        cached = dashboard_panels_build()
-        with contextlib.suppress(Exception):
-            cache.set(key, cached, DASHBOARD_CACHE_SECONDS)
+    # The cache's client ignores an outage (core.redis_breaker): a miss, then computed here.
+    cached = cache.get_or_set(key, lambda: dashboard_panels_build(), DASHBOARD_CACHE_SECONDS)
     return [*cast(list[dict[str, Any]], cached), freshness_panel(state)]
 
 

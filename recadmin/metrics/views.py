@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, cast
 
@@ -115,14 +114,8 @@ def experiment_report_panels_cached(experiment: Any) -> list[dict[str, Any]]:
     snapshot = experiment.allocations.order_by("-created_at", "-id").values_list("pk", flat=True).first()
     done = state.complete_until.timestamp() if state and state.complete_until else 0
     key = f"metrics:experiment-report:v1:{experiment.pk}:{experiment.status}:{snapshot}:{done}"
-    try:
-        panels = cache.get(key)
-    except Exception:  # noqa: BLE001 - a cache outage: compute them
-        panels = None
-    if panels is None:
-        panels = experiment_report_panels(experiment)
-        with contextlib.suppress(Exception):
-            cache.set(key, panels, REPORT_CACHE_SECONDS)
+    # The cache's client ignores an outage (core.redis_breaker): a miss, then computed here.
+    panels = cache.get_or_set(key, lambda: experiment_report_panels(experiment), REPORT_CACHE_SECONDS)
     return cast(list[dict[str, Any]], panels)
 
 
