@@ -27,6 +27,7 @@ from django.conf import settings
 
 from recadmin.catalog.selectors import items_metadata
 from recadmin.modelops.selectors import DefaultModel, default_model_get
+from recadmin.modelops.torchserve import TorchServeError, TorchServeTimeout, TorchServeUnavailable, get_client
 from recadmin.serving import fallbacks
 from recadmin.serving.services.context import RequestContext
 from recadmin.serving.services.ranking import Scored
@@ -77,8 +78,6 @@ def rank_stage(ctx: RequestContext, scored: list[Scored]) -> RankStage:
     model = default_model_get(name=settings.RANKER_MODEL_NAME)
     if model is None:
         return _skipped(scored, REASON_NO_RANKER)
-    from recadmin.modelops.torchserve import TorchServeError, TorchServeTimeout, TorchServeUnavailable, get_client
-
     metas = items_metadata([s.item for s in scored] + ctx.history_ids[-50:], state=ctx.state.items)
     candidates = []
     for s in scored:
