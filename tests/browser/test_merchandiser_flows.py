@@ -166,10 +166,11 @@ def test_train_now_shows_the_run_progress_and_a_version_is_promoted(page: Any, t
         "form :is(button, input)[type=submit]:is(:has-text('Yes'), :has-text('Confirm'), :has-text('Promote'),"
         " [value*='Yes'], [value*='Confirm'], [value*='Promote'])"
     )
-    if "/modelversion/" in page.url and confirm.count():
-        shot(page, "08-promote-confirmation")
-        confirm.first.click()
-        page.wait_for_load_state()
+    # Promotion asks first and says what will change (issue 11): the page must be there.
+    assert "/modelversion/" in page.url and confirm.count(), page.url
+    shot(page, "08-promote-confirmation")
+    confirm.first.click()
+    page.wait_for_load_state()
     assert "is now the default" in page.locator("body").inner_text()
     target.refresh_from_db()
     assert target.status == "default"
