@@ -278,7 +278,9 @@ def variant_page_latency(experiment: Experiment, variant_ids: Sequence[int]) -> 
 # --- first exposures (the sample-ratio test under Thompson sampling) -------------------------------
 
 
-def first_exposures(experiment: Experiment, boundaries: Sequence[dt.datetime]) -> tuple[dict[int, int], list[int]]:
+def first_exposures(
+    experiment: Experiment, boundaries: Sequence[dt.datetime], *, in_database: bool | None = None
+) -> tuple[dict[int, int], list[int]]:
     """Each customer counted once, in the variant and the allocation period of their first exposure
     (the earliest `first_seen_at` of their rows: under Thompson sampling a customer who moved has one
     row per variant). Returns (variant id -> customers first exposed in it, customers first exposed in
@@ -286,14 +288,16 @@ def first_exposures(experiment: Experiment, boundaries: Sequence[dt.datetime]) -
     the first boundary counts in the first period.
 
     PostgreSQL: one query (DISTINCT ON the customer, width_bucket over the boundaries); the customers
-    never leave the database. Elsewhere (SQLite, the embedded mode's small shops) the rows are read in
-    customer order and reduced here."""
+    never leave the database. Elsewhere (SQLite, the embedded mode's small shops) the rows are read and
+    reduced here (`in_database=False` forces that path, for tests)."""
     by_variant: dict[int, int] = {}
     by_period = [0] * len(boundaries)
     if not boundaries:
         return by_variant, by_period
     table = ExperimentCustomer._meta.db_table
-    if connection.vendor == "postgresql":
+    if in_database is None:
+        in_database = connection.vendor == "postgresql"
+    if in_database:
         sql = f"""
             SELECT first.variant_id, GREATEST(width_bucket(first.first_seen_at, %s::timestamptz[]), 1) - 1, COUNT(*)
             FROM (
