@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 from scipy import stats as sps
 from statsmodels.regression.linear_model import WLS
@@ -388,3 +389,20 @@ def test_srm_under_thompson_flags_an_arm_that_loses_ten_percent_of_its_customers
     assert report["srm_flag"] is True and report["srm_p_value"] < 0.001
     assert report["verdict"].startswith("sample ratio mismatch: customers per variant (control, v4, popular, no-mmr)")
     assert "expected from the allocation history" in report["verdict"]
+
+
+def test_the_report_page_and_the_dashboard_show_a_failing_guardrail(
+    make_experiment: Callable[..., Experiment], admin_client: Client
+) -> None:
+    experiment = make_experiment(guardrails={"p95_latency_ms_max": 300})
+    experiment_start(experiment=experiment)
+    _clearly_better_v4(experiment)
+    _pages(experiment, "control", np.full(60, 40.0))
+    _pages(experiment, "v4", np.linspace(100.0, 700.0, 60))
+    html = admin_client.get(f"/admin/metrics/experiments/{experiment.pk}/report/").content.decode()
+    assert 'id="guardrails"' in html and "p95 latency max: 300 ms" in html
+    p95 = np.percentile(np.linspace(100.0, 700.0, 60), 95)
+    assert f'<strong style="color:#b91c1c">failing: p95 latency {p95:.0f} ms is above the 300 ms guardrail' in html
+    assert "<td>40.0</td>" in html and "passing" in html
+    home = admin_client.get("/admin/").content.decode()
+    assert "failing guardrails: v4" in home
