@@ -304,8 +304,8 @@ def main() -> None:
     db_ms, in_db = _timed(lambda: first_exposures(experiment, boundaries))
     py_ms, in_py = _timed(lambda: first_exposures(experiment, boundaries, in_database=False), rounds=1)
     print(
-        f"first exposures of {sum(in_db[0].values()):,} customers over {len(boundaries)} periods: PostgreSQL query "
-        f"{db_ms:.0f} ms, portable path {py_ms:.0f} ms (same counts: {in_db == in_py})"
+        f"first exposures of {sum(in_db.by_variant.values()):,} customers over {len(boundaries)} periods: "
+        f"PostgreSQL query {db_ms:.0f} ms, portable path {py_ms:.0f} ms (same counts: {in_db == in_py})"
     )
 
     report_ms, report = _timed(lambda: experiment_report(experiment))

@@ -278,28 +278,56 @@ def variant_page_latency(experiment: Experiment, variant_ids: Sequence[int]) -> 
 # --- first exposures (the sample-ratio test under Thompson sampling) -------------------------------
 
 
+@dataclass(frozen=True)
+class FirstExposures:
+    """Each customer once, at their first exposure: per variant, per allocation period, and how many
+    were left out because they arrived while a new allocation was still reaching every process."""
+
+    by_variant: dict[int, int]
+    by_period: list[int]
+    unsettled: int = 0
+
+
 def first_exposures(
-    experiment: Experiment, boundaries: Sequence[dt.datetime], *, in_database: bool | None = None
-) -> tuple[dict[int, int], list[int]]:
+    experiment: Experiment,
+    boundaries: Sequence[dt.datetime],
+    *,
+    settle: dt.timedelta = dt.timedelta(0),
+    in_database: bool | None = None,
+) -> FirstExposures:
     """Each customer counted once, in the variant and the allocation period of their first exposure
     (the earliest `first_seen_at` of their rows: under Thompson sampling a customer who moved has one
-    row per variant). Returns (variant id -> customers first exposed in it, customers first exposed in
-    each period), period t running from `boundaries[t]` to the next boundary; a first exposure before
-    the first boundary counts in the first period.
+    row per variant). Period t runs from `boundaries[t]` to the next boundary; a first exposure before
+    the first boundary counts in the first period. A customer first exposed within `settle` after a
+    change (boundaries[1:]) is left out (`unsettled`): processes trust their copy of the weights for a
+    moment (EXPERIMENTS_PROCESS_CACHE_SECONDS), so such a customer may have been assigned by either
+    allocation. Leaving them out depends only on when they came, not on their variant: no bias.
 
     PostgreSQL: one query (DISTINCT ON the customer, width_bucket over the boundaries); the customers
     never leave the database. Elsewhere (SQLite, the embedded mode's small shops) the rows are read and
     reduced here (`in_database=False` forces that path, for tests)."""
-    by_variant: dict[int, int] = {}
-    by_period = [0] * len(boundaries)
+    # The edges between buckets, and for each bucket the period it counts in (None: unsettled).
+    edges: list[dt.datetime] = []
+    bucket_period: list[int | None] = [0]  # before the first boundary: the first period
+    for t, boundary in enumerate(boundaries):
+        edges.append(boundary)
+        bucket_period.append(t)
+        if t > 0 and settle > dt.timedelta(0):
+            settled = boundary + settle
+            if t + 1 < len(boundaries):
+                settled = min(settled, boundaries[t + 1])
+            bucket_period[-1] = None
+            edges.append(settled)
+            bucket_period.append(t)
+    result = FirstExposures(by_variant={}, by_period=[0] * len(boundaries))
     if not boundaries:
-        return by_variant, by_period
+        return result
     table = ExperimentCustomer._meta.db_table
     if in_database is None:
         in_database = connection.vendor == "postgresql"
     if in_database:
         sql = f"""
-            SELECT first.variant_id, GREATEST(width_bucket(first.first_seen_at, %s::timestamptz[]), 1) - 1, COUNT(*)
+            SELECT first.variant_id, width_bucket(first.first_seen_at, %s::timestamptz[]), COUNT(*)
             FROM (
                 SELECT DISTINCT ON (customer_shop_id) customer_shop_id, variant_id, first_seen_at
                 FROM {table} WHERE experiment_id = %s
@@ -308,7 +336,7 @@ def first_exposures(
             GROUP BY 1, 2
         """
         with connection.cursor() as cursor:
-            cursor.execute(sql, [list(boundaries), experiment.pk])
+            cursor.execute(sql, [edges, experiment.pk])
             rows = cursor.fetchall()
     else:
         firsts: dict[str, tuple[dt.datetime, int]] = {}
@@ -320,13 +348,18 @@ def first_exposures(
                 firsts[customer] = (seen, variant_id)
         counted: dict[tuple[int, int], int] = {}
         for seen, variant_id in firsts.values():
-            key = (variant_id, max(bisect.bisect_right(boundaries, seen), 1) - 1)
+            key = (variant_id, bisect.bisect_right(edges, seen))
             counted[key] = counted.get(key, 0) + 1
-        rows = [(variant_id, period, n) for (variant_id, period), n in counted.items()]
-    for variant_id, period, n in rows:
-        by_variant[int(variant_id)] = by_variant.get(int(variant_id), 0) + int(n)
-        by_period[int(period)] += int(n)
-    return by_variant, by_period
+        rows = [(variant_id, bucket, n) for (variant_id, bucket), n in counted.items()]
+    unsettled = 0
+    for variant_id, bucket, n in rows:
+        period = bucket_period[int(bucket)]
+        if period is None:
+            unsettled += int(n)
+            continue
+        result.by_variant[int(variant_id)] = result.by_variant.get(int(variant_id), 0) + int(n)
+        result.by_period[period] += int(n)
+    return FirstExposures(result.by_variant, result.by_period, unsettled)
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -464,16 +497,22 @@ def experiment_report(experiment: Experiment) -> dict[str, Any]:
     history = list(allocation_history(experiment))
     if experiment.allocation == AllocationKind.THOMPSON and variants and history:
         # The split moves: each customer is expected in the allocation in force at their first exposure.
-        by_variant, by_period = first_exposures(experiment, [snapshot.created_at for snapshot in history])
-        srm_counts = [by_variant.get(v.pk, 0) for v in variants]
+        settle = dt.timedelta(seconds=float(getattr(settings, "EXPERIMENTS_PROCESS_CACHE_SECONDS", 2.0)) + 1.0)
+        firsts = first_exposures(experiment, [snapshot.created_at for snapshot in history], settle=settle)
+        srm_counts = [firsts.by_variant.get(v.pk, 0) for v in variants]
         period_weights = [[float(snapshot.weights.get(v.name, 0.0)) for v in variants] for snapshot in history]
-        test = statistics.srm_time_weighted(srm_counts, by_period, period_weights)
+        test = statistics.srm_time_weighted(srm_counts, firsts.by_period, period_weights)
         srm_p = _finite(test.p_value)
         srm_expected = [round(e, 1) for e in test.expected]
         srm_note = (
             "customers counted once, in the variant of their first exposure, against the allocation in force "
             f"then ({len(history)} allocation period(s))"
         )
+        if firsts.unsettled:
+            srm_note += (
+                f"; {firsts.unsettled:,} first exposed within {settle.total_seconds():.0f} s of a reallocation "
+                "(when either allocation may have served them) are left out"
+            )
         if srm_p is None:
             srm_note = "no customers yet"
     elif variants and sum(srm_weights) > 0:
@@ -598,6 +637,7 @@ def _guardrails(experiment: Experiment, variants: list[Variant], rows: list[dict
 
 __all__ = [
     "EXPERIMENTS_VERSION_KEY",
+    "FirstExposures",
     "allocation_history",
     "experiment_current_weights",
     "experiment_get",

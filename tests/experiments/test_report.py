@@ -336,6 +336,8 @@ def _thompson_customers(
     firsts, arrivals = [0, 0], [0, 0, 0]
     for i in range(customers):
         seconds = float(rng.uniform(0, 3 * 3600))
+        if seconds % 3600 < 3 and seconds > 3600:
+            continue  # within the settling window after a reallocation: see the test of it
         hour = int(seconds // 3600)
         customer = f"cust-{i}"
         arm = assign(experiment.salt, customer, [allocations[hour]["control"], allocations[hour]["v4"]])
@@ -367,7 +369,7 @@ def test_srm_under_thompson_counts_each_customer_once_against_the_allocation_in_
     expected_v4 = sum(n * weights["v4"] for n, weights in zip(arrivals, allocations, strict=True))
     assert report["srm_customers"] == {"control": firsts[0], "v4": firsts[1], "popular": 0, "no-mmr": 0}
     assert report["srm_expected"]["v4"] == pytest.approx(expected_v4, abs=0.05)
-    assert report["srm_expected"]["control"] == pytest.approx(3000 - expected_v4, abs=0.05)
+    assert report["srm_expected"]["control"] == pytest.approx(sum(arrivals) - expected_v4, abs=0.05)
     assert report["srm_p_value"] is not None and report["srm_p_value"] > 0.001 and report["srm_flag"] is False
     assert "first exposure" in report["srm_note"]
     assert not report["verdict"].startswith("sample ratio mismatch")
@@ -375,7 +377,40 @@ def test_srm_under_thompson_counts_each_customer_once_against_the_allocation_in_
     # The database's query and the portable path agree.
     boundaries = [snapshot.created_at for snapshot in experiment.allocations.order_by("created_at")]
     assert first_exposures(experiment, boundaries) == first_exposures(experiment, boundaries, in_database=False)
-    assert first_exposures(experiment, boundaries)[1] == arrivals
+    assert first_exposures(experiment, boundaries).by_period == arrivals
+
+
+def test_srm_under_thompson_leaves_out_customers_who_came_while_a_reallocation_was_reaching_every_process(
+    make_experiment: Callable[..., Experiment],
+) -> None:
+    import datetime as dt
+
+    from recadmin.experiments.selectors import experiment_report, first_exposures
+
+    experiment, allocations = _thompson_experiment(make_experiment)
+    firsts, arrivals = _thompson_customers(experiment, allocations, 3000)
+    # 200 customers in the second after the last reallocation, still served by a process holding the
+    # previous weights (80/20 instead of 95/5): counted, they would skew v4 upwards.
+    v4 = experiment.variants.get(name="v4")
+    assert experiment.started_at is not None
+    changed = experiment.started_at + dt.timedelta(hours=2)
+    experiment_customers_upsert(
+        experiment=experiment,
+        rows=[
+            CustomerSums(v4.pk, f"stale-{i}", lists=1, first_seen_at=changed + dt.timedelta(milliseconds=5 * i))
+            for i in range(200)
+        ],
+    )
+    report = experiment_report(experiment)
+    assert report["srm_customers"]["v4"] == firsts[1] and report["srm_flag"] is False
+    assert "200 first exposed within 3 s of a reallocation" in report["srm_note"]
+    boundaries = [snapshot.created_at for snapshot in experiment.allocations.order_by("created_at")]
+    settle = dt.timedelta(seconds=3)
+    in_database = first_exposures(experiment, boundaries, settle=settle)
+    assert in_database == first_exposures(experiment, boundaries, settle=settle, in_database=False)
+    assert in_database.unsettled == 200 and in_database.by_period == arrivals
+    # Without the settling window they count, in the last period.
+    assert first_exposures(experiment, boundaries).by_period == [arrivals[0], arrivals[1], arrivals[2] + 200]
 
 
 def test_srm_under_thompson_flags_an_arm_that_loses_ten_percent_of_its_customers(
