@@ -42,6 +42,12 @@ Comparison of a treatment against the control (`compare`):
   in tests/experiments/test_statistics.py).
 - `customers_needed`: customers per variant for a two-sided fixed-horizon test at `alpha` to detect
   a relative lift of `mde` with probability `power`, for the observed per-customer variances.
+
+Sample ratio mismatch: `srm_p_value` (Pearson's chi-square against fixed weights) and
+`srm_time_weighted` for an allocation that moves (Thompson sampling): each customer counted once, at
+their first exposure, against the weights in force then, with the exact covariance of that mixture.
+Guardrails: `percentile_positions` / `interpolate_percentile` give numpy's (and percentile_cont's)
+quantile from the two order statistics around it, which a database reads from an index in order.
 """
 
 from __future__ import annotations
