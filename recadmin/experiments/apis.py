@@ -208,6 +208,8 @@ class ReportVariantOutput(serializers.Serializer):
     revenue = serializers.FloatField()
     revenue_per_customer = serializers.FloatField(allow_null=True)
     fallback_share = serializers.FloatField(allow_null=True)
+    pages = serializers.IntegerField(help_text="Served pages in the experiment (what the latency is over).")
+    p95_latency_ms = serializers.FloatField(allow_null=True, help_text="95th percentile of the pages' latency.")
     lift = serializers.FloatField(allow_null=True, help_text="Primary metric, relative to the control (0.05 = +5 %).")
     ci_low = serializers.FloatField(allow_null=True, help_text="95 % interval of the lift (Fieller).")
     ci_high = serializers.FloatField(allow_null=True)
@@ -231,8 +233,27 @@ class AllocationPointOutput(serializers.Serializer):
     probability_best = serializers.DictField(child=serializers.FloatField(), allow_null=True)
 
 
+class GuardrailVariantOutput(serializers.Serializer):
+    name = serializers.CharField()
+    pages = serializers.IntegerField()
+    p95_latency_ms = serializers.FloatField(allow_null=True)
+    p95_latency_passed = serializers.BooleanField(
+        allow_null=True, help_text="Null: no latency guardrail, or fewer pages than `minimum_pages`."
+    )
+    lists = serializers.IntegerField()
+    fallback_share = serializers.FloatField(allow_null=True)
+    fallback_share_passed = serializers.BooleanField(
+        allow_null=True, help_text="Null: no fallback guardrail, or fewer lists than `minimum_pages`."
+    )
+    failures = serializers.ListField(child=serializers.CharField(), help_text="The guardrails it fails, in words.")
+
+
 class ReportGuardrailsOutput(GuardrailsOutput):
+    minimum_pages = serializers.IntegerField(help_text="A variant is judged once it has this many pages (lists).")
     fallback_share_exceeded = serializers.ListField(child=serializers.CharField())
+    p95_latency_exceeded = serializers.ListField(child=serializers.CharField())
+    latency_note = serializers.CharField()
+    variants = GuardrailVariantOutput(many=True)
 
 
 class ReportOutput(serializers.Serializer):
@@ -249,9 +270,20 @@ class ReportOutput(serializers.Serializer):
     mde = serializers.FloatField()
     control = serializers.CharField(allow_null=True)
     variants = ReportVariantOutput(many=True)
-    srm_p_value = serializers.FloatField(allow_null=True, help_text="Chi-square of customers per variant vs weights.")
+    srm_p_value = serializers.FloatField(
+        allow_null=True,
+        help_text="Chi-square of customers per variant vs weights (Thompson: vs the allocation in force at "
+        "each customer's first exposure).",
+    )
     srm_flag = serializers.BooleanField(help_text="True below 0.001: the split is broken.")
     srm_note = serializers.CharField()
+    srm_customers = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Customers per variant the test counts (Thompson: each once, in their first variant).",
+    )
+    srm_expected = serializers.DictField(
+        child=serializers.FloatField(), allow_null=True, help_text="Customers expected per variant."
+    )
     guardrails = ReportGuardrailsOutput()
     verdict = serializers.CharField()
     allocation_history = AllocationPointOutput(many=True)

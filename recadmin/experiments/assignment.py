@@ -26,8 +26,10 @@ The effect on the analysis: under a fixed allocation nobody ever moves, and the 
 comparison is a plain randomised experiment. Under Thompson sampling a few customers are counted in
 two variants (the per-customer table keeps one row per customer and variant, so no event is lost or
 credited to the wrong arm), the split changes over time, and a period with more traffic in one arm
-weighs more in it; the report therefore computes no sample-ratio test for Thompson experiments and
-its intervals describe what was observed rather than a randomised comparison. Use a fixed allocation
+weighs more in it; the report's intervals then describe what was observed rather than a randomised
+comparison. Its sample-ratio test still holds: a customer's *first* variant is a draw from the weights
+in force at their first exposure (u is independent of when they arrive), so it counts each customer
+once, there, against the allocation history (`statistics.srm_time_weighted`). Use a fixed allocation
 to measure a lift; use Thompson to earn while learning.
 """
 

@@ -27,6 +27,7 @@ def experiments_panel(request: HttpRequest) -> list[dict[str, Any]]:
                 "customers": sum(v["customers"] for v in report["variants"]),
                 "verdict": report["verdict"],
                 "srm_flag": report["srm_flag"],
+                "guardrails_failing": [g["name"] for g in report["guardrails"]["variants"] if g["failures"]],
                 "url": reverse("admin:experiments_experiment_change", args=[experiment.pk]),
             }
         )

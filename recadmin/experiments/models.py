@@ -202,7 +202,14 @@ class ExperimentCustomer(models.Model):
                 fields=["experiment", "variant", "customer_shop_id"], name="experiments_customer_unique"
             ),
         ]
-        indexes = [models.Index(fields=["experiment", "variant"], name="experiments_customer_variant")]
+        # (experiment, variant) lookups use the unique constraint's index. This one hands each
+        # customer's rows over in first-exposure order without a sort, index-only: the sample-ratio
+        # test under Thompson sampling (selectors.first_exposures, DISTINCT ON the customer).
+        indexes = [
+            models.Index(
+                fields=["experiment", "customer_shop_id", "first_seen_at", "variant"], name="experiments_customer_first"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.customer_shop_id} in {self.variant_id}"

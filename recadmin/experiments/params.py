@@ -25,3 +25,8 @@ MAX_VARIANTS: Final = 10
 DEFAULT_THOMPSON_FLOOR: Final = 0.05
 # The relative lift the report's "customers needed" is computed for.
 REPORT_MDE: Final = 0.05
+# Guardrails are judged on a variant once it has this many pages (latency) or lists (fallback share):
+# below it, a 95th percentile is one or two slow pages.
+GUARDRAIL_MIN_PAGES: Final = 50
+# The latency guardrail's quantile.
+LATENCY_QUANTILE: Final = 0.95

@@ -14,18 +14,21 @@ the database.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import datetime as dt
 import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, FloatField, QuerySet, Sum
 from django.db.models.functions import Cast
 
@@ -41,7 +44,7 @@ from recadmin.experiments.models import (
     PrimaryMetric,
     Variant,
 )
-from recadmin.experiments.params import METRIC_LABELS, REPORT_MDE
+from recadmin.experiments.params import GUARDRAIL_MIN_PAGES, LATENCY_QUANTILE, METRIC_LABELS, REPORT_MDE
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +246,124 @@ def variant_sums(experiment: Experiment) -> dict[int, dict[str, float]]:
     return result
 
 
+# --- latency of served pages (read through the layer that owns them) --------------------------------
+
+
+@dataclass(frozen=True)
+class PageLatency:
+    """One variant's served pages: how many, and the latency quantile over them (None without pages)."""
+
+    pages: int
+    quantile_ms: float | None
+
+
+# (experiment id, variant ids, quantile) -> variant id -> PageLatency. Served pages belong to serving,
+# above this app: serving registers its reader when it loads (ServingConfig.ready) instead of this
+# module importing it.
+PageLatencyReader = Callable[[int, Sequence[int], float], Mapping[int, PageLatency]]
+_page_latency_reader: list[PageLatencyReader] = []
+
+
+def page_latency_reader_register(reader: PageLatencyReader) -> None:
+    _page_latency_reader[:] = [reader]
+
+
+def variant_page_latency(experiment: Experiment, variant_ids: Sequence[int]) -> dict[int, PageLatency] | None:
+    """variant id -> its pages' p95 latency; None when no reader is registered (serving not loaded)."""
+    if not _page_latency_reader:
+        return None
+    return dict(_page_latency_reader[0](experiment.pk, list(variant_ids), LATENCY_QUANTILE))
+
+
+# --- first exposures (the sample-ratio test under Thompson sampling) -------------------------------
+
+FIRST_EXPOSURES_CACHE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class FirstExposures:
+    """Each customer once, at their first exposure: per variant, per allocation period, and how many
+    were left out because they arrived while a new allocation was still reaching every process."""
+
+    by_variant: dict[int, int]
+    by_period: list[int]
+    unsettled: int = 0
+
+
+def first_exposures(
+    experiment: Experiment,
+    boundaries: Sequence[dt.datetime],
+    *,
+    settle: dt.timedelta = dt.timedelta(0),
+    in_database: bool | None = None,
+) -> FirstExposures:
+    """Each customer counted once, in the variant and the allocation period of their first exposure
+    (the earliest `first_seen_at` of their rows: under Thompson sampling a customer who moved has one
+    row per variant). Period t runs from `boundaries[t]` to the next boundary; a first exposure before
+    the first boundary counts in the first period. A customer first exposed within `settle` after a
+    change (boundaries[1:]) is left out (`unsettled`): processes trust their copy of the weights for a
+    moment (EXPERIMENTS_PROCESS_CACHE_SECONDS), so such a customer may have been assigned by either
+    allocation. Leaving them out depends only on when they came, not on their variant: no bias.
+
+    PostgreSQL: one query (DISTINCT ON the customer, width_bucket over the boundaries); the customers
+    never leave the database. Elsewhere (SQLite, the embedded mode's small shops) the rows are read and
+    reduced here (`in_database=False` forces that path, for tests)."""
+    # The edges between buckets, and for each bucket the period it counts in (None: unsettled).
+    edges: list[dt.datetime] = []
+    bucket_period: list[int | None] = [0]  # before the first boundary: the first period
+    for t, boundary in enumerate(boundaries):
+        edges.append(boundary)
+        bucket_period.append(t)
+        if t > 0 and settle > dt.timedelta(0):
+            settled = boundary + settle
+            if t + 1 < len(boundaries):
+                settled = min(settled, boundaries[t + 1])
+            bucket_period[-1] = None
+            edges.append(settled)
+            bucket_period.append(t)
+    result = FirstExposures(by_variant={}, by_period=[0] * len(boundaries))
+    if not boundaries:
+        return result
+    table = ExperimentCustomer._meta.db_table
+    if in_database is None:
+        in_database = connection.vendor == "postgresql"
+    if in_database:
+        sql = f"""
+            SELECT first.variant_id, width_bucket(first.first_seen_at, %s::timestamptz[]), COUNT(*)
+            FROM (
+                SELECT DISTINCT ON (customer_shop_id) customer_shop_id, variant_id, first_seen_at
+                FROM {table} WHERE experiment_id = %s
+                ORDER BY customer_shop_id, first_seen_at, variant_id
+            ) AS first
+            GROUP BY 1, 2
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [edges, experiment.pk])
+            rows = cursor.fetchall()
+    else:
+        firsts: dict[str, tuple[dt.datetime, int]] = {}
+        for customer, variant_id, seen in ExperimentCustomer.objects.filter(experiment=experiment).values_list(
+            "customer_shop_id", "variant_id", "first_seen_at"
+        ):
+            known = firsts.get(customer)
+            if known is None or (seen, variant_id) < known:
+                firsts[customer] = (seen, variant_id)
+        counted: dict[tuple[int, int], int] = {}
+        for seen, variant_id in firsts.values():
+            key = (variant_id, bisect.bisect_right(edges, seen))
+            counted[key] = counted.get(key, 0) + 1
+        rows = [(variant_id, bucket, n) for (variant_id, bucket), n in counted.items()]
+    unsettled = 0
+    for variant_id, bucket, n in rows:
+        period = bucket_period[int(bucket)]
+        if period is None:
+            unsettled += int(n)
+            continue
+        result.by_variant[int(variant_id)] = result.by_variant.get(int(variant_id), 0) + int(n)
+        result.by_period[period] += int(n)
+    return FirstExposures(result.by_variant, result.by_period, unsettled)
+
+
 # --- the report ------------------------------------------------------------------------------------
 
 
@@ -299,8 +420,11 @@ def experiment_report(experiment: Experiment) -> dict[str, Any]:
     Per variant: customers, lists, impressions, clicks, ctr, add_to_carts, purchases, conversion_rate,
     revenue, revenue_per_customer, fallback_share; for every variant after the first (the control), on
     the primary metric: lift with its 95 % interval and p-value, the always-valid interval and p-value,
-    and the customers needed for a 5 % lift. Then the sample-ratio test, the verdict in words and the
-    allocation history."""
+    and the customers needed for a 5 % lift. Then the sample-ratio test (fixed allocation: customers per
+    variant against the weights; Thompson: each customer once, in their first variant, against the
+    allocation in force then), the guardrails (p95 latency of the served pages, fallback share), the
+    verdict in words (a variant failing a guardrail is never called the winner) and the allocation
+    history."""
     variants = experiment_variants(experiment)
     sums = variant_sums(experiment)
     metric = experiment.primary_metric
@@ -370,13 +494,51 @@ def experiment_report(experiment: Experiment) -> dict[str, Any]:
     srm_weights = [float(v.weight) for v in variants]
     srm_p: float | None = None
     srm_note = ""
-    if experiment.allocation == AllocationKind.THOMPSON:
-        srm_note = "not computed: Thompson sampling changes the split over time, so there is no fixed expected split"
+    srm_counts = counts
+    srm_expected: list[float] = []
+    history = list(allocation_history(experiment))
+    if experiment.allocation == AllocationKind.THOMPSON and variants and history:
+        # The split moves: each customer is expected in the allocation in force at their first exposure.
+        settle = dt.timedelta(seconds=float(getattr(settings, "EXPERIMENTS_PROCESS_CACHE_SECONDS", 2.0)) + 1.0)
+
+        # One pass over every customer of the experiment (about 0.6 s per 500,000 on 2 shared cores),
+        # which the dashboards would repeat on each load: kept a minute, or until the next reallocation.
+        def compute() -> FirstExposures:
+            return first_exposures(experiment, [snapshot.created_at for snapshot in history], settle=settle)
+
+        cached = cache.get_or_set(
+            f"experiments:first-exposures:v1:{experiment.pk}:{history[-1].pk}:{settle.total_seconds()}",
+            compute,
+            FIRST_EXPOSURES_CACHE_SECONDS,
+        )
+        firsts = cached if isinstance(cached, FirstExposures) else compute()
+        srm_counts = [firsts.by_variant.get(v.pk, 0) for v in variants]
+        period_weights = [[float(snapshot.weights.get(v.name, 0.0)) for v in variants] for snapshot in history]
+        test = statistics.srm_time_weighted(srm_counts, firsts.by_period, period_weights)
+        srm_p = _finite(test.p_value)
+        srm_expected = [round(e, 1) for e in test.expected]
+        srm_note = (
+            "customers counted once, in the variant of their first exposure, against the allocation in force "
+            f"then ({len(history)} allocation period(s))"
+        )
+        if firsts.unsettled:
+            srm_note += (
+                f"; {firsts.unsettled:,} first exposed within {settle.total_seconds():.0f} s of a reallocation "
+                "(when either allocation may have served them) are left out"
+            )
+        if srm_p is None:
+            srm_note = "no customers yet"
     elif variants and sum(srm_weights) > 0:
         srm_p = _finite(statistics.srm_p_value(counts, srm_weights))
         if srm_p is None:
             srm_note = "no customers yet"
+        elif sum(counts):
+            total_w = sum(srm_weights)
+            srm_expected = [round(sum(counts) * w / total_w, 1) for w in srm_weights]
     flagged = statistics.srm_flagged(srm_p)
+
+    guardrails = _guardrails(experiment, variants, rows)
+    failures = {g["name"]: g["failures"] for g in guardrails["variants"] if g["failures"]}
 
     if control is None:
         verdict = "The experiment has no variants."
@@ -388,11 +550,13 @@ def experiment_report(experiment: Experiment) -> dict[str, Any]:
                 metric_label=label,
                 control_name=control.name,
                 treatments=treatments,
-                counts=counts,
+                counts=srm_counts,
                 weights=srm_weights,
                 srm_p=srm_p,
                 minimum_sample=experiment.minimum_sample,
                 names=[v.name for v in variants],
+                expected=srm_expected if experiment.allocation == AllocationKind.THOMPSON else (),
+                guardrail_failures=failures,
             )
         )
 
@@ -413,17 +577,9 @@ def experiment_report(experiment: Experiment) -> dict[str, Any]:
         "srm_p_value": srm_p,
         "srm_flag": flagged,
         "srm_note": srm_note,
-        "guardrails": {
-            "fallback_share_max": experiment.fallback_share_max,
-            "p95_latency_ms_max": experiment.p95_latency_ms_max,
-            "fallback_share_exceeded": [
-                row["name"]
-                for row in rows
-                if experiment.fallback_share_max is not None
-                and row["fallback_share"] is not None
-                and row["fallback_share"] > experiment.fallback_share_max
-            ],
-        },
+        "srm_customers": dict(zip([v.name for v in variants], srm_counts, strict=True)),
+        "srm_expected": dict(zip([v.name for v in variants], srm_expected, strict=True)) if srm_expected else None,
+        "guardrails": guardrails,
         "verdict": verdict,
         "allocation_history": [
             {
@@ -432,13 +588,69 @@ def experiment_report(experiment: Experiment) -> dict[str, Any]:
                 "weights": snapshot.weights,
                 "probability_best": snapshot.probability_best,
             }
-            for snapshot in allocation_history(experiment)
+            for snapshot in history
         ],
+    }
+
+
+def _guardrails(experiment: Experiment, variants: list[Variant], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The guardrails section of the report: each variant's p95 latency over its served pages and its
+    fallback share over its lists, against the experiment's limits. A variant is judged once it has
+    GUARDRAIL_MIN_PAGES pages (lists for the fallback share); it fails when a value is above its limit.
+    Also sets each report row's `pages` and `p95_latency_ms`."""
+    latency_max = experiment.p95_latency_ms_max
+    share_max = experiment.fallback_share_max
+    latencies = variant_page_latency(experiment, [v.pk for v in variants])
+    checked: list[dict[str, Any]] = []
+    for variant, row in zip(variants, rows, strict=True):
+        latency = (latencies or {}).get(variant.pk, PageLatency(0, None))
+        row["pages"] = latency.pages
+        row["p95_latency_ms"] = _finite(latency.quantile_ms)
+        failures: list[str] = []
+        judged_latency = latency_max is not None and latency.pages >= GUARDRAIL_MIN_PAGES
+        latency_passed: bool | None = None
+        if judged_latency and row["p95_latency_ms"] is not None and latency_max is not None:
+            latency_passed = row["p95_latency_ms"] <= latency_max
+            if not latency_passed:
+                failures.append(
+                    f"p95 latency {row['p95_latency_ms']:.0f} ms is above the {latency_max} ms guardrail "
+                    f"({latency.pages:,} pages)"
+                )
+        share = row["fallback_share"]
+        share_passed: bool | None = None
+        if share_max is not None and share is not None and row["lists"] >= GUARDRAIL_MIN_PAGES:
+            share_passed = share <= share_max
+            if not share_passed:
+                failures.append(
+                    f"fallback share {share * 100:.1f} % is above the {share_max * 100:.1f} % guardrail "
+                    f"({row['lists']:,} lists)"
+                )
+        checked.append(
+            {
+                "name": variant.name,
+                "pages": latency.pages,
+                "p95_latency_ms": row["p95_latency_ms"],
+                "p95_latency_passed": latency_passed,
+                "lists": row["lists"],
+                "fallback_share": share,
+                "fallback_share_passed": share_passed,
+                "failures": failures,
+            }
+        )
+    return {
+        "fallback_share_max": share_max,
+        "p95_latency_ms_max": latency_max,
+        "minimum_pages": GUARDRAIL_MIN_PAGES,
+        "fallback_share_exceeded": [c["name"] for c in checked if c["fallback_share_passed"] is False],
+        "p95_latency_exceeded": [c["name"] for c in checked if c["p95_latency_passed"] is False],
+        "latency_note": "" if latencies is not None else "latency not available: the serving app is not loaded",
+        "variants": checked,
     }
 
 
 __all__ = [
     "EXPERIMENTS_VERSION_KEY",
+    "FirstExposures",
     "allocation_history",
     "experiment_current_weights",
     "experiment_get",
@@ -448,6 +660,9 @@ __all__ = [
     "experiment_variants",
     "experiments_cache_bump",
     "experiments_cache_version",
+    "first_exposures",
+    "page_latency_reader_register",
     "running_experiments",
+    "variant_page_latency",
     "variant_sums",
 ]

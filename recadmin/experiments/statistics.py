@@ -42,12 +42,18 @@ Comparison of a treatment against the control (`compare`):
   in tests/experiments/test_statistics.py).
 - `customers_needed`: customers per variant for a two-sided fixed-horizon test at `alpha` to detect
   a relative lift of `mde` with probability `power`, for the observed per-customer variances.
+
+Sample ratio mismatch: `srm_p_value` (Pearson's chi-square against fixed weights) and
+`srm_time_weighted` for an allocation that moves (Thompson sampling): each customer counted once, at
+their first exposure, against the weights in force then, with the exact covariance of that mixture.
+Guardrails: `percentile_positions` / `interpolate_percentile` give numpy's (and percentile_cont's)
+quantile from the two order statistics around it, which a database reads from an index in order.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -359,6 +365,86 @@ def srm_flagged(p_value: float | None, threshold: float = SRM_ALPHA) -> bool:
     return p_value is not None and math.isfinite(p_value) and p_value < threshold
 
 
+@dataclass(frozen=True)
+class SrmTest:
+    """A sample-ratio test under a changing allocation: its p-value and the customers expected per
+    variant (NaN p-value when there is nothing to test)."""
+
+    p_value: float
+    expected: tuple[float, ...]
+
+
+def srm_time_weighted(
+    observed: Sequence[int], new_customers: Sequence[int], weights: Sequence[Sequence[float]]
+) -> SrmTest:
+    """The sample-ratio test when the allocation changes over time (Thompson sampling).
+
+    `weights[t]` is the allocation in force during period t (one weight per variant, normalised here),
+    `new_customers[t]` the customers first exposed during it and `observed[j]` the customers whose first
+    exposure was in variant j. Without a bug each customer's first variant is an independent draw from
+    the weights of their period, so variant j expects E_j = sum_t n_t w_tj customers.
+
+    The statistic is the quadratic form of O - E in the inverse of its exact covariance,
+    sum_t n_t (diag(w_t) - w_t w_t'), on all variants but one (the counts sum to the total), referred to
+    chi-square with (variants expected to have customers - 1) degrees of freedom. With one period it is
+    exactly Pearson's statistic (`scipy.stats.chisquare` against n w); with weights that move, Pearson's
+    statistic against the summed E would be conservative (a mixture of multinomials varies less than
+    one multinomial with the mean weights), so it would miss mismatches this test sees. A variant with
+    customers but no expected customer (weight 0 throughout) is a certain mismatch (p = 0)."""
+    counts = np.asarray(observed, dtype=float)
+    arrivals = np.asarray(new_customers, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 2 or w.shape != (arrivals.size, counts.size):
+        raise ValueError("weights must be one row per period and one column per variant")
+    if (w < 0).any() or (arrivals < 0).any() or (counts < 0).any():
+        raise ValueError("weights and counts must be non-negative")
+    totals = w.sum(axis=1)
+    if ((totals <= 0) & (arrivals > 0)).any():
+        raise ValueError("a period with customers has no positive weight")
+    w = np.divide(w, totals[:, None], out=np.zeros_like(w), where=totals[:, None] > 0)
+    if not math.isclose(counts.sum(), arrivals.sum()):
+        raise ValueError("each customer is counted once: the observed and new customers must have the same total")
+    expected = arrivals @ w
+    result = tuple(float(e) for e in expected)
+    if ((counts > 0) & (expected <= 0)).any():
+        return SrmTest(0.0, result)
+    keep = np.flatnonzero(expected > 0)
+    if counts.sum() <= 0 or keep.size < 2:
+        return SrmTest(_NAN, result)
+    wk = w[:, keep]
+    covariance = np.diag(expected[keep]) - (wk * arrivals[:, None]).T @ wk
+    difference = (counts - expected)[keep][:-1]
+    reduced = covariance[:-1, :-1]
+    statistic = float(difference @ np.linalg.lstsq(reduced, difference, rcond=None)[0])
+    return SrmTest(float(stats.chi2.sf(max(statistic, 0.0), keep.size - 1)), result)
+
+
+# --- guardrails ------------------------------------------------------------------------------------
+
+
+def percentile_positions(n: int, q: float) -> tuple[int, int, float]:
+    """Where the q-quantile of n sorted values lies, as numpy.percentile's default ("linear",
+    Hyndman-Fan type 7, PostgreSQL's percentile_cont) defines it: the values at ascending positions
+    `low` and `high` (0-based) and the fraction between them. A database then reads two values from an
+    index in order instead of sorting every value."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    if not 0 <= q <= 1:
+        raise ValueError("q must be in [0, 1]")
+    position = q * (n - 1)
+    low = math.floor(position)
+    return low, min(low + 1, n - 1), position - low
+
+
+def interpolate_percentile(low_value: float, high_value: float, fraction: float) -> float:
+    """The percentile between the two values `percentile_positions` names (computed from the nearer
+    end, as numpy does, so that the result equals numpy.percentile's to the last bit)."""
+    step = high_value - low_value
+    if fraction >= 0.5:
+        return high_value - step * (1 - fraction)
+    return low_value + step * fraction
+
+
 # --- the verdict in words --------------------------------------------------------------------------
 
 
@@ -398,6 +484,25 @@ class VerdictInput:
     srm_p: float | None = None
     minimum_sample: int | None = None
     names: Sequence[str] = field(default_factory=tuple)
+    # Customers expected per variant when the allocation changed over time (Thompson sampling): the
+    # sample-ratio sentence then shows them instead of the weights.
+    expected: Sequence[float] = ()
+    # Variant name -> the guardrails it fails, in words ("p95 latency 412 ms is above the 300 ms guardrail").
+    guardrail_failures: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+def _guardrail_sentence(v: VariantVerdictInput, metric: str, control: str, failures: Sequence[str]) -> str:
+    # A variant failing a guardrail is never the winner, however it does on the metric: the figures
+    # are still given, for the record, without the word "significant" leading.
+    c = v.comparison
+    sentence = f"{v.name} fails its guardrails ({'; '.join(failures)}): it cannot be the winner"
+    if c.control.n >= 2 and c.treatment.n >= 2 and math.isfinite(c.p_value):
+        direction = "ahead of" if c.difference > 0 else "behind"
+        sentence += (
+            f", whatever its {metric} ({direction} {control}: {format_percent(c.lift)} "
+            f"{format_interval(c.ci_low, c.ci_high)}, {format_p(c.p_value)})"
+        )
+    return sentence + "."
 
 
 def _treatment_sentence(v: VariantVerdictInput, metric: str, control: str, minimum_sample: int | None) -> str:
@@ -449,16 +554,26 @@ def verdict(data: VerdictInput) -> str:
     sentences: list[str] = []
     if srm_flagged(data.srm_p):
         split = " / ".join(f"{c:,}" for c in data.counts)
-        total_w = sum(data.weights) or 1.0
-        planned = " / ".join(f"{w / total_w * 100:.0f} %" for w in data.weights)
+        if data.expected:
+            planned = " / ".join(f"{e:,.0f}" for e in data.expected) + " expected from the allocation history"
+        else:
+            total_w = sum(data.weights) or 1.0
+            planned = "weights " + " / ".join(f"{w / total_w * 100:.0f} %" for w in data.weights)
         named = f" ({', '.join(data.names)})" if data.names else ""
         sentences.append(
-            f"sample ratio mismatch: customers per variant{named} {split} against weights {planned} "
+            f"sample ratio mismatch: customers per variant{named} {split} against {planned} "
             f"({format_p(data.srm_p if data.srm_p is not None else _NAN)}); the split is broken (a bug in "
             "assignment, caching or logging), so the comparison below cannot be trusted until it is fixed."
         )
+    control_failures = data.guardrail_failures.get(data.control_name)
+    if control_failures:
+        sentences.append(f"the control {data.control_name} fails its guardrails ({'; '.join(control_failures)}).")
     if not data.treatments:
         sentences.append("no treatment to compare with the control.")
     for v in data.treatments:
-        sentences.append(_treatment_sentence(v, data.metric_label, data.control_name, data.minimum_sample))
+        failures = data.guardrail_failures.get(v.name)
+        if failures:
+            sentences.append(_guardrail_sentence(v, data.metric_label, data.control_name, failures))
+        else:
+            sentences.append(_treatment_sentence(v, data.metric_label, data.control_name, data.minimum_sample))
     return " ".join(sentences)

@@ -113,7 +113,7 @@ def experiment_report_panels_cached(experiment: Any) -> list[dict[str, Any]]:
     state = rollup_state()
     snapshot = experiment.allocations.order_by("-created_at", "-id").values_list("pk", flat=True).first()
     done = state.complete_until.timestamp() if state and state.complete_until else 0
-    key = f"metrics:experiment-report:v1:{experiment.pk}:{experiment.status}:{snapshot}:{done}"
+    key = f"metrics:experiment-report:v2:{experiment.pk}:{experiment.status}:{snapshot}:{done}"
     # The cache's client ignores an outage (core.redis_breaker): a miss, then computed here.
     panels = cache.get_or_set(key, lambda: experiment_report_panels(experiment), REPORT_CACHE_SECONDS)
     return cast(list[dict[str, Any]], panels)

@@ -324,3 +324,109 @@ def test_srm_is_detected_on_a_skewed_split_and_not_on_fair_ones() -> None:
     fair = rng.multinomial(10_000, [0.5, 0.3, 0.2], size=1000)
     flagged = sum(st.srm_flagged(st.srm_p_value(list(row), [50, 30, 20])) for row in fair)
     assert flagged <= 5  # 0.1 % expected
+
+
+# --- the sample-ratio test under a changing allocation (Thompson sampling) -------------------------
+
+
+def test_the_time_weighted_srm_with_one_period_is_scipys_chisquare() -> None:
+    for observed, weights in (([480, 520], [0.5, 0.5]), ([300, 450, 250], [3, 4, 3]), ([90, 20, 10], [0.8, 0.1, 0.1])):
+        total = sum(observed)
+        expected = [total * w / sum(weights) for w in weights]
+        test = st.srm_time_weighted(observed, [total], [weights])
+        assert test.p_value == pytest.approx(sps.chisquare(observed, expected).pvalue, rel=1e-9)
+        assert test.expected == pytest.approx(tuple(expected))
+
+
+def test_the_time_weighted_srm_sums_the_expected_customers_of_each_period_by_hand() -> None:
+    # 100 customers arrive under 50/50, then 300 under 80/20: 50 + 240 = 290 and 50 + 60 = 110 expected.
+    # Exact variance of arm 1: 100 x 0.25 + 300 x 0.16 = 73; (300 - 290)^2 / 73 on 1 degree of freedom.
+    test = st.srm_time_weighted([300, 100], [100, 300], [[0.5, 0.5], [0.8, 0.2]])
+    assert test.expected == pytest.approx((290.0, 110.0))
+    assert test.p_value == pytest.approx(sps.chi2.sf(100 / 73, 1), rel=1e-9)
+
+
+def test_the_time_weighted_srm_refuses_inconsistent_input_and_flags_a_zero_weight_arm() -> None:
+    with pytest.raises(ValueError, match="counted once"):
+        st.srm_time_weighted([10, 10], [25], [[1, 1]])
+    with pytest.raises(ValueError, match="one row per period"):
+        st.srm_time_weighted([10, 10], [20], [[1, 1, 1]])
+    assert st.srm_time_weighted([10, 10, 1], [21], [[1, 1, 0]]).p_value == 0.0
+    assert math.isnan(st.srm_time_weighted([0, 0], [0], [[1, 1]]).p_value)
+
+
+# Thompson-like allocations of three arms over five periods of unequal length (the share of arrivals).
+_PERIOD_WEIGHTS = [
+    [1 / 3, 1 / 3, 1 / 3],
+    [0.45, 0.35, 0.20],
+    [0.70, 0.20, 0.10],
+    [0.85, 0.10, 0.05],
+    [0.90, 0.05, 0.05],
+]
+_PERIOD_SHARE = [0.1, 0.15, 0.2, 0.25, 0.3]
+
+
+def _thompson_split(
+    rng: np.random.Generator, customers: int, *, lose_from: int | None = None, loss: float = 0.0
+) -> tuple[list[int], list[int]]:
+    """Customers assigned by the real assignment (hash of a fresh salt and the customer id, cut points
+    of the weights in force when they first arrive); observed first variants and arrivals per period.
+    `lose_from`: that arm loses `loss` of its customers (a logging bug)."""
+    from recadmin.experiments.assignment import cumulative_thresholds, hash_bucket
+
+    salt = f"{rng.integers(1 << 62):x}"
+    thresholds = [cumulative_thresholds(w) for w in _PERIOD_WEIGHTS]
+    periods = rng.choice(len(_PERIOD_WEIGHTS), size=customers, p=_PERIOD_SHARE)
+    observed = [0, 0, 0]
+    arrivals = [0] * len(_PERIOD_WEIGHTS)
+    for i, period in enumerate(periods):
+        arm = int(np.searchsorted(thresholds[period], hash_bucket(salt, f"c{i}"), side="right"))
+        if arm == lose_from and rng.random() < loss:
+            continue
+        observed[arm] += 1
+        arrivals[period] += 1
+    return observed, arrivals
+
+
+def test_srm_under_a_changing_allocation_without_a_bug_gives_uniform_p_values() -> None:
+    rng = np.random.default_rng(11)
+    p_values = []
+    pearson = []
+    for _ in range(200):
+        observed, arrivals = _thompson_split(rng, 4000)
+        test = st.srm_time_weighted(observed, arrivals, _PERIOD_WEIGHTS)
+        p_values.append(test.p_value)
+        pearson.append(sps.chisquare(observed, test.expected).pvalue)
+    flagged = sum(st.srm_flagged(p) for p in p_values)
+    uniformity = sps.kstest(p_values, "uniform").pvalue
+    print(
+        f"time-weighted SRM, 200 clean simulations: {flagged} flagged at 0.001; KS p = {uniformity:.3f}; "
+        f"mean p {np.mean(p_values):.3f} (Pearson against the summed expectation: {np.mean(pearson):.3f})"
+    )
+    assert flagged <= 2  # 0.2 expected
+    assert uniformity > 0.01
+    # Pearson's statistic against the summed expectation ignores that the weights moved: conservative.
+    assert np.mean(pearson) > np.mean(p_values)
+
+
+def test_srm_under_a_changing_allocation_flags_an_arm_that_loses_ten_percent_of_its_customers() -> None:
+    rng = np.random.default_rng(12)
+    flagged = 0
+    for _ in range(40):
+        observed, arrivals = _thompson_split(rng, 20_000, lose_from=1, loss=0.10)
+        flagged += st.srm_flagged(st.srm_time_weighted(observed, arrivals, _PERIOD_WEIGHTS).p_value)
+    print(f"time-weighted SRM, arm 2 losing 10 % of its customers: {flagged} of 40 flagged")
+    assert flagged >= 38
+
+
+# --- the latency guardrail's percentile -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 19, 20, 21, 100, 1001])
+@pytest.mark.parametrize("q", [0.0, 0.5, 0.95, 0.99, 1.0])
+def test_the_percentile_from_two_order_statistics_is_numpys(n: int, q: float) -> None:
+    values = np.sort(np.random.default_rng(n).lognormal(3.0, 1.0, n))
+    low, high, fraction = st.percentile_positions(n, q)
+    assert st.interpolate_percentile(float(values[low]), float(values[high]), fraction) == np.percentile(
+        values, q * 100
+    )

@@ -1,0 +1,335 @@
+"""The experiment report's guardrail and sample-ratio reads at scale: the p95 latency per variant over
+millions of served pages, and the first exposure of every customer of a Thompson experiment.
+
+    createdb -h 127.0.0.1 -U postgres guardrails_bench
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/guardrails_bench nice .venv/bin/python \
+        bench/experiment_guardrails.py [--pages 2000000] [--customers 500000] [--snapshots 400]
+
+Prints, for the p95 latency: the report's read (`recadmin.serving.latency`: an index-only count, then
+two values read from the slow end of the partial index) against PostgreSQL's percentile_cont over the
+same pages, before and after VACUUM (index-only scans need the visibility map that autovacuum keeps);
+the drain's extra cost for the partial index; for the sample-ratio test: the PostgreSQL query and the
+portable path of `first_exposures`; and the whole report, with an empty cache and with those two reads
+cached. PostgreSQL only (the data goes in with COPY). The bench tables are emptied first and the cache
+cleared: point DATABASE_URL and REDIS_URL at a database and a Redis database of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = (("control", 60.0), ("model-v4", 95.0), ("popular", 40.0))  # name, median latency (ms)
+
+
+def _setup() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recadmin.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _copy(table: str, columns: str, lines: list[str]) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        copy.write("".join(lines))
+
+
+def _timed(func: Callable[[], Any], rounds: int = 5) -> tuple[float, Any]:
+    """Median milliseconds of `rounds` calls after one warm-up call, and the last result."""
+    result = func()
+    times = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        result = func()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times) * 1000, result
+
+
+def _generate(args: argparse.Namespace) -> Any:
+    from django.db import connection
+    from django.utils import timezone
+    from tqdm import tqdm
+
+    from recadmin.experiments.models import AllocationSnapshot, Experiment, ExperimentCustomer
+    from recadmin.experiments.services import experiment_create, experiment_start
+    from recadmin.rules.models import Scene
+    from recadmin.serving.models import ServedRecommendation
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {ServedRecommendation._meta.db_table}")
+    Experiment.objects.all().delete()
+    for slug in ("home", "product_detail"):
+        Scene.objects.get_or_create(slug=slug, defaults={"name": slug})
+    experiment = experiment_create(
+        name="bench: guardrails",
+        scenes=["home"],
+        primary_metric="ctr",
+        allocation="thompson",
+        guardrails={"p95_latency_ms_max": 150},
+        variants=[
+            {"name": "control", "weight": 1},
+            {"name": "model-v4", "weight": 1},
+            {"name": "popular", "weight": 1, "strategy": ["popular"]},
+        ],
+    )
+    now = timezone.now()
+    start = now - dt.timedelta(days=args.days)
+    experiment = experiment_start(experiment=experiment, now=start)
+    variants = list(experiment.variants.order_by("position"))
+    rng = random.Random(1)
+
+    # The allocation history: Thompson moving traffic towards model-v4, one snapshot every few minutes.
+    span = (now - start).total_seconds()
+    history = [(start, [1 / 3, 1 / 3, 1 / 3])]
+    for k in range(1, args.snapshots):
+        share = min(0.9, 1 / 3 + (0.9 - 1 / 3) * k / args.snapshots)
+        rest = (1 - share) / 2
+        history.append((start + dt.timedelta(seconds=span * k / args.snapshots), [rest, share, rest]))
+    AllocationSnapshot.objects.bulk_create(
+        [
+            AllocationSnapshot(
+                experiment=experiment,
+                created_at=at,
+                weights={v.name: w for v, w in zip(variants, weights, strict=True)},
+                reason="thompson",
+            )
+            for at, weights in history[1:]
+        ]
+    )
+
+    columns = (
+        'recommendation_id, "offset", endpoint, customer_shop_id, scene, model_label, source, strategy, '
+        "experiment_id, variant_id, fallback_reason, context_item, category, items, n_items, latency_ms, created_at"
+    )
+    items = json.dumps(
+        [{"item": f"i{p}", "position": p, "score": 1 - p / 10, "rules": [], "source": "model"} for p in range(10)]
+    )
+    bar = tqdm(total=args.pages, desc="served pages (COPY)", unit="page")
+    batch: list[str] = []
+    for n in range(args.pages):
+        at = start + dt.timedelta(seconds=span * n / args.pages)
+        inside = rng.random() < args.experiment_share
+        if inside:
+            index = rng.randrange(3)
+            variant, (_, median) = variants[index], VARIANTS[index]
+            latency = rng.lognormvariate(0, 0.5) * median
+            ids = f"{experiment.pk}\t{variant.pk}"
+        else:
+            latency = rng.lognormvariate(0, 0.5) * 60
+            ids = "\\N\t\\N"
+        batch.append(
+            f"g-r{n}\t0\trecommendations\tc{rng.randrange(args.customers)}\t{'home' if inside else 'product_detail'}\t"
+            f"recommender v1\tmodel\tmodel,popular\t{ids}\t\t\t\t{items}\t10\t{latency:.3f}\t{at.isoformat()}\n"
+        )
+        if len(batch) >= 20_000:
+            _copy(ServedRecommendation._meta.db_table, columns, batch)
+            bar.update(len(batch))
+            batch = []
+    if batch:
+        _copy(ServedRecommendation._meta.db_table, columns, batch)
+        bar.update(len(batch))
+    bar.close()
+
+    # The per-customer table: each customer first seen at a random time, in the variant the allocation
+    # then gives them; 3 % come back later in another variant (a second row).
+    from bisect import bisect_right
+
+    from recadmin.experiments.assignment import assign
+
+    times = [at for at, _ in history]
+    cust_columns = (
+        "experiment_id, variant_id, customer_shop_id, exposures, lists, fallback_lists, impressions, clicks, "
+        "add_to_carts, purchases, revenue, first_seen_at, last_seen_at"
+    )
+    lines: list[str] = []
+    bar = tqdm(total=args.customers, desc="experiment customers (COPY)", unit="customer")
+    for i in range(args.customers):
+        first = start + dt.timedelta(seconds=rng.uniform(0, span))
+        period = bisect_right(times, first) - 1
+        arm = assign(experiment.salt, f"c{i}", history[period][1])
+        clicks = int(rng.random() < 0.3)
+        lines.append(
+            f"{experiment.pk}\t{variants[arm].pk}\tc{i}\t3\t3\t0\t30\t{clicks}\t0\t0\t0\t{first.isoformat()}\t"
+            f"{first.isoformat()}\n"
+        )
+        if rng.random() < 0.03:
+            other = (arm + 1) % 3
+            later = first + dt.timedelta(hours=6)
+            lines.append(
+                f"{experiment.pk}\t{variants[other].pk}\tc{i}\t1\t1\t0\t10\t0\t0\t0\t0\t{later.isoformat()}\t"
+                f"{later.isoformat()}\n"
+            )
+        if len(lines) >= 20_000:
+            _copy(ExperimentCustomer._meta.db_table, cust_columns, lines)
+            bar.update(20_000)
+            lines = []
+    if lines:
+        _copy(ExperimentCustomer._meta.db_table, cust_columns, lines)
+    bar.close()
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {ServedRecommendation._meta.db_table}")
+        cursor.execute(f"ANALYZE {ExperimentCustomer._meta.db_table}")
+    return experiment
+
+
+def _percentile_cont(experiment_id: int) -> dict[int, tuple[int, float]]:
+    from django.db import connection
+
+    from recadmin.serving.models import ServedRecommendation
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT variant_id, COUNT(*), percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) "
+            f"FROM {ServedRecommendation._meta.db_table} WHERE experiment_id = %s GROUP BY variant_id",
+            [experiment_id],
+        )
+        return {int(v): (int(n), float(p)) for v, n, p in cursor.fetchall()}
+
+
+def _drain_cost(experiment: Any, pages: int) -> tuple[float, float]:
+    """Milliseconds to write `pages` experiment pages the way the drain does, with and without the
+    partial latency index."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from recadmin.serving.models import ServedRecommendation
+    from recadmin.serving.served_log import _insert
+
+    variants = list(experiment.variants.values_list("pk", flat=True))
+    items = [{"item": f"i{p}", "position": p, "score": 0.5, "rules": [], "source": "model"} for p in range(10)]
+    table = ServedRecommendation._meta.db_table
+
+    def rows(tag: str) -> list[tuple[Any, ...]]:
+        now = timezone.now()
+        return [
+            (f"d{tag}-{n}", 0, "recommendations", None, f"c{n}", "home", None, "recommender v1", "model",
+             "model,popular", experiment.pk, variants[n % 3], "", "", "", items, 10, 50.0 + n % 100, now)
+            for n in range(pages)
+        ]  # fmt: skip
+
+    def write(tag: str) -> float:
+        times = []
+        for round_ in range(3):
+            batch = rows(f"{tag}{round_}")
+            began = time.perf_counter()
+            for start in range(0, pages, 500):  # the drain's batch size
+                _insert(batch[start : start + 500])
+            times.append(time.perf_counter() - began)
+        return statistics.median(times) * 1000
+
+    with_index = write("with")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP INDEX served_experiment_latency")
+    try:
+        without = write("without")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE INDEX served_experiment_latency ON {table} (experiment_id, variant_id, latency_ms) "
+                "WHERE experiment_id IS NOT NULL"
+            )
+        ServedRecommendation.objects.filter(recommendation_id__startswith="d").delete()
+    return with_index, without
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=2_000_000)
+    parser.add_argument("--experiment-share", type=float, default=0.5, help="share of pages in the experiment")
+    parser.add_argument("--customers", type=int, default=500_000)
+    parser.add_argument("--snapshots", type=int, default=400, help="allocation periods (Thompson reweights)")
+    parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--reuse", action="store_true", help="keep the data of the last run")
+    args = parser.parse_args()
+    _setup()
+    from django.db import connection
+
+    from recadmin.experiments.models import Experiment
+    from recadmin.experiments.selectors import experiment_report, first_exposures
+    from recadmin.serving.latency import served_latency_quantiles_compute
+    from recadmin.serving.models import ServedRecommendation
+
+    if connection.vendor != "postgresql":
+        sys.exit("bench/experiment_guardrails.py needs PostgreSQL (DATABASE_URL=postgres://...)")
+    if args.reuse:
+        experiment = Experiment.objects.get(name="bench: guardrails")
+    else:
+        began = time.perf_counter()
+        experiment = _generate(args)
+        print(f"generated in {time.perf_counter() - began:.1f} s")
+    table = ServedRecommendation._meta.db_table
+    variants = list(experiment.variants.order_by("position"))
+    ids = [v.pk for v in variants]
+    in_experiment = ServedRecommendation.objects.filter(experiment_id=experiment.pk).count()
+    customers = experiment.customers.count()
+    snapshots = experiment.allocations.count()
+    print(
+        f"{ServedRecommendation.objects.count():,} served pages, {in_experiment:,} in the experiment "
+        f"({len(variants)} variants); {customers:,} per-customer rows; {snapshots} allocation periods"
+    )
+
+    for label in ("before VACUUM (visibility map not set yet)", "after VACUUM"):
+        if label == "after VACUUM":
+            with connection.cursor() as cursor:
+                cursor.execute(f"VACUUM (ANALYZE) {table}")
+        ours_ms, ours = _timed(lambda: served_latency_quantiles_compute(experiment.pk, ids, 0.95))
+        cont_ms, cont = _timed(lambda: _percentile_cont(experiment.pk), rounds=3)
+        same = all(
+            ours[v].pages == cont[v][0] and abs((ours[v].quantile_ms or 0) - cont[v][1]) < 1e-6 * cont[v][1]
+            for v in ids
+        )
+        print(
+            f"p95 latency per variant, {label}: index-ordered read {ours_ms:.0f} ms, percentile_cont {cont_ms:.0f} ms "
+            f"(same values: {same}; "
+            + ", ".join(f"{v.name} {ours[v.pk].quantile_ms:.1f} ms over {ours[v.pk].pages:,}" for v in variants)
+            + ")"
+        )
+
+    boundaries = list(experiment.allocations.order_by("created_at", "id").values_list("created_at", flat=True))
+    db_ms, in_db = _timed(lambda: first_exposures(experiment, boundaries))
+    py_ms, in_py = _timed(lambda: first_exposures(experiment, boundaries, in_database=False), rounds=1)
+    print(
+        f"first exposures of {sum(in_db.by_variant.values()):,} customers over {len(boundaries)} periods: "
+        f"PostgreSQL query {db_ms:.0f} ms, portable path {py_ms:.0f} ms (same counts: {in_db == in_py})"
+    )
+
+    from django.core.cache import cache
+
+    def cold_report() -> Any:
+        cache.clear()  # this database's cache: the latency and first-exposure reads are computed again
+        return experiment_report(experiment)
+
+    cold_ms, _ = _timed(cold_report, rounds=3)
+    report_ms, report = _timed(lambda: experiment_report(experiment))
+    print(
+        f"the whole report: {cold_ms:.0f} ms with an empty cache, {report_ms:.0f} ms with the latency and "
+        f"first-exposure reads cached; SRM p = {report['srm_p_value']:.4g} (flag {report['srm_flag']}); "
+        f"p95 failing: {report['guardrails']['p95_latency_exceeded']}"
+    )
+    print(f"  verdict: {report['verdict']}")
+
+    with_index, without = _drain_cost(experiment, 5000)
+    print(
+        f"drain-style insert of 5,000 experiment pages (batches of 500): {with_index:.0f} ms with the partial "
+        f"latency index, {without:.0f} ms without"
+    )
+
+
+if __name__ == "__main__":
+    main()
