@@ -234,7 +234,8 @@ class ItemCollectionApi(APIView):
         summary="Upsert many items",
         description=(
             f'Scope `ingest` or `manage`. A list of up to {BULK_MAX_ROWS} items (or `{{"items": [...]}}`). '
-            "Existing shop ids are updated with the fields given, new ones created. Invalid rows are "
+            "Existing shop ids are updated with the fields given, new ones created (a new item needs a "
+            "`title`). Invalid rows are "
             "reported with their index and field and skipped; the valid ones are stored (200 if all "
             "rows were stored, 207 otherwise)."
         ),
