@@ -574,7 +574,12 @@ def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
     # after a TorchServe restart): that one finishes the registration and sets the default.
     concurrent: set[str] = set()
     rows = ModelVersion.objects.filter(**({"name": name} if name else {}))
-    live = list(rows.filter(status__in=LIVE_STATUSES).order_by("name", "version"))
+    # Default versions first: each registration waits for TorchServe to start the version's worker
+    # (seconds), and after a TorchServe restart lists come back as soon as the default is loaded.
+    live = sorted(
+        rows.filter(status__in=LIVE_STATUSES).order_by("name", "version"),
+        key=lambda v: v.status != ModelVersionStatus.DEFAULT,
+    )
     names = sorted(set(rows.order_by().values_list("name", flat=True).distinct()) | ({name} if name else set()))
     loaded: dict[str, dict[str, Any]] = {model: torchserve_versions_loaded(name=model) for model in names}
     for version in live:
