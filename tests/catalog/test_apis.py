@@ -62,7 +62,7 @@ def test_item_create_returns_the_item(api_client: APIClient) -> None:
 
 def test_item_create_conflicts_on_an_existing_shop_id(api_client: APIClient) -> None:
     ItemFactory(shop_id="SKU-9")
-    response = api_client.post("/api/v1/items", {"shop_id": "SKU-9"}, format="json")
+    response = api_client.post("/api/v1/items", {"shop_id": "SKU-9", "title": "Oil"}, format="json")
     assert response.status_code == 409
 
 
@@ -77,7 +77,9 @@ def test_item_create_conflicts_on_an_existing_shop_id(api_client: APIClient) -> 
         ({"shop_id": "x" * 129}, "shop_id"),
         ({"shop_id": "A", "attributes": [1, 2]}, "attributes"),
         ({"title": "no id"}, "shop_id"),
-        ({"shop_id": "A", "category": "unknown"}, "category"),
+        ({"shop_id": "A", "title": "T", "category": "unknown"}, "category"),
+        ({"shop_id": "A"}, "title"),
+        ({"shop_id": "A", "title": "  "}, "title"),
     ],
 )
 def test_item_create_rejects_bad_input_naming_the_field(api_client: APIClient, body: dict, field: str) -> None:
