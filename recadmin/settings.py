@@ -221,6 +221,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation's error answers (400, 401, 403, 404, 409, 413, 429, 503) with the error shape.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "recadmin.core.schema.document_error_responses",
+    ],
     # Two models call their choice field "kind": name the enums after what they choose.
     "ENUM_NAME_OVERRIDES": {
         "ModelKindEnum": "recadmin.modelops.models.ModelKind",

@@ -1,6 +1,7 @@
 """Schemathesis over the whole OpenAPI schema, in process (WSGI): every operation, with an API key that
 has every scope. No answer may be a server error, and every answer must conform to the schema (its
-body to the documented response, its content type too). Data the schema allows must be accepted
+status documented — error answers are, on every operation, by recadmin.core.schema — its body to the
+documented response, its content type too). Data the schema allows must be accepted
 (`positive_data_acceptance`: not a 400) except by the operations in POSITIVE_DATA_NOT_CHECKED, each
 with the reason. Few examples per operation, so the whole run stays well under a minute; CI runs it
 with the rest of tests/core."""
@@ -19,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     positive_data_acceptance,
     response_schema_conformance,
+    status_code_conformance,
 )
 
 from recadmin.core.services import api_key_create
@@ -77,7 +79,7 @@ def bearer(db: None) -> dict[str, str]:
 )
 @pytest.mark.django_db
 def test_every_operation_answers_without_a_server_error_and_as_documented(case: Any, bearer: dict[str, str]) -> None:
-    checks = [not_a_server_error, response_schema_conformance, content_type_conformance]
+    checks = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
     if case.operation.label not in POSITIVE_DATA_NOT_CHECKED:
         checks.append(positive_data_acceptance)
     case.call_and_validate(headers=bearer, checks=checks)
