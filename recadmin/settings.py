@@ -238,9 +238,10 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: with REDIS_URL a real worker runs tasks; without it they run in-process, eagerly.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", REDIS_URL or "memory://")
-if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+if CELERY_BROKER_URL.startswith("redis://"):
     # kombu's Redis transport with a fix: a worker that loses Redis mid-task reconnects instead of
-    # exiting with an AttributeError (recadmin.core.broker says why).
+    # exiting with an AttributeError (recadmin.core.broker says why). Not for rediss://: kombu turns TLS
+    # on by that scheme's transport name, which a transport class given here would not carry.
     CELERY_BROKER_TRANSPORT = "recadmin.core.broker:Transport"
 # Retry the broker for ever, at start too: Redis restarting must never end a worker or beat.
 CELERY_BROKER_CONNECTION_RETRY = True
