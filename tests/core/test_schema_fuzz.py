@@ -40,7 +40,7 @@ POSITIVE_DATA_NOT_CHECKED = {
     "GET /api/v1/recommendations": "`scene` must name an existing scene",
     "GET /api/v1/items/{shop_id}/similar": "the item (and `scene`) must exist: a 400 naming it, as for the others",
     "POST /api/v1/rules": "`pinned_items` (and scenes, categories in conditions) must exist",
-    "POST /api/v1/events": "rows name existing items; schema gap: `price` is documented as a string, any string",
+    "POST /api/v1/events": "rows name existing items; schema gap: `price`'s pattern allows '' and negatives",
     "POST /api/v1/customers": "schema gap: NUL characters (which PostgreSQL cannot store) in `attributes` keys",
     "POST /api/v1/scenes": "schema gap: unknown fields are refused; the request schema allows additional ones",
     "POST /api/v1/training-runs": "schema gaps: the pattern of `model_name`; `params` takes only the kind's own",
