@@ -221,6 +221,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation's error answers (400, 401, 403, 404, 409, 413, 429, 503) with the error shape.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "recadmin.core.schema.document_error_responses",
+    ],
     # Two models call their choice field "kind": name the enums after what they choose.
     "ENUM_NAME_OVERRIDES": {
         "ModelKindEnum": "recadmin.modelops.models.ModelKind",
@@ -233,6 +238,19 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: with REDIS_URL a real worker runs tasks; without it they run in-process, eagerly.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", REDIS_URL or "memory://")
+if CELERY_BROKER_URL.startswith("redis://"):
+    # kombu's Redis transport with a fix: a worker that loses Redis mid-task reconnects instead of
+    # exiting with an AttributeError (recadmin.core.broker says why). Not for rediss://: kombu turns TLS
+    # on by that scheme's transport name, which a transport class given here would not carry.
+    CELERY_BROKER_TRANSPORT = "recadmin.core.broker:Transport"
+# Retry the broker for ever, at start too: Redis restarting must never end a worker or beat.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# A task running when the broker goes away keeps running (an hour of training must not end with a
+# Redis restart); its late acknowledgement may be lost, so it can be delivered again: tasks are
+# idempotent and the stale-run sweep settles training runs.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not bool(REDIS_URL))
 CELERY_TASK_EAGER_PROPAGATES = True

@@ -128,6 +128,10 @@ class ItemInput(ItemFields):
     shop_id = serializers.CharField(max_length=SHOP_ID_MAX_LENGTH)
 
 
+class ItemCreateInput(ItemInput):
+    title = serializers.CharField(max_length=500, help_text="Required: a new item needs a title.")
+
+
 class CatalogItemOutput(serializers.ModelSerializer):
     category: serializers.SlugRelatedField = serializers.SlugRelatedField(
         slug_field="slug", read_only=True, allow_null=True
@@ -218,12 +222,12 @@ class ItemCollectionApi(APIView):
         operation_id="items_create",
         summary="Create an item",
         description="Scope `ingest` or `manage`. 409 if the shop id exists (use PUT to upsert).",
-        request=ItemInput,
+        request=ItemCreateInput,
         responses={201: CatalogItemOutput},
         examples=[OpenApiExample("item", value=ITEM_EXAMPLE, request_only=True)],
     )
     def post(self, request: Request) -> Response:
-        serializer = ItemInput(data=request.data)
+        serializer = ItemCreateInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         item = services.item_create(shop_id=data.pop("shop_id"), data=data)
@@ -234,7 +238,8 @@ class ItemCollectionApi(APIView):
         summary="Upsert many items",
         description=(
             f'Scope `ingest` or `manage`. A list of up to {BULK_MAX_ROWS} items (or `{{"items": [...]}}`). '
-            "Existing shop ids are updated with the fields given, new ones created. Invalid rows are "
+            "Existing shop ids are updated with the fields given, new ones created (a new item needs a "
+            "`title`). Invalid rows are "
             "reported with their index and field and skipped; the valid ones are stored (200 if all "
             "rows were stored, 207 otherwise)."
         ),

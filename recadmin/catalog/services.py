@@ -321,10 +321,13 @@ def item_create(*, shop_id: str, data: Mapping[str, Any]) -> Item:
     return item
 
 
+NEW_ITEM_TITLE_MESSAGE = "A new item needs a title."
+
+
 def _require_new_item_fields(values: Mapping[str, Any]) -> None:
     """A new item needs a title: an upsert of `{}` must not create a nameless item."""
     if not str(values.get("title") or "").strip():
-        raise ValidationError("A new item needs a title.", field="title")
+        raise ValidationError(NEW_ITEM_TITLE_MESSAGE, field="title")
 
 
 @transaction.atomic
@@ -365,6 +368,7 @@ def items_bulk_upsert(*, rows: Sequence[Mapping[str, Any]], batch_size: int = 20
     result = BulkUpsertResult()
     categories = _resolve_categories(str(r.get("category") or "") for r in rows if isinstance(r.get("category"), str))
     prepared: dict[str, dict[str, Any]] = {}
+    row_indexes: dict[str, list[int]] = {}
     for index, row in enumerate(rows):
         shop_id = str(row.get("shop_id") or "")
         if not shop_id:
@@ -378,7 +382,19 @@ def items_bulk_upsert(*, rows: Sequence[Mapping[str, Any]], batch_size: int = 20
             result.errors.append({"index": index, "field": name, "message": exc.message})
             continue
         prepared.setdefault(shop_id, {}).update(values)
+        row_indexes.setdefault(shop_id, []).append(index)
     existing = {i.shop_id: i for i in Item.objects.filter(shop_id__in=list(prepared))}
+    # A new item needs its required fields, as in item_upsert. Rows of one shop id are merged (later
+    # rows win), so the check is on the merged values and every row of a rejected id is reported:
+    # none of them was stored.
+    for shop_id in [s for s in prepared if s not in existing]:
+        try:
+            _require_new_item_fields(prepared[shop_id])
+        except ValidationError as exc:
+            name = next(iter(exc.extra.get("fields", {})), "non_field_errors")
+            result.errors.extend({"index": i, "field": name, "message": exc.message} for i in row_indexes[shop_id])
+            del prepared[shop_id]
+    result.errors.sort(key=lambda e: e["index"])
     now = timezone.now()
     to_create: list[Item] = []
     to_update: list[Item] = []

@@ -2,8 +2,9 @@
 
 - A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused (413) before it is read whole.
 - Nesting deep enough to exhaust the parser's recursion (50,000 `[`) is a 400, never a 500.
-- A JSON list body is decoded element by element and refused (400) as soon as it has more rows than
-  the view's `max_rows`: a 33 MB batch never becomes 33 MB of Python objects past the limit.
+- A JSON list body, and the list under the view's `json_rows_field` in an object body
+  (`{"events": [...]}`), is decoded element by element and refused (400) as soon as it has more rows
+  than the view's `json_max_rows`: a 33 MB batch never becomes 33 MB of Python objects past the limit.
 - Text the database cannot store (NUL, lone surrogates), numbers past what it stores (integers of 19
   digits and more, non-finite floats) are a 400 naming the field. Views that check rows one by one
   (events: one bad row must not sink a batch) set `json_rows_checked_by_view = True` and get the
@@ -106,29 +107,74 @@ def _read_bounded(stream: Any) -> bytes:
     return raw
 
 
-def _decode_list(text: str, max_rows: int, field: str) -> list[Any]:
-    """A top-level JSON array, one element at a time; refused as soon as it passes `max_rows`."""
+def _skip_whitespace(text: str, position: int) -> int:
+    return _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
+
+
+def _decode_rows(text: str, start: int, max_rows: int, field: str) -> tuple[list[Any], int]:
+    """The JSON array at `text[start]`, one element at a time; refused as soon as it passes `max_rows`.
+    Returns the rows and the position just after the closing `]`."""
     rows: list[Any] = []
-    position = _WHITESPACE.match(text, 1).end()  # type: ignore[union-attr]
+    position = _skip_whitespace(text, start + 1)
     if text.startswith("]", position):
-        end = position + 1
+        return rows, position + 1
+    while True:
+        row, position = _decoder.raw_decode(text, position)
+        rows.append(row)
+        if len(rows) > max_rows:
+            raise ValidationError(f"At most {max_rows} {field} per request (the body has more).", field=field)
+        position = _skip_whitespace(text, position)
+        if text.startswith(",", position):
+            position = _skip_whitespace(text, position + 1)
+            continue
+        if text.startswith("]", position):
+            return rows, position + 1
+        raise ValueError(f"Expecting ',' delimiter or ']': char {position}")
+
+
+def _decode_object(text: str, start: int, max_rows: int, field: str) -> tuple[dict[str, Any], int]:
+    """The JSON object at `text[start]`, member by member; the list under `field` (`{"events": [...]}`)
+    is counted while it is decoded, like a list body, so the object form is bounded in memory too.
+    Returns the object and the position just after the closing `}`."""
+    data: dict[str, Any] = {}
+    position = _skip_whitespace(text, start + 1)
+    if text.startswith("}", position):
+        return data, position + 1
+    while True:
+        if not text.startswith('"', position):
+            raise ValueError(f"Expecting property name enclosed in double quotes: char {position}")
+        key, position = _decoder.raw_decode(text, position)
+        position = _skip_whitespace(text, position)
+        if not text.startswith(":", position):
+            raise ValueError(f"Expecting ':' delimiter: char {position}")
+        position = _skip_whitespace(text, position + 1)
+        if key == field and text.startswith("[", position):
+            data[key], position = _decode_rows(text, position, max_rows, field)
+        else:
+            data[key], position = _decoder.raw_decode(text, position)
+        position = _skip_whitespace(text, position)
+        if text.startswith(",", position):
+            position = _skip_whitespace(text, position + 1)
+            continue
+        if text.startswith("}", position):
+            return data, position + 1
+        raise ValueError(f"Expecting ',' delimiter or '}}': char {position}")
+
+
+def _decode_bounded(text: str, max_rows: int, field: str) -> Any:
+    """A list body, or an object body with its rows under `field`: rows counted while decoding.
+    Anything else (one event, a number) is decoded whole: it has no rows to count."""
+    start = _skip_whitespace(text, 0)
+    data: Any
+    if text.startswith("[", start):
+        data, end = _decode_rows(text, start, max_rows, field)
+    elif text.startswith("{", start):
+        data, end = _decode_object(text, start, max_rows, field)
     else:
-        while True:
-            row, position = _decoder.raw_decode(text, position)
-            rows.append(row)
-            if len(rows) > max_rows:
-                raise ValidationError(f"At most {max_rows} {field} per request (the body has more).", field=field)
-            position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
-            if text.startswith(",", position):
-                position = _WHITESPACE.match(text, position + 1).end()  # type: ignore[union-attr]
-                continue
-            if text.startswith("]", position):
-                end = position + 1
-                break
-            raise ValueError(f"Expecting ',' delimiter or ']': char {position}")
-    if text[end:].strip(" \t\n\r"):
+        return _decoder.decode(text)
+    if _skip_whitespace(text, end) != len(text):
         raise ValueError(f"Extra data: char {end}")
-    return rows
+    return data
 
 
 class SafeJSONParser(JSONParser):
@@ -141,9 +187,8 @@ class SafeJSONParser(JSONParser):
         max_rows = getattr(view, "json_max_rows", None)
         try:
             text = raw.decode("utf-8")
-            stripped = text.lstrip(" \t\n\r")
-            if max_rows is not None and stripped.startswith("["):
-                data = _decode_list(stripped, int(max_rows), str(getattr(view, "json_rows_field", "rows")))
+            if max_rows is not None:
+                data = _decode_bounded(text, int(max_rows), str(getattr(view, "json_rows_field", "rows")))
             else:
                 data = _decoder.decode(text)
         except RecursionError as exc:

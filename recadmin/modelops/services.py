@@ -574,7 +574,12 @@ def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
     # after a TorchServe restart): that one finishes the registration and sets the default.
     concurrent: set[str] = set()
     rows = ModelVersion.objects.filter(**({"name": name} if name else {}))
-    live = list(rows.filter(status__in=LIVE_STATUSES).order_by("name", "version"))
+    # Default versions first: each registration waits for TorchServe to start the version's worker
+    # (seconds), and after a TorchServe restart lists come back as soon as the default is loaded.
+    live = sorted(
+        rows.filter(status__in=LIVE_STATUSES).order_by("name", "version"),
+        key=lambda v: v.status != ModelVersionStatus.DEFAULT,
+    )
     names = sorted(set(rows.order_by().values_list("name", flat=True).distinct()) | ({name} if name else set()))
     loaded: dict[str, dict[str, Any]] = {model: torchserve_versions_loaded(name=model) for model in names}
     for version in live:
@@ -591,7 +596,9 @@ def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
             report.failed[label] = f"archive {path.name} does not match its recorded sha256 (got {digest[:12]}…)"
             continue
         try:
-            client.register(path, model_name=version.name, initial_workers=version.workers or 1)
+            # One worker first: the registration waits for it, and lists need only one; the others
+            # start in the background (each is a Python process importing torch: seconds).
+            client.register(path, model_name=version.name, initial_workers=1)
         except ServiceUnavailable:
             raise
         except ModelVersionConflict:
@@ -602,6 +609,13 @@ def models_sync_torchserve(*, name: str | None = None) -> SyncReport:
             report.failed[label] = f"{type(exc).__name__}: {exc}"
             continue
         report.registered.append(label)
+        if (version.workers or 1) > 1:
+            try:
+                client.scale_workers(version.name, str(version.version), min_workers=version.workers, synchronous=False)
+            except Exception:  # it serves with one worker meanwhile; the admin shows the count
+                logger.warning(
+                    "TorchServe sync: scaling %s to %s workers failed", label, version.workers, exc_info=True
+                )
     for version in live:
         if version.status != ModelVersionStatus.DEFAULT or str(version) in report.failed or str(version) in concurrent:
             continue

@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -58,6 +65,18 @@ def _validated(serializer_class: type[serializers.Serializer], data: Any, *, par
 # --- scenes -----------------------------------------------------------------------------------
 
 
+# What strategy_problem accepts, in the schema too: distinct names of known sources.
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "enum": list(STRATEGY_SOURCES)},
+        "uniqueItems": True,
+        "maxItems": MAX_STRATEGY_LENGTH,
+    }
+)
+class _StrategyField(serializers.ListField):
+    pass
+
 class SceneFields(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
@@ -76,7 +95,7 @@ class SceneFields(serializers.Serializer):
     exclude_purchased_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
     exclude_current_item = serializers.BooleanField(required=False)
     enabled = serializers.BooleanField(required=False)
-    strategy = serializers.ListField(
+    strategy = _StrategyField(
         child=serializers.CharField(max_length=32),
         required=False,
         max_length=MAX_STRATEGY_LENGTH,

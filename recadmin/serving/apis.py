@@ -242,9 +242,13 @@ _EXAMPLE = {
     ],
 }
 
+# The bounds ListQueryInput enforces, in the schema too (a fuzzer's "valid" data is valid here).
+N_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_N}
+OFFSET_SCHEMA = {"type": "integer", "minimum": 0, "maximum": MAX_LIST_LENGTH - 1}
+
 _COMMON = [
-    OpenApiParameter("n", OpenApiTypes.INT, description="Items to return, 1..100 (default: the scene's list length)."),
-    OpenApiParameter("offset", OpenApiTypes.INT, description="Skip this many items (>= 0), for later pages."),
+    OpenApiParameter("n", N_SCHEMA, description=f"Items to return, 1..{MAX_N} (default: the scene's list length)."),
+    OpenApiParameter("offset", OFFSET_SCHEMA, description="Skip this many items (>= 0), for later pages."),
     OpenApiParameter(
         "recommendation_id",
         OpenApiTypes.STR,
@@ -312,8 +316,8 @@ class PopularApi(APIView):
         description="Time-decayed popularity (half-life 7 days) over the category's whole subtree, or overall.",
         parameters=[
             OpenApiParameter("category", OpenApiTypes.STR, description="Category slug (its subtree counts)."),
-            OpenApiParameter("n", OpenApiTypes.INT, description="Items to return, 1..100 (default 10)."),
-            OpenApiParameter("offset", OpenApiTypes.INT, description="Skip this many items (>= 0)."),
+            OpenApiParameter("n", N_SCHEMA, description=f"Items to return, 1..{MAX_N} (default 10)."),
+            OpenApiParameter("offset", OFFSET_SCHEMA, description="Skip this many items (>= 0)."),
         ],
         responses={200: RecommendationListSerializer},
         examples=[

@@ -62,7 +62,7 @@ def test_item_create_returns_the_item(api_client: APIClient) -> None:
 
 def test_item_create_conflicts_on_an_existing_shop_id(api_client: APIClient) -> None:
     ItemFactory(shop_id="SKU-9")
-    response = api_client.post("/api/v1/items", {"shop_id": "SKU-9"}, format="json")
+    response = api_client.post("/api/v1/items", {"shop_id": "SKU-9", "title": "Oil"}, format="json")
     assert response.status_code == 409
 
 
@@ -77,7 +77,9 @@ def test_item_create_conflicts_on_an_existing_shop_id(api_client: APIClient) -> 
         ({"shop_id": "x" * 129}, "shop_id"),
         ({"shop_id": "A", "attributes": [1, 2]}, "attributes"),
         ({"title": "no id"}, "shop_id"),
-        ({"shop_id": "A", "category": "unknown"}, "category"),
+        ({"shop_id": "A", "title": "T", "category": "unknown"}, "category"),
+        ({"shop_id": "A"}, "title"),
+        ({"shop_id": "A", "title": "  "}, "title"),
     ],
 )
 def test_item_create_rejects_bad_input_naming_the_field(api_client: APIClient, body: dict, field: str) -> None:
@@ -128,7 +130,12 @@ def test_item_delete_deactivates_and_keeps_events(api_client: APIClient) -> None
 
 def test_items_bulk_upsert_reports_rows_and_stores_the_valid_ones(api_client: APIClient) -> None:
     ItemFactory(shop_id="A")
-    rows = [{"shop_id": "A", "title": "renamed"}, {"shop_id": "B"}, {"shop_id": "C", "price": "-3"}, "junk"]
+    rows = [
+        {"shop_id": "A", "title": "renamed"},
+        {"shop_id": "B", "title": "B"},
+        {"shop_id": "C", "price": "-3"},
+        "junk",
+    ]
     response = api_client.put("/api/v1/items", rows, format="json")
     assert response.status_code == 207
     body = response.json()
@@ -138,9 +145,37 @@ def test_items_bulk_upsert_reports_rows_and_stores_the_valid_ones(api_client: AP
 
 
 def test_items_bulk_upsert_all_valid_is_200(api_client: APIClient) -> None:
-    response = api_client.put("/api/v1/items", {"items": [{"shop_id": "A"}, {"shop_id": "B"}]}, format="json")
+    rows = [{"shop_id": "A", "title": "A"}, {"shop_id": "B", "title": "B"}]
+    response = api_client.put("/api/v1/items", {"items": rows}, format="json")
     assert response.status_code == 200
     assert response.json() == {"created": 2, "updated": 0, "errors": []}
+
+
+def test_items_bulk_upsert_needs_a_title_for_each_new_item_row(api_client: APIClient) -> None:
+    ItemFactory(shop_id="OLD", title="Kept")
+    rows = [
+        {"shop_id": "NEW-1", "title": "Fine"},
+        {"shop_id": "NEW-2"},  # new, no title: rejected
+        {"shop_id": "OLD", "price": "4.00"},  # existing: a partial update needs no title
+        {"shop_id": "NEW-3", "title": "   "},  # blank is no title
+        {"shop_id": "NEW-4", "price": "1.00"},  # a later row of the same id brings the title
+        {"shop_id": "NEW-4", "title": "Late title"},
+    ]
+    response = api_client.put("/api/v1/items", rows, format="json")
+    assert response.status_code == 207
+    body = response.json()
+    assert (body["created"], body["updated"]) == (2, 1)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "title"), (3, "title")]
+    assert set(Item.objects.values_list("shop_id", flat=True)) == {"OLD", "NEW-1", "NEW-4"}
+    assert Item.objects.get(shop_id="OLD").title == "Kept"
+
+
+def test_items_bulk_upsert_of_empty_rows_creates_nothing(api_client: APIClient) -> None:
+    response = api_client.put("/api/v1/items", [{"shop_id": "X"}, {"shop_id": "Y", "title": None}], format="json")
+    assert response.status_code == 207
+    assert response.json()["created"] == 0
+    assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(0, "title"), (1, "title")]
+    assert not Item.objects.exists()
 
 
 def test_items_bulk_upsert_over_the_limit_is_400(api_client: APIClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,9 +276,7 @@ def test_schema_documents_the_catalog_endpoints() -> None:
 
 def test_a_stock_quantity_past_the_databases_integer_is_a_400(api_client: APIClient) -> None:
     ItemFactory(shop_id="SKU-1042")
-    response = api_client.put(
-        "/api/v1/items/SKU-1042", {"stock_quantity": 421863077458081231142912}, format="json"
-    )
+    response = api_client.put("/api/v1/items/SKU-1042", {"stock_quantity": 421863077458081231142912}, format="json")
     assert response.status_code == 400
     assert "stock_quantity" in response.json()["extra"]["fields"]
     assert api_client.put("/api/v1/items/SKU-1042", {"stock_quantity": 2**31 - 1}, format="json").status_code == 200
@@ -259,8 +292,9 @@ def test_an_upsert_creating_an_item_needs_a_title(make_api_client: Callable[...,
     assert client.put("/api/v1/items/SKU-NEW", {}, format="json").status_code == 200  # updating: nothing to change
 
 
-@pytest.mark.parametrize("bad", [{"title": "a\x00"}, {"attributes": {"k": "\x00"}}, {"brand": "\ud800"},
-                                 {"attributes": {"n": 10**25}}])
+@pytest.mark.parametrize(
+    "bad", [{"title": "a\x00"}, {"attributes": {"k": "\x00"}}, {"brand": "\ud800"}, {"attributes": {"n": 10**25}}]
+)
 def test_text_the_database_cannot_store_is_a_400_for_one_item(api_client: APIClient, bad: dict) -> None:
     import json
 

@@ -103,10 +103,12 @@ def test_items_bulk_upsert_creates_updates_and_reports_bad_rows() -> None:
             {"shop_id": "B", "category": "hair", "title": "Brush"},
             {"shop_id": "C", "category": "unknown"},
             {"title": "no id"},
+            {"shop_id": "D", "brand": "no title"},
         ]
     )
     assert (result.created, result.updated) == (1, 1)
-    assert [(e["index"], e["field"]) for e in result.errors] == [(2, "category"), (3, "shop_id")]
+    assert [(e["index"], e["field"]) for e in result.errors] == [(2, "category"), (3, "shop_id"), (4, "title")]
+    assert not Item.objects.filter(shop_id="D").exists()
     assert Item.objects.get(shop_id="A").price == Decimal("7.50")
     assert Item.objects.get(shop_id="B").category.slug == "hair"
     assert not Item.objects.filter(shop_id="C").exists()

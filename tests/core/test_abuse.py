@@ -156,10 +156,14 @@ def _parse(raw: bytes, view: Any) -> Any:
     return SafeJSONParser().parse(io.BytesIO(raw), parser_context={"view": view})
 
 
-def test_a_batch_past_the_row_limit_is_refused_before_it_is_parsed_whole() -> None:
-    row = {"event_id": "e-000000", "customer": "C-1", "item": "SKU-1", "type": "view",
-           "occurred_at": "2026-11-24T10:00:00Z", "context": {"device": "mobile", "page": "/p/argan-oil"}}
-    raw = json.dumps([row] * 100_000).encode()
+_ROW = {"event_id": "e-000000", "customer": "C-1", "item": "SKU-1", "type": "view",
+        "occurred_at": "2026-11-24T10:00:00Z", "context": {"device": "mobile", "page": "/p/argan-oil"}}
+
+
+@pytest.mark.parametrize("form", ["list", "object"])
+def test_a_batch_past_the_row_limit_is_refused_before_it_is_parsed_whole(form: str) -> None:
+    rows = [_ROW] * 100_000
+    raw = json.dumps(rows if form == "list" else {"source": "feed", "events": rows}).encode()
 
     tracemalloc.start()
     with pytest.raises(ValidationError) as refused:
@@ -170,17 +174,36 @@ def test_a_batch_past_the_row_limit_is_refused_before_it_is_parsed_whole() -> No
     _, whole_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert "events" in refused.value.extra["fields"]
-    print(f"\nbody {len(raw) / 1e6:.1f} MB: peak {bounded_peak / 1e6:.1f} MB refused while parsing, "
+    print(f"\n{form} body {len(raw) / 1e6:.1f} MB: peak {bounded_peak / 1e6:.1f} MB refused while parsing, "
           f"{whole_peak / 1e6:.1f} MB parsed whole")
     assert bounded_peak < whole_peak / 3
 
 
+def test_the_object_form_counts_its_rows_too() -> None:
+    with pytest.raises(ValidationError) as refused:
+        _parse(json.dumps({"events": [_ROW] * 10_001}).encode(), _View())
+    assert "events" in refused.value.extra["fields"]
+    assert len(_parse(json.dumps({"events": [_ROW] * 10_000}).encode(), _View())["events"]) == 10_000
+
+
 def test_the_streaming_parse_reads_what_json_loads_reads() -> None:
-    for raw in [b"[]", b" [ 1 , {\"a\": [2, 3]} , \"x\" ] ", b"[\n{\"a\": null}\n]\n"]:
+    for raw in [
+        b"[]", b" [ 1 , {\"a\": [2, 3]} , \"x\" ] ", b"[\n{\"a\": null}\n]\n", b"{}", b" { } ", b"\"x\"", b"3",
+        b"{\"events\": []}", b"{ \"a\" : 1 , \"events\" : [ {\"b\": [1]} , 2 ] , \"c\": {\"events\": [3]} }\n",
+        b"{\"events\": {\"not\": \"a list\"}}", b"{\"events\": [1], \"events\": [2]}", b"{\"e\\u0076ents\": [1]}",
+    ]:
         assert _parse(raw, _View()) == json.loads(raw)
-    for bad in [b"[1,]", b"[1 2]", b"[1] x", b"[NaN]", b"{\"a\": Infinity}"]:
+    for bad in [b"[1,]", b"[1 2]", b"[1] x", b"[NaN]", b"{\"a\": Infinity}", b"{\"a\": 1,}", b"{\"a\" 1}",
+                b"{a: 1}", b"{\"a\": 1} x", b"{\"events\": [1,]}", b"{\"events\": [1]", b"{\"a\": 1 \"b\": 2}", b""]:
         with pytest.raises(ParseError):
             _parse(bad, _View())
+
+
+def test_an_object_body_past_the_row_limit_gets_a_400_naming_events(api_client: APIClient) -> None:
+    body = json.dumps({"events": [_ROW] * 10_001})
+    response = api_client.post("/api/v1/events", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "events" in response.json()["extra"]["fields"]
 
 
 def test_the_parser_refuses_an_unbounded_stream(settings: Any) -> None:

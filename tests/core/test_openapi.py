@@ -94,3 +94,17 @@ def test_the_schema_is_readable_in_a_browser_and_still_a_file_for_tools(client: 
     assert tool["Content-Type"].startswith("application/vnd.oai.openapi")
     assert yaml.safe_load(tool.content)["openapi"].startswith("3")
     assert client.get("/api/schema/?format=json").json()["info"]["title"] == "recadmin API"
+
+
+def test_every_v1_operation_documents_its_error_answers_with_the_error_shape(schema: dict) -> None:  # type: ignore[type-arg]
+    error = {"$ref": "#/components/schemas/Error"}
+    assert schema["components"]["schemas"]["Error"]["required"] == ["message", "extra"]
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            assert {"400", "401", "403", "404", "429", "503"} <= statuses, (method, path)
+            if method in {"post", "put", "patch", "delete"}:
+                assert {"409", "413"} <= statuses, (method, path)
+            assert operation["responses"]["401"]["content"]["application/json"]["schema"] == error

@@ -1,7 +1,10 @@
 """Schemathesis over the whole OpenAPI schema, in process (WSGI): every operation, with an API key that
 has every scope. No answer may be a server error, and every answer must conform to the schema (its
-body to the documented response, its content type too). Few examples per operation, so the whole run
-stays well under a minute; CI runs it with the rest of tests/core."""
+status documented — error answers are, on every operation, by recadmin.core.schema — its body to the
+documented response, its content type too). Data the schema allows must be accepted
+(`positive_data_acceptance`: not a 400) except by the operations in POSITIVE_DATA_NOT_CHECKED, each
+with the reason. Few examples per operation, so the whole run stays well under a minute; CI runs it
+with the rest of tests/core."""
 
 from __future__ import annotations
 
@@ -13,12 +16,35 @@ import schemathesis
 from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    positive_data_acceptance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from recadmin.core.services import api_key_create
 
 # CI: a few per operation (the run stays under a minute); SCHEMA_FUZZ_EXAMPLES=50 for a deeper local run.
 MAX_EXAMPLES = int(os.environ.get("SCHEMA_FUZZ_EXAMPLES", "3"))
+
+# Operations that refuse some data their schema allows, and why (found by positive_data_acceptance).
+# References to other rows (a category slug, a scene, an item, a model version) are checked against the
+# database: no schema says which ids exist, and the API answers 400 naming the field (README: bad input
+# is a 400), where the check accepts only 404/409 for that. The others are gaps in the schema, listed
+# so that closing one means deleting its line here.
+POSITIVE_DATA_NOT_CHECKED = {
+    "POST /api/v1/items": "`category` must name an existing category (the required `title` is documented)",
+    "PUT /api/v1/items/{shop_id}": "`category` must exist; a new item needs a `title` (an update does not)",
+    "POST /api/v1/experiments": "`scenes` and variants' `model_version` must exist",
+    "GET /api/v1/recommendations": "`scene` must name an existing scene",
+    "GET /api/v1/items/{shop_id}/similar": "the item (and `scene`) must exist: a 400 naming it, as for the others",
+    "POST /api/v1/rules": "`pinned_items` (and scenes, categories in conditions) must exist",
+    "POST /api/v1/events": "rows name existing items; schema gap: `price`'s pattern allows '' and negatives",
+    "POST /api/v1/customers": "schema gap: NUL characters (which PostgreSQL cannot store) in `attributes` keys",
+    "POST /api/v1/scenes": "schema gap: unknown fields are refused; the request schema allows additional ones",
+    "POST /api/v1/training-runs": "schema gaps: the pattern of `model_name`; `params` takes only the kind's own",
+}
 
 # The schema view touches no database: loading it at collection time is fine.
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
@@ -53,7 +79,13 @@ def bearer(db: None) -> dict[str, str]:
 )
 @pytest.mark.django_db
 def test_every_operation_answers_without_a_server_error_and_as_documented(case: Any, bearer: dict[str, str]) -> None:
-    case.call_and_validate(
-        headers=bearer,
-        checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
-    )
+    checks = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
+    if case.operation.label not in POSITIVE_DATA_NOT_CHECKED:
+        checks.append(positive_data_acceptance)
+    case.call_and_validate(headers=bearer, checks=checks)
+
+
+def test_the_operations_left_out_of_positive_data_checks_exist() -> None:
+    """A renamed or removed operation must not stay excused by a stale line."""
+    labels = {operation.ok().label for operation in schema.get_all_operations()}
+    assert set(POSITIVE_DATA_NOT_CHECKED) <= labels

@@ -236,3 +236,53 @@ def test_a_version_another_sync_registered_meanwhile_is_loaded_not_a_failure(
     assert report.registered == [] and report.already_loaded == ["recommender v1"]
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     assert torchserve_settings.client.default_version("recommender") == "1"
+
+
+class _RecordingClient:
+    """What the sync asks of TorchServe, for a TorchServe that came back empty."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def describe(self, name: str) -> list[Any]:
+        return []
+
+    def register(self, path: Path, *, model_name: str, initial_workers: int) -> None:
+        self.calls.append(("register", Path(path).name, initial_workers))
+
+    def scale_workers(self, name: str, version: str, *, min_workers: int, synchronous: bool) -> None:
+        self.calls.append(("scale", f"{name}-{version}", min_workers, synchronous))
+
+    def set_default(self, name: str, version: str) -> None:
+        self.calls.append(("default", f"{name}-{version}"))
+
+
+@pytest.mark.django_db
+def test_the_sync_registers_the_default_first_with_one_worker_and_scales_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a TorchServe restart lists come back once the default version has one worker: it is
+    registered first, with one worker (the registration waits for it), and scaled up afterwards
+    without waiting; a candidate version waits its turn."""
+    from recadmin.modelops import services
+    from recadmin.modelops.models import ModelKind, ModelVersionStatus
+
+    for number, status, workers in [(1, ModelVersionStatus.REGISTERED, 1), (2, ModelVersionStatus.DEFAULT, 3)]:
+        archive = tmp_path / f"recommender-{number}.mar"
+        archive.write_bytes(b"mar")
+        ModelVersion.objects.create(
+            name="recommender", version=number, kind=ModelKind.POP, archive_path=str(archive), status=status,
+            workers=workers,
+        )  # fmt: skip
+    client = _RecordingClient()
+    monkeypatch.setattr(services, "_client", lambda: client)
+
+    report = services.models_sync_torchserve()
+
+    assert report.registered == ["recommender v2", "recommender v1"]
+    assert client.calls == [
+        ("register", "recommender-2.mar", 1),
+        ("scale", "recommender-2", 3, False),
+        ("register", "recommender-1.mar", 1),
+        ("default", "recommender-2"),
+    ]

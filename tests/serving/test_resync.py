@@ -82,6 +82,26 @@ def test_resync_requests_are_rate_limited_per_process() -> None:
     assert asked == [True, False, False, True, False]
 
 
+def test_a_failed_resync_may_be_asked_again_soon() -> None:
+    """A restarted TorchServe answers on its inference port a moment before its management API: the
+    re-sync asked then fails, and the next request must not wait a whole window for another."""
+    import time
+
+    sources._resync["last"] = 0.0
+    try:
+        assert sources.resync_request(now=100.0, run=lambda: False)
+        for _ in range(200):  # the failed run frees the window in its thread
+            if sources._resync["last"] != 100.0:
+                break
+            time.sleep(0.01)
+        retry = 100.0 + sources.RESYNC_RETRY_SECONDS
+        asked = [sources.resync_request(now=t, run=lambda: None) for t in (retry - 0.1, retry + 0.01, retry + 1.0)]
+    finally:
+        sources._resync["last"] = 0.0
+
+    assert asked == [False, True, False]  # and a successful one holds the whole window again
+
+
 def test_a_failed_history_round_trip_reads_the_database(
     api_client: APIClient, shop: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

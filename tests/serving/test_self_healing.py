@@ -20,11 +20,12 @@ from tests.fixtures.torchserve import TorchServeInstance
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-# Generous: the goal is 10 s, on a machine shared with other runs. The first list that finds the default
-# version unknown asks for a re-sync at once, so the time is the model's registration (TorchServe
-# starting its Python worker): 4-11 s measured here with a load average of 7-9 on 2 cores, too close
-# to 10 s to assert it.
-HEAL_BOUND_SECONDS = 45.0
+# The goal is 10 s; the bound leaves room for a loaded CI machine. The first list that finds the default
+# version unknown asks for a re-sync at once, so the time is the model's registration, most of it
+# TorchServe starting the version's Python worker (importing torch): bench/faults.py, 5 TorchServe kills
+# at a load average of 10-12 on 2 cores, 6.8-8.5 s from TorchServe answering to the first model list,
+# of which 6.4 s from registration to the worker's start; this test 4.6 s at a load of 10.
+HEAL_BOUND_SECONDS = 20.0
 
 
 def _source(client: APIClient, customer: str) -> str:

@@ -42,6 +42,9 @@ ORIGIN_POPULAR_FALLBACK = "popular_fallback"
 # The serving path asks modelops for a re-sync when TorchServe does not know the default version,
 # at most this often per process (the sync itself registers what is missing).
 RESYNC_EVERY_SECONDS = 5.0
+# A re-sync that failed (TorchServe's management API not answering yet: a restarted TorchServe opens
+# its inference port a moment before it) may be asked again this soon, not a whole window later.
+RESYNC_RETRY_SECONDS = 0.5
 
 
 @dataclass
@@ -59,28 +62,49 @@ _resync = {"last": 0.0}
 _resync_lock = threading.Lock()
 
 
-def _resync_run() -> None:
+def _resync_run() -> bool:
+    """One re-sync; False when it could not be done (TorchServe not answering, an error)."""
     from django.db import connection
 
+    from recadmin.core.errors import ServiceUnavailable
     from recadmin.modelops.services import models_sync_torchserve
 
     try:
         report = models_sync_torchserve()
         logger.info("serving: re-sync after an unknown version: %s", report.summary())
+        return True
+    except ServiceUnavailable as exc:  # expected for a moment while TorchServe starts: no traceback
+        logger.warning("serving: re-sync after an unknown version: TorchServe not ready (%s)", exc)
+        return False
     except Exception:
         logger.warning("serving: re-sync after an unknown version failed", exc_info=True)
+        return False
     finally:
         connection.close()
 
 
-def resync_request(*, now: float | None = None, run: Callable[[], None] | None = None) -> bool:
-    """Ask for a TorchServe re-sync in the background; False when one was asked within RESYNC_EVERY_SECONDS."""
+def _resync_thread(run: Callable[[], bool | None], asked_at: float) -> None:
+    ok = False
+    try:
+        ok = run() is not False
+    finally:
+        if not ok:
+            with _resync_lock:
+                if _resync["last"] == asked_at:  # no later request took the window meanwhile
+                    _resync["last"] = asked_at - RESYNC_EVERY_SECONDS + RESYNC_RETRY_SECONDS
+
+
+def resync_request(*, now: float | None = None, run: Callable[[], bool | None] | None = None) -> bool:
+    """Ask for a TorchServe re-sync in the background; False when one was asked within RESYNC_EVERY_SECONDS
+    (RESYNC_RETRY_SECONDS when that one failed)."""
     now = time.monotonic() if now is None else now
     with _resync_lock:
         if now - _resync["last"] < RESYNC_EVERY_SECONDS:
             return False
         _resync["last"] = now
-    threading.Thread(target=run or _resync_run, name="torchserve-resync", daemon=True).start()
+    threading.Thread(
+        target=_resync_thread, args=(run or _resync_run, now), name="torchserve-resync", daemon=True
+    ).start()
     return True
 
 
