@@ -170,7 +170,7 @@ def test_the_python_aggregation_gives_the_same_rows_as_postgresqls(
     t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SQLite (embedded) reads pages into Python; PostgreSQL aggregates them with jsonb functions."""
-    from recadmin.metrics import services
+    from recadmin.metrics.services import rollups as services
 
     _traffic(t0, serve, send)
     serve("r4", ["A", "B", "C", "D"], at=t0 + 3 * M, rules={"A": [7, 8], "C": [8]})
