@@ -1,7 +1,7 @@
-"""The metrics pipeline: drain the served log, attribute events to served lists, roll up the hours
-that changed, refresh the experiments' per-customer sums. One entry point, `metrics_refresh`, run
-every minute by the `metrics.tasks.refresh_metrics` periodic task in every mode (beat, or the
-in-process scheduler when embedded).
+"""The metrics pipeline: drain the served log, attribute events to served lists, add the new pages
+and attributions to the rollups, refresh the experiments' per-customer sums. One entry point,
+`metrics_refresh`, run every minute by the `metrics.tasks.refresh_metrics` periodic task in every
+mode (beat, or the in-process scheduler when embedded).
 
 The package, by topic: `attribution` (events to served lists), `rollups` (hourly, position and rule
 rollups), `experiment_customers` (the experiments' per-customer sums), `refresh` (the pipeline that
@@ -22,7 +22,13 @@ from recadmin.metrics.services.common import (
 )
 from recadmin.metrics.services.experiment_customers import experiment_customers_refresh
 from recadmin.metrics.services.refresh import RefreshResult, metrics_rebuild, metrics_refresh
-from recadmin.metrics.services.rollups import rollups_recompute
+from recadmin.metrics.services.rollups import (
+    RollupsUpdate,
+    group_key,
+    rollups_rebuild,
+    rollups_recompute,
+    rollups_update,
+)
 
 __all__ = [
     "ATTRIBUTED_TYPES",
@@ -32,11 +38,15 @@ __all__ = [
     "WINDOW_TYPES",
     "AttributionResult",
     "RefreshResult",
+    "RollupsUpdate",
     "attribution_run",
     "attribution_window",
     "experiment_customers_refresh",
+    "group_key",
     "hour_of",
     "metrics_rebuild",
     "metrics_refresh",
+    "rollups_rebuild",
     "rollups_recompute",
+    "rollups_update",
 ]

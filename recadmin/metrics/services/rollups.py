@@ -1,126 +1,478 @@
-"""Hourly, position and rule rollups and the daily item sets.
+"""Hourly, position and rule rollups, the distinct sets behind them and the daily item sets.
 
-Idempotence: rollup rows are keyed by the hour the list was served and each touched hour is
-recomputed whole from `ServedRecommendation` and `Attribution`, in one transaction; attributions and
-the daily item sets are insert-if-absent. A late event changes its list's hour, which is recomputed.
+What is counted is what the bookmarks say (`RollupState`): the served pages with an id up to
+`served_check_low` or in the `RollupPage` ledger, and the attributions with an id up to
+`attributions_read_id`. Two ways lead to the same rows (a test compares them on the same data):
+
+  * incremental (`rollups_update`, every minute): only what is not counted yet. Additive counters
+    (lists' impressions, clicks, add-to-carts, purchases, revenue, attributions by method, position and
+    rule counts) are upserted (`x = x + EXCLUDED.x`, one statement on PostgreSQL and SQLite alike);
+    distinct counts (customers, items, lists, fallback lists) stay exact through the recent hours'
+    sets in `HourlyDistinct`: the new pages' members are inserted if absent, then only the touched
+    rows count their sets. An hour without sets (older than `DISTINCT_SETS_HOURS`, or after a full
+    recompute) is read back from the served log the first time a page touches it again;
+  * full (`rollups_recompute` of given hours, `rollups_rebuild` of all): the hours from scratch.
+
+Both run under the `RollupState` row's lock and in the caller's transaction: a run is all or nothing,
+so a re-run never counts twice. A late event adds to its list's hour, whatever the hour.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
+from django.db.models import Q
+from django.db.models.functions import TruncHour
+from django.utils import timezone
 
 from recadmin.metrics.models import (
     Attribution,
     AttributionMethod,
     DailyItem,
+    DistinctKind,
+    HourlyDistinct,
     HourlyRollup,
     PositionRollup,
+    RollupOpenHour,
+    RollupPage,
+    RollupState,
     RuleRollup,
 )
-from recadmin.metrics.services.common import _PAGE_FIELDS, hour_of
+from recadmin.metrics.services.common import _PAGE_FIELDS, SERVED_ID_LOOKBACK, _chunks, hour_of
 from recadmin.serving.models import ServedRecommendation
 
 _DIMS = ("scene", "strategy", "model_version_id", "model_label", "experiment_id", "variant_id", "source")
+# Hours (the current one included) whose distinct sets are kept: pages reach the database within a
+# minute or two of being served, so older hours rarely get one (and are then read back once).
+DISTINCT_SETS_HOURS = 3
+# Served pages read per step of a catch-up (the first run, or after a long stop).
+_PAGE_BATCH = 5000
+# SQL aggregation of the served log needs PostgreSQL's jsonb functions; elsewhere pages are read.
+USE_SQL = True
+# Additive columns of an hourly row (the distinct counts are recounted from their sets instead).
+_ADDITIVE = (
+    "impressions",
+    "clicks",
+    "add_to_carts",
+    "purchases",
+    "revenue",
+    "direct_attributions",
+    "window_attributions",
+)
+_DISTINCT = {
+    DistinctKind.LIST: "lists",
+    DistinctKind.FALLBACK: "fallback_lists",
+    DistinctKind.CUSTOMER: "customers",
+    DistinctKind.ITEM: "items",
+}
+_ATTRIBUTION_FIELDS = (
+    "id",
+    "type",
+    "method",
+    "served_hour",
+    "position",
+    "rules",
+    "page_rules",
+    "revenue",
+    "customer_shop_id",
+    *_DIMS,
+)
+
+
+def group_key(hour: dt.datetime, dims: Sequence[Any]) -> str:
+    """The hourly row's key: a digest of its hour and dimensions (stable across processes and
+    databases; migration 0002 keeps a copy)."""
+    payload = json.dumps([hour_of(hour).strftime("%Y-%m-%dT%H"), *dims], separators=(",", ":"))
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Which pages and attributions the rollups hold (read from `RollupState`)."""
+
+    pages_up_to: int
+    attributions_up_to: int
+
+    def pages(self) -> Q:
+        return Q(id__lte=self.pages_up_to) | Q(id__in=RollupPage.objects.values("page_id"))
+
+    @classmethod
+    def of(cls, state: RollupState) -> Counted:
+        return cls(pages_up_to=state.served_check_low, attributions_up_to=state.attributions_read_id)
+
+
+def _locked_state() -> RollupState:
+    state, _ = RollupState.objects.select_for_update().get_or_create(key="default")
+    return state
 
 
 def _is_fallback(page: dict[str, Any]) -> bool:
     return page["source"] == "fallback" or bool(page["fallback_reason"])
 
 
-@transaction.atomic
-def rollups_recompute(*, hours: Iterable[dt.datetime]) -> int:
-    """Recompute the hourly, position and rule rollups of these hours from scratch (and add their
-    items to the daily item sets). Returns the hourly rows written."""
-    written = 0
-    run: list[dt.datetime] = []
-    # Runs of consecutive hours (at most a day each): one range scan of the served log per run.
-    for hour in sorted({hour_of(h) for h in hours}):
-        if run and (hour - run[-1] != dt.timedelta(hours=1) or len(run) >= 24):
-            written += _recompute_hours(run)
-            run = []
-        run.append(hour)
-    if run:
-        written += _recompute_hours(run)
-    return written
+class _Sums:
+    """Sums of pages and attributions per hourly row, position and rule, and the members of the
+    rows' distinct sets: the increment of a run, or (full recompute) whole hours."""
 
+    def __init__(self) -> None:
+        self.groups: dict[str, dict[str, Any]] = {}
+        self.positions: dict[tuple[dt.datetime, str, int], list[int]] = defaultdict(lambda: [0, 0])
+        self.rules: dict[tuple[dt.datetime, str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+        self.members: dict[dt.datetime, set[tuple[str, str, str]]] = defaultdict(set)
+        self.daily: set[tuple[Any, ...]] = set()
+        self.paged: set[str] = set()  # rows whose distinct sets changed
 
-# Page-side sums of one group: lists, fallback lists, impressions, distinct customers, distinct items.
-PageSums = dict[str, int]
-# SQL aggregation of the served log needs PostgreSQL's jsonb functions; elsewhere pages are read.
-USE_SQL = True
+    def group(self, hour: dt.datetime, dims: Sequence[Any]) -> dict[str, Any]:
+        key = group_key(hour, dims)
+        found = self.groups.get(key)
+        if found is None:
+            found = self.groups[key] = {
+                "group_key": key, "hour": hour, **dict(zip(_DIMS, dims, strict=True)),
+                "lists": 0, "fallback_lists": 0, "customers": 0, "items": 0, "impressions": 0, "clicks": 0,
+                "add_to_carts": 0, "purchases": 0, "revenue": Decimal(0), "direct_attributions": 0,
+                "window_attributions": 0,
+            }  # fmt: skip
+        return found
 
-
-def _page_sums_python(
-    hours: list[dt.datetime],
-) -> tuple[dict[tuple[Any, ...], PageSums], dict[tuple[Any, ...], int], dict[tuple[Any, ...], list[int]]]:
-    """Read the hours' pages: (group sums, impressions per (hour, scene, position), per (hour, scene,
-    rule) [lists, impressions, other impressions]); adds their items to the daily sets."""
-    hour_set = set(hours)
-    sets: dict[tuple[Any, ...], dict[str, Any]] = {}
-    positions: dict[tuple[Any, ...], int] = defaultdict(int)
-    rules: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0, 0])
-    daily: set[tuple[Any, ...]] = set()
-    start, end = min(hours), max(hours) + dt.timedelta(hours=1)
-    pages = ServedRecommendation.objects.filter(created_at__gte=start, created_at__lt=end).values(*_PAGE_FIELDS)
-    for page in pages.iterator(chunk_size=5000):
+    def add_page(self, page: dict[str, Any]) -> None:
         hour = hour_of(page["created_at"])
-        if hour not in hour_set:
-            continue
-        key = (hour, *(page[d] for d in _DIMS))
-        g = sets.get(key)
-        if g is None:
-            g = sets[key] = {"lists": set(), "fallback": set(), "impressions": 0, "customers": set(), "items": set()}
+        g = self.group(hour, [page[d] for d in _DIMS])
+        key = g["group_key"]
+        self.paged.add(key)
+        members = self.members[hour]
         rec = page["recommendation_id"]
-        g["lists"].add(rec)
+        members.add((key, DistinctKind.LIST, rec))
         if _is_fallback(page):
-            g["fallback"].add(rec)
-        g["impressions"] += page["n_items"]
+            members.add((key, DistinctKind.FALLBACK, rec))
         if page["customer_shop_id"]:
-            g["customers"].add(page["customer_shop_id"])
+            members.add((key, DistinctKind.CUSTOMER, page["customer_shop_id"]))
+        g["impressions"] += page["n_items"]
         day = hour.date()
         page_rules: dict[int, int] = defaultdict(int)
         for entry in page["items"] or []:
             if not isinstance(entry, dict):
                 continue
             item = str(entry.get("item"))
-            g["items"].add(item)
-            daily.add(
+            members.add((key, DistinctKind.ITEM, item))
+            self.daily.add(
                 (day, page["scene"], page["strategy"], page["model_version_id"] or 0, page["variant_id"] or 0, item)
             )
-            positions[(hour, page["scene"], int(entry.get("position") or 0))] += 1
+            self.positions[(hour, page["scene"], int(entry.get("position") or 0))][0] += 1
             for rule in entry.get("rules") or ():
                 page_rules[int(rule)] += 1
         for rule, boosted in page_rules.items():
-            counts = rules[(hour, page["scene"], rule)]
+            counts = self.rules[(hour, page["scene"], rule)]
             counts[0] += 1
             counts[1] += boosted
-            counts[2] += page["n_items"] - boosted
-    _daily_items_add(daily)
-    groups = {
-        key: {"lists": len(g["lists"]), "fallback": len(g["fallback"]), "impressions": g["impressions"],
-              "customers": len(g["customers"]), "items": len(g["items"])}
-        for key, g in sets.items()
-    }  # fmt: skip
-    return groups, positions, rules
+            counts[3] += page["n_items"] - boosted
+
+    def add_attribution(self, a: dict[str, Any]) -> None:
+        hour = hour_of(a["served_hour"])
+        g = self.group(hour, [a[d] for d in _DIMS])
+        if a["type"] == "click":
+            g["clicks"] += 1
+            self.positions[(hour, a["scene"], a["position"])][1] += 1
+            # A click counts for each rule present on its page: for it when the clicked item carried it.
+            clicked_rules = a["rules"] or []
+            for rule in a["page_rules"] or []:
+                self.rules[(hour, a["scene"], rule)][2 if rule in clicked_rules else 4] += 1
+        elif a["type"] == "add_to_cart":
+            g["add_to_carts"] += 1
+        else:
+            g["purchases"] += 1
+            g["revenue"] += a["revenue"]
+        g["direct_attributions" if a["method"] == AttributionMethod.DIRECT else "window_attributions"] += 1
+
+    def count_members(self) -> None:
+        """Distinct counts from the members gathered (full recompute: they are whole hours)."""
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for members in self.members.values():
+            for key, kind, _ in members:
+                counts[(key, kind)] += 1
+        for (key, kind), n in counts.items():
+            self.groups[key][_DISTINCT[DistinctKind(kind)]] = n
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def _insert(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    conflict: Sequence[str],
+    add: Sequence[str] = (),
+) -> None:
+    """INSERT ... ON CONFLICT (conflict) DO UPDATE SET x = x + EXCLUDED.x for the `add` columns, or
+    DO NOTHING without them (the same statement on PostgreSQL and SQLite >= 3.24)."""
+    qn = connection.ops.quote_name
+    table = qn(model._meta.db_table)
+    fields = [cast("models.Field[Any, Any]", model._meta.get_field(c)) for c in columns]
+    action = (
+        "DO UPDATE SET " + ", ".join(f"{qn(c)} = {table}.{qn(c)} + EXCLUDED.{qn(c)}" for c in add)
+        if add
+        else "DO NOTHING"
+    )
+    names = ", ".join(qn(c) for c in columns)
+    target = ", ".join(qn(c) for c in conflict)
+    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    per_statement = max(1, (connection.features.max_query_params or 30000) // len(columns))
+    with connection.cursor() as cursor:
+        for batch in _chunks(rows, per_statement):
+            # The fields adapt each value as the ORM would (SQLite stores datetimes as naive UTC text).
+            params = [f.get_db_prep_value(v, connection) for row in batch for f, v in zip(fields, row, strict=True)]
+            values = ", ".join([placeholder] * len(batch))
+            cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values} ON CONFLICT ({target}) {action}", params)
+
+
+_HOURLY_COLUMNS = ("group_key", "hour", *_DIMS, "lists", "fallback_lists", "customers", "items", *_ADDITIVE)
+
+
+def _write_increment(sums: _Sums, counted: Counted) -> None:
+    _insert(
+        HourlyRollup,
+        _HOURLY_COLUMNS,
+        ([g[c] for c in _HOURLY_COLUMNS] for g in sums.groups.values()),
+        conflict=("group_key",),
+        add=_ADDITIVE,
+    )
+    _insert(
+        PositionRollup,
+        ("hour", "scene", "position", "impressions", "clicks"),
+        ((h, s, p, *c) for (h, s, p), c in sums.positions.items()),
+        conflict=("hour", "scene", "position"),
+        add=("impressions", "clicks"),
+    )
+    rule_counts = ("lists", "impressions", "clicks", "other_impressions", "other_clicks")
+    _insert(
+        RuleRollup,
+        ("hour", "scene", "rule_id", *rule_counts),
+        ((h, s, r, *c) for (h, s, r), c in sums.rules.items()),
+        conflict=("hour", "scene", "rule_id"),
+        add=rule_counts,
+    )
+    _daily_items_add(sums.daily)
+    if not sums.paged:
+        return
+    hours = set(sums.members)
+    open_hours = set(RollupOpenHour.objects.filter(hour__in=hours).values_list("hour", flat=True))
+    for hour in sorted(hours):
+        if hour in open_hours:
+            _members_add(hour, sums.members[hour])
+        else:
+            _distinct_read_back(hour, counted)
+    _distinct_recount(sums.paged)
+
+
+def _members_add(hour: dt.datetime, members: Iterable[tuple[str, str, str]]) -> None:
+    _insert(
+        HourlyDistinct,
+        ("group_key", "hour", "kind", "value"),
+        ((key, hour, kind, value) for key, kind, value in members),
+        conflict=("group_key", "kind", "value"),
+    )
+
+
+def _distinct_read_back(hour: dt.datetime, counted: Counted) -> None:
+    """Fill the sets of an hour that has none from its counted pages in the served log (the pages of
+    this run included: they are in the ledger already), and mark it complete."""
+    sums = _Sums()
+    pages = (
+        ServedRecommendation.objects.filter(created_at__gte=hour, created_at__lt=hour + dt.timedelta(hours=1))
+        .filter(counted.pages())
+        .values(*_PAGE_FIELDS)
+    )
+    for page in pages.iterator(chunk_size=5000):
+        sums.add_page(page)
+    _members_add(hour, sums.members[hour])
+    RollupOpenHour.objects.get_or_create(hour=hour)
+
+
+def _distinct_recount(keys: set[str]) -> None:
+    """Set the distinct counts of these rows from their sets (only the touched rows are counted)."""
+    for chunk in _chunks(sorted(keys), 500):
+        counts: dict[str, dict[str, int]] = {key: dict.fromkeys(_DISTINCT.values(), 0) for key in chunk}
+        rows = (
+            HourlyDistinct.objects.filter(group_key__in=chunk)
+            .values_list("group_key", "kind")
+            .annotate(n=models.Count("id"))
+            .order_by()
+        )
+        for key, kind, n in rows:
+            counts[key][_DISTINCT[DistinctKind(kind)]] = n
+        objects = list(HourlyRollup.objects.filter(group_key__in=chunk).only("id", "group_key"))
+        for row in objects:
+            for name, n in counts[row.group_key].items():
+                setattr(row, name, n)
+        HourlyRollup.objects.bulk_update(objects, list(_DISTINCT.values()))
+
+
+def _distinct_prune(now: dt.datetime) -> None:
+    cutoff = hour_of(now) - dt.timedelta(hours=DISTINCT_SETS_HOURS - 1)
+    if (
+        RollupOpenHour.objects.filter(hour__lt=cutoff).exists()
+        or HourlyDistinct.objects.filter(hour__lt=cutoff).exists()
+    ):
+        HourlyDistinct.objects.filter(hour__lt=cutoff).delete()
+        RollupOpenHour.objects.filter(hour__lt=cutoff).delete()
+
+
+# --- incremental -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RollupsUpdate:
+    pages: int = 0
+    attributions: int = 0
+    hours: set[dt.datetime] = field(default_factory=set)
+    rows: int = 0
+    experiment_customers: set[tuple[int, str]] = field(default_factory=set)
+
+
+def rollups_update(*, state: RollupState) -> RollupsUpdate:
+    """Add the served pages and attributions not counted yet to the rollups and move the bookmarks
+    on `state` (the caller holds its lock, saves it and commits: all or nothing)."""
+    result = RollupsUpdate()
+    touched: set[str] = set()
+
+    def note(sums: _Sums) -> None:
+        result.hours.update(g["hour"] for g in sums.groups.values())
+        touched.update(sums.groups)
+
+    # Pages: above the low mark and not in the ledger. Into the ledger first, so that an hour read
+    # back from the served log below sees them as counted.
+    low = state.served_check_low
+    newest = state.served_read_id
+    new_pages = (
+        ServedRecommendation.objects.filter(id__gt=low)
+        .exclude(id__in=RollupPage.objects.values("page_id"))
+        .order_by("id")
+        .values(*_PAGE_FIELDS)
+    )
+    for batch in _chunks(new_pages.iterator(chunk_size=_PAGE_BATCH), _PAGE_BATCH):
+        RollupPage.objects.bulk_create([RollupPage(page_id=p["id"]) for p in batch], batch_size=_PAGE_BATCH)
+        sums = _Sums()
+        for page in batch:
+            sums.add_page(page)
+            newest = max(newest, page["id"])
+            if page["experiment_id"] is not None and page["customer_shop_id"]:
+                result.experiment_customers.add((page["experiment_id"], page["customer_shop_id"]))
+        _write_increment(sums, Counted(pages_up_to=low, attributions_up_to=state.attributions_read_id))
+        result.pages += len(batch)
+        note(sums)
+
+    # Attributions: written only under the state's lock, so every id up to the newest is committed.
+    read_id = state.attributions_read_id
+    new_attributions = Attribution.objects.filter(id__gt=read_id).order_by("id").values(*_ATTRIBUTION_FIELDS)
+    for batch in _chunks(new_attributions.iterator(chunk_size=_PAGE_BATCH), _PAGE_BATCH):
+        sums = _Sums()
+        for a in batch:
+            sums.add_attribution(a)
+            read_id = max(read_id, a["id"])
+            if a["experiment_id"] is not None and a["customer_shop_id"]:
+                result.experiment_customers.add((a["experiment_id"], a["customer_shop_id"]))
+        _write_increment(sums, Counted(pages_up_to=low, attributions_up_to=read_id))
+        result.attributions += len(batch)
+        note(sums)
+
+    # The ledger keeps the last SERVED_ID_LOOKBACK ids: below them a page is taken as counted.
+    state.served_read_id = newest
+    state.served_check_low = max(low, newest - SERVED_ID_LOOKBACK)
+    state.attributions_read_id = read_id
+    if state.served_check_low > low:
+        RollupPage.objects.filter(page_id__lte=state.served_check_low).delete()
+    _distinct_prune(timezone.now())
+    result.rows = len(touched)
+    return result
+
+
+# --- full recompute --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def rollups_recompute(*, hours: Iterable[dt.datetime]) -> int:
+    """Recompute the hourly, position and rule rollups of these hours from scratch, from what the
+    bookmarks say is counted (and add their items to the daily item sets); their distinct sets are
+    dropped (read back when a page touches the hour again). Returns the hourly rows written."""
+    counted = Counted.of(_locked_state())
+    written = 0
+    run: list[dt.datetime] = []
+    # Runs of consecutive hours (at most a day each): one range scan of the served log per run.
+    for hour in sorted({hour_of(h) for h in hours}):
+        if run and (hour - run[-1] != dt.timedelta(hours=1) or len(run) >= 24):
+            written += _recompute_hours(run, counted)
+            run = []
+        run.append(hour)
+    if run:
+        written += _recompute_hours(run, counted)
+    return written
+
+
+def rollups_rebuild(*, state: RollupState) -> RollupsUpdate:
+    """Count every page and attribution: the bookmarks move to the newest, every rollup row is
+    recomputed from scratch (the caller holds the state's lock, saves it and commits)."""
+    result = RollupsUpdate()
+    pages = ServedRecommendation.objects.all()
+    newest = pages.order_by("-id").values_list("id", flat=True).first() or 0
+    state.served_read_id = newest
+    state.served_check_low = max(0, newest - SERVED_ID_LOOKBACK)
+    state.attributions_read_id = Attribution.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    RollupPage.objects.all().delete()
+    # The ledger first (what is visible now above the mark), then the sums read exactly those pages.
+    recent = pages.filter(id__gt=state.served_check_low).values_list("id", flat=True)
+    RollupPage.objects.bulk_create([RollupPage(page_id=i) for i in recent], batch_size=5000)
+    state.save()
+    for model in (HourlyRollup, PositionRollup, RuleRollup, HourlyDistinct, RollupOpenHour):
+        model.objects.all().delete()
+    counted = Counted.of(state)
+    hours = set(
+        pages.filter(counted.pages())
+        .annotate(h=TruncHour("created_at", tzinfo=dt.UTC))
+        .values_list("h", flat=True)
+        .distinct()
+        .order_by()
+    )
+    attributed = Attribution.objects.filter(id__lte=counted.attributions_up_to)
+    hours.update(attributed.values_list("served_hour", flat=True).distinct().order_by())
+    result.rows = rollups_recompute(hours=hours)
+    result.hours = {hour_of(h) for h in hours}
+    for query in (pages.filter(counted.pages()), attributed):
+        pairs = query.filter(experiment_id__isnull=False).exclude(customer_shop_id="")
+        for experiment_id, customer in pairs.values_list("experiment_id", "customer_shop_id").distinct().order_by():
+            if experiment_id is not None:
+                result.experiment_customers.add((experiment_id, customer))
+    return result
+
+
+# Page-side sums of one group: lists, fallback lists, impressions, distinct customers, distinct items.
+PageSums = dict[str, int]
 
 
 def _page_sums_sql(
-    hours: list[dt.datetime],
+    hours: list[dt.datetime], counted: Counted
 ) -> tuple[dict[tuple[Any, ...], PageSums], dict[tuple[Any, ...], int], dict[tuple[Any, ...], list[int]]]:
-    """The same as `_page_sums_python`, aggregated by PostgreSQL (an hour of a busy shop is tens of
-    thousands of pages: only the sums cross the wire)."""
+    """The page side of the hours' rows, aggregated by PostgreSQL (an hour of a busy shop is tens of
+    thousands of pages: only the sums cross the wire): (group sums, impressions per (hour, scene,
+    position), per (hour, scene, rule) [lists, impressions, other impressions]); adds their items to
+    the daily sets. The same sums as `_Sums.add_page` over the same pages (a test compares them)."""
     table = ServedRecommendation._meta.db_table
     hour = "date_trunc('hour', s.created_at)"
     dims = "s.scene, s.strategy, s.model_version_id, s.model_label, s.experiment_id, s.variant_id, s.source"
-    where = "s.created_at >= %s AND s.created_at < %s AND date_trunc('hour', s.created_at) = ANY(%s)"
+    where = (
+        "s.created_at >= %s AND s.created_at < %s AND date_trunc('hour', s.created_at) = ANY(%s) "
+        f"AND (s.id <= %s OR s.id IN (SELECT page_id FROM {RollupPage._meta.db_table}))"
+    )
     start, end = min(hours), max(hours) + dt.timedelta(hours=1)
-    params: list[Any] = [start, end, list(hours)]
+    params: list[Any] = [start, end, list(hours), counted.pages_up_to]
     groups: dict[tuple[Any, ...], PageSums] = {}
     positions: dict[tuple[Any, ...], int] = {}
     rules: dict[tuple[Any, ...], list[int]] = {}
@@ -175,99 +527,58 @@ def _page_sums_sql(
     return groups, positions, rules
 
 
-def _recompute_hours(hours: list[dt.datetime]) -> int:
+def _recompute_hours(hours: list[dt.datetime], counted: Counted) -> int:
+    sums = _Sums()
     if USE_SQL and connection.vendor == "postgresql":
-        page_groups, page_positions, page_rules = _page_sums_sql(hours)
+        page_groups, page_positions, page_rules = _page_sums_sql(hours, counted)
+        for (hour, *dims), page_sums in page_groups.items():
+            sums.group(hour_of(hour), dims).update(
+                lists=page_sums["lists"], fallback_lists=page_sums["fallback"], impressions=page_sums["impressions"],
+                customers=page_sums["customers"], items=page_sums["items"],
+            )  # fmt: skip
+        for (hour, scene, position), count in page_positions.items():
+            sums.positions[(hour_of(hour), scene, position)][0] = count
+        for (hour, scene, rule), (lists, boosted, other) in page_rules.items():
+            counts = sums.rules[(hour_of(hour), scene, rule)]
+            counts[0], counts[1], counts[3] = lists, boosted, other
     else:
-        page_groups, page_positions, page_rules = _page_sums_python(hours)
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    positions: dict[tuple[dt.datetime, str, int], list[int]] = defaultdict(lambda: [0, 0])
-    rules: dict[tuple[dt.datetime, str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-
-    def group(key: tuple[Any, ...]) -> dict[str, Any]:
-        found = groups.get(key)
-        if found is None:
-            found = groups[key] = {
-                "lists": 0, "fallback": 0, "impressions": 0, "customers": 0, "items": 0, "clicks": 0,
-                "add_to_carts": 0, "purchases": 0, "revenue": Decimal(0), "direct": 0, "window": 0,
-            }  # fmt: skip
-        return found
-
-    for key, sums in page_groups.items():
-        group(key).update(sums)
-    for (h, scene, position), count in page_positions.items():
-        positions[(h, scene, position)][0] = count
-    for key, (lists, boosted, other) in page_rules.items():
-        rules[key][0], rules[key][1], rules[key][3] = lists, boosted, other
-
-    clicked: list[tuple[dt.datetime, str, list[Any], list[Any]]] = []
-    attributions = Attribution.objects.filter(served_hour__in=hours).values(
-        "type", "method", "served_id", "served_hour", "position", "rules", "page_rules", "revenue", *_DIMS
-    )
-    for a in attributions:
-        g = group((a["served_hour"], *(a[d] for d in _DIMS)))
-        if a["type"] == "click":
-            g["clicks"] += 1
-            clicked.append((a["served_hour"], a["scene"], a["page_rules"] or [], a["rules"] or []))
-            positions[(a["served_hour"], a["scene"], a["position"])][1] += 1
-        elif a["type"] == "add_to_cart":
-            g["add_to_carts"] += 1
-        else:
-            g["purchases"] += 1
-            g["revenue"] += a["revenue"]
-        g["direct" if a["method"] == AttributionMethod.DIRECT else "window"] += 1
-    # A click counts for each rule present on its page: for it when the clicked item carried it.
-    for h, scene, on_page, clicked_rules in clicked:
-        for rule in on_page:
-            rules[(h, scene, rule)][2 if rule in clicked_rules else 4] += 1
-
-    HourlyRollup.objects.filter(hour__in=hours).delete()
-    PositionRollup.objects.filter(hour__in=hours).delete()
-    RuleRollup.objects.filter(hour__in=hours).delete()
-    rows = []
-    for key, g in groups.items():
-        dims = dict(zip(_DIMS, key[1:], strict=True))
-        rows.append(
-            HourlyRollup(
-                hour=key[0],
-                lists=g["lists"],
-                fallback_lists=g["fallback"],
-                impressions=g["impressions"],
-                clicks=g["clicks"],
-                add_to_carts=g["add_to_carts"],
-                purchases=g["purchases"],
-                revenue=g["revenue"],
-                direct_attributions=g["direct"],
-                window_attributions=g["window"],
-                customers=g["customers"],
-                items=g["items"],
-                **dims,
-            )
+        start, end = min(hours), max(hours) + dt.timedelta(hours=1)
+        hour_set = set(hours)
+        pages = (
+            ServedRecommendation.objects.filter(created_at__gte=start, created_at__lt=end)
+            .filter(counted.pages())
+            .values(*_PAGE_FIELDS)
         )
+        for page in pages.iterator(chunk_size=5000):
+            if hour_of(page["created_at"]) in hour_set:
+                sums.add_page(page)
+        sums.count_members()
+        _daily_items_add(sums.daily)
+    attributions = Attribution.objects.filter(served_hour__in=hours, id__lte=counted.attributions_up_to)
+    for a in attributions.values(*_ATTRIBUTION_FIELDS).iterator(chunk_size=5000):
+        sums.add_attribution(a)
+
+    for model in (HourlyRollup, PositionRollup, RuleRollup, HourlyDistinct, RollupOpenHour):
+        model.objects.filter(hour__in=hours).delete()
+    rows = [HourlyRollup(**g) for g in sums.groups.values()]
     HourlyRollup.objects.bulk_create(rows, batch_size=2000)
     PositionRollup.objects.bulk_create(
         [
             PositionRollup(hour=h, scene=s, position=p, impressions=c[0], clicks=c[1])
-            for (h, s, p), c in positions.items()
+            for (h, s, p), c in sums.positions.items()
         ],
         batch_size=2000,
     )
     RuleRollup.objects.bulk_create(
         [
             RuleRollup(
-                hour=h,
-                scene=s,
-                rule_id=r,
-                lists=c[0],
-                impressions=c[1],
-                clicks=c[2],
-                other_impressions=c[3],
+                hour=h, scene=s, rule_id=r, lists=c[0], impressions=c[1], clicks=c[2], other_impressions=c[3],
                 other_clicks=c[4],
             )
-            for (h, s, r), c in rules.items()
+            for (h, s, r), c in sums.rules.items()
         ],
         batch_size=2000,
-    )
+    )  # fmt: skip
     return len(rows)
 
 
