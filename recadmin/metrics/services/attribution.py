@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from recadmin.events.models import Event
 from recadmin.metrics.models import Attribution, AttributionMethod
@@ -195,7 +195,10 @@ def attribution_run(*, since: dt.datetime, until: dt.datetime | None = None) -> 
     )
     if until is not None:
         query = query.filter(created_at__lt=until)
-    events = _unattributed(list(query.order_by().values(*_EVENT_FIELDS)))
+    # The attributed ones are left out by the database (an anti-join on the unique event_id): the
+    # lookback re-reads minutes of events on every run.
+    query = query.filter(~Exists(Attribution.objects.filter(event_id=OuterRef("pk"))))
+    events = list(query.order_by().values(*_EVENT_FIELDS))
     if not events:
         return result
 

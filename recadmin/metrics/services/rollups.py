@@ -142,7 +142,9 @@ class _Sums:
             }  # fmt: skip
         return found
 
-    def add_page(self, page: dict[str, Any]) -> None:
+    def add_page(self, page: dict[str, Any], *, items: bool = True) -> str:
+        """Add a page (without `items`: all but what its items give, which the database sums);
+        returns its row's key."""
         hour = hour_of(page["created_at"])
         g = self.group(hour, [page[d] for d in _DIMS])
         key = g["group_key"]
@@ -155,6 +157,8 @@ class _Sums:
         if page["customer_shop_id"]:
             members.add((key, DistinctKind.CUSTOMER, page["customer_shop_id"]))
         g["impressions"] += page["n_items"]
+        if not items:
+            return key
         day = hour.date()
         page_rules: dict[int, int] = defaultdict(int)
         for entry in page["items"] or []:
@@ -173,6 +177,7 @@ class _Sums:
             counts[0] += 1
             counts[1] += boosted
             counts[3] += page["n_items"] - boosted
+        return key
 
     def add_attribution(self, a: dict[str, Any]) -> None:
         hour = hour_of(a["served_hour"])
@@ -259,7 +264,11 @@ def _insert(
 _HOURLY_COLUMNS = ("group_key", "hour", *_DIMS, "lists", "fallback_lists", "customers", "items", *_ADDITIVE)
 
 
-def _write_increment(sums: _Sums, counted: Counted) -> None:
+def _write_increment(sums: _Sums, counted: Counted, page_keys: list[tuple[int, str]] | None = None) -> None:
+    """Upsert the sums and add the pages' members to their hours' sets. With `page_keys` (PostgreSQL:
+    (page id, row key) of pages added without their items), the database expands the items."""
+    if page_keys:
+        _items_expand(page_keys, sums)
     _insert(
         HourlyRollup,
         _HOURLY_COLUMNS,
@@ -288,7 +297,10 @@ def _write_increment(sums: _Sums, counted: Counted) -> None:
     open_hours = set(RollupOpenHour.objects.filter(hour__in=hours).values_list("hour", flat=True))
     daily: set[tuple[Any, ...]] = set()
     for hour in sorted(hours):
-        if hour in open_hours and connection.vendor == "postgresql":
+        if hour not in open_hours:
+            _distinct_read_back(hour, counted)  # the hour's members, this batch's included
+            daily.update(sums.daily[hour])
+        elif connection.vendor == "postgresql":
             # Only an item new to its hour's set can be new to the day's (every member already in a
             # set had its day row written when it was counted): the day rows of the new ones only.
             for key, kind, item in _members_add(hour, sums.members[hour], returning=True):
@@ -296,14 +308,78 @@ def _write_increment(sums: _Sums, counted: Counted) -> None:
                     g = sums.groups[key]
                     dims = (g["scene"], g["strategy"], g["model_version_id"] or 0, g["variant_id"] or 0)
                     daily.add((hour.date(), *dims, item))
-            continue
-        if hour in open_hours:
-            _members_add(hour, sums.members[hour])
         else:
-            _distinct_read_back(hour, counted)
-        daily.update(sums.daily[hour])
+            _members_add(hour, sums.members[hour])
+            daily.update(sums.daily[hour])
+    if page_keys:
+        _items_members(sorted(hours & open_hours))
     _daily_items_add(daily)
     _distinct_recount(sums.paged)
+
+
+_NEW_ITEMS = "metrics_new_items"
+
+
+def _items_expand(page_keys: list[tuple[int, str]], sums: _Sums) -> None:
+    """Expand the pages' items once into a scratch table (in the database: no item crosses the wire)
+    and add what they give to `sums`: impressions per position, per rule lists, impressions and
+    other impressions. The same expressions as `_page_sums_sql`, the full recompute's."""
+    table = ServedRecommendation._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_NEW_ITEMS} (group_key varchar(32), h timestamptz, scene text, "
+            "strategy text, model_version_id bigint, variant_id bigint, page_id bigint, n_items integer, item text, "
+            "position text, rules jsonb) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute(f"DELETE FROM {_NEW_ITEMS}")  # an earlier batch of the same transaction
+        cursor.execute(
+            f"INSERT INTO {_NEW_ITEMS} SELECT k.group_key, date_trunc('hour', s.created_at), s.scene, s.strategy, "
+            "s.model_version_id, s.variant_id, s.id, s.n_items, e->>'item', e->>'position', e->'rules' "
+            f"FROM unnest(%s::bigint[], %s::varchar[]) AS k(page_id, group_key) JOIN {table} s ON s.id = k.page_id "
+            "CROSS JOIN LATERAL jsonb_array_elements(s.items) e",
+            [[page_id for page_id, _ in page_keys], [key for _, key in page_keys]],
+        )
+        cursor.execute(f"SELECT h, scene, COALESCE(position::int, 0), COUNT(*) FROM {_NEW_ITEMS} GROUP BY 1, 2, 3")
+        for h, scene, position, count in cursor.fetchall():
+            sums.positions[(hour_of(h), scene, position)][0] += count
+        cursor.execute(
+            "SELECT h, scene, rule, COUNT(*), SUM(boosted), SUM(n_items - boosted) FROM ("
+            " SELECT h, scene, page_id, n_items, r::bigint AS rule, COUNT(*) AS boosted FROM "
+            f"{_NEW_ITEMS} i CROSS JOIN LATERAL jsonb_array_elements_text(CASE WHEN jsonb_typeof(i.rules) = 'array'"
+            " THEN i.rules ELSE '[]'::jsonb END) r"
+            " WHERE r ~ '^[0-9]+$' GROUP BY 1, 2, 3, 4, 5) per_page GROUP BY h, scene, rule"
+        )
+        for h, scene, rule, lists, boosted, other in cursor.fetchall():
+            counts = sums.rules[(hour_of(h), scene, rule)]
+            counts[0] += lists
+            counts[1] += int(boosted)
+            counts[3] += int(other)
+
+
+def _items_members(open_hours: list[dt.datetime]) -> None:
+    """The expanded items into their open hours' sets and, for those new to a set (only they can be
+    new to their day), the daily item sets; the other hours' sets were read back whole, so their
+    items go to the daily sets as they are."""
+    columns = "day, scene, strategy, model_version_id, variant_id, item"
+    day_row = (
+        "(date_trunc('day', t.h))::date, t.scene, t.strategy, COALESCE(t.model_version_id, 0), "
+        "COALESCE(t.variant_id, 0), t.item"
+    )
+    daily = DailyItem._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH new AS (INSERT INTO {HourlyDistinct._meta.db_table} (group_key, hour, kind, value) "
+            f"SELECT DISTINCT group_key, h, %s, item FROM {_NEW_ITEMS} WHERE item IS NOT NULL AND h = ANY(%s) "
+            "ON CONFLICT (group_key, kind, value) DO NOTHING RETURNING group_key, value) "
+            f"INSERT INTO {daily} ({columns}) SELECT DISTINCT {day_row} FROM {_NEW_ITEMS} t "
+            "JOIN new n ON n.group_key = t.group_key AND n.value = t.item ON CONFLICT DO NOTHING",
+            [str(DistinctKind.ITEM), open_hours],
+        )
+        cursor.execute(
+            f"INSERT INTO {daily} ({columns}) SELECT DISTINCT {day_row} FROM {_NEW_ITEMS} t "
+            "WHERE t.item IS NOT NULL AND NOT (t.h = ANY(%s)) ON CONFLICT DO NOTHING",
+            [open_hours],
+        )
 
 
 def _members_add(
@@ -403,21 +479,24 @@ def rollups_update(*, state: RollupState) -> RollupsUpdate:
     # back from the served log below sees them as counted.
     low = state.served_check_low
     newest = state.served_read_id
+    in_database = USE_SQL and connection.vendor == "postgresql"  # the items expanded there
     new_pages = (
         ServedRecommendation.objects.filter(id__gt=low)
         .exclude(id__in=RollupPage.objects.values("page_id"))
         .order_by("id")
-        .values(*_PAGE_FIELDS)
+        .values(*(f for f in _PAGE_FIELDS if f != "items" or not in_database))
     )
     for batch in _chunks(new_pages.iterator(chunk_size=_PAGE_BATCH), _PAGE_BATCH):
         RollupPage.objects.bulk_create([RollupPage(page_id=p["id"]) for p in batch], batch_size=_PAGE_BATCH)
         sums = _Sums()
+        page_keys = []
         for page in batch:
-            sums.add_page(page)
+            page_keys.append((page["id"], sums.add_page(page, items=not in_database)))
             newest = max(newest, page["id"])
             if page["experiment_id"] is not None and page["customer_shop_id"]:
                 result.experiment_customers.add((page["experiment_id"], page["customer_shop_id"]))
-        _write_increment(sums, Counted(pages_up_to=low, attributions_up_to=state.attributions_read_id))
+        counted = Counted(pages_up_to=low, attributions_up_to=state.attributions_read_id)
+        _write_increment(sums, counted, page_keys if in_database else None)
         result.pages += len(batch)
         note(sums)
 
