@@ -411,16 +411,27 @@ def _members_add(
 
 def _distinct_read_back(hour: dt.datetime, counted: Counted) -> None:
     """Fill the sets of an hour that has none from its counted pages in the served log (the pages of
-    this run included: they are in the ledger already), and mark it complete."""
+    this run included: they are in the ledger already), and mark it complete. On PostgreSQL the
+    items are expanded by the database (an hour can hold tens of thousands of pages)."""
+    in_database = USE_SQL and connection.vendor == "postgresql"
     sums = _Sums()
     pages = (
         ServedRecommendation.objects.filter(created_at__gte=hour, created_at__lt=hour + dt.timedelta(hours=1))
         .filter(counted.pages())
-        .values(*_PAGE_FIELDS)
+        .values(*(f for f in _PAGE_FIELDS if f != "items" or not in_database))
     )
-    for page in pages.iterator(chunk_size=5000):
-        sums.add_page(page)
+    page_keys = [(page["id"], sums.add_page(page, items=not in_database)) for page in pages.iterator(chunk_size=5000)]
     _members_add(hour, sums.members[hour])
+    if in_database and page_keys:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {HourlyDistinct._meta.db_table} (group_key, hour, kind, value) "
+                "SELECT DISTINCT k.group_key, %s, %s, e->>'item' FROM unnest(%s::bigint[], %s::varchar[]) "
+                f"AS k(page_id, group_key) JOIN {ServedRecommendation._meta.db_table} s ON s.id = k.page_id "
+                "CROSS JOIN LATERAL jsonb_array_elements(s.items) e WHERE e->>'item' IS NOT NULL "
+                "ON CONFLICT (group_key, kind, value) DO NOTHING",
+                [hour, str(DistinctKind.ITEM), [i for i, _ in page_keys], [k for _, k in page_keys]],
+            )
     RollupOpenHour.objects.get_or_create(hour=hour)
 
 
