@@ -208,9 +208,9 @@ class DistinctKind(models.TextChoices):
 
 class HourlyDistinct(models.Model):
     """The sets behind an hourly row's distinct counts (customers, items, lists, fallback lists),
-    kept for the recent hours only (`RollupOpenHour`): new pages add members if absent, then the
-    touched rows count their sets. An older hour that gets a page again is read back from the
-    served log first."""
+    kept for the recent hours only (`RollupOpenHour`): new pages add members if absent, and the
+    members actually added are the counts' increments. An older hour that gets a page again is read
+    back from the served log first."""
 
     group_key = models.CharField(max_length=32)
     hour = models.DateTimeField()

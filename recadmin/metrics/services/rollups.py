@@ -8,9 +8,12 @@ What is counted is what the bookmarks say (`RollupState`): the served pages with
     (lists' impressions, clicks, add-to-carts, purchases, revenue, attributions by method, position and
     rule counts) are upserted (`x = x + EXCLUDED.x`, one statement on PostgreSQL and SQLite alike);
     distinct counts (customers, items, lists, fallback lists) stay exact through the recent hours'
-    sets in `HourlyDistinct`: the new pages' members are inserted if absent, then only the touched
-    rows count their sets. An hour without sets (older than `DISTINCT_SETS_HOURS`, or after a full
-    recompute) is read back from the served log the first time a page touches it again;
+    sets in `HourlyDistinct`: the new pages' members are inserted if absent, and those actually
+    inserted (RETURNING, on PostgreSQL) are the increments; SQLite counts the touched rows' sets. An
+    hour without sets (older than `DISTINCT_SETS_HOURS`, or after a full recompute) is read back
+    from the served log the first time a page touches it again, and its touched rows counted. On
+    PostgreSQL the new pages' items are expanded by the database, with the full recompute's
+    expressions;
   * full (`rollups_recompute` of given hours, `rollups_rebuild` of all): the hours from scratch.
 
 Both run under the `RollupState` row's lock and in the caller's transaction: a run is all or nothing,
@@ -57,7 +60,7 @@ DISTINCT_SETS_HOURS = 3
 _PAGE_BATCH = 5000
 # SQL aggregation of the served log needs PostgreSQL's jsonb functions; elsewhere pages are read.
 USE_SQL = True
-# Additive columns of an hourly row (the distinct counts are recounted from their sets instead).
+# Additive columns of an hourly row (the distinct counts grow by the members new to their sets).
 _ADDITIVE = (
     "impressions",
     "clicks",
@@ -265,16 +268,17 @@ _HOURLY_COLUMNS = ("group_key", "hour", *_DIMS, "lists", "fallback_lists", "cust
 
 
 def _write_increment(sums: _Sums, counted: Counted, page_keys: list[tuple[int, str]] | None = None) -> None:
-    """Upsert the sums and add the pages' members to their hours' sets. With `page_keys` (PostgreSQL:
+    """Add the pages' members to their hours' sets, then upsert the sums. With `page_keys` (PostgreSQL:
     (page id, row key) of pages added without their items), the database expands the items."""
     if page_keys:
         _items_expand(page_keys, sums)
+    recount = _members_write(sums, counted, items_in_database=page_keys is not None) if sums.paged else set()
     _insert(
         HourlyRollup,
         _HOURLY_COLUMNS,
         ([g[c] for c in _HOURLY_COLUMNS] for g in sums.groups.values()),
         conflict=("group_key",),
-        add=_ADDITIVE,
+        add=(*_ADDITIVE, *_DISTINCT.values()),
     )
     _insert(
         PositionRollup,
@@ -291,30 +295,54 @@ def _write_increment(sums: _Sums, counted: Counted, page_keys: list[tuple[int, s
         conflict=("hour", "scene", "rule_id"),
         add=rule_counts,
     )
-    if not sums.paged:
-        return
+    if recount:
+        _distinct_recount(recount)
+
+
+def _members_write(sums: _Sums, counted: Counted, *, items_in_database: bool) -> set[str]:
+    """Insert the new members into their hours' sets. On PostgreSQL the members actually inserted
+    come back: they are the increments of the distinct counts (a set only grows), put into `sums`.
+    Returns the rows to count from their sets instead (an hour read back whole; SQLite)."""
     hours = set(sums.members)
     open_hours = set(RollupOpenHour.objects.filter(hour__in=hours).values_list("hour", flat=True))
+    returning = connection.vendor == "postgresql"
+    new: dict[tuple[str, str], int] = defaultdict(int)
     daily: set[tuple[Any, ...]] = set()
+    recount: set[str] = set()
     for hour in sorted(hours):
         if hour not in open_hours:
             _distinct_read_back(hour, counted)  # the hour's members, this batch's included
             daily.update(sums.daily[hour])
-        elif connection.vendor == "postgresql":
+            recount.update(key for key, _, _ in sums.members[hour])
+        elif returning:
             # Only an item new to its hour's set can be new to the day's (every member already in a
             # set had its day row written when it was counted): the day rows of the new ones only.
-            for key, kind, item in _members_add(hour, sums.members[hour], returning=True):
+            for key, kind, value in _members_add(hour, sums.members[hour], returning=True):
+                new[(key, kind)] += 1
                 if kind == DistinctKind.ITEM:
                     g = sums.groups[key]
-                    dims = (g["scene"], g["strategy"], g["model_version_id"] or 0, g["variant_id"] or 0)
-                    daily.add((hour.date(), *dims, item))
+                    daily.add(
+                        (
+                            hour.date(),
+                            g["scene"],
+                            g["strategy"],
+                            g["model_version_id"] or 0,
+                            g["variant_id"] or 0,
+                            value,
+                        )
+                    )
         else:
             _members_add(hour, sums.members[hour])
             daily.update(sums.daily[hour])
-    if page_keys:
-        _items_members(sorted(hours & open_hours))
+            recount.update(key for key, _, _ in sums.members[hour])
+    if items_in_database:
+        for key, n in _items_members(sorted(hours & open_hours)):
+            new[(key, DistinctKind.ITEM)] += n
     _daily_items_add(daily)
-    _distinct_recount(sums.paged)
+    for (key, kind), n in new.items():
+        if key not in recount:
+            sums.groups[key][_DISTINCT[DistinctKind(kind)]] += n
+    return recount
 
 
 _NEW_ITEMS = "metrics_new_items"
@@ -356,10 +384,10 @@ def _items_expand(page_keys: list[tuple[int, str]], sums: _Sums) -> None:
             counts[3] += int(other)
 
 
-def _items_members(open_hours: list[dt.datetime]) -> None:
+def _items_members(open_hours: list[dt.datetime]) -> list[tuple[str, int]]:
     """The expanded items into their open hours' sets and, for those new to a set (only they can be
     new to their day), the daily item sets; the other hours' sets were read back whole, so their
-    items go to the daily sets as they are."""
+    items go to the daily sets as they are. Returns the items added per row key."""
     columns = "day, scene, strategy, model_version_id, variant_id, item"
     day_row = (
         "(date_trunc('day', t.h))::date, t.scene, t.strategy, COALESCE(t.model_version_id, 0), "
@@ -370,16 +398,19 @@ def _items_members(open_hours: list[dt.datetime]) -> None:
         cursor.execute(
             f"WITH new AS (INSERT INTO {HourlyDistinct._meta.db_table} (group_key, hour, kind, value) "
             f"SELECT DISTINCT group_key, h, %s, item FROM {_NEW_ITEMS} WHERE item IS NOT NULL AND h = ANY(%s) "
-            "ON CONFLICT (group_key, kind, value) DO NOTHING RETURNING group_key, value) "
-            f"INSERT INTO {daily} ({columns}) SELECT DISTINCT {day_row} FROM {_NEW_ITEMS} t "
-            "JOIN new n ON n.group_key = t.group_key AND n.value = t.item ON CONFLICT DO NOTHING",
+            "ON CONFLICT (group_key, kind, value) DO NOTHING RETURNING group_key, value), "
+            f"days AS (INSERT INTO {daily} ({columns}) SELECT DISTINCT {day_row} FROM {_NEW_ITEMS} t "
+            "JOIN new n ON n.group_key = t.group_key AND n.value = t.item ON CONFLICT DO NOTHING) "
+            "SELECT group_key, COUNT(*) FROM new GROUP BY group_key",
             [str(DistinctKind.ITEM), open_hours],
         )
+        added = [(key, int(n)) for key, n in cursor.fetchall()]
         cursor.execute(
             f"INSERT INTO {daily} ({columns}) SELECT DISTINCT {day_row} FROM {_NEW_ITEMS} t "
             "WHERE t.item IS NOT NULL AND NOT (t.h = ANY(%s)) ON CONFLICT DO NOTHING",
             [open_hours],
         )
+    return added
 
 
 def _members_add(
