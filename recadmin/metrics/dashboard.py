@@ -54,10 +54,10 @@ def _change(now: Any, before: Any) -> str:
 def comparison_panel(now: dt.datetime) -> dict[str, Any]:
     rows = []
     periods: list[dict[str, Any]] = []
-    for label, length in PERIODS:
-        current = selectors.period_totals(since=now - length, until=now)
-        previous = selectors.period_totals(since=now - 2 * length, until=now - length)
-        periods.append({"label": label, "current": current, "previous": previous})
+    ranges = [r for _, length in PERIODS for r in ((now - length, now), (now - 2 * length, now - length))]
+    totals = selectors.periods_totals(periods=ranges)
+    for n, (label, _) in enumerate(PERIODS):
+        periods.append({"label": label, "current": totals[2 * n], "previous": totals[2 * n + 1]})
     for title, key, kind in CARDS:
         cells = []
         for period in periods:
