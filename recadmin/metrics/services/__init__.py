@@ -4,8 +4,9 @@ and attributions to the rollups, refresh the experiments' per-customer sums. One
 mode (beat, or the in-process scheduler when embedded).
 
 The package, by topic: `attribution` (events to served lists), `rollups` (hourly, position and rule
-rollups), `experiment_customers` (the experiments' per-customer sums), `refresh` (the pipeline that
-runs them in order under the bookmark lock); `common` holds what they share.
+rollups, added incrementally), `recompute` (the same rollups from scratch), `experiment_customers`
+(the experiments' per-customer sums), `refresh` (the pipeline that runs them in order under the
+bookmark lock); `common` holds what they share.
 """
 
 from __future__ import annotations
@@ -21,14 +22,9 @@ from recadmin.metrics.services.common import (
     hour_of,
 )
 from recadmin.metrics.services.experiment_customers import experiment_customers_refresh
+from recadmin.metrics.services.recompute import rollups_rebuild, rollups_recompute
 from recadmin.metrics.services.refresh import RefreshResult, metrics_rebuild, metrics_refresh
-from recadmin.metrics.services.rollups import (
-    RollupsUpdate,
-    group_key,
-    rollups_rebuild,
-    rollups_recompute,
-    rollups_update,
-)
+from recadmin.metrics.services.rollups import RollupsUpdate, group_key, rollups_update
 
 __all__ = [
     "ATTRIBUTED_TYPES",

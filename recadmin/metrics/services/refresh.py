@@ -19,7 +19,8 @@ from recadmin.metrics.models import RollupState
 from recadmin.metrics.services.attribution import attribution_run
 from recadmin.metrics.services.common import EPOCH, EVENTS_LOOKBACK
 from recadmin.metrics.services.experiment_customers import experiment_customers_refresh
-from recadmin.metrics.services.rollups import RollupsUpdate, rollups_rebuild, rollups_update
+from recadmin.metrics.services.recompute import rollups_rebuild
+from recadmin.metrics.services.rollups import RollupsUpdate, rollups_update
 
 logger = logging.getLogger(__name__)
 
