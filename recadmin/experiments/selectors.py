@@ -414,7 +414,7 @@ def _tuning_n(experiment: Experiment) -> float:
     return float(statistics.DEFAULT_TUNING_N)
 
 
-def experiment_report(experiment: Experiment) -> dict[str, Any]:
+def experiment_report(experiment: Experiment, *, sums: dict[int, dict[str, float]] | None = None) -> dict[str, Any]:
     """Everything `GET /api/v1/experiments/<id>/report` returns (JSON-ready: NaN becomes None).
 
     Per variant: customers, lists, impressions, clicks, ctr, add_to_carts, purchases, conversion_rate,
@@ -424,9 +424,11 @@ def experiment_report(experiment: Experiment) -> dict[str, Any]:
     variant against the weights; Thompson: each customer once, in their first variant, against the
     allocation in force then), the guardrails (p95 latency of the served pages, fallback share), the
     verdict in words (a variant failing a guardrail is never called the winner) and the allocation
-    history."""
+    history. `sums`: the experiment's `variant_sums` when the caller has them already (the aggregate
+    over its customers is much of the report's time)."""
     variants = experiment_variants(experiment)
-    sums = variant_sums(experiment)
+    if sums is None:
+        sums = variant_sums(experiment)
     metric = experiment.primary_metric
     label = METRIC_LABELS.get(metric, metric)
     weights_now = experiment_current_weights(experiment)

@@ -54,10 +54,10 @@ def _change(now: Any, before: Any) -> str:
 def comparison_panel(now: dt.datetime) -> dict[str, Any]:
     rows = []
     periods: list[dict[str, Any]] = []
-    for label, length in PERIODS:
-        current = selectors.period_totals(since=now - length, until=now)
-        previous = selectors.period_totals(since=now - 2 * length, until=now - length)
-        periods.append({"label": label, "current": current, "previous": previous})
+    ranges = [r for _, length in PERIODS for r in ((now - length, now), (now - 2 * length, now - length))]
+    totals = selectors.periods_totals(periods=ranges)
+    for n, (label, _) in enumerate(PERIODS):
+        periods.append({"label": label, "current": totals[2 * n], "previous": totals[2 * n + 1]})
     for title, key, kind in CARDS:
         cells = []
         for period in periods:
@@ -108,8 +108,18 @@ def status_panel(now: dt.datetime) -> dict[str, Any]:
 
     defaults = list(ModelVersion.objects.filter(status=ModelVersionStatus.DEFAULT).order_by("name"))
     last_run = TrainingRun.objects.order_by("-created_at", "-id").first()
+    state = selectors.rollup_state()
+    done = state.complete_until.timestamp() if state and state.complete_until else 0
+
+    def verdict(e: Experiment) -> str:
+        # The report changes with a rollup run, a reallocation or a state change: cached until then
+        # (its aggregate over the experiment's customers is most of this panel's time).
+        snapshot = e.allocations.order_by("-created_at", "-id").values_list("pk", flat=True).first()
+        key = f"metrics:experiment-verdict:v1:{e.pk}:{e.status}:{snapshot}:{done}"
+        return cast(str, cache.get_or_set(key, lambda: experiment_report(e)["verdict"], DASHBOARD_CACHE_SECONDS))
+
     experiments = [
-        {"experiment": e, "verdict": experiment_report(e)["verdict"]}
+        {"experiment": e, "verdict": verdict(e)}
         for e in Experiment.objects.filter(status=ExperimentStatus.RUNNING).order_by("started_at")[:5]
     ]
     rules = list(

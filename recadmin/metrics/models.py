@@ -3,8 +3,13 @@
 `Attribution` is one row per counted event (click, add-to-cart, purchase) with the served list it
 belongs to, copied from the list (scene, strategy, model version, experiment variant, source, the
 hour it was served) so that rollups read one table. Rollups are keyed by the hour the list was
-*served*: a click arriving late changes the hour of its list, which is then recomputed whole, so
-re-running any period gives the same rows.
+*served*: a click arriving late adds to the row of its list's hour.
+
+Rollups are incremental: each run adds the pages and attributions it has not counted yet (the
+bookmarks in `RollupState` and the `RollupPage` ledger say which are counted) to additive counters,
+and keeps the distinct counts (customers, items, lists) exact through the recent hours' sets in
+`HourlyDistinct`. A full recompute of any hours from the same counted pages and attributions gives
+the same rows.
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ class Attribution(Dimensions):
 
 class HourlyRollup(Dimensions):
     hour = models.DateTimeField()
+    # A digest of (hour, dimensions): the one-column key the incremental upserts conflict on (the
+    # nullable dimensions would make a unique constraint over the columns let duplicates in).
+    group_key = models.CharField(max_length=32, unique=True)
     lists = models.PositiveIntegerField(default=0)
     fallback_lists = models.PositiveIntegerField(default=0)
     impressions = models.PositiveIntegerField(default=0)
@@ -131,6 +139,7 @@ class PositionRollup(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["hour", "scene"], name="metrics_position_hour")]
+        constraints = [models.UniqueConstraint(fields=["hour", "scene", "position"], name="metrics_position_unique")]
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00} {self.scene} #{self.position}"
@@ -150,6 +159,7 @@ class RuleRollup(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["hour", "rule_id"], name="metrics_rule_hour")]
+        constraints = [models.UniqueConstraint(fields=["hour", "scene", "rule_id"], name="metrics_rule_unique")]
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00} rule {self.rule_id}"
@@ -160,11 +170,15 @@ class RollupState(models.Model):
 
     key = models.CharField(max_length=32, unique=True, default="default")
     events_read_until = models.DateTimeField(null=True, blank=True, help_text="Event.created_at read up to.")
-    served_read_id = models.BigIntegerField(default=0, help_text="ServedRecommendation.id read up to.")
-    # The ids (served_check_low, served_read_id] held this many pages at the last run: a different count
-    # later means a page committed late below the bookmark.
+    served_read_id = models.BigIntegerField(default=0, help_text="The highest ServedRecommendation.id counted.")
+    # Pages with an id up to this are counted; above it, those in the RollupPage ledger are (a page
+    # committed late, below the highest id, is still found: it is not in the ledger).
     served_check_low = models.BigIntegerField(default=0)
-    served_check_count = models.BigIntegerField(default=0)
+    attributions_read_id = models.BigIntegerField(
+        default=0,
+        db_default=0,
+        help_text="Attribution.id counted up to (attributions are written under this row's lock).",
+    )
     complete_until = models.DateTimeField(
         null=True, blank=True, help_text="Everything served and drained before this moment is in the rollups."
     )
@@ -173,3 +187,48 @@ class RollupState(models.Model):
 
     def __str__(self) -> str:
         return f"rollups complete until {self.complete_until}"
+
+
+class RollupPage(models.Model):
+    """The ledger of served pages counted by the rollups above `RollupState.served_check_low` (a few
+    thousand recent ids): a page is new when its id is above the mark and not here."""
+
+    page_id = models.BigIntegerField(primary_key=True)
+
+    def __str__(self) -> str:
+        return f"page {self.page_id} counted"
+
+
+class DistinctKind(models.TextChoices):
+    CUSTOMER = "customer", "Customer"
+    ITEM = "item", "Item"
+    LIST = "list", "List (recommendation_id)"
+    FALLBACK = "fallback", "Fallback list (recommendation_id)"
+
+
+class HourlyDistinct(models.Model):
+    """The sets behind an hourly row's distinct counts (customers, items, lists, fallback lists),
+    kept for the recent hours only (`RollupOpenHour`): new pages add members if absent, and the
+    members actually added are the counts' increments. An older hour that gets a page again is read
+    back from the served log first."""
+
+    group_key = models.CharField(max_length=32)
+    hour = models.DateTimeField()
+    kind = models.CharField(max_length=8, choices=DistinctKind.choices)
+    value = models.CharField(max_length=max(SHOP_ID_MAX_LENGTH, RECOMMENDATION_ID_MAX_LENGTH))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group_key", "kind", "value"], name="metrics_distinct_member")]
+        indexes = [models.Index(fields=["hour"], name="metrics_distinct_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.kind} {self.value}"
+
+
+class RollupOpenHour(models.Model):
+    """An hour whose distinct sets in `HourlyDistinct` are complete."""
+
+    hour = models.DateTimeField(unique=True)
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} sets complete"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
@@ -195,10 +195,27 @@ def position_rows(*, since: dt.datetime, until: dt.datetime, scene: str | None =
 
 def period_totals(*, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
     """Totals of one period (the dashboard's comparison cards)."""
-    sums = HourlyRollup.objects.filter(hour__gte=since, hour__lt=until).aggregate(**{s: Sum(s) for s in _SUMS})
-    row = {s: (sums[s] or 0) for s in _SUMS}
-    row["_items"] = None
-    return _derived(row, 0)
+    return periods_totals(periods=[(since, until)])[0]
+
+
+def periods_totals(*, periods: Sequence[tuple[dt.datetime, dt.datetime]]) -> list[dict[str, Any]]:
+    """Totals of each [since, until) period, in one scan of the rollups (the dashboard compares six)."""
+    if not periods:
+        return []
+    query = HourlyRollup.objects.filter(hour__gte=min(s for s, _ in periods), hour__lt=max(u for _, u in periods))
+    sums = query.aggregate(
+        **{
+            f"{s}_{n}": Sum(s, filter=Q(hour__gte=since, hour__lt=until))
+            for n, (since, until) in enumerate(periods)
+            for s in _SUMS
+        }
+    )
+    out = []
+    for n in range(len(periods)):
+        row: dict[str, Any] = {s: (sums[f"{s}_{n}"] or 0) for s in _SUMS}
+        row["_items"] = None
+        out.append(_derived(row, 0))
+    return out
 
 
 def series(*, since: dt.datetime, until: dt.datetime, by: str, bucket: str = "hour") -> dict[str, Any]:

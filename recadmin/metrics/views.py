@@ -36,9 +36,9 @@ def experiment_report_panels(experiment: Any) -> list[dict[str, Any]]:
     from recadmin.experiments import selectors as experiment_selectors
     from recadmin.experiments.params import METRIC_LABELS
 
-    report = experiment_selectors.experiment_report(experiment)
-    variants = experiment_selectors.experiment_variants(experiment)
     sums = experiment_selectors.variant_sums(experiment)
+    report = experiment_selectors.experiment_report(experiment, sums=sums)
+    variants = experiment_selectors.experiment_variants(experiment)
     metric = experiment.primary_metric
     label = METRIC_LABELS.get(metric, metric)
     values: list[float | None] = []

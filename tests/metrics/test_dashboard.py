@@ -69,3 +69,18 @@ def test_the_dashboard_page_needs_a_staff_login(client: Client) -> None:
 def test_an_empty_dashboard_loads(admin_client: Client) -> None:
     response = admin_client.get("/admin/metrics/dashboard/")
     assert response.status_code == 200 and "No data yet" in response.content.decode()
+
+
+def test_the_periods_summed_in_one_scan_equal_each_period_summed_alone(traffic: None, t0: dt.datetime) -> None:
+    from recadmin.metrics.models import HourlyRollup
+    from recadmin.metrics.selectors import periods_totals
+
+    H = dt.timedelta(hours=1)
+    ranges = [(t0 - H, t0 + 3 * H), (t0 - 5 * H, t0 - H), (t0 + H, t0 + 2 * H), (t0 - H, t0 + H)]
+    together = periods_totals(periods=ranges)
+    for (since, until), row in zip(ranges, together, strict=True):
+        alone = HourlyRollup.objects.filter(hour__gte=since, hour__lt=until)
+        assert row["lists"] == sum(alone.values_list("lists", flat=True))
+        assert row["clicks"] == sum(alone.values_list("clicks", flat=True))
+        assert row["revenue"] == float(sum(alone.values_list("revenue", flat=True)))
+    assert together[0]["lists"] == 2 and together[1]["lists"] == 0 and together[0]["clicks"] == 1

@@ -1,0 +1,70 @@
+"""What every step of the metrics pipeline shares: the attribution window, hours, chunking, the
+served page's fields and dimensions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+
+ATTRIBUTED_TYPES = ("click", "add_to_cart", "purchase")
+WINDOW_TYPES = ("add_to_cart", "purchase")
+# Events are re-read this far behind the bookmark: a row committed late (a slow ingest transaction)
+# or one naming a list still in the served-log buffer is picked up by a later run.
+EVENTS_LOOKBACK = dt.timedelta(minutes=15)
+# Served pages are re-read this many ids behind the bookmark, for the same reason (concurrent drains).
+SERVED_ID_LOOKBACK = 2000
+EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_CHUNK = 2000
+
+
+def attribution_window() -> dt.timedelta:
+    return dt.timedelta(hours=float(getattr(settings, "ATTRIBUTION_WINDOW_HOURS", 24)))
+
+
+def hour_of(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _chunks(values: Iterable[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
+    batch: list[Any] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _page_dims(page: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "scene": page["scene"],
+        "strategy": page["strategy"],
+        "model_version_id": page["model_version_id"],
+        "model_label": page["model_label"],
+        "experiment_id": page["experiment_id"],
+        "variant_id": page["variant_id"],
+        "source": page["source"],
+    }
+
+
+_PAGE_FIELDS = (
+    "id",
+    "recommendation_id",
+    "offset",
+    "customer_shop_id",
+    "scene",
+    "strategy",
+    "model_version_id",
+    "model_label",
+    "experiment_id",
+    "variant_id",
+    "source",
+    "fallback_reason",
+    "items",
+    "n_items",
+    "created_at",
+)
