@@ -5,10 +5,10 @@ millions of served pages, and the first exposure of every customer of a Thompson
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/guardrails_bench nice .venv/bin/python \
         bench/experiment_guardrails.py [--pages 2000000] [--customers 500000] [--snapshots 400]
 
-Prints, for the p95 latency: the report's read (`recadmin.serving.latency`: an index-only count, then
-two values read from the slow end of the partial index) against PostgreSQL's percentile_cont over the
-same pages, before and after VACUUM (index-only scans need the visibility map that autovacuum keeps);
-the drain's extra cost for the partial index; for the sample-ratio test: the PostgreSQL query and the
+Prints, for the p95 latency: the report's read (`recadmin.metrics.selectors.variant_latency_quantiles`:
+the latency histogram the rollups keep per hour and variant, filled here in one statement as the
+rollups' full recompute does) against PostgreSQL's exact percentile_cont over the same pages, with
+the relative difference; for the sample-ratio test: the PostgreSQL query and the
 portable path of `first_exposures`; and the whole report, with an empty cache and with those two reads
 cached. PostgreSQL only (the data goes in with COPY). The bench tables are emptied first and the cache
 cleared: point DATABASE_URL and REDIS_URL at a database and a Redis database of their own.
@@ -202,50 +202,24 @@ def _percentile_cont(experiment_id: int) -> dict[int, tuple[int, float]]:
         return {int(v): (int(n), float(p)) for v, n, p in cursor.fetchall()}
 
 
-def _drain_cost(experiment: Any, pages: int) -> tuple[float, float]:
-    """Milliseconds to write `pages` experiment pages the way the drain does, with and without the
-    partial latency index."""
+def _latency_histogram(experiment_id: int) -> int:
+    """Fill the experiment's latency histogram from its pages (what the rollups keep); returns rows."""
     from django.db import connection
-    from django.utils import timezone
 
+    from recadmin.metrics.models import LATENCY_EDGES_MS, LatencyRollup
     from recadmin.serving.models import ServedRecommendation
-    from recadmin.serving.served_log import _insert
 
-    variants = list(experiment.variants.values_list("pk", flat=True))
-    items = [{"item": f"i{p}", "position": p, "score": 0.5, "rules": [], "source": "model"} for p in range(10)]
-    table = ServedRecommendation._meta.db_table
-
-    def rows(tag: str) -> list[tuple[Any, ...]]:
-        now = timezone.now()
-        return [
-            (f"d{tag}-{n}", 0, "recommendations", None, f"c{n}", "home", None, "recommender v1", "model",
-             "model,popular", experiment.pk, variants[n % 3], "", "", "", items, 10, 50.0 + n % 100, now)
-            for n in range(pages)
-        ]  # fmt: skip
-
-    def write(tag: str) -> float:
-        times = []
-        for round_ in range(3):
-            batch = rows(f"{tag}{round_}")
-            began = time.perf_counter()
-            for start in range(0, pages, 500):  # the drain's batch size
-                _insert(batch[start : start + 500])
-            times.append(time.perf_counter() - began)
-        return statistics.median(times) * 1000
-
-    with_index = write("with")
+    LatencyRollup.objects.filter(experiment_id=experiment_id).delete()
     with connection.cursor() as cursor:
-        cursor.execute("DROP INDEX served_experiment_latency")
-    try:
-        without = write("without")
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"CREATE INDEX served_experiment_latency ON {table} (experiment_id, variant_id, latency_ms) "
-                "WHERE experiment_id IS NOT NULL"
-            )
-        ServedRecommendation.objects.filter(recommendation_id__startswith="d").delete()
-    return with_index, without
+        cursor.execute(
+            f"INSERT INTO {LatencyRollup._meta.db_table} (hour, experiment_id, variant_id, bucket, pages) "
+            "SELECT date_trunc('hour', created_at), experiment_id, variant_id, "
+            "width_bucket(latency_ms, %s::float8[]), COUNT(*) "
+            f"FROM {ServedRecommendation._meta.db_table} WHERE experiment_id = %s AND variant_id IS NOT NULL "
+            "GROUP BY 1, 2, 3, 4",
+            [list(LATENCY_EDGES_MS), experiment_id],
+        )
+        return int(cursor.rowcount)
 
 
 def main() -> None:
@@ -262,7 +236,7 @@ def main() -> None:
 
     from recadmin.experiments.models import Experiment
     from recadmin.experiments.selectors import experiment_report, first_exposures
-    from recadmin.serving.latency import served_latency_quantiles_compute
+    from recadmin.metrics.selectors import variant_latency_quantiles
     from recadmin.serving.models import ServedRecommendation
 
     if connection.vendor != "postgresql":
@@ -273,7 +247,6 @@ def main() -> None:
         began = time.perf_counter()
         experiment = _generate(args)
         print(f"generated in {time.perf_counter() - began:.1f} s")
-    table = ServedRecommendation._meta.db_table
     variants = list(experiment.variants.order_by("position"))
     ids = [v.pk for v in variants]
     in_experiment = ServedRecommendation.objects.filter(experiment_id=experiment.pk).count()
@@ -284,22 +257,17 @@ def main() -> None:
         f"({len(variants)} variants); {customers:,} per-customer rows; {snapshots} allocation periods"
     )
 
-    for label in ("before VACUUM (visibility map not set yet)", "after VACUUM"):
-        if label == "after VACUUM":
-            with connection.cursor() as cursor:
-                cursor.execute(f"VACUUM (ANALYZE) {table}")
-        ours_ms, ours = _timed(lambda: served_latency_quantiles_compute(experiment.pk, ids, 0.95))
-        cont_ms, cont = _timed(lambda: _percentile_cont(experiment.pk), rounds=3)
-        same = all(
-            ours[v].pages == cont[v][0] and abs((ours[v].quantile_ms or 0) - cont[v][1]) < 1e-6 * cont[v][1]
-            for v in ids
-        )
-        print(
-            f"p95 latency per variant, {label}: index-ordered read {ours_ms:.0f} ms, percentile_cont {cont_ms:.0f} ms "
-            f"(same values: {same}; "
-            + ", ".join(f"{v.name} {ours[v.pk].quantile_ms:.1f} ms over {ours[v.pk].pages:,}" for v in variants)
-            + ")"
-        )
+    fill_ms, rows = _timed(lambda: _latency_histogram(experiment.pk), rounds=1)
+    ours_ms, ours = _timed(lambda: variant_latency_quantiles(experiment.pk, ids, 0.95))
+    cont_ms, cont = _timed(lambda: _percentile_cont(experiment.pk), rounds=3)
+    error = max(abs((ours[v].quantile_ms or 0) - cont[v][1]) / cont[v][1] for v in ids)
+    print(
+        f"latency histogram of the experiment's pages: {rows:,} rows (hour x variant x bucket), filled in "
+        f"{fill_ms:.0f} ms; p95 per variant from it {ours_ms:.1f} ms, percentile_cont over the pages "
+        f"{cont_ms:.0f} ms; largest relative difference {error * 100:.2f} % ("
+        + ", ".join(f"{v.name} {ours[v.pk].quantile_ms:.1f} ms / exact {cont[v.pk][1]:.1f} ms" for v in variants)
+        + ")"
+    )
 
     boundaries = list(experiment.allocations.order_by("created_at", "id").values_list("created_at", flat=True))
     db_ms, in_db = _timed(lambda: first_exposures(experiment, boundaries))
@@ -323,12 +291,6 @@ def main() -> None:
         f"p95 failing: {report['guardrails']['p95_latency_exceeded']}"
     )
     print(f"  verdict: {report['verdict']}")
-
-    with_index, without = _drain_cost(experiment, 5000)
-    print(
-        f"drain-style insert of 5,000 experiment pages (batches of 500): {with_index:.0f} ms with the partial "
-        f"latency index, {without:.0f} ms without"
-    )
 
 
 if __name__ == "__main__":

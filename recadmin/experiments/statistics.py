@@ -47,7 +47,8 @@ Sample ratio mismatch: `srm_p_value` (Pearson's chi-square against fixed weights
 `srm_time_weighted` for an allocation that moves (Thompson sampling): each customer counted once, at
 their first exposure, against the weights in force then, with the exact covariance of that mixture.
 Guardrails: `percentile_positions` / `interpolate_percentile` give numpy's (and percentile_cont's)
-quantile from the two order statistics around it, which a database reads from an index in order.
+quantile from the two order statistics around it; `histogram_quantile` reads it from bucket counts
+(what the rollups keep), within the buckets' width of the exact value.
 """
 
 from __future__ import annotations
@@ -443,6 +444,31 @@ def interpolate_percentile(low_value: float, high_value: float, fraction: float)
     if fraction >= 0.5:
         return high_value - step * (1 - fraction)
     return low_value + step * fraction
+
+
+def histogram_quantile(edges: Sequence[float], counts: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile of values counted in buckets: bucket b holds [edges[b - 1], edges[b]) (bucket 0
+    from 0, the last bucket from edges[-1] up, read as edges[-1]). Linear within the bucket that holds
+    numpy's position q (n - 1), the values taken as spread evenly over it (as Prometheus'
+    histogram_quantile does): off the exact quantile by at most that bucket's width. None when empty."""
+    if not 0 <= q <= 1:
+        raise ValueError("q must be in [0, 1]")
+    n = sum(count for count in counts.values() if count > 0)
+    if n == 0:
+        return None
+    position = q * (n - 1)
+    below = 0
+    for bucket in sorted(b for b, count in counts.items() if count > 0):
+        count = counts[bucket]
+        if position < below + count:
+            if bucket >= len(edges):
+                return float(edges[-1])
+            low = float(edges[bucket - 1]) if bucket > 0 else 0.0
+            high = float(edges[bucket])
+            # The k-th of `count` values spread evenly: at (k + 0.5) / count of the bucket's width.
+            return low + (high - low) * (position - below + 0.5) / count
+        below += count
+    return float(edges[-1])
 
 
 # --- the verdict in words --------------------------------------------------------------------------

@@ -145,6 +145,44 @@ class PositionRollup(models.Model):
         return f"{self.hour:%Y-%m-%d %H:00} {self.scene} #{self.position}"
 
 
+def _latency_edges() -> tuple[float, ...]:
+    edges, edge = [], 0.1
+    while edge < 120_000:
+        edges.append(round(edge, 6))
+        edge *= 1.02
+    return tuple(edges)
+
+
+# The lower bounds of the latency histogram's buckets (ms): 0.1 ms to 2 minutes, each 2 % wider than
+# the one before, so a quantile read from it is within 2 % of the exact one. Bucket b holds
+# latencies in [EDGES[b - 1], EDGES[b]) (bucket 0: below 0.1 ms; the last: 2 minutes and more):
+# `bisect_right` in Python and `width_bucket` in PostgreSQL give the same b for the same value.
+LATENCY_EDGES_MS = _latency_edges()
+
+
+class LatencyRollup(models.Model):
+    """Per hour, experiment and variant: how many served pages took how long (a histogram). The
+    experiments report's p95-latency guardrail reads it: a few hundred rows per variant, however
+    many pages it served."""
+
+    hour = models.DateTimeField()
+    experiment_id = models.BigIntegerField()
+    variant_id = models.BigIntegerField()
+    bucket = models.PositiveSmallIntegerField(help_text="Index into LATENCY_EDGES_MS (see there).")
+    pages = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["experiment_id", "variant_id"], name="metrics_latency_variant")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "experiment_id", "variant_id", "bucket"], name="metrics_latency_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} variant {self.variant_id} bucket {self.bucket}: {self.pages}"
+
+
 class RuleRollup(models.Model):
     """Per rule and hour: the items it boosted or pinned against the other items of the same lists."""
 

@@ -12,7 +12,17 @@ from django.db.models.functions import TruncDay
 from django.utils import timezone
 
 from recadmin.catalog.models import Item
-from recadmin.metrics.models import DailyItem, HourlyRollup, PositionRollup, RollupState, RuleRollup
+from recadmin.experiments import statistics
+from recadmin.experiments.selectors import PageLatency
+from recadmin.metrics.models import (
+    LATENCY_EDGES_MS,
+    DailyItem,
+    HourlyRollup,
+    LatencyRollup,
+    PositionRollup,
+    RollupState,
+    RuleRollup,
+)
 
 GROUP_BY_CHOICES = ("day", "hour", "scene", "strategy", "model_version", "variant")
 _SUMS = (
@@ -237,3 +247,23 @@ def series(*, since: dt.datetime, until: dt.datetime, by: str, bucket: str = "ho
         name = r[column] or ("(no scene)" if by == "scene" else "fallback / none")
         out.setdefault(name, {})[r[time_field]] = r
     return {"series": out}
+
+
+def variant_latency_quantiles(experiment_id: int, variant_ids: Sequence[int], q: float) -> dict[int, PageLatency]:
+    """variant id -> its rolled-up pages in the experiment and their latency q-quantile (ms), from the
+    latency histogram (within 2 % of the exact quantile; registered as the experiments report's
+    reader by MetricsConfig.ready). Its cost does not grow with the pages: a few hundred rows a variant."""
+    counts: dict[int, dict[int, int]] = {variant_id: {} for variant_id in variant_ids}
+    rows = (
+        LatencyRollup.objects.filter(experiment_id=experiment_id, variant_id__in=list(variant_ids))
+        .values("variant_id", "bucket")
+        .annotate(n=Sum("pages"))
+        .values_list("variant_id", "bucket", "n")
+        .order_by()
+    )
+    for variant_id, bucket, n in rows:
+        counts[variant_id][bucket] = int(n or 0)
+    return {
+        variant_id: PageLatency(sum(buckets.values()), statistics.histogram_quantile(LATENCY_EDGES_MS, buckets, q))
+        for variant_id, buckets in counts.items()
+    }

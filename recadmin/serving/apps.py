@@ -10,9 +10,6 @@ class ServingConfig(AppConfig):
     verbose_name = "Serving"
 
     def ready(self) -> None:
-        from recadmin.experiments.selectors import page_latency_reader_register
-        from recadmin.serving.latency import served_latency_quantiles
         from recadmin.serving.observability import register
 
         register()
-        page_latency_reader_register(served_latency_quantiles)

@@ -85,12 +85,6 @@ class ServedRecommendation(models.Model):
             models.Index(fields=["model_version", "created_at"], name="served_version_time"),
             models.Index(fields=["customer_shop_id", "created_at"], name="served_customer_time"),
             models.Index(fields=["experiment", "created_at"], name="served_experiment_time"),
-            # The experiments report's p95 latency per variant: read in latency order, index-only.
-            models.Index(
-                fields=["experiment", "variant", "latency_ms"],
-                name="served_experiment_latency",
-                condition=models.Q(experiment__isnull=False),
-            ),
         ]
 
     def __str__(self) -> str:

@@ -4,6 +4,7 @@ statsmodels; the per-customer upsert is idempotent."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -220,6 +221,17 @@ def _pages(experiment: Experiment, variant_name: str, latencies: np.ndarray) -> 
             for i, latency in enumerate(latencies)
         ]
     )
+    # The report reads the latency histogram the rollups keep (rolled up without refreshing the
+    # per-customer sums, which these tests write themselves).
+    from django.db import transaction
+
+    from recadmin.metrics.models import RollupState
+    from recadmin.metrics.services.rollups import rollups_update
+
+    with transaction.atomic():
+        state, _ = RollupState.objects.select_for_update().get_or_create(key="default")
+        rollups_update(state=state)
+        state.save()
 
 
 def _clearly_better_v4(experiment: Experiment) -> None:
@@ -244,9 +256,9 @@ def test_a_variant_with_slow_pages_fails_the_latency_guardrail_and_is_not_called
     report = make_api_client("manage").get(f"/api/v1/experiments/{experiment.pk}/report").json()
     guardrails = report["guardrails"]
     checked = {row["name"]: row for row in guardrails["variants"]}
-    # The exact 95th percentile of each variant's pages, as numpy computes it.
-    assert checked["control"]["p95_latency_ms"] == pytest.approx(np.percentile(fast, 95), rel=1e-12)
-    assert checked["v4"]["p95_latency_ms"] == pytest.approx(np.percentile(slow, 95), rel=1e-12)
+    # The 95th percentile of each variant's pages within the histogram's 2 % buckets of numpy's.
+    assert checked["control"]["p95_latency_ms"] == pytest.approx(np.percentile(fast, 95), rel=0.02)
+    assert checked["v4"]["p95_latency_ms"] == pytest.approx(np.percentile(slow, 95), rel=0.02)
     assert np.percentile(fast, 95) < 300 < np.percentile(slow, 95)
     assert (checked["control"]["pages"], checked["v4"]["pages"]) == (240, 260)
     assert checked["control"]["p95_latency_passed"] is True and checked["v4"]["p95_latency_passed"] is False
@@ -256,7 +268,7 @@ def test_a_variant_with_slow_pages_fails_the_latency_guardrail_and_is_not_called
 
     verdict = report["verdict"]
     assert (
-        f"v4 fails its guardrails (p95 latency {np.percentile(slow, 95):.0f} ms is above the 300 ms guardrail"
+        f"v4 fails its guardrails (p95 latency {checked['v4']['p95_latency_ms']:.0f} ms is above the 300 ms guardrail"
         in verdict
     )
     assert "it cannot be the winner" in verdict
@@ -287,7 +299,7 @@ def test_the_latency_guardrail_waits_for_enough_pages_and_the_fallback_guardrail
     _pages(experiment, "v4", np.full(GUARDRAIL_MIN_PAGES - 1, 900.0))
     report = experiment_report(experiment)
     v4 = next(row for row in report["guardrails"]["variants"] if row["name"] == "v4")
-    assert v4["p95_latency_ms"] == 900.0 and v4["p95_latency_passed"] is None  # too few pages to judge
+    assert v4["p95_latency_ms"] == pytest.approx(900.0, rel=0.02) and v4["p95_latency_passed"] is None  # too few
     assert v4["fallback_share"] == 0.25 and v4["fallback_share_passed"] is False
     assert v4["failures"] == ["fallback share 25.0 % is above the 10.0 % guardrail (80 lists)"]
     assert "v4 fails its guardrails (fallback share 25.0 %" in report["verdict"]
@@ -437,7 +449,10 @@ def test_the_report_page_and_the_dashboard_show_a_failing_guardrail(
     html = admin_client.get(f"/admin/metrics/experiments/{experiment.pk}/report/").content.decode()
     assert 'id="guardrails"' in html and "p95 latency max: 300 ms" in html
     p95 = np.percentile(np.linspace(100.0, 700.0, 60), 95)
-    assert f'<strong style="color:#b91c1c">failing: p95 latency {p95:.0f} ms is above the 300 ms guardrail' in html
-    assert "<td>40.0</td>" in html and "passing" in html
+    shown = re.search(
+        r'<strong style="color:#b91c1c">failing: p95 latency (\d+) ms is above the 300 ms guardrail', html
+    )
+    assert shown is not None and int(shown.group(1)) == pytest.approx(p95, rel=0.02)
+    assert re.search(r"<td>(39|40|41)\.\d</td>", html) and "passing" in html  # 40 ms within the 2 % buckets
     home = admin_client.get("/admin/").content.decode()
     assert "failing guardrails: v4" in home

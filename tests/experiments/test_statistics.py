@@ -3,6 +3,7 @@ A/A and A/B experiments (per-customer heterogeneity, daily looks)."""
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -430,3 +431,27 @@ def test_the_percentile_from_two_order_statistics_is_numpys(n: int, q: float) ->
     assert st.interpolate_percentile(float(values[low]), float(values[high]), fraction) == np.percentile(
         values, q * 100
     )
+
+
+def test_a_quantile_read_from_histogram_buckets_is_within_the_bucket_width_of_numpys() -> None:
+    from recadmin.metrics.models import LATENCY_EDGES_MS as edges
+
+    rng = np.random.default_rng(3)
+    for sample in (rng.lognormal(np.log(60), 0.5, 5000), rng.exponential(20, 300), rng.uniform(1, 900, 51)):
+        counts: dict[int, int] = {}
+        for value in sample:
+            bucket = bisect.bisect_right(edges, value)
+            counts[bucket] = counts.get(bucket, 0) + 1
+        for q in (0.5, 0.95, 0.99):
+            assert st.histogram_quantile(edges, counts, q) == pytest.approx(np.percentile(sample, q * 100), rel=0.02)
+
+
+def test_a_histogram_quantile_by_hand() -> None:
+    # Ten values in [10, 20) and ten in [20, 40): the median's position 9.5 is the last value of the
+    # first bucket, read as 10 + 10 x (9.5 + 0.5) / 10 = 20; the 95th (18.05) lies in the second.
+    edges = (10.0, 20.0, 40.0)
+    assert st.histogram_quantile(edges, {1: 10, 2: 10}, 0.5) == pytest.approx(20.0)
+    assert st.histogram_quantile(edges, {1: 10, 2: 10}, 0.95) == pytest.approx(20 + 20 * (18.05 - 10 + 0.5) / 10)
+    assert st.histogram_quantile(edges, {0: 4}, 0.5) == pytest.approx(10 * 2 / 4)  # below the first edge: from 0
+    assert st.histogram_quantile(edges, {3: 5}, 0.95) == 40.0  # past the last edge: the last edge
+    assert st.histogram_quantile(edges, {}, 0.95) is None

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from recadmin.metrics.models import DailyItem, HourlyDistinct, HourlyRollup, PositionRollup, RollupOpenHour, RuleRollup
+from recadmin.metrics.models import (
+    DailyItem,
+    HourlyDistinct,
+    HourlyRollup,
+    LatencyRollup,
+    PositionRollup,
+    RollupOpenHour,
+    RuleRollup,
+)
 from recadmin.metrics.selectors import rollup_lag_seconds
 from recadmin.metrics.services import hour_of, metrics_rebuild, metrics_refresh, rollups_recompute
 from recadmin.metrics.services import rollups as rollups_module
@@ -28,7 +36,7 @@ def _snapshot() -> list[tuple[Any, ...]]:
     daily = tuple(
         sorted(DailyItem.objects.values_list("day", "scene", "strategy", "model_version_id", "variant_id", "item"))
     )
-    return [rows(HourlyRollup), rows(PositionRollup), rows(RuleRollup), daily]
+    return [rows(HourlyRollup), rows(PositionRollup), rows(RuleRollup), rows(LatencyRollup), daily]
 
 
 def _traffic(t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -222,7 +230,13 @@ def test_incremental_runs_give_the_rows_of_a_full_recompute(
     serve("r1", ["D"], at=t0 + 2 * M, offset=3)
     serve("r1", ["C"], at=t0 + 65 * M, offset=4)
     serve("r3", ["C", "B"], at=t0 + 5 * M, customer="c2", rules={"B": [7]})
-    serve("r4", ["B", "D"], at=t0 + 6 * M, customer="c1", experiment_id=5, variant_id=9)
+    serve("r4", ["B", "D"], at=t0 + 6 * M, customer="c1", experiment_id=5, variant_id=9, latency_ms=41.3)
+    # Latencies on the histogram's edges and between, two pages in one bucket (rows per bucket).
+    edges = rollups_module.LATENCY_EDGES_MS
+    pages = [(10, edges[100]), (10, edges[100]), (11, edges[100] - 1e-9), (11, 0.0), (10, 500_000.0), (11, 41.3)]
+    for i, (variant, latency) in enumerate(pages):
+        serve(f"x{i}", ["A"], at=t0 + (8 + i) * M, customer=f"x{i}", experiment_id=6, variant_id=variant,
+              latency_ms=latency)  # fmt: skip
     serve("r-old2", ["C", "A"], at=old + M, customer="c3")
     send("click", "B", at=t0 + 3 * M, rec="r1")  # a double click: counted once
     send("click", "D", at=t0 + 7 * M, rec="r4", event_id="dup")
@@ -251,6 +265,9 @@ def test_incremental_runs_give_the_rows_of_a_full_recompute(
     assert (experiment.variant_id, experiment.clicks, experiment.add_to_carts) == (9, 1, 1)
     old_row = HourlyRollup.objects.get(hour=hour_of(old))
     assert (old_row.lists, old_row.items, old_row.customers, old_row.clicks) == (2, 3, 1, 1)
+    histogram = {(r.variant_id, r.bucket): r.pages for r in LatencyRollup.objects.filter(experiment_id=6)}
+    assert histogram[(10, 101)] == 2 and histogram[(11, 100)] == 1  # edges[100] opens bucket 101
+    assert histogram[(11, 0)] == 1 and histogram[(10, len(edges))] == 1  # below the first edge, past the last
 
     metrics_rebuild()
     assert _snapshot() == incremental

@@ -66,5 +66,6 @@ _PAGE_FIELDS = (
     "fallback_reason",
     "items",
     "n_items",
+    "latency_ms",
     "created_at",
 )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,12 +38,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from recadmin.metrics.models import (
+    LATENCY_EDGES_MS,
     Attribution,
     AttributionMethod,
     DailyItem,
     DistinctKind,
     HourlyDistinct,
     HourlyRollup,
+    LatencyRollup,
     PositionRollup,
     RollupOpenHour,
     RollupPage,
@@ -132,6 +135,7 @@ class _Sums:
         self.members: dict[dt.datetime, set[tuple[str, str, str]]] = defaultdict(set)
         self.daily: dict[dt.datetime, set[tuple[Any, ...]]] = defaultdict(set)  # the day item rows, per hour
         self.paged: set[str] = set()  # rows whose distinct sets changed
+        self.latency: dict[tuple[dt.datetime, int, int, int], int] = defaultdict(int)
 
     def group(self, hour: dt.datetime, dims: Sequence[Any]) -> dict[str, Any]:
         key = group_key(hour, dims)
@@ -160,6 +164,9 @@ class _Sums:
         if page["customer_shop_id"]:
             members.add((key, DistinctKind.CUSTOMER, page["customer_shop_id"]))
         g["impressions"] += page["n_items"]
+        if page["experiment_id"] is not None and page["variant_id"] is not None:
+            bucket = bisect_right(LATENCY_EDGES_MS, page["latency_ms"])
+            self.latency[(hour, page["experiment_id"], page["variant_id"], bucket)] += 1
         if not items:
             return key
         day = hour.date()
@@ -294,6 +301,13 @@ def _write_increment(sums: _Sums, counted: Counted, page_keys: list[tuple[int, s
         ((h, s, r, *c) for (h, s, r), c in sums.rules.items()),
         conflict=("hour", "scene", "rule_id"),
         add=rule_counts,
+    )
+    _insert(
+        LatencyRollup,
+        ("hour", "experiment_id", "variant_id", "bucket", "pages"),
+        ((*k, n) for k, n in sums.latency.items()),
+        conflict=("hour", "experiment_id", "variant_id", "bucket"),
+        add=("pages",),
     )
     if recount:
         _distinct_recount(recount)
