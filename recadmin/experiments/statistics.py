@@ -553,7 +553,8 @@ def _treatment_sentence(v: VariantVerdictInput, metric: str, control: str, minim
     if c.significant:
         planned = f"the minimum sample ({minimum_sample:,} per variant) is not reached and " if minimum_sample else ""
         return (
-            f"{v.name} leads on {metric} ({figures}, {format_p(c.p_value)}) but {planned}the always-valid "
+            f"{v.name} {'leads' if c.difference > 0 else 'trails'} on {metric} ({figures}, {format_p(c.p_value)}) "
+            f"but {planned}the always-valid "
             f"interval {format_interval(c.sequential_ci_low, c.sequential_ci_high)} still includes 0: keep it running."
         )
     needed = c.customers_needed

@@ -190,6 +190,15 @@ def test_the_verdict_names_a_significant_winner_with_its_lift_and_interval() -> 
     assert "significant (p < 0.001" in text
 
 
+def test_a_variant_significantly_behind_before_the_always_valid_interval_agrees_trails_not_leads() -> None:
+    comparison = _comparison(2_000, 0.05, 0.0465, 0.05)  # z about -2.2: p < 0.05, not yet always-valid
+    assert comparison.significant and not comparison.sequential_significant
+    text = st.verdict(
+        st.VerdictInput("CTR", "control", [st.VariantVerdictInput("v4", comparison)], [2000, 2000], [1, 1], 0.9)
+    )
+    assert text.startswith("v4 trails on CTR (-7.0 % [") and "leads" not in text
+
+
 def test_the_verdict_says_how_many_more_customers_are_needed_when_nothing_is_significant() -> None:
     comparison = _comparison(1_000, 0.05, 0.0505, 0.05)
     text = st.verdict(
