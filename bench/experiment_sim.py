@@ -219,7 +219,11 @@ def main() -> None:
             api.call("POST", f"/experiments/{experiment['id']}/stop")
             print(f"stopped #{experiment['id']}")
 
-    created = api.call("POST", "/experiments", json=experiment_body(args.mode, scene=args.scene, metric=args.metric, rank_by=args.rank_by))
+    created = api.call(
+        "POST",
+        "/experiments",
+        json=experiment_body(args.mode, scene=args.scene, metric=args.metric, rank_by=args.rank_by),
+    )
     experiment_id = created["id"]
     api.call("POST", f"/experiments/{experiment_id}/start")
     print(f"experiment #{experiment_id} {created['name']!r} started on {args.scene}; simulating {args.seconds:.0f} s "

@@ -251,24 +251,27 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[seed {args.seed} {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="recadmin-simshop-") as tmp:
-        with SimulatedShop.open(database_url=args.database_url, workdir=Path(tmp)) as shop:
-            shop.reset(ShopShape(seed=args.seed, items=args.items, customers=args.customers, events=args.events))
-            say("shop loaded; training the retrieval model")
-            shop.train(args.retrieval, {"seed": args.seed})
-            say(f"simulating {args.requests} requests")
-            started = time.monotonic()
-            report = shop.simulate(seed=args.seed, requests=args.requests)
-            say(f"traffic: {report.requests} requests, {report.impressions} impressions, {report.clicks} clicks, "
-                f"{report.purchases} purchases in {time.monotonic() - started:.0f} s; statuses {dict(report.statuses)}")  # fmt: skip
-            if args.impressions is not None:
-                table = shop.impressions()
-                args.impressions.write_bytes(pickle.dumps(table))
-                say(f"{len(table)} impressions, {int(table.clicked.sum())} clicked, "
-                    f"{int(table.purchased.sum())} purchased -> {args.impressions}")  # fmt: skip
-            if args.experiment:
-                result = _experiment(shop, args, say)
-                print(json.dumps(result, indent=1, default=str))
+    with (
+        tempfile.TemporaryDirectory(prefix="recadmin-simshop-") as tmp,
+        SimulatedShop.open(database_url=args.database_url, workdir=Path(tmp)) as shop,
+    ):
+        shop.reset(ShopShape(seed=args.seed, items=args.items, customers=args.customers, events=args.events))
+        say("shop loaded; training the retrieval model")
+        shop.train(args.retrieval, {"seed": args.seed})
+        say(f"simulating {args.requests} requests")
+        started = time.monotonic()
+        report = shop.simulate(seed=args.seed, requests=args.requests)
+        seconds = time.monotonic() - started
+        say(f"traffic: {report.requests} requests, {report.impressions} impressions, {report.clicks} clicks, "
+            f"{report.purchases} purchases in {seconds:.0f} s; statuses {dict(report.statuses)}")  # fmt: skip
+        if args.impressions is not None:
+            table = shop.impressions()
+            args.impressions.write_bytes(pickle.dumps(table))
+            say(f"{len(table)} impressions, {int(table.clicked.sum())} clicked, "
+                f"{int(table.purchased.sum())} purchased -> {args.impressions}")  # fmt: skip
+        if args.experiment:
+            result = _experiment(shop, args, say)
+            print(json.dumps(result, indent=1, default=str))
     return 0
 
 

@@ -220,3 +220,89 @@ def test_an_experiment_variant_may_turn_the_rank_stage_on_and_names_a_bad_object
     bad = FieldErrors()
     scene_settings_validate({"rank_by": "likes"}, scenes, field="variants[1].scene_settings", errors=bad)
     assert list(bad.fields) == ["variants[1].scene_settings.rank_by"]
+
+
+def _served_features(sent: dict[str, Any], table: Any, spec: Any) -> tuple[Any, Any]:
+    """The ranker handler's own featurisation of the request the rank stage sent, with the export's
+    items as its item table (what the checkpoint of a ranker trained on this export holds)."""
+    import torch
+
+    from handlers.ranker_handler import RankerHandler
+    from training.ranker.features import ItemFeatures
+
+    handler = RankerHandler()
+    handler.spec = spec
+    handler.max_candidates = 1000
+    handler.item_ids = list(table.items)
+    handler.item_row = {item: i + 1 for i, item in enumerate(handler.item_ids)}
+    handler.item_features = [ItemFeatures(), *table.items.values()]
+    handler.item_cats, handler.item_nums = spec.item_rows(handler.item_features)
+    handler.position = torch.tensor([spec.serving_position], dtype=torch.long)
+    return handler._features(handler._parse({"body": sent}))
+
+
+def test_the_same_impression_has_the_same_features_when_served_and_when_exported(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    import datetime as dt
+    from dataclasses import replace
+
+    from django.utils import timezone
+
+    from recadmin.catalog.models import Item
+    from recadmin.events.services import events_ingest
+    from recadmin.metrics.impressions import impressions_export
+    from training.ranker.features import CustomerFeatures, FeatureSpec
+
+    Item.objects.filter(shop_id=sku(4)).update(stock_quantity=None, in_stock=False)
+    Scene.objects.create(slug="continue", name="Continue", strategy=["recently_viewed"], rank_by="clicks")
+    start = timezone.now() - dt.timedelta(days=3)
+    events = [
+        {"event_id": f"e{i}", "customer": "c-rv", "item": item, "type": kind,
+         "occurred_at": (start + delta).isoformat(), "context": context}
+        for i, (item, kind, delta, context) in enumerate([
+            (sku(1), "view", dt.timedelta(0), {"device": "tablet"}),
+            (sku(4), "view", dt.timedelta(days=1), {"device": "phone"}),
+            (sku(4), "add_to_cart", dt.timedelta(days=1, minutes=5), {}),
+            (sku(7), "view", dt.timedelta(days=2, hours=20), {"page": "search"}),
+        ])
+    ]  # fmt: skip
+    assert not events_ingest(payload=events).errors
+
+    _get(api_client)
+    served_log_drain()
+    table = impressions_export()
+    sent = ranker.requests[0]
+
+    # The customer's profile, device and time, as serving sent them and as the export reads them.
+    assert len(table) == 3 and len(set(table.customer)) == 1
+    exported_customer = table.customers[table.customer[0]]
+    served_customer = CustomerFeatures.from_dict(sent["customer"])
+    # The page's logged time is taken a few milliseconds after the request's clock.
+    assert exported_customer.recency_days == pytest.approx(served_customer.recency_days, abs=1 / 86400)
+    assert replace(exported_customer, recency_days=0.0) == replace(served_customer, recency_days=0.0)
+    assert exported_customer.activity == 4 and exported_customer.recency_days == pytest.approx(4 / 24, abs=0.01)
+    assert 0.0 <= exported_customer.price_sensitivity <= 1.0
+    assert table.device == ["phone"] * 3 == [sent["context"]["device"]] * 3
+    assert abs(table.timestamp[0] - sent["context"]["timestamp"]) < 1.0
+
+    # The whole feature vector of each impression (at the serving position), both ways.
+    spec = FeatureSpec.fit(table)
+    exported = spec.transform(table, position=spec.serving_position)
+    served_cats, served_nums = _served_features(sent, table, spec)
+    order = [[c["item"] for c in sent["candidates"]].index(item) for item in table.item]
+    assert torch_equal(exported.categorical, served_cats[order])
+    # Compared unstandardised: with one customer a column's deviation is ~0 (clamped at 1e-6).
+    assert torch_close(exported.numeric * spec.std + spec.mean, served_nums[order] * spec.std + spec.mean)
+
+
+def torch_equal(left: Any, right: Any) -> bool:
+    import torch
+
+    return bool(torch.equal(left, right))
+
+
+def torch_close(left: Any, right: Any) -> bool:
+    import torch
+
+    return bool(torch.allclose(left, right, atol=1e-4))
