@@ -141,7 +141,7 @@ class RankerHandler(BaseHandler):
             "ids": ids,
             "rows": [row_of(item, 0) for item in ids],
             "scores": scores,
-            "source_ids": [source_index.get(source, 0) for source in sources],
+            "source_ids": _codes(source_index, sources),
             "described": described,
             "customer": customer_features,
             "context": context,
@@ -149,23 +149,25 @@ class RankerHandler(BaseHandler):
 
     @staticmethod
     def _candidates_fast(candidates: list[Any]) -> tuple[list[str], list[Any], list[str], list[Any]] | None:
-        """Well-formed candidates without attributes (the usual request) in a few list passes;
-        None for anything else."""
+        """Well-formed candidates without attributes (the usual request) in a few list passes
+        (type checks on the set of types, not per element: this runs for every candidate of every
+        request); None for anything else."""
         try:
-            if any("attributes" in c for c in candidates):
-                return None
             ids = [c["item"] for c in candidates]
             scores = [c.get("retrieval_score", 0.0) for c in candidates]
             sources = [c.get("source") or "" for c in candidates]
+            if any("attributes" in c for c in candidates):
+                return None
         except (TypeError, KeyError, AttributeError):
             return None
-        if not all(type(i) is str for i in ids):
-            if not all(type(i) is str or type(i) is int for i in ids):
+        id_types = set(map(type, ids))
+        if id_types != {str}:
+            if not id_types <= {str, int}:
                 return None
             ids = [str(i) for i in ids]
-        if "" in ids or not all(type(s) is str for s in sources):
+        if "" in ids or set(map(type, sources)) != {str}:
             return None
-        if not all(type(x) is float or type(x) is int for x in scores) or not math.isfinite(math.fsum(scores)):
+        if not set(map(type, scores)) <= {float, int} or not math.isfinite(math.fsum(scores)):
             return None
         return ids, scores, sources, []
 
@@ -285,6 +287,15 @@ def _item_fields(n: int, attributes: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"candidates[{n}].attributes.{key} must be a finite number.")
             out[key] = float(value)
     return out
+
+
+def _codes(index: dict[str, int], values: list[str]) -> list[int]:
+    """Ids of values from few distinct ones (a request's sources): one lookup per distinct value."""
+    distinct = set(values)
+    if len(distinct) == 1:
+        return [index.get(values[0], 0)] * len(values)
+    codes = {value: index.get(value, 0) for value in distinct}
+    return [codes[value] for value in values]
 
 
 def _is_id(value: Any) -> bool:
