@@ -15,7 +15,11 @@ recadmin.metrics.impressions, exactly what the ranker's training run reads. With
 Dataset sample bundled in the `obp` package (real ZOZOTOWN impressions with clicks and positions;
 click AUC only, the data has no purchases), when the package is installed.
 AUC "logged" scores the hold-out at the positions it was shown at; "serving" at the one fixed
-position the ranker uses when serving (the retrieval score has no position either way).
+position the ranker uses when serving (the retrieval score has no position either way); "within"
+takes the serving scores and measures AUC within each logged position (weighted by its positives),
+so that the retrieval score, which set the order and so carries the position, gets no advantage
+from the position effect either.
+  --tables DIR  evaluates impression tables kept by an earlier --source simulator --keep DIR run.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ MODELS = ("esmm", "logreg", "retrieval_score")
 
 def _print(title: str, runs: list[RankerEvaluation], metrics: tuple[str, ...]) -> None:
     print(f"\n{title}")
-    for view in ("logged_position", "serving_position"):
+    for view in ("logged_position", "serving_position", "within_position"):
         for metric in metrics:
             cells = []
             for name in MODELS:
@@ -94,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20000, help="simulator: the demo shop's past events")
     parser.add_argument("--retrieval", default="itemknn", help="simulator: the retrieval model kind")
     parser.add_argument("--keep", type=Path, default=None, help="simulator: keep the impression tables here")
+    parser.add_argument("--tables", type=Path, default=None, help="simulator: evaluate tables kept by --keep")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     runs = []
     for seed in args.seeds:
-        if args.source == "simulator":
+        if args.source == "simulator" and args.tables is not None:
+            table = pickle.loads((args.tables / f"impressions-seed{seed}.pkl").read_bytes())
+        elif args.source == "simulator":
             table = simulated_impressions(args, seed)
         else:
             table = synthetic_impressions(customers=args.customers, items=args.items, requests=args.requests, seed=seed)

@@ -30,6 +30,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
@@ -203,7 +204,7 @@ class RankerHandler(BaseHandler):
     # ---- scoring ----------------------------------------------------------------------------
 
     def _features(self, r: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.tensor(r["rows"], dtype=torch.long)
+        rows = _tensor(r["rows"], np.int64)
         item_cats, item_nums = self.item_cats[rows], self.item_nums[rows]
         if r["described"]:
             # Described candidates: the table's attributes (if any) with the request's on top.
@@ -219,9 +220,9 @@ class RankerHandler(BaseHandler):
             category_affinity=cat_aff,
             brand_affinity=brand_aff,
             context_ids=self.spec.context_ids([r["context"]]),
-            source_ids=torch.tensor(r["source_ids"], dtype=torch.long),
+            source_ids=_tensor(r["source_ids"], np.int64),
             positions=self.position.expand(n),
-            retrieval_scores=torch.tensor(r["scores"], dtype=torch.float32),
+            retrieval_scores=_tensor(r["scores"], np.float32),
         )
 
     def inference(self, requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[Any]:
@@ -287,6 +288,11 @@ def _item_fields(n: int, attributes: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"candidates[{n}].attributes.{key} must be a finite number.")
             out[key] = float(value)
     return out
+
+
+def _tensor(values: list[Any], dtype: Any) -> torch.Tensor:
+    """A list of Python numbers as a tensor: through numpy, a third of torch.tensor's time."""
+    return torch.from_numpy(np.fromiter(values, dtype, len(values)))
 
 
 def _codes(index: dict[str, int], values: list[str]) -> list[int]:
