@@ -40,8 +40,8 @@ class CannedRanker(BaseHTTPRequestHandler):
         type(self).requests.append(body)
         type(self).paths.append(self.path)
         answer = [
-            {"item": c["item"], "pctr": PCTR.get(c["item"], 0.001), "pctcvr": PCTCVR.get(c["item"], 0.0)}
-            for c in body["candidates"]
+            {"item": item, "pctr": PCTR.get(item, 0.001), "pctcvr": PCTCVR.get(item, 0.0)}
+            for item in body["candidates"]["item"]
         ]
         data = json.dumps(answer if type(self).status == 200 else {"message": "boom"}).encode()
         self.send_response(type(self).status)
@@ -94,7 +94,8 @@ def test_ranked_by_clicks_orders_by_predicted_clicks_and_says_so(
     # The ranker was asked for the chain's candidates in retrieval order, by its own model name and version.
     assert ranker.paths == ["/predictions/ranker/3"]
     sent = ranker.requests[0]
-    assert [c["item"] for c in sent["candidates"]] == [sku(7), sku(4), sku(1)]
+    assert sent["candidates"]["item"] == [sku(7), sku(4), sku(1)]
+    assert len(sent["candidates"]["retrieval_score"]) == len(sent["candidates"]["price"]) == 3
     assert sent["scene"] == "continue" and sent["customer"]["activity"] == 3
     assert sent["customer"]["category_affinity"] == {"hair": pytest.approx(2 / 3), "skin": pytest.approx(1 / 3)}
     # The served log keeps the retrieval score beside the ranker's, for the next ranker's training.
@@ -225,19 +226,11 @@ def test_an_experiment_variant_may_turn_the_rank_stage_on_and_names_a_bad_object
 def _served_features(sent: dict[str, Any], table: Any, spec: Any) -> tuple[Any, Any]:
     """The ranker handler's own featurisation of the request the rank stage sent, with the export's
     items as its item table (what the checkpoint of a ranker trained on this export holds)."""
-    import torch
-
     from handlers.ranker_handler import RankerHandler
-    from training.ranker.features import ItemFeatures
 
     handler = RankerHandler()
-    handler.spec = spec
     handler.max_candidates = 1000
-    handler.item_ids = list(table.items)
-    handler.item_row = {item: i + 1 for i, item in enumerate(handler.item_ids)}
-    handler.item_features = [ItemFeatures(), *table.items.values()]
-    handler.item_cats, handler.item_nums = spec.item_rows(handler.item_features)
-    handler.position = torch.tensor([spec.serving_position], dtype=torch.long)
+    handler.use_table(spec, table.items)
     return handler._features(handler._parse({"body": sent}))
 
 
@@ -290,7 +283,7 @@ def test_the_same_impression_has_the_same_features_when_served_and_when_exported
     spec = FeatureSpec.fit(table)
     exported = spec.transform(table, position=spec.serving_position)
     served_cats, served_nums = _served_features(sent, table, spec)
-    order = [[c["item"] for c in sent["candidates"]].index(item) for item in table.item]
+    order = [sent["candidates"]["item"].index(item) for item in table.item]
     assert torch_equal(exported.categorical, served_cats[order])
     # Compared unstandardised: with one customer a column's deviation is ~0 (clamped at 1e-6).
     assert torch_close(exported.numeric * spec.std + spec.mean, served_nums[order] * spec.std + spec.mean)

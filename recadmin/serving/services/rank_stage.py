@@ -99,19 +99,27 @@ def rank_stage(ctx: RequestContext, scored: list[Scored]) -> RankStage:
         return _skipped(scored, REASON_NO_RANKER)
     history_items = list(dict.fromkeys([*(e.item for e in ctx.history.entries), *ctx.history_ids]))
     metas = items_metadata([s.item for s in scored] + history_items, state=ctx.state.items)
-    candidates = []
+    # Columns rather than one object per candidate: the ranker decodes and checks them in a
+    # fraction of the time (handlers/ranker_handler.py); price and stock override its item table.
+    prices: list[float | None] = []
+    stocks: list[float | None] = []
     for s in scored:
-        row: dict[str, Any] = {"item": s.item, "retrieval_score": float(s.score), "source": s.origin}
         meta = metas.get(s.item)
-        if meta is not None:
-            # Units in stock, else 1 / 0 from in_stock: the export's rule (recadmin.metrics.impressions).
-            units = meta.get("stock_quantity")
-            stock = float(units) if units is not None else (1.0 if meta.get("in_stock", True) else 0.0)
-            attributes: dict[str, Any] = {"stock": stock}
-            if meta.get("price") is not None:
-                attributes["price"] = float(meta["price"])
-            row["attributes"] = attributes
-        candidates.append(row)
+        if meta is None:
+            prices.append(None)
+            stocks.append(None)
+            continue
+        # Units in stock, else 1 / 0 from in_stock: the export's rule (recadmin.metrics.impressions).
+        units = meta.get("stock_quantity")
+        stocks.append(float(units) if units is not None else (1.0 if meta.get("in_stock", True) else 0.0))
+        prices.append(float(meta["price"]) if meta.get("price") is not None else None)
+    candidates = {
+        "item": [s.item for s in scored],
+        "retrieval_score": [float(s.score) for s in scored],
+        "source": [s.origin for s in scored],
+        "price": prices,
+        "stock": stocks,
+    }
     payload = {
         "customer": customer_features(ctx, metas),
         "scene": ctx.scene or "",
