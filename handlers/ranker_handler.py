@@ -306,18 +306,29 @@ class RankerHandler(BaseHandler):
         (log1p, price band, price relative to the item's category median; units and in stock)."""
         price = overrides.get("price")
         if price is not None:
-            values = torch.tensor([math.nan if v is None else float(v) for v in price], dtype=torch.float64)
+            values = torch.from_numpy(np.array(price, dtype=np.float64))  # null -> NaN: the table's value
             given = ~torch.isnan(values)
-            log_price = torch.log1p(values[given].clamp(min=0.0))
-            item_nums[given, 0] = log_price.float()
-            item_nums[given, 5] = (log_price - self.item_category_log_price[rows[given]]).float()
-            item_cats[given, 2] = torch.bucketize(log_price.float().contiguous(), self.spec._price_edges_t) + 1
+            every = bool(given.all())
+            log_price = torch.log1p((values if every else values[given]).clamp(min=0.0))
+            median = self.item_category_log_price[rows if every else rows[given]]
+            as_float = log_price.float()
+            band = torch.bucketize(as_float, self.spec._price_edges_t) + 1
+            relative = (log_price - median).float()
+            if every:
+                item_nums[:, 0], item_nums[:, 5], item_cats[:, 2] = as_float, relative, band
+            else:
+                item_nums[given, 0], item_nums[given, 5], item_cats[given, 2] = as_float, relative, band
         stock = overrides.get("stock")
         if stock is not None:
-            values = torch.tensor([math.nan if v is None else float(v) for v in stock], dtype=torch.float64)
+            values = torch.from_numpy(np.array(stock, dtype=np.float64))
             given = ~torch.isnan(values)
-            item_nums[given, 3] = torch.log1p(values[given].clamp(min=0.0)).float()
-            item_nums[given, 4] = (values[given] > 0).float()
+            every = bool(given.all())
+            units = values if every else values[given]
+            log_units, in_stock = torch.log1p(units.clamp(min=0.0)).float(), (units > 0).float()
+            if every:
+                item_nums[:, 3], item_nums[:, 4] = log_units, in_stock
+            else:
+                item_nums[given, 3], item_nums[given, 4] = log_units, in_stock
 
     def inference(self, requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> list[Any]:
         """Every good request's candidates in one forward pass, split back per request."""
