@@ -157,6 +157,20 @@ def test_a_scene_without_rank_by_never_calls_the_ranker(
     assert ranker.requests == []
 
 
+def test_an_unranked_page_logs_the_chains_score_as_the_retrieval_score_not_the_displayed_one(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    _scene("")
+    body = _get(api_client)
+    served_log_drain()
+    entries = {e["item"]: e for e in ServedRecommendation.objects.get().items}
+    chain = {row["item"]: row["reasons"][0].get("score") for row in body["items"]}
+    assert set(entries) == set(chain) and all(isinstance(v, float) for v in chain.values())
+    for item, entry in entries.items():
+        # What the rank stage would send the ranker for this candidate (its chain score).
+        assert entry["retrieval_score"] == pytest.approx(chain[item], abs=1e-6)
+
+
 def test_the_api_accepts_rank_by_and_rejects_an_unknown_objective(api_client: APIClient, shop: Any) -> None:
     response = api_client.patch("/api/v1/scenes/home", {"rank_by": "clicks"}, format="json")
     assert response.status_code == 200, response.content
