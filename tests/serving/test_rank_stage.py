@@ -60,6 +60,9 @@ def ranker(settings: Any) -> Iterator[type[CannedRanker]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     CannedRanker.requests, CannedRanker.paths, CannedRanker.status = [], [], 200
     settings.TORCHSERVE_INFERENCE_URL = f"http://127.0.0.1:{server.server_address[1]}"
+    # What these tests check is the order and the reasons, not the budget: a loaded machine must not
+    # turn the canned ranker's answer into a timeout (the budget has its own tests).
+    settings.SERVING_TIME_BUDGET_MS = 10_000
     ModelVersion.objects.create(name="ranker", version=3, kind="ranker", status=ModelVersionStatus.DEFAULT)
     cache.clear()
     yield CannedRanker
