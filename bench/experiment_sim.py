@@ -12,7 +12,10 @@ Modes:
   model-vs-popular  control (the scene as it is: the model first) against strategy ["popular"];
   aa                two identical variants: the verdict must not be a winner;
   thompson          model-vs-popular with allocation "thompson"; prints the allocation history
-                    (and the weights in force every --poll seconds during the run).
+                    (and the weights in force every --poll seconds during the run);
+  ranker            "ranker off" (scene_settings rank_by "") against "ranker on" (rank_by --rank-by):
+                    needs a default ranker version (a "ranker" training run on served impressions).
+                    bench/sim_shop.py --experiment runs the whole loop in one process.
 
 The key needs the manage, ingest and recommend scopes (quickstart's key has them). The figures
 are only meaningful once the served log and the per-customer rollups are up to date on the
@@ -38,14 +41,24 @@ sys.path.insert(0, str(REPO))
 
 from recadmin.events.simulation.client import SimulationError, check_url  # noqa: E402 - after sys.path
 
-MODES = ("model-vs-popular", "aa", "thompson")
+MODES = ("model-vs-popular", "aa", "thompson", "ranker")
 
 
-def experiment_body(mode: str, *, scene: str, metric: str, name: str | None = None) -> dict[str, Any]:
+def experiment_body(
+    mode: str, *, scene: str, metric: str, name: str | None = None, rank_by: str = "clicks"
+) -> dict[str, Any]:
     """The POST /api/v1/experiments body of a mode (issue 9 §5's shape)."""
     if mode == "aa":
         variants: list[dict[str, Any]] = [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}]
         hypothesis = "Identical variants: no difference expected (checks the statistics and the split)."
+    elif mode == "ranker":
+        # The control is the scene as it is (its rank_by empty: the retrieval order); the other arm
+        # adds the rank stage, ordering the candidates by the default ranker's objective.
+        variants = [
+            {"name": "ranker-off", "weight": 50, "scene_settings": {"rank_by": ""}},
+            {"name": "ranker-on", "weight": 50, "scene_settings": {"rank_by": rank_by}},
+        ]
+        hypothesis = f"Ordering the candidates by the ranker ({rank_by}) brings more of them than the retrieval order."
     else:
         variants = [{"name": "control", "weight": 50}, {"name": "popular", "weight": 50, "strategy": ["popular"]}]
         hypothesis = "The trained model brings more clicks than trending items."
@@ -173,6 +186,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scene", default="home")
     parser.add_argument("--metric", default="ctr", choices=["ctr", "conversion_rate", "revenue_per_customer"])
+    parser.add_argument(
+        "--rank-by", default="clicks", choices=["clicks", "purchases", "revenue"], help="ranker mode: the objective."
+    )
     parser.add_argument("--shop-seed", type=int, default=7, help="The demo shop's seed (quickstart: 7).")
     parser.add_argument("--shop-items", type=int, default=2000)
     parser.add_argument("--shop-customers", type=int, default=1000)
@@ -203,7 +219,11 @@ def main() -> None:
             api.call("POST", f"/experiments/{experiment['id']}/stop")
             print(f"stopped #{experiment['id']}")
 
-    created = api.call("POST", "/experiments", json=experiment_body(args.mode, scene=args.scene, metric=args.metric))
+    created = api.call(
+        "POST",
+        "/experiments",
+        json=experiment_body(args.mode, scene=args.scene, metric=args.metric, rank_by=args.rank_by),
+    )
     experiment_id = created["id"]
     api.call("POST", f"/experiments/{experiment_id}/start")
     print(f"experiment #{experiment_id} {created['name']!r} started on {args.scene}; simulating {args.seconds:.0f} s "

@@ -14,7 +14,8 @@ Ranker: a ranker checkpoint (training.ranker.export) or, without one, an ESMM wi
 over the synthetic shop's feature spec (2,000 items; the arithmetic is the same as trained
 weights'). Timed: the model's forward pass alone on 500 prepared candidates, and the TorchServe
 handler's whole work per request (JSON parsing, validation, features, forward pass, answer) for
-1,000 requests of 500 candidates each, one at a time and in TorchServe batches of 4.
+1,000 requests of 500 candidates each, one at a time and in TorchServe batches of 4, for each
+request shape (SHAPES); wall and CPU time (on a shared machine the CPU time is the steadier one).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,6 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training.checkpoint import load_checkpoint
 from training.data import read_s3rec, split_leave_one_out
 from training.models import MODEL_KINDS, build_model
+
+#: Request shapes: the rank stage's columns (price and stock per candidate, as it sends them), one
+#: object per candidate with the same as "attributes" (what it sent before), and plain objects.
+SHAPES = ("columns", "objects+attributes", "objects")
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "amazon-beauty"
 
@@ -130,8 +136,22 @@ def time_ranker(checkpoint: Path | None, candidates: int, requests: int) -> None
         rng = random.Random(0)
         categories = handler.spec.vocab["item_category"]
 
-        def body() -> bytes:
+        def body(shape: str) -> bytes:
             picked = rng.sample(items, min(candidates, len(items)))
+            scores = [rng.random() for _ in picked]
+            prices = [round(rng.uniform(5, 200), 2) for _ in picked]
+            stocks = [float(rng.randint(0, 20)) for _ in picked]
+            if shape == "columns":
+                rows: Any = {"item": picked, "retrieval_score": scores, "source": ["model"] * len(picked),
+                             "price": prices, "stock": stocks}  # fmt: skip
+            else:
+                rows = [
+                    {"item": item, "retrieval_score": score, "source": "model"}
+                    for item, score in zip(picked, scores, strict=True)
+                ]
+                if shape == "objects+attributes":
+                    for row, price, stock in zip(rows, prices, stocks, strict=True):
+                        row["attributes"] = {"price": price, "stock": stock}
             return json.dumps(
                 {
                     "customer": {
@@ -142,13 +162,12 @@ def time_ranker(checkpoint: Path | None, candidates: int, requests: int) -> None
                     },
                     "scene": "home",
                     "context": {"timestamp": START + rng.random() * 86400 * 7, "device": "mobile"},
-                    "candidates": [
-                        {"item": item, "retrieval_score": rng.random(), "source": "model"} for item in picked
-                    ],
+                    "candidates": rows,
                 }
             ).encode()
 
-        bodies = [body() for _ in range(requests)]
+        shapes = {shape: [body(shape) for _ in range(requests)] for shape in SHAPES}
+        bodies = shapes["columns"]
 
         def serve(batch: list[bytes]) -> list:
             return handler.postprocess(handler.inference(handler.preprocess([{"body": b} for b in batch])))
@@ -167,27 +186,31 @@ def time_ranker(checkpoint: Path | None, candidates: int, requests: int) -> None
                 handler.model.predict(prepared)
                 forward.append(time.perf_counter() - started)
 
-        def timed(batch_size: int) -> tuple[float, float, float]:
+        def timed(bodies: list[bytes], batch_size: int) -> tuple[float, float, float, float]:
             wall, cpu = [], []
             for start in range(0, len(bodies), batch_size):
                 t0, c0 = time.perf_counter(), time.process_time()
                 serve(bodies[start : start + batch_size])
                 wall.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
-            return sum(wall), statistics.median(wall) / batch_size, sum(cpu)
+            # CPU time too: on a shared machine the wall time also counts the waits for a core.
+            return sum(wall), statistics.median(wall) / batch_size, sum(cpu), sum(cpu) / len(bodies)
 
         print(f"\nranker {label}: {len(items)} items in its table, {candidates} candidates per request, 1 thread")
         print(
             f"  forward pass alone ({cats.shape[0]} candidates): median {statistics.median(forward) * 1000:.3f} ms"
             f"  best {min(forward) * 1000:.3f} ms"
         )
-        for batch_size in (1, 4):
-            total, per_request, cpu = timed(batch_size)
-            print(
-                f"  handler, {requests} requests in batches of {batch_size}: {total:.2f} s wall, {cpu:.2f} s cpu,"
-                f" median {per_request * 1000:.3f} ms per request (parse + features + forward + answer)"
-            )
-
+        for shape, shaped in shapes.items():
+            for batch_size in (1, 4):
+                total, per_request, cpu, cpu_per_request = timed(shaped, batch_size)
+                print(
+                    f"  handler, {shape:18s} {requests} requests in batches of {batch_size}: {total:.2f} s wall, "
+                    f"{cpu:.2f} s cpu, median {per_request * 1000:.3f} ms wall, mean {cpu_per_request * 1000:.3f} ms"
+                    " cpu per request"
+                )
+        load = os.getloadavg()[0]
+        print(f"  (parse + features + forward + answer; load average {load:.1f} on {os.cpu_count()} cores)")
 
 if __name__ == "__main__":
     raise SystemExit(main())

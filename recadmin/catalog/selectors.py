@@ -125,3 +125,29 @@ def customer_list(*, updated_since: dt.datetime | None = None) -> QuerySet[Custo
     if updated_since is not None:
         qs = qs.filter(updated_at__gte=updated_since)
     return qs
+
+
+CATEGORY_MEDIAN_PRICE_KEY = "catalog:category-median-price:v1"
+CATEGORY_MEDIAN_PRICE_TTL = 300
+
+
+def category_median_prices(*, cached: bool = True) -> dict[str, float]:
+    """Median price per category slug over the catalog's priced items: the reference for a
+    customer's price sensitivity (training.customer_profile), the same for the ranker's training
+    export and for serving. Cached for a few minutes (prices move slowly)."""
+    from statistics import median
+
+    from django.core.cache import cache
+
+    if cached:
+        found = cache.get(CATEGORY_MEDIAN_PRICE_KEY)
+        if isinstance(found, dict):
+            return found
+    by_category: dict[str, list[float]] = {}
+    for slug, price in Item.objects.filter(price__gt=0, category__isnull=False).values_list("category__slug", "price"):
+        if price is not None:
+            by_category.setdefault(slug, []).append(float(price))
+    medians = {slug: median(prices) for slug, prices in by_category.items()}
+    if cached:
+        cache.set(CATEGORY_MEDIAN_PRICE_KEY, medians, CATEGORY_MEDIAN_PRICE_TTL)
+    return medians

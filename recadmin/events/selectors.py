@@ -113,3 +113,21 @@ def complementary_items(items: list[str], *, limit: int = 50) -> list[tuple[str,
     from recadmin.events.complements import complements_get
 
     return complements_get(items, limit=limit)
+
+
+def customer_last_device(customer: str, *, before: dt.datetime | None = None, scan: int = 20) -> str:
+    """The device named by the customer's newest event (of the newest `scan`, before `before`)
+    that names one ("" if none): the ranker's device feature, read the same way when serving and
+    when exporting impressions (recadmin.metrics.impressions). One indexed query."""
+    from recadmin.events.models import Event
+
+    if not customer:
+        return ""
+    query = Event.objects.filter(customer__shop_id=customer)
+    if before is not None:
+        query = query.filter(occurred_at__lt=before)
+    for context in query.order_by("-occurred_at", "-id").values_list("context", flat=True)[:scan]:
+        found = context.get("device") if isinstance(context, dict) else None
+        if isinstance(found, str) and found:
+            return found
+    return ""

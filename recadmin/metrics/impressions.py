@@ -16,10 +16,13 @@ Labels: `clicked` when a click is attributed to (page, item); `purchased` only w
 also clicked from that list (purchase after click, as ESMM defines it; a purchase attributed by
 the window without a click on the list counts as no purchase of this impression).
 
-No leakage from the future: a customer's profile is computed from their events before the day
-the page was served (customers are keyed per customer and day, "c1@2026-12-01"), an item's
-popularity from the events before the export's first page, and the device is the one of the
-customer's last event before the page (never of the click the label comes from).
+No leakage from the future: a customer's profile is computed from their events before the page
+was served (customers are keyed per customer and page, "c1@1234"), with the function and the
+event limit the rank stage uses when serving (training.customer_profile: the newest HISTORY_LENGTH
+events, category median prices from recadmin.catalog.selectors.category_median_prices); an item's
+popularity from the events before the export's first page; the device is the one of the
+customer's newest event before the page that names one, by serving's rule
+(recadmin.events.selectors.customer_last_device; never the click the label comes from).
 """
 
 from __future__ import annotations
@@ -31,15 +34,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 
 from recadmin.catalog.models import Item
+from recadmin.catalog.selectors import category_median_prices
 from recadmin.events.models import Event
 from recadmin.metrics.models import Attribution
 from recadmin.serving.models import ServedRecommendation
+from training.customer_profile import PROFILE_EVENTS, PROFILE_WINDOW_DAYS, customer_profile
 from training.ranker.features import CustomerFeatures, ImpressionTable, ItemFeatures
-from training.ranker.profiles import customer_profiles, item_popularity
+from training.ranker.profiles import item_popularity
 
-PROFILE_WINDOW_DAYS = 90.0
+DEVICE_SCAN = 20  # recadmin.events.selectors.customer_last_device's default
 POPULARITY_WINDOW_DAYS = 30.0
 _DAY = 86400.0
 _BATCH = 2000
@@ -93,7 +99,7 @@ def impressions_export(
     clicked: list[bool] = []
     purchased: list[bool] = []
     device: list[str] = []
-    page_customers: list[tuple[str, float]] = []  # per impression: (customer, page time)
+    page_customers: list[tuple[str, float, int]] = []  # per impression: (customer, page time, page id)
     for r in rows:
         at = r["created_at"].timestamp()
         for entry in r["items"] or []:
@@ -112,37 +118,39 @@ def impressions_export(
             timestamp.append(at)
             clicked.append(is_click)
             purchased.append(is_click and (r["id"], pk) in purchases)
-            page_customers.append((r["customer_shop_id"] or "", at))
+            page_customers.append((r["customer_shop_id"] or "", at, r["id"]))
 
     first = min(timestamp) if timestamp else 0.0
-    events = _customer_events({c for c, _ in page_customers if c}, first - PROFILE_WINDOW_DAYS * _DAY)
+    events = _customer_events({c for c, _, _ in page_customers if c}, first - PROFILE_WINDOW_DAYS * _DAY)
     items = _item_features(catalog, first=first)
 
-    # Profiles as of the start of each page's day, keyed "customer@day".
-    by_day: dict[float, set[str]] = defaultdict(set)
-    for customer, at in page_customers:
-        by_day[at - at % _DAY].add(customer)
-        customer_ids.append(f"{customer}@{dt.datetime.fromtimestamp(at - at % _DAY, tz=dt.UTC).date()}")
-        device.append(_device_before(events.get(customer), at))
-    customers: dict[str, CustomerFeatures] = {}
+    # Each page's customer profile from their events before the page, as the rank stage computes
+    # it when serving (training.customer_profile, on the newest HISTORY_LENGTH events).
     event_items = {e_item for history in events.values() for _, e_item, _ in history}
     lookup = {**_item_features_of(event_items - set(items)), **items}
-    for day, members in by_day.items():
-        c_list: list[str] = []
-        i_list: list[str] = []
-        t_list: list[float] = []
-        for customer in members:
-            for at, e_item, _ in events.get(customer, []):
-                if at < day:
-                    c_list.append(customer)
-                    i_list.append(e_item)
-                    t_list.append(at)
-        profiles = customer_profiles(
-            c_list, i_list, t_list, item_table=lookup, now=day, window_days=PROFILE_WINDOW_DAYS
-        )
-        label = dt.datetime.fromtimestamp(day, tz=dt.UTC).date()
-        for customer, profile in profiles.items():
-            customers[f"{customer}@{label}"] = profile
+    attributes = {shop_id: (it.category, it.brand, it.price) for shop_id, it in lookup.items()}
+    medians = category_median_prices(cached=False)
+    limit = int(getattr(settings, "HISTORY_LENGTH", PROFILE_EVENTS))
+    customers: dict[str, CustomerFeatures] = {}
+    page_profile: dict[int, tuple[str, str]] = {}
+    for customer, at, page_id in page_customers:
+        if page_id not in page_profile:
+            history = events.get(customer) or []
+            key = f"{customer}@{page_id}"
+            profile = customer_profile(
+                ((t, e_item) for t, e_item, _ in history),
+                items=attributes,
+                category_median_price=medians,
+                now=at,
+                window_days=PROFILE_WINDOW_DAYS,
+                limit=limit,
+            )
+            if profile is not None:
+                customers[key] = CustomerFeatures.from_dict(profile)
+            page_profile[page_id] = (key, _device_before(history, at))
+        key, found = page_profile[page_id]
+        customer_ids.append(key)
+        device.append(found)
 
     return ImpressionTable(
         customer=customer_ids,
@@ -178,11 +186,12 @@ def _customer_events(customers: set[str], since: float) -> dict[str, list[tuple[
 
 
 def _device_before(history: list[tuple[float, str, str]] | None, at: float) -> str:
-    """The device of the customer's last event before `at` that named one."""
+    """The device of the customer's newest event before `at` that names one, among the newest
+    DEVICE_SCAN: the rule of recadmin.events.selectors.customer_last_device, which serving calls."""
     if not history:
         return ""
     end = bisect.bisect_left([h[0] for h in history], at)
-    for _, _, found in reversed(history[:end]):
+    for _, _, found in reversed(history[max(end - DEVICE_SCAN, 0) : end]):
         if found:
             return found
     return ""

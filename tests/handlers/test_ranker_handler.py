@@ -3,6 +3,7 @@ it) around a trained ranker checkpoint: single requests, batches, new items and 
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,54 @@ def test_attributes_describe_new_items_and_override_the_item_table(handler: Rank
     assert answer[0]["pctcvr"] != answer[1]["pctcvr"]
     assert answer[2]["pctr"] != answer[3]["pctr"]
     assert [r["item"] for r in answer] == ["i4", "i4", "brand-new", "brand-new"]
+
+
+def as_columns(body: dict[str, Any], **extra: list[Any]) -> dict[str, Any]:
+    rows = body["candidates"]
+    columns = {key: [c[key] for c in rows] for key in ("item", "retrieval_score", "source")}
+    return {**body, "candidates": {**columns, **extra}}
+
+
+def test_columns_score_as_one_object_per_candidate_does_with_the_same_price_and_stock_overrides(
+    handler: RankerHandler, context: Context
+) -> None:
+    items = ["i4", "i4", "i7", "brand-new", "i2"]
+    body = request(items)
+    by_rows = json.loads(json.dumps(body))
+    by_rows["candidates"][1]["attributes"] = {"stock": 0, "price": 5000.0}
+    by_rows["candidates"][2]["attributes"] = {"price": 0.5}
+    by_rows["candidates"][3]["attributes"] = {"stock": 4, "price": 12.0}
+    columns = as_columns(body, price=[None, 5000.0, 0.5, 12.0, None], stock=[None, 0, None, 4, None])
+
+    [expected] = run(handler, context, by_rows)
+    [answer] = run(handler, context, columns)
+
+    assert answer == expected
+    assert answer[0]["pctcvr"] != answer[1]["pctcvr"]  # the override changed the second i4
+    # Without overrides the columns give what the plain objects give.
+    assert run(handler, context, as_columns(body)) == run(handler, context, body)
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({"item": []}, '"candidates.item" must be a non-empty list'),
+        ({"item": ["i1", ""]}, '"candidates.item" must hold item ids'),
+        ({"item": ["i1"], "retrieval_score": [0.1, 0.2]}, '"candidates.retrieval_score" must be a list'),
+        ({"item": ["i1"], "retrieval_score": [True]}, '"candidates.retrieval_score" must be a list'),
+        ({"item": ["i1"], "source": [3]}, '"candidates.source" must be a list of strings'),
+        ({"item": ["i1"], "price": ["cheap"]}, '"candidates.price" must be a list of numbers'),
+        ({"item": ["i1"], "colour": ["red"]}, '"candidates.colour" is unknown'),
+        ({"item": [f"i{j}" for j in range(51)]}, "at most 50"),
+    ],
+)
+def test_bad_columns_are_a_400_naming_the_column(
+    handler: RankerHandler, context: Context, columns: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PredictionException) as caught:
+        run(handler, context, {"candidates": columns})
+    assert caught.value.error_code == 400
+    assert message in caught.value.message
 
 
 @pytest.mark.parametrize(

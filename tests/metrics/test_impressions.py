@@ -99,20 +99,31 @@ def test_every_item_shown_is_one_impression_labelled_from_its_attributions(shop:
     assert table.device == ["phone"] * 3 + ["tablet"] * 2
 
 
-def test_customer_profiles_use_only_events_before_the_pages_day(shop: dict[str, Any]) -> None:
-    _page("r1", ["A"], at=T0)
+def test_customer_profiles_use_only_events_before_the_page(shop: dict[str, Any]) -> None:
+    page = _page("r1", ["A"], at=T0)
     table = impressions_export_get()(since=T0 - dt.timedelta(hours=1))
 
-    assert table.customer == ["c1@2026-11-20"]
-    profile = table.customers["c1@2026-11-20"]
+    assert table.customer == [f"c1@{page.pk}"]
+    profile = table.customers[f"c1@{page.pk}"]
     assert profile.activity == 2  # the hat view after the page is not known yet
     assert profile.category_affinity == {"shoes": 1.0}
     assert profile.brand_affinity == {"acme": 0.5, "globex": 0.5}
-    # The last event before the page's day (00:00) was two days before the page at 15:30.
-    assert profile.recency_days == pytest.approx(2 - 15.5 / 24)
+    # The last event before the page was two days before it.
+    assert profile.recency_days == pytest.approx(2.0)
+    # Shoes' median price is 30: one of the two shoes seen (A at 10) is below it.
+    assert profile.price_sensitivity == 0.5
     item = table.items["A"]
     assert (item.category, item.brand, item.price, item.stock) == ("shoes", "acme", 10.0, 3.0)
     assert item.popularity == 1.0  # one event in the 30 days before the first page
+
+
+def test_a_profile_reads_only_the_newest_history_length_events(shop: dict[str, Any], settings: Any) -> None:
+    settings.HISTORY_LENGTH = 1  # serving holds this many events per customer
+    page = _page("r1", ["A"], at=T0)
+    profile = impressions_export_get()(since=T0 - dt.timedelta(hours=1)).customers[f"c1@{page.pk}"]
+
+    assert profile.activity == 1 and profile.brand_affinity == {"globex": 1.0}
+    assert profile.price_sensitivity == 0.0  # B at 50 is above the shoes' median
 
 
 def test_scenes_and_period_filter_the_pages(shop: dict[str, Any]) -> None:

@@ -40,8 +40,8 @@ class CannedRanker(BaseHTTPRequestHandler):
         type(self).requests.append(body)
         type(self).paths.append(self.path)
         answer = [
-            {"item": c["item"], "pctr": PCTR.get(c["item"], 0.001), "pctcvr": PCTCVR.get(c["item"], 0.0)}
-            for c in body["candidates"]
+            {"item": item, "pctr": PCTR.get(item, 0.001), "pctcvr": PCTCVR.get(item, 0.0)}
+            for item in body["candidates"]["item"]
         ]
         data = json.dumps(answer if type(self).status == 200 else {"message": "boom"}).encode()
         self.send_response(type(self).status)
@@ -60,6 +60,9 @@ def ranker(settings: Any) -> Iterator[type[CannedRanker]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     CannedRanker.requests, CannedRanker.paths, CannedRanker.status = [], [], 200
     settings.TORCHSERVE_INFERENCE_URL = f"http://127.0.0.1:{server.server_address[1]}"
+    # What these tests check is the order and the reasons, not the budget: a loaded machine must not
+    # turn the canned ranker's answer into a timeout (the budget has its own tests).
+    settings.SERVING_TIME_BUDGET_MS = 10_000
     ModelVersion.objects.create(name="ranker", version=3, kind="ranker", status=ModelVersionStatus.DEFAULT)
     cache.clear()
     yield CannedRanker
@@ -94,7 +97,8 @@ def test_ranked_by_clicks_orders_by_predicted_clicks_and_says_so(
     # The ranker was asked for the chain's candidates in retrieval order, by its own model name and version.
     assert ranker.paths == ["/predictions/ranker/3"]
     sent = ranker.requests[0]
-    assert [c["item"] for c in sent["candidates"]] == [sku(7), sku(4), sku(1)]
+    assert sent["candidates"]["item"] == [sku(7), sku(4), sku(1)]
+    assert len(sent["candidates"]["retrieval_score"]) == len(sent["candidates"]["price"]) == 3
     assert sent["scene"] == "continue" and sent["customer"]["activity"] == 3
     assert sent["customer"]["category_affinity"] == {"hair": pytest.approx(2 / 3), "skin": pytest.approx(1 / 3)}
     # The served log keeps the retrieval score beside the ranker's, for the next ranker's training.
@@ -154,6 +158,20 @@ def test_a_scene_without_rank_by_never_calls_the_ranker(
     body = _get(api_client)
     assert [row["item"] for row in body["items"]] == [sku(7), sku(4), sku(1)]
     assert ranker.requests == []
+
+
+def test_an_unranked_page_logs_the_chains_score_as_the_retrieval_score_not_the_displayed_one(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    _scene("")
+    body = _get(api_client)
+    served_log_drain()
+    entries = {e["item"]: e for e in ServedRecommendation.objects.get().items}
+    chain = {row["item"]: row["reasons"][0].get("score") for row in body["items"]}
+    assert set(entries) == set(chain) and all(isinstance(v, float) for v in chain.values())
+    for item, entry in entries.items():
+        # What the rank stage would send the ranker for this candidate (its chain score).
+        assert entry["retrieval_score"] == pytest.approx(chain[item], abs=1e-6)
 
 
 def test_the_api_accepts_rank_by_and_rejects_an_unknown_objective(api_client: APIClient, shop: Any) -> None:
@@ -220,3 +238,81 @@ def test_an_experiment_variant_may_turn_the_rank_stage_on_and_names_a_bad_object
     bad = FieldErrors()
     scene_settings_validate({"rank_by": "likes"}, scenes, field="variants[1].scene_settings", errors=bad)
     assert list(bad.fields) == ["variants[1].scene_settings.rank_by"]
+
+
+def _served_features(sent: dict[str, Any], table: Any, spec: Any) -> tuple[Any, Any]:
+    """The ranker handler's own featurisation of the request the rank stage sent, with the export's
+    items as its item table (what the checkpoint of a ranker trained on this export holds)."""
+    from handlers.ranker_handler import RankerHandler
+
+    handler = RankerHandler()
+    handler.max_candidates = 1000
+    handler.use_table(spec, table.items)
+    return handler._features(handler._parse({"body": sent}))
+
+
+def test_the_same_impression_has_the_same_features_when_served_and_when_exported(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    import datetime as dt
+    from dataclasses import replace
+
+    from django.utils import timezone
+
+    from recadmin.catalog.models import Item
+    from recadmin.events.services import events_ingest
+    from recadmin.metrics.impressions import impressions_export
+    from training.ranker.features import CustomerFeatures, FeatureSpec
+
+    Item.objects.filter(shop_id=sku(4)).update(stock_quantity=None, in_stock=False)
+    Scene.objects.create(slug="continue", name="Continue", strategy=["recently_viewed"], rank_by="clicks")
+    start = timezone.now() - dt.timedelta(days=3)
+    events = [
+        {"event_id": f"e{i}", "customer": "c-rv", "item": item, "type": kind,
+         "occurred_at": (start + delta).isoformat(), "context": context}
+        for i, (item, kind, delta, context) in enumerate([
+            (sku(1), "view", dt.timedelta(0), {"device": "tablet"}),
+            (sku(4), "view", dt.timedelta(days=1), {"device": "phone"}),
+            (sku(4), "add_to_cart", dt.timedelta(days=1, minutes=5), {}),
+            (sku(7), "view", dt.timedelta(days=2, hours=20), {"page": "search"}),
+        ])
+    ]  # fmt: skip
+    assert not events_ingest(payload=events).errors
+
+    _get(api_client)
+    served_log_drain()
+    table = impressions_export()
+    sent = ranker.requests[0]
+
+    # The customer's profile, device and time, as serving sent them and as the export reads them.
+    assert len(table) == 3 and len(set(table.customer)) == 1
+    exported_customer = table.customers[table.customer[0]]
+    served_customer = CustomerFeatures.from_dict(sent["customer"])
+    # The page's logged time is taken a few milliseconds after the request's clock.
+    assert exported_customer.recency_days == pytest.approx(served_customer.recency_days, abs=1 / 86400)
+    assert replace(exported_customer, recency_days=0.0) == replace(served_customer, recency_days=0.0)
+    assert exported_customer.activity == 4 and exported_customer.recency_days == pytest.approx(4 / 24, abs=0.01)
+    assert 0.0 <= exported_customer.price_sensitivity <= 1.0
+    assert table.device == ["phone"] * 3 == [sent["context"]["device"]] * 3
+    assert abs(table.timestamp[0] - sent["context"]["timestamp"]) < 1.0
+
+    # The whole feature vector of each impression (at the serving position), both ways.
+    spec = FeatureSpec.fit(table)
+    exported = spec.transform(table, position=spec.serving_position)
+    served_cats, served_nums = _served_features(sent, table, spec)
+    order = [sent["candidates"]["item"].index(item) for item in table.item]
+    assert torch_equal(exported.categorical, served_cats[order])
+    # Compared unstandardised: with one customer a column's deviation is ~0 (clamped at 1e-6).
+    assert torch_close(exported.numeric * spec.std + spec.mean, served_nums[order] * spec.std + spec.mean)
+
+
+def torch_equal(left: Any, right: Any) -> bool:
+    import torch
+
+    return bool(torch.equal(left, right))
+
+
+def torch_close(left: Any, right: Any) -> bool:
+    import torch
+
+    return bool(torch.allclose(left, right, atol=1e-4))

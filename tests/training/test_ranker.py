@@ -14,7 +14,7 @@ from scipy.stats import mannwhitneyu
 from training.ranker import build_ranker
 from training.ranker.checkpoint import load_ranker_checkpoint, save_ranker_checkpoint
 from training.ranker.esmm import ESMM, esmm_loss, log1mexp
-from training.ranker.evaluate import auc, evaluate_rankers, split_impressions_by_time
+from training.ranker.evaluate import auc, evaluate_rankers, split_impressions_by_time, within_group_auc
 from training.ranker.features import (
     CATEGORICAL_FIELDS,
     NUMERIC_FIELDS,
@@ -124,6 +124,25 @@ def test_auc_matches_scipys_mann_whitney_with_ties() -> None:
     assert auc(labels, scores) == pytest.approx(u / (labels.sum() * (~labels).sum()))
     assert auc([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) == 1.0
     assert math.isnan(auc([1, 1], [0.2, 0.3]))
+
+
+def test_within_position_auc_is_the_positives_weighted_mean_of_each_positions_mann_whitney_auc() -> None:
+    rng = np.random.default_rng(5)
+    positions = rng.integers(1, 5, size=2000)
+    labels = rng.random(2000) < 0.5 / positions  # clicks fall with the position
+    scores = np.round(rng.normal(size=2000) + labels * 0.5, 1)
+    expected = total = 0.0
+    for p in range(1, 5):
+        y, s = labels[positions == p], scores[positions == p]
+        u = mannwhitneyu(s[y], s[~y]).statistic
+        expected += y.sum() * u / (y.sum() * (~y).sum())
+        total += y.sum()
+    assert within_group_auc(labels, scores, positions) == pytest.approx(expected / total)
+    # A score that only knows the position: good over all rows, chance within each position.
+    by_position = -positions.astype(float)
+    assert auc(labels, by_position) > 0.6
+    assert within_group_auc(labels, by_position, positions) == pytest.approx(0.5)
+    assert math.isnan(within_group_auc([1, 0], [0.3, 0.2], [1, 2]))
 
 
 @pytest.fixture(scope="module")

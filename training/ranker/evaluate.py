@@ -40,6 +40,29 @@ def auc(labels: Any, scores: Any) -> float:
     return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
+def within_group_auc(labels: Any, scores: Any, groups: Any) -> float:
+    """AUC inside each group (e.g. the logged position), averaged with the group's positives as
+    weights; groups with one class only are left out. NaN when no group has both classes.
+
+    Why: logged clicks depend strongly on the position, and a score that set the order (the
+    retrieval score) carries the position in it, while the ranker's serving scores do not (they
+    are computed at one fixed position). Comparing within a position compares how well each score
+    tells the clicked from the not-clicked among items shown at the same place, which is what the
+    rank stage is for."""
+    y = np.asarray(torch.as_tensor(labels).detach().cpu(), dtype=np.float64) > 0.5
+    s = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64)
+    g = np.asarray(groups)
+    total = weight = 0.0
+    for value in np.unique(g):
+        rows = g == value
+        positives = int(y[rows].sum())
+        if positives == 0 or positives == int(rows.sum()):
+            continue
+        total += positives * auc(y[rows], s[rows])
+        weight += positives
+    return total / weight if weight else float("nan")
+
+
 @dataclass
 class TimeSplit:
     train: ImpressionTable
@@ -71,6 +94,8 @@ class RankerEvaluation:
     logged_position: dict[str, dict[str, float]] = field(default_factory=dict)
     #: the same with every test row's position set to the serving position (how the ranker scores)
     serving_position: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: serving-position scores, AUC within each logged position (within_group_auc), weighted by positives
+    within_position: dict[str, dict[str, float]] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -111,6 +136,15 @@ def evaluate_rankers(
     baseline = _aucs(test, retrieval, retrieval)
     result.logged_position["retrieval_score"] = baseline
     result.serving_position["retrieval_score"] = baseline
+    positions = np.asarray(split.test.position)
+
+    def within(p_ctr: torch.Tensor, p_ctcvr: torch.Tensor) -> dict[str, float]:
+        return {
+            "click_auc": within_group_auc(test.click, p_ctr, positions),
+            "purchase_auc": within_group_auc(test.purchase, p_ctcvr, positions),
+        }
+
+    result.within_position["retrieval_score"] = within(retrieval, retrieval)
     models: dict[str, Any] = {}
     for kind in kinds:
         model = build_ranker(
@@ -120,6 +154,8 @@ def evaluate_rankers(
         model.fit(train, valid=valid, seed=seed, progress=progress)
         result.seconds[kind] = time.monotonic() - started
         result.logged_position[kind] = _aucs(test, *model.predict(test))
-        result.serving_position[kind] = _aucs(test_fixed, *model.predict(test_fixed))
+        fixed = model.predict(test_fixed)
+        result.serving_position[kind] = _aucs(test_fixed, *fixed)
+        result.within_position[kind] = within(*fixed)
         models[kind] = model
     return result, models, spec

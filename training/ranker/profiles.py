@@ -1,4 +1,4 @@
-"""Customer and item features from raw events, for the impressions export and for serving.
+"""Customer and item features from raw events (the customer profile itself: training.customer_profile).
 
     customers = customer_profiles(customer_ids, item_ids, timestamps, items=item_table, now=t)
     popularity = item_popularity(item_ids, timestamps, now=t)
@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from training.customer_profile import customer_profile
 from training.ranker.features import CustomerFeatures, ItemFeatures
 
 DAY = 86400.0
@@ -33,32 +34,28 @@ def customer_profiles(
     item_table: Mapping[str, ItemFeatures],
     now: float,
     window_days: float = 90.0,
+    limit: int | None = None,
 ) -> dict[str, CustomerFeatures]:
+    """Many customers' profiles at one moment, by training.customer_profile (the definition the
+    export and serving share), category medians from `item_table`; `limit` events each at most."""
     ts = np.asarray(timestamps, dtype=np.float64)
-    keep = np.flatnonzero((ts <= now) & (ts > now - window_days * DAY))
     by_category: dict[str, list[float]] = defaultdict(list)
     for it in item_table.values():
         if it.price > 0:
             by_category[it.category].append(it.price)
-    median = {c: float(np.median(v)) for c, v in by_category.items()}
-    events: dict[str, list[int]] = defaultdict(list)
-    for i in keep:
-        events[customers[int(i)]].append(int(i))
+    medians = {c: float(np.median(v)) for c, v in by_category.items()}
+    attributes = {k: (it.category, it.brand, it.price) for k, it in item_table.items()}
+    events: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for i, customer in enumerate(customers):
+        events[customer].append((float(ts[i]), items[i]))
     out: dict[str, CustomerFeatures] = {}
-    for customer, rows in events.items():
-        known = [item_table[items[r]] for r in rows if items[r] in item_table]
-        n = len(rows)
-        categories = Counter(it.category for it in known if it.category)
-        brands = Counter(it.brand for it in known if it.brand)
-        priced = [it for it in known if it.price > 0 and it.category in median]
-        cheap = sum(1 for it in priced if it.price < median[it.category])
-        out[customer] = CustomerFeatures(
-            activity=float(n),
-            recency_days=float((now - ts[rows].max()) / DAY),
-            category_affinity={c: k / n for c, k in categories.items()},
-            brand_affinity={b: k / n for b, k in brands.items()},
-            price_sensitivity=cheap / len(priced) if priced else 0.5,
-        )
+    for customer, history in events.items():
+        profile = customer_profile(
+            history, items=attributes, category_median_price=medians, now=now, window_days=window_days,
+            limit=limit if limit is not None else len(history),
+        )  # fmt: skip
+        if profile is not None:
+            out[customer] = CustomerFeatures.from_dict(profile)
     return out
 
 

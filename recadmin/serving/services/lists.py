@@ -96,9 +96,16 @@ def list_length(n: int, offset: int) -> int:
 
 
 def _retrieval_score(row: dict[str, Any]) -> dict[str, Any]:
-    for reason in row.get("reasons") or ():
+    """The score the candidate chain gave the item, as the rank stage sends it to the ranker: the
+    row's own "score" is what the list shows (made descending in list order, boosted by rules), so
+    a ranker trained on it would learn the position and see another scale at serving."""
+    reasons = row.get("reasons") or ()
+    for reason in reasons:
         if reason.get("type") == "ranked" and "retrieval_score" in reason:
             return {"retrieval_score": reason["retrieval_score"]}
+    first = reasons[0] if reasons else None
+    if first is not None and first.get("type") != "pinned" and isinstance(first.get("score"), int | float):
+        return {"retrieval_score": round(float(first["score"]), 6)}
     return {}
 
 
@@ -134,7 +141,8 @@ def served_record(served: ServedList) -> dict[str, Any]:
                 "score": row["score"],
                 "rules": sorted({r["rule"] for r in row["reasons"] if "rule" in r}),
                 "source": item_source(row),
-                # A ranked list's score is the ranker's objective: the ranker trains on the retrieval score.
+                # The ranker trains on the chain's score (a ranked list's score is the ranker's objective,
+                # any list's is made descending for display).
                 **_retrieval_score(row),
             }
             for row in served.page

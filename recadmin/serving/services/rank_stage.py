@@ -10,27 +10,30 @@ candidates keep the retrieval order and the list says so (`note`, and a "rank_sk
 each item). Each ranked item's score becomes its objective value and its reasons say
 "ranked by predicted clicks 0.083" (training.ranker.objective, the ranker's own wording).
 
-Customer features come from the request's history (activity, category and brand shares from the
-catalog's metadata); the ranker knows item attributes from its archive, and is sent the catalog's
-current price and stock, which override it.
+Customer features (activity, recency, category and brand affinity, price sensitivity) come from the
+request's history through training.customer_profile, the function the impressions export uses for
+training; the device is the one of the customer's newest event that names one (the export's rule).
+The ranker knows item attributes from its archive, and is sent the catalog's current price and
+stock, which override it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
 
-from recadmin.catalog.selectors import items_metadata
+from recadmin.catalog.selectors import category_median_prices, items_metadata
+from recadmin.events.selectors import customer_last_device
 from recadmin.modelops.selectors import DefaultModel, default_model_get
 from recadmin.modelops.torchserve import TorchServeError, TorchServeTimeout, TorchServeUnavailable, get_client
 from recadmin.serving import fallbacks
 from recadmin.serving.services.context import RequestContext
 from recadmin.serving.services.ranking import Scored
+from training.customer_profile import customer_profile
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +55,32 @@ def rank_reason_text(objective: str, value: float) -> str:
     return f"ranked by {_REASON_NAMES[objective]} {shown}"
 
 
-def _customer_features(history_ids: list[str], metas: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    known = [metas[i] for i in history_ids if i in metas]
-    n = len(history_ids)
-    categories = Counter(m.get("category") for m in known if m.get("category"))
-    brands = Counter(m.get("brand") for m in known if m.get("brand"))
-    return {
-        "activity": n,
-        "category_affinity": {str(c): k / n for c, k in categories.items()} if n else {},
-        "brand_affinity": {str(b): k / n for b, k in brands.items()} if n else {},
+def customer_features(ctx: RequestContext, metas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The customer's profile from the request's history, by the function the impressions export
+    uses for training (training.customer_profile; {} for an unknown customer: the ranker's defaults)."""
+    attributes = {
+        item: (str(m.get("category") or ""), str(m.get("brand") or ""), float(m.get("price") or 0.0))
+        for item, m in metas.items()
     }
+    now = ctx.now.timestamp()
+    events = [(e.ts, e.item) for e in ctx.history.entries]
+    if not events and ctx.history_ids:
+        # The admin preview's typed history has no times: its items count as just seen, in order.
+        events = [(now - 1.0 - 1e-3 * i, item) for i, item in enumerate(reversed(ctx.history_ids))]
+    profile = customer_profile(
+        events,
+        items=attributes,
+        category_median_price=category_median_prices(),
+        now=now,
+        limit=settings.HISTORY_LENGTH,
+    )
+    return profile or {}
+
+
+def request_context(ctx: RequestContext) -> dict[str, Any]:
+    """Time and device as the export reads them for a logged page (the device of the customer's
+    newest event that names one)."""
+    return {"timestamp": ctx.now.timestamp(), "device": customer_last_device(ctx.customer, before=ctx.now)}
 
 
 def _skipped(scored: list[Scored], reason: str, detail: str = "") -> RankStage:
@@ -78,21 +97,33 @@ def rank_stage(ctx: RequestContext, scored: list[Scored]) -> RankStage:
     model = default_model_get(name=settings.RANKER_MODEL_NAME)
     if model is None:
         return _skipped(scored, REASON_NO_RANKER)
-    metas = items_metadata([s.item for s in scored] + ctx.history_ids[-50:], state=ctx.state.items)
-    candidates = []
+    history_items = list(dict.fromkeys([*(e.item for e in ctx.history.entries), *ctx.history_ids]))
+    metas = items_metadata([s.item for s in scored] + history_items, state=ctx.state.items)
+    # Columns rather than one object per candidate: the ranker decodes and checks them in a
+    # fraction of the time (handlers/ranker_handler.py); price and stock override its item table.
+    prices: list[float | None] = []
+    stocks: list[float | None] = []
     for s in scored:
-        row: dict[str, Any] = {"item": s.item, "retrieval_score": float(s.score), "source": s.origin}
         meta = metas.get(s.item)
-        if meta is not None:
-            attributes: dict[str, Any] = {"stock": 1.0 if meta.get("in_stock", True) else 0.0}
-            if meta.get("price") is not None:
-                attributes["price"] = float(meta["price"])
-            row["attributes"] = attributes
-        candidates.append(row)
+        if meta is None:
+            prices.append(None)
+            stocks.append(None)
+            continue
+        # Units in stock, else 1 / 0 from in_stock: the export's rule (recadmin.metrics.impressions).
+        units = meta.get("stock_quantity")
+        stocks.append(float(units) if units is not None else (1.0 if meta.get("in_stock", True) else 0.0))
+        prices.append(float(meta["price"]) if meta.get("price") is not None else None)
+    candidates = {
+        "item": [s.item for s in scored],
+        "retrieval_score": [float(s.score) for s in scored],
+        "source": [s.origin for s in scored],
+        "price": prices,
+        "stock": stocks,
+    }
     payload = {
-        "customer": _customer_features(ctx.history_ids[-50:], metas),
+        "customer": customer_features(ctx, metas),
         "scene": ctx.scene or "",
-        "context": {"timestamp": ctx.now.timestamp()},
+        "context": request_context(ctx),
         "candidates": candidates,
     }
     budget = settings.SERVING_TIME_BUDGET_MS / 1000.0
