@@ -542,7 +542,8 @@ class SASRec(Recommender):
         )
         posing_target = swapped[targets].numpy()
         weight = float(self.params["new_item_weight"])
-        best_scale, best, figures = 0.0, -1.0, {}
+        best_scale, best = 0.0, -1.0
+        figures = {"valid_users_new": float(posing_target.sum()), "valid_users": float(posing_target.size)}
         for scale in _NEW_ITEM_SCALES:
             candidate = reps.clone()
             candidate[swapped] = scale * content[swapped]
