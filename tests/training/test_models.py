@@ -194,6 +194,10 @@ def test_sasrec_ranks_cold_items_from_their_attributes_above_popularity_and_chan
     # Warm users keep their figures: the new items do not crowd out the learned next item.
     warm = evaluate(model, cold.warm_test, num_items=ds.num_items).full["HR@10"]
     assert warm > 0.9
+    # Weighing the new items' hits more on validation buys them a scale at least as large.
+    eager = build_model("sasrec", ds.num_items, **{**QUICK["sasrec"], "max_epochs": 15, "new_item_weight": 50.0})
+    eager.fit(split.train, valid=split.valid, seed=0)
+    assert eager.params["new_item_scale"] >= model.params["new_item_scale"]
 
 
 def test_time_decayed_popularity_prefers_recent_items() -> None:
