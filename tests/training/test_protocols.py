@@ -217,5 +217,7 @@ def test_benchmark_cold_items_protocol_reports_model_baselines_cold_and_warm(sha
     for figures in (metrics["cold"], metrics["warm"], *baselines):
         assert 0.0 <= figures["NDCG@10"] <= figures["HR@10"] <= 1.0
     assert set(metrics["baselines"]) == {"category_pop", "attribute_overlap"}
+    # SASRec chose the cold items' content scale on validation and says so.
+    assert metrics["fit_history"][-1]["new_item_scale"] == metrics["params"]["new_item_scale"] >= 1.0
     printed = capsys.readouterr().out
     assert "attribute_overlap cold" in printed and "sasrec warm" in printed
