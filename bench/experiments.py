@@ -112,8 +112,10 @@ def main() -> None:
     print(f"RunningExperiment.from_dict (per cache version, per process): {_median_us(rebuild, 20_000):8.2f} us")
     print(f"compare (one report row's statistics): {_median_us(compare, 20_000):8.2f} us")
     print(f"thompson_allocation (4 arms, 20,000 draws): {_median_us(thompson, 70) / 1000:8.2f} ms")
-    print(f"assignment + strategy selection (4 variants): {_median_us(select, args.calls):8.2f} us per request"
-          " (goal < 50)")
+    print(
+        f"assignment + strategy selection (4 variants): {_median_us(select, args.calls):8.2f} us per request"
+        " (goal < 50)"
+    )
     print(f"strategy selection outside an experiment: {_median_us(select_outside, args.calls):8.2f} us per request")
 
 

@@ -105,8 +105,18 @@ class PrivatePostgres:
             shutil.chown(self.log, "postgres")
             self.dir.parent.chmod(0o755)
         subprocess.run(
-            [*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(self.dir), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--no-sync"],
+            [
+                *_as_postgres_user(),
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -117,8 +127,17 @@ class PrivatePostgres:
             )
         self.start()
         subprocess.run(
-            [*_as_postgres_user(), str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "recadmin"],
+            [
+                *_as_postgres_user(),
+                str(PG_BIN / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "recadmin",
+            ],
             check=True,
         )
 
@@ -146,8 +165,19 @@ class PrivateRedis:
     def start(self) -> None:
         self.dir.mkdir(exist_ok=True)
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -411,8 +441,8 @@ class Stack:
 
     def worker(self) -> Proc:
         return self.proc(
-            "worker", [PYTHON, "-m", "celery", "-A", "recadmin", "worker", "-Q", "default,training", "-c", "2",
-                       "-l", "warning"]
+            "worker",
+            [PYTHON, "-m", "celery", "-A", "recadmin", "worker", "-Q", "default,training", "-c", "2", "-l", "warning"],
         )
 
     def up(self, *, items: int, customers: int, events: int) -> dict[str, Any]:
@@ -422,8 +452,16 @@ class Stack:
         self.configure()
         log("migrate, demo shop, scenes, API key")
         self.manage("migrate", "--noinput")
-        self.manage("generate_demo_shop", "--items", str(items), "--customers", str(customers),
-                    "--events", str(events), "--no-progress")
+        self.manage(
+            "generate_demo_shop",
+            "--items",
+            str(items),
+            "--customers",
+            str(customers),
+            "--events",
+            str(events),
+            "--no-progress",
+        )
         self.manage("seed_scenes")
         key = self.manage("create_api_key", "faults", "--scopes", "ingest,recommend,manage").strip().splitlines()[-1]
         import django
@@ -438,12 +476,41 @@ class Stack:
         log("training a popularity model and registering it as the default")
         self.manage("train", "--kind", "pop", "--no-progress")
         log(f"gunicorn (2 workers) on :{self.http_port}, Celery worker and beat")
-        self.proc("web", [PYTHON, "-m", "gunicorn", "recadmin.wsgi:application", "-c",
-                          "python:recadmin.gunicorn_conf", "--bind", f"127.0.0.1:{self.http_port}",
-                          "--workers", "2", "--timeout", "60"])
+        self.proc(
+            "web",
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "recadmin.wsgi:application",
+                "-c",
+                "python:recadmin.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{self.http_port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "60",
+            ],
+        )
         self.worker()
-        self.proc("beat", [PYTHON, "-m", "celery", "-A", "recadmin", "beat", "-l", "warning", "--scheduler",
-                           "recadmin.core.beat:TunableDatabaseScheduler", "--pidfile", ""])
+        self.proc(
+            "beat",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "recadmin",
+                "beat",
+                "-l",
+                "warning",
+                "--scheduler",
+                "recadmin.core.beat:TunableDatabaseScheduler",
+                "--pidfile",
+                "",
+            ],
+        )
         import requests
 
         if not wait_until(lambda: requests.get(f"{self.base}/healthz", timeout=2).ok, 60):

@@ -91,8 +91,11 @@ def main() -> int:
                 [sys.executable, __file__, "--child"], env=env, capture_output=True, text=True, check=True, cwd=ROOT
             )
             out[mode] = json.loads(result.stdout.strip().splitlines()[-1])
-            print(f"{mode:26s} middleware {out[mode]['middleware_us']:6.2f} µs/request   "
-                  f"TorchServe wrapper {out[mode]['torchserve_wrapper_us']:6.2f} µs/call", flush=True)
+            print(
+                f"{mode:26s} middleware {out[mode]['middleware_us']:6.2f} µs/request   "
+                f"TorchServe wrapper {out[mode]['torchserve_wrapper_us']:6.2f} µs/call",
+                flush=True,
+            )
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores while measuring)")
     return 0
 

@@ -212,5 +212,6 @@ def time_ranker(checkpoint: Path | None, candidates: int, requests: int) -> None
         load = os.getloadavg()[0]
         print(f"  (parse + features + forward + answer; load average {load:.1f} on {os.cpu_count()} cores)")
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

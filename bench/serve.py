@@ -196,8 +196,11 @@ def _load(
         receiver, sender = context.Pipe(duplex=False)
 
         def child(seeds: list[int] = seeds, sender: Any = sender) -> None:
-            sender.send(_run_clients(seeds, host=host, port=port, make_request=make_request, seconds=seconds,
-                                     budget=budget, check=check))
+            sender.send(
+                _run_clients(
+                    seeds, host=host, port=port, make_request=make_request, seconds=seconds, budget=budget, check=check
+                )
+            )
             sender.close()
 
         proc = context.Process(target=child, daemon=True)
@@ -383,14 +386,29 @@ def main() -> int:
         brand = Item.objects.exclude(brand="").values_list("brand", flat=True).order_by("id").first()
         pin_item = Item.objects.order_by("id").values_list("shop_id", flat=True).first()
         assert pin_item is not None, "the Beauty import left no items"
-        rule_create(name="In stock only", kind="filter", scenes=[scene.slug], filter_mode="include",
-                    condition={"field": "in_stock", "op": "eq", "value": True})
+        rule_create(
+            name="In stock only",
+            kind="filter",
+            scenes=[scene.slug],
+            filter_mode="include",
+            condition={"field": "in_stock", "op": "eq", "value": True},
+        )
         if top_category:
-            rule_create(name="Boost a category", kind="boost", scenes=[scene.slug], weight=1.5,
-                        condition={"field": "category", "op": "in_subtree", "value": top_category})
+            rule_create(
+                name="Boost a category",
+                kind="boost",
+                scenes=[scene.slug],
+                weight=1.5,
+                condition={"field": "category", "op": "in_subtree", "value": top_category},
+            )
         if brand:
-            rule_create(name="Bury a brand", kind="bury", scenes=[scene.slug], weight=2.0,
-                        condition={"field": "brand", "op": "eq", "value": brand})
+            rule_create(
+                name="Bury a brand",
+                kind="bury",
+                scenes=[scene.slug],
+                weight=2.0,
+                condition={"field": "brand", "op": "eq", "value": brand},
+            )
         rule_create(name="Pin one", kind="pin", scenes=[scene.slug], position=2, pinned_items=[pin_item])
         popular_refresh()
         exported = embeddings_export(version_id=version.pk)
@@ -414,8 +432,12 @@ def main() -> int:
         # deployment's worker does. (Not a thread here: its ORM work would hold this process's GIL
         # and show up as latency of the load generator's requests.)
         drainer = subprocess.Popen(
-            [sys.executable, "-c", _DRAIN_LOOP], cwd=REPO, env={**os.environ, **env},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+            [sys.executable, "-c", _DRAIN_LOOP],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
         )
 
         port = free_port()
@@ -425,18 +447,27 @@ def main() -> int:
             [
                 str(Path(sys.executable).parent / "gunicorn"),
                 "recadmin.wsgi:application",
-                "--bind", f"127.0.0.1:{port}",
-                "--workers", str(args.gunicorn_workers),
-                "--worker-class", args.gunicorn_worker_class,
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.gunicorn_workers),
+                "--worker-class",
+                args.gunicorn_worker_class,
                 *(
                     ["--threads", str(args.gunicorn_threads), "--worker-connections", str(worker_connections)]
                     if args.gunicorn_worker_class == "gthread"
                     else []
                 ),
-                "--keep-alive", "30",
-                "--backlog", "256",
+                "--keep-alive",
+                "30",
+                "--backlog",
+                "256",
             ],
-            cwd=REPO, env=web_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=web_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         _wait_http("127.0.0.1", port, "/healthz", 60)
         notes.append(
@@ -464,36 +495,90 @@ def main() -> int:
             return 1 if b'"source":"fallback"' in data else 0
 
         # Warm both paths (TorchServe worker, gunicorn workers' caches and connections).
-        _load("warm-up", host=ts.hostname or "127.0.0.1", port=ts.port or 80, make_request=ts_request,
-              clients=8, seconds=3)
+        _load(
+            "warm-up",
+            host=ts.hostname or "127.0.0.1",
+            port=ts.port or 80,
+            make_request=ts_request,
+            clients=8,
+            seconds=3,
+        )
         _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=8, seconds=5)
 
         watch = {"gunicorn": gunicorn.pid, "torchserve": ts_handle.pid}
-        results.append(_load("(a) TorchServe predictions (direct)", host=ts.hostname or "127.0.0.1",
-                             port=ts.port or 80, make_request=ts_request, clients=args.clients,
-                             seconds=args.seconds, watch=watch))
-        results.append(_load("(b) /api/v1/recommendations, rules+diversity", host="127.0.0.1", port=port,
-                             make_request=api_request, clients=args.clients, seconds=args.seconds,
-                             check=is_fallback, watch=watch))
+        results.append(
+            _load(
+                "(a) TorchServe predictions (direct)",
+                host=ts.hostname or "127.0.0.1",
+                port=ts.port or 80,
+                make_request=ts_request,
+                clients=args.clients,
+                seconds=args.seconds,
+                watch=watch,
+            )
+        )
+        results.append(
+            _load(
+                "(b) /api/v1/recommendations, rules+diversity",
+                host="127.0.0.1",
+                port=port,
+                make_request=api_request,
+                clients=args.clients,
+                seconds=args.seconds,
+                check=is_fallback,
+                watch=watch,
+            )
+        )
         # Diagnostics (not goals): the latency of one request alone, i.e. the service time that
         # 32 clients queue behind (closed loop: mean latency = clients / throughput).
-        diagnostics.append(_load("    (b) with 1 client", host="127.0.0.1", port=port, make_request=api_request,
-                                 clients=1, seconds=min(args.seconds, 10), check=is_fallback, watch=watch))
+        diagnostics.append(
+            _load(
+                "    (b) with 1 client",
+                host="127.0.0.1",
+                port=port,
+                make_request=api_request,
+                clients=1,
+                seconds=min(args.seconds, 10),
+                check=is_fallback,
+                watch=watch,
+            )
+        )
         torchserve_stop(ts_config, timeout=20)
         _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=4, seconds=1)
         watch = {"gunicorn": gunicorn.pid}
-        diagnostics.append(_load("    (c) with 1 client", host="127.0.0.1", port=port, make_request=api_request,
-                                 clients=1, seconds=min(args.seconds, 10), check=is_fallback, watch=watch))
-        results.append(_load("(c) the same, TorchServe stopped", host="127.0.0.1", port=port,
-                             make_request=api_request, clients=args.clients, seconds=args.seconds,
-                             check=is_fallback, watch=watch))
+        diagnostics.append(
+            _load(
+                "    (c) with 1 client",
+                host="127.0.0.1",
+                port=port,
+                make_request=api_request,
+                clients=1,
+                seconds=min(args.seconds, 10),
+                check=is_fallback,
+                watch=watch,
+            )
+        )
+        results.append(
+            _load(
+                "(c) the same, TorchServe stopped",
+                host="127.0.0.1",
+                port=port,
+                make_request=api_request,
+                clients=args.clients,
+                seconds=args.seconds,
+                check=is_fallback,
+                watch=watch,
+            )
+        )
         time.sleep(2)
         drained = _stop_drain(drainer)
         from recadmin.serving.fallbacks import fallback_counts
         from recadmin.serving.models import ServedRecommendation
 
-        notes.append(f"served log: {ServedRecommendation.objects.count()} pages written by the drain "
-                     f"({drained} by the drain process); fallback counters {fallback_counts()}")
+        notes.append(
+            f"served log: {ServedRecommendation.objects.count()} pages written by the drain "
+            f"({drained} by the drain process); fallback counters {fallback_counts()}"
+        )
     finally:
         if drainer is not None and drainer.poll() is None:
             drainer.kill()
@@ -546,12 +631,18 @@ def main() -> int:
         goal_b = 1.5 * a.pct(99) + 5
         b_rps = b.requests / b.seconds
         print()
-        print(f"(b) p99 {b.pct(99):.1f} ms vs goal {goal_b:.1f} ms (1.5 x (a) p99 + 5): "
-              f"{'met' if b.pct(99) <= goal_b else 'NOT met'}")
-        print(f"(b) {b_rps:.0f} req/s vs goal 300: {'met' if b_rps >= 300 else 'NOT met'}; errors {b.errors}; "
-              f"fallback answers {b.fallback_answers} of {len(b.latencies_ms)}")
-        print(f"(c) p99 {c.pct(99):.1f} ms vs goal 20 ms: {'met' if c.pct(99) < 20 else 'NOT met'}; errors "
-              f"{c.errors}; fallback answers {c.fallback_answers} of {len(c.latencies_ms)}")
+        print(
+            f"(b) p99 {b.pct(99):.1f} ms vs goal {goal_b:.1f} ms (1.5 x (a) p99 + 5): "
+            f"{'met' if b.pct(99) <= goal_b else 'NOT met'}"
+        )
+        print(
+            f"(b) {b_rps:.0f} req/s vs goal 300: {'met' if b_rps >= 300 else 'NOT met'}; errors {b.errors}; "
+            f"fallback answers {b.fallback_answers} of {len(b.latencies_ms)}"
+        )
+        print(
+            f"(c) p99 {c.pct(99):.1f} ms vs goal 20 ms: {'met' if c.pct(99) < 20 else 'NOT met'}; errors "
+            f"{c.errors}; fallback answers {c.fallback_answers} of {len(c.latencies_ms)}"
+        )
     return 0
 
 

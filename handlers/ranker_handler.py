@@ -64,7 +64,10 @@ class RankerHandler(BaseHandler):
         self.initialized = True
         logger.info(
             "ranker handler: %s model, %d items in its table, serving position %d, max_candidates=%d",
-            self.model.kind, len(self.item_ids), self.spec.serving_position, self.max_candidates,
+            self.model.kind,
+            len(self.item_ids),
+            self.spec.serving_position,
+            self.max_candidates,
         )
 
     def use_table(self, spec: Any, items: dict[str, Any]) -> None:
@@ -370,12 +373,7 @@ class RankerHandler(BaseHandler):
                 answers.append({"code": 400, "type": "PredictionException", "message": out["error"]})
                 continue
             ids, ctr, ctcvr = out
-            answers.append(
-                [
-                    {"item": item, "pctr": a, "pctcvr": b}
-                    for item, a, b in zip(ids, ctr, ctcvr, strict=True)
-                ]
-            )
+            answers.append([{"item": item, "pctr": a, "pctcvr": b} for item, a, b in zip(ids, ctr, ctcvr, strict=True)])
         return answers
 
 

@@ -71,7 +71,11 @@ class RecommenderHandler(BaseHandler):
         self.initialized = True
         logger.info(
             "recommender handler: %s model, %d items, default_k=%d max_k=%d, training code from %s",
-            model.kind, self.num_items, self.default_k, self.max_k, training.__file__,
+            model.kind,
+            self.num_items,
+            self.default_k,
+            self.max_k,
+            training.__file__,
         )
 
     # ---- requests ---------------------------------------------------------------------------

@@ -407,6 +407,7 @@ from recadmin.core import admin_nav  # noqa: E402
 
 UNFOLD = admin_nav.UNFOLD
 
+
 # --- events (owned by recadmin.events) -------------------------------------------------------------
 # The event types the API accepts and each one's weight as a training signal:
 # EVENT_TYPE_WEIGHTS="view:1,click:2,add_to_cart:4,purchase:8,rating:5". A new type needs no migration.

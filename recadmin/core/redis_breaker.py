@@ -96,8 +96,12 @@ class CircuitBreaker:
     # --- the probe: a thread of its own with a client of its own ------------------------------
     def _probe(self) -> None:
         timeout = _setting("REDIS_BREAKER_PROBE_TIMEOUT", 0.5)
-        kwargs = {**self._connection_kwargs, "socket_timeout": timeout, "socket_connect_timeout": timeout,
-                  "retry": Retry(NoBackoff(), 0)}
+        kwargs = {
+            **self._connection_kwargs,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
         ok = False
         connection = None
         try:

@@ -26,7 +26,7 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*
 
 
 def parse_rate(rate: str) -> tuple[int, int] | None:
-    """"1000/min" -> (1000, 60); None when empty, "none", or not a rate."""
+    """ "1000/min" -> (1000, 60); None when empty, "none", or not a rate."""
     match = _RATE.match(rate or "")
     if match is None:
         return None

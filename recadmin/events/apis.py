@@ -106,8 +106,13 @@ def _rows_with_bad_values(rows: list[Any]) -> tuple[list[Any], list[int], list[d
             kept.append(row)
             indexes.append(index)
         else:
-            errors.append({"index": index, "field": problem[0].split(".")[0].split("[")[0] or "non_field_errors",
-                           "message": problem[1]})
+            errors.append(
+                {
+                    "index": index,
+                    "field": problem[0].split(".")[0].split("[")[0] or "non_field_errors",
+                    "message": problem[1],
+                }
+            )
     return kept, indexes, errors
 
 

@@ -128,9 +128,7 @@ class TrainNowForm(forms.ModelForm):
             preset=self.cleaned_data.get("preset") or DEFAULT_PRESET, kind=self.cleaned_data.get("kind") or ""
         )
         advanced = {
-            name: self.cleaned_data[name]
-            for name in self.PARAM_FIELDS
-            if self.cleaned_data.get(name) not in (None, "")
+            name: self.cleaned_data[name] for name in self.PARAM_FIELDS if self.cleaned_data.get(name) not in (None, "")
         }
         return {**preset, **advanced}
 
@@ -274,7 +272,8 @@ class TrainingRunAdmin(ModelAdmin):
             ((name, _fmt(valid.get(name)), _fmt(test.get(name))) for name in names),
         )
         sizes = ", ".join(
-            f"{key.replace('num_', '')}: {metrics[key]:,}" for key in ("num_events", "num_users", "num_items")
+            f"{key.replace('num_', '')}: {metrics[key]:,}"
+            for key in ("num_events", "num_users", "num_items")
             if isinstance(metrics.get(key), int)
         )
         seconds = metrics.get("seconds") or {}
@@ -434,9 +433,7 @@ class ModelVersionAdmin(ChangeHistoryAdminMixin, ModelAdmin):
     def _defaults(self, request: HttpRequest) -> dict[str, ModelVersion]:
         cached = getattr(request, "_modelops_defaults", None)
         if cached is None:
-            cached = {
-                v.name: v for v in ModelVersion.objects.filter(status=ModelVersionStatus.DEFAULT)
-            }
+            cached = {v.name: v for v in ModelVersion.objects.filter(status=ModelVersionStatus.DEFAULT)}
             request._modelops_defaults = cached  # type: ignore[attr-defined]
         return cached
 
@@ -461,7 +458,8 @@ class ModelVersionAdmin(ChangeHistoryAdminMixin, ModelAdmin):
         if entry is None or not entry.loaded:
             expected = obj.status in (ModelVersionStatus.REGISTERED, ModelVersionStatus.DEFAULT)
             return format_html(
-                '<span style="color:{}">{}</span>', "#ba2121" if expected else "#888",
+                '<span style="color:{}">{}</span>',
+                "#ba2121" if expected else "#888",
                 "not loaded (run the sync)" if expected else "not loaded",
             )
         default = " · default" if entry.is_torchserve_default else ""
@@ -510,9 +508,7 @@ class ModelVersionAdmin(ChangeHistoryAdminMixin, ModelAdmin):
                 rows.append((label, name, _fmt(a), _fmt(b), delta))
         if not rows:
             return mark_safe("-")
-        body = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows
-        )
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
         return format_html(
             "<table><tr><th>split</th><th>metric</th><th>this version</th><th>{}</th><th>Δ</th></tr>{}</table>",
             heading,

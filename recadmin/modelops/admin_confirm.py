@@ -36,9 +36,7 @@ def promote_changes(version: ModelVersion) -> tuple[list[str], list[str]]:
         f"{version} becomes the default of '{version.name}': TorchServe serves it to every request for the model.",
     ]
     if current is not None:
-        changes.append(
-            f"{current}, the default now, stays registered; Roll back makes it the default again."
-        )
+        changes.append(f"{current}, the default now, stays registered; Roll back makes it the default again.")
         changes.append(f"Validation NDCG@10: {_ndcg(version)} (now {_ndcg(current)}).")
     return changes, []
 

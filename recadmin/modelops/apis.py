@@ -315,7 +315,7 @@ class TrainingRunCollectionApi(APIView):
 
         kind = serializers.ChoiceField(choices=ModelKind.choices, default=ModelKind.SASREC)
         params = serializers.DictField(
-            required=False, default=dict, help_text="Model parameters, e.g. {\"epochs\": 20}; unknown ones are refused."
+            required=False, default=dict, help_text='Model parameters, e.g. {"epochs": 20}; unknown ones are refused.'
         )
         model_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
 

@@ -114,9 +114,7 @@ def archive_build(
     checkpoint_dir = Path(checkpoint_dir)
     missing = [f for f in checkpoint_files if not (checkpoint_dir / f).is_file()]
     if missing:
-        raise ValidationError(
-            f"Checkpoint {checkpoint_dir} lacks {', '.join(missing)}.", field="checkpoint_dir"
-        )
+        raise ValidationError(f"Checkpoint {checkpoint_dir} lacks {', '.join(missing)}.", field="checkpoint_dir")
     store = Path(model_store)
     store.mkdir(parents=True, exist_ok=True)
     target = archive_path(model_store=store, name=name, version=version)

@@ -329,9 +329,7 @@ def execute(
         return _execute(run=run, progress=progress, retry_transient=retry_transient)
 
 
-def _execute(
-    *, run: TrainingRun, progress: Callable[[float, str], None] | None, retry_transient: bool
-) -> TrainingRun:
+def _execute(*, run: TrainingRun, progress: Callable[[float, str], None] | None, retry_transient: bool) -> TrainingRun:
     reporter = Reporter(run, progress)
     watched = [logging.getLogger("training"), logging.getLogger("recadmin.modelops")]
     for target in watched:

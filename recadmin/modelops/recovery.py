@@ -61,9 +61,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-run-{run_id}", daemon=True)
 
     def beat(self) -> None:
-        TrainingRun.objects.filter(pk=self.run_id, status=TrainingRunStatus.RUNNING).update(
-            heartbeat_at=timezone.now()
-        )
+        TrainingRun.objects.filter(pk=self.run_id, status=TrainingRunStatus.RUNNING).update(heartbeat_at=timezone.now())
 
     def _loop(self) -> None:
         from django.db import connection
@@ -153,8 +151,10 @@ def training_runs_sweep_stale(*, now: dt.datetime | None = None) -> SweepReport:
 
 def _stale_q(cutoff: dt.datetime) -> Q:
     # No heartbeat at all: a run started before heartbeats existed, or killed before its first beat.
-    return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff) | Q(
-        heartbeat_at__isnull=True, started_at__isnull=True, created_at__lt=cutoff
+    return (
+        Q(heartbeat_at__lt=cutoff)
+        | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        | Q(heartbeat_at__isnull=True, started_at__isnull=True, created_at__lt=cutoff)
     )
 
 

@@ -123,15 +123,11 @@ def _validate_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]
             continue
         if name not in specs:
             allowed = ", ".join(sorted(specs))
-            raise ValidationError(
-                f"Unknown parameter '{name}' for {kind}. Allowed: {allowed}.", field=f"params.{name}"
-            )
+            raise ValidationError(f"Unknown parameter '{name}' for {kind}. Allowed: {allowed}.", field=f"params.{name}")
         kind_of, low, high = specs[name]
         if kind_of is str:
             if value not in low:
-                raise ValidationError(
-                    f"Parameter '{name}' must be one of: {', '.join(low)}.", field=f"params.{name}"
-                )
+                raise ValidationError(f"Parameter '{name}' must be one of: {', '.join(low)}.", field=f"params.{name}")
             cleaned[name] = value
             continue
         try:

@@ -172,10 +172,7 @@ class EpochBudget:
         )
 
 
-
-def train(
-    *, arrays: EventArrays, kind: str, params: dict[str, Any], reporter: Reporter, workdir: Path
-) -> TrainOutcome:
+def train(*, arrays: EventArrays, kind: str, params: dict[str, Any], reporter: Reporter, workdir: Path) -> TrainOutcome:
     """Fit and evaluate through `training.trainer.train_and_evaluate` (the entry point the
     benchmark shares), on this shop's split, then save the checkpoint the archive is built from."""
     import torch
@@ -216,9 +213,7 @@ def train(
     effective = {**defaults, **model_params}
     max_epochs = int(effective.get("max_epochs") or 0)
     budget = float(effective.get("max_seconds") or 0.0)
-    epoch_budget = EpochBudget(
-        max_epochs=max_epochs, max_seconds=budget, patience=int(effective.get("patience") or 0)
-    )
+    epoch_budget = EpochBudget(max_epochs=max_epochs, max_seconds=budget, patience=int(effective.get("patience") or 0))
     fit_started = time.monotonic()
     evaluating = False
     fitted = False
@@ -261,9 +256,7 @@ def train(
         elif match and max_epochs:
             epoch = int(match.group(1))
             completed = int(last_epoch.get("epoch", 0))
-            label = epoch_budget.label(
-                epoch=epoch, completed=completed, elapsed=float(last_epoch.get("seconds", 0.0))
-            )
+            label = epoch_budget.label(epoch=epoch, completed=completed, elapsed=float(last_epoch.get("seconds", 0.0)))
         else:
             label = f"training: {text}" if text else "training"
         reporter.within(part, label)

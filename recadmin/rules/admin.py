@@ -84,8 +84,10 @@ class ConditionBuilderWidget(forms.Textarea):
                 parsed = json.loads(value) if value.strip() else {}
             except ValueError:
                 parsed = None
-        shown = self.posted if self.posted is not None else (
-            builder.rows_from_condition(parsed) if isinstance(parsed, dict) else None
+        shown = (
+            self.posted
+            if self.posted is not None
+            else (builder.rows_from_condition(parsed) if isinstance(parsed, dict) else None)
         )
         mode = self.posted_mode or ("builder" if shown is not None else "json")
         match, rows = shown if shown is not None else (builder.MATCH_ALL, [])

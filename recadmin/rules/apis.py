@@ -77,6 +77,7 @@ def _validated(serializer_class: type[serializers.Serializer], data: Any, *, par
 class _StrategyField(serializers.ListField):
     pass
 
+
 class SceneFields(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)

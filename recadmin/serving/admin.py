@@ -181,7 +181,6 @@ class ServedRecommendationAdmin(ModelAdmin):
         }
         return TemplateResponse(request, "admin/serving/preview.html", context)
 
-
     def rule_effect_view(self, request: HttpRequest) -> HttpResponse:
         """'What this rule changes': the rule form's unsaved data (POST) applied to one customer's list
         in one scene, next to the same list without the rule. An HTML fragment for the rule form."""
@@ -263,9 +262,7 @@ def rule_effect(data: dict[str, Any], *, rule_id: int | None, scene: str, custom
                 change = "new"
             elif before_ids.index(new["item"]) != index:
                 change = f"moved from {before_ids.index(new['item']) + 1}"
-        touched = [
-            _reason_text(reason) for reason in (new or {}).get("reasons", []) if reason.get("rule") == draft.id
-        ]
+        touched = [_reason_text(reason) for reason in (new or {}).get("reasons", []) if reason.get("rule") == draft.id]
         rows.append({"position": index + 1, "before": old, "after": new, "change": change, "touched": touched})
     removed = [item for item in before_ids if item not in after_ids]
     return {
@@ -290,8 +287,7 @@ class PreviewForm(forms.Form):
     history = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-        help_text="Or type a history: item ids, oldest first, separated by spaces or commas (replaces the "
-        "customer's).",
+        help_text="Or type a history: item ids, oldest first, separated by spaces or commas (replaces the customer's).",
     )
     item = forms.CharField(required=False, help_text="The item being viewed (optional).")
     category = forms.CharField(required=False, help_text="Category slug for the fallback (optional).")

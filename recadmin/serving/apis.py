@@ -225,8 +225,15 @@ _EXAMPLE = {
             "position": 1,
             "reasons": [
                 {"type": "model", "score": 6.2},
-                {"type": "boosted", "rule": 4, "rule_name": "Summer skincare", "mode": "multiply", "weight": 2.0,
-                 "before": 6.2, "after": 12.4},
+                {
+                    "type": "boosted",
+                    "rule": 4,
+                    "rule_name": "Summer skincare",
+                    "mode": "multiply",
+                    "weight": 2.0,
+                    "before": 6.2,
+                    "after": 12.4,
+                },
             ],
         },
         {
@@ -236,8 +243,10 @@ _EXAMPLE = {
             "price": 39.0,
             "score": 0.0,
             "position": 2,
-            "reasons": [{"type": "pinned", "score": 0.0}, {"type": "pinned", "rule": 7, "rule_name": "Xmas box",
-                                                             "position": 2}],
+            "reasons": [
+                {"type": "pinned", "score": 0.0},
+                {"type": "pinned", "rule": 7, "rule_name": "Xmas box", "position": 2},
+            ],
         },
     ],
 }

@@ -99,9 +99,7 @@ def _count(reason: str) -> None:
             cache.incr(key)
 
 
-def fallback_record(
-    *, reason: str, detail: str = "", scene: str = "", customer: str = "", count: bool = True
-) -> None:
+def fallback_record(*, reason: str, detail: str = "", scene: str = "", customer: str = "", count: bool = True) -> None:
     """Count one fallback and log it (failures at WARNING, rate-limited; expected ones at DEBUG).
     `count=False`: the caller counts it later (fallback_counted)."""
     logged = False

@@ -19,7 +19,6 @@ CHROMIUM = Path(os.environ.get("RECADMIN_CHROMIUM", "/usr/bin/chromium"))
 PASSWORD = "browser-tests-only"
 
 
-
 def screenshots_dir() -> Path:
     path = Path(settings.VAR_DIR) / "screenshots"
     path.mkdir(parents=True, exist_ok=True)

@@ -125,8 +125,15 @@ def test_an_oversized_body_gets_413(api_client: APIClient, settings: Any) -> Non
     assert response.json()["extra"]["max_bytes"] == 10_000
 
 
-@pytest.mark.parametrize("url,method", [("/api/v1/events", "post"), ("/api/v1/items", "post"),
-                                        ("/api/v1/items/SKU-1042", "put"), ("/api/v1/rules", "post")])
+@pytest.mark.parametrize(
+    "url,method",
+    [
+        ("/api/v1/events", "post"),
+        ("/api/v1/items", "post"),
+        ("/api/v1/items/SKU-1042", "put"),
+        ("/api/v1/rules", "post"),
+    ],
+)
 def test_deeply_nested_json_gets_a_400_quickly(api_client: APIClient, url: str, method: str) -> None:
     started = time.monotonic()
     response = getattr(api_client, method)(url, "[" * 50_000, content_type="application/json")
@@ -156,8 +163,14 @@ def _parse(raw: bytes, view: Any) -> Any:
     return SafeJSONParser().parse(io.BytesIO(raw), parser_context={"view": view})
 
 
-_ROW = {"event_id": "e-000000", "customer": "C-1", "item": "SKU-1", "type": "view",
-        "occurred_at": "2026-11-24T10:00:00Z", "context": {"device": "mobile", "page": "/p/argan-oil"}}
+_ROW = {
+    "event_id": "e-000000",
+    "customer": "C-1",
+    "item": "SKU-1",
+    "type": "view",
+    "occurred_at": "2026-11-24T10:00:00Z",
+    "context": {"device": "mobile", "page": "/p/argan-oil"},
+}
 
 
 @pytest.mark.parametrize("form", ["list", "object"])
@@ -174,8 +187,10 @@ def test_a_batch_past_the_row_limit_is_refused_before_it_is_parsed_whole(form: s
     _, whole_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert "events" in refused.value.extra["fields"]
-    print(f"\n{form} body {len(raw) / 1e6:.1f} MB: peak {bounded_peak / 1e6:.1f} MB refused while parsing, "
-          f"{whole_peak / 1e6:.1f} MB parsed whole")
+    print(
+        f"\n{form} body {len(raw) / 1e6:.1f} MB: peak {bounded_peak / 1e6:.1f} MB refused while parsing, "
+        f"{whole_peak / 1e6:.1f} MB parsed whole"
+    )
     assert bounded_peak < whole_peak / 3
 
 
@@ -188,13 +203,35 @@ def test_the_object_form_counts_its_rows_too() -> None:
 
 def test_the_streaming_parse_reads_what_json_loads_reads() -> None:
     for raw in [
-        b"[]", b" [ 1 , {\"a\": [2, 3]} , \"x\" ] ", b"[\n{\"a\": null}\n]\n", b"{}", b" { } ", b"\"x\"", b"3",
-        b"{\"events\": []}", b"{ \"a\" : 1 , \"events\" : [ {\"b\": [1]} , 2 ] , \"c\": {\"events\": [3]} }\n",
-        b"{\"events\": {\"not\": \"a list\"}}", b"{\"events\": [1], \"events\": [2]}", b"{\"e\\u0076ents\": [1]}",
+        b"[]",
+        b' [ 1 , {"a": [2, 3]} , "x" ] ',
+        b'[\n{"a": null}\n]\n',
+        b"{}",
+        b" { } ",
+        b'"x"',
+        b"3",
+        b'{"events": []}',
+        b'{ "a" : 1 , "events" : [ {"b": [1]} , 2 ] , "c": {"events": [3]} }\n',
+        b'{"events": {"not": "a list"}}',
+        b'{"events": [1], "events": [2]}',
+        b'{"e\\u0076ents": [1]}',
     ]:
         assert _parse(raw, _View()) == json.loads(raw)
-    for bad in [b"[1,]", b"[1 2]", b"[1] x", b"[NaN]", b"{\"a\": Infinity}", b"{\"a\": 1,}", b"{\"a\" 1}",
-                b"{a: 1}", b"{\"a\": 1} x", b"{\"events\": [1,]}", b"{\"events\": [1]", b"{\"a\": 1 \"b\": 2}", b""]:
+    for bad in [
+        b"[1,]",
+        b"[1 2]",
+        b"[1] x",
+        b"[NaN]",
+        b'{"a": Infinity}',
+        b'{"a": 1,}',
+        b'{"a" 1}',
+        b"{a: 1}",
+        b'{"a": 1} x',
+        b'{"events": [1,]}',
+        b'{"events": [1]',
+        b'{"a": 1 "b": 2}',
+        b"",
+    ]:
         with pytest.raises(ParseError):
             _parse(bad, _View())
 
@@ -234,8 +271,15 @@ def test_a_nul_in_a_path_or_query_parameter_is_a_400(api_client: APIClient, url:
 
 @pytest.mark.parametrize(
     "shop_id",
-    ["' OR 1=1--", "1; DROP TABLE catalog_item", "../../etc/passwd", "%27%22%3E%3Cscript%3E", "a" * 5000,
-     "%ED%A0%80", "%FF%FE"],
+    [
+        "' OR 1=1--",
+        "1; DROP TABLE catalog_item",
+        "../../etc/passwd",
+        "%27%22%3E%3Cscript%3E",
+        "a" * 5000,
+        "%ED%A0%80",
+        "%FF%FE",
+    ],
 )
 def test_garbage_and_injection_shaped_ids_get_404_or_400(api_client: APIClient, shop_id: str) -> None:
     for url in [f"/api/v1/items/{shop_id}", f"/api/v1/customers/{shop_id}", f"/api/v1/categories/{shop_id}"]:
@@ -247,7 +291,11 @@ def test_garbage_and_injection_shaped_ids_get_404_or_400(api_client: APIClient, 
 def test_garbage_query_parameters_get_a_4xx(make_api_client: Callable[..., APIClient]) -> None:
     client = make_api_client("ingest", "recommend", "manage")
     clear_cache()
-    for url in ["/api/v1/items?limit=99999999999999999999999", "/api/v1/items?cursor=%27%3B--",
-                "/api/v1/items?updated_since=0000-00-00", "/api/v1/rules?scene=" + "x" * 5000]:
+    for url in [
+        "/api/v1/items?limit=99999999999999999999999",
+        "/api/v1/items?cursor=%27%3B--",
+        "/api/v1/items?updated_since=0000-00-00",
+        "/api/v1/rules?scene=" + "x" * 5000,
+    ]:
         response = client.get(url)
         assert response.status_code in (200, 400, 404), (url, response.status_code)

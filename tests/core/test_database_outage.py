@@ -35,8 +35,13 @@ def database_down() -> Iterator[None]:
 
 def _batch() -> list[dict[str, Any]]:
     return [
-        {"event_id": f"outage-{i}", "customer": f"c-{i}", "item": "SKU-1", "type": "view",
-         "occurred_at": "2026-11-24T10:00:00Z"}
+        {
+            "event_id": f"outage-{i}",
+            "customer": f"c-{i}",
+            "item": "SKU-1",
+            "type": "view",
+            "occurred_at": "2026-11-24T10:00:00Z",
+        }
         for i in range(5)
     ]
 

@@ -46,7 +46,7 @@ def test_a_sane_incoming_request_id_is_kept_and_returned() -> None:
     assert response["X-Request-ID"] == "checkout-7f3a:42"
 
 
-@pytest.mark.parametrize("given", ["", "has space", "quote\"d", "x" * 300, "new\nline"])
+@pytest.mark.parametrize("given", ["", "has space", 'quote"d', "x" * 300, "new\nline"])
 def test_an_absent_or_insane_request_id_is_replaced_by_a_new_one(given: str) -> None:
     response = Client().get("/healthz", HTTP_X_REQUEST_ID=given)
     assert response["X-Request-ID"] != given and len(response["X-Request-ID"]) == 32
@@ -173,7 +173,7 @@ def test_a_recommendation_is_observed_with_its_route_scene_source_and_fallback_r
     assert _value("recadmin_http_request_duration_seconds_count", **labels) == before + 1
     assert _value("recadmin_fallbacks_total", reason="no_default_model", route="recommendations") == fallbacks + 1
     text = Client().get("/metrics").content.decode()
-    assert 'recadmin_http_request_duration_seconds_bucket{' in text and 'scene="home"' in text
+    assert "recadmin_http_request_duration_seconds_bucket{" in text and 'scene="home"' in text
 
 
 @pytest.mark.django_db

@@ -18,7 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "recadmin" / "deploy" / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "recadmin.json"
 PROMQL_WORDS = {
-    "sum", "by", "rate", "histogram_quantile", "le", "without", "avg", "max", "min", "count", "irate", "increase",
+    "sum",
+    "by",
+    "rate",
+    "histogram_quantile",
+    "le",
+    "without",
+    "avg",
+    "max",
+    "min",
+    "count",
+    "irate",
+    "increase",
 }
 
 
@@ -56,8 +67,23 @@ def _dashboard_metrics() -> set[str]:
         for target in panel["targets"]:
             expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', " ", target["expr"])  # drop matchers, ranges
             words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr)) - PROMQL_WORDS
-            labels = {"route", "scene", "source", "status", "reason", "operation", "error", "type", "field", "cache",
-                      "task", "outcome", "model_name", "name", "kind"}
+            labels = {
+                "route",
+                "scene",
+                "source",
+                "status",
+                "reason",
+                "operation",
+                "error",
+                "type",
+                "field",
+                "cache",
+                "task",
+                "outcome",
+                "model_name",
+                "name",
+                "kind",
+            }
             found |= words - labels
     return found
 
@@ -75,12 +101,21 @@ def test_every_metric_on_the_dashboard_is_exported() -> None:
 def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
     text = DASHBOARD.read_text()
     for needed in (
-        "recadmin_http_request_duration_seconds_bucket", "recadmin_fallbacks_total",
-        "recadmin_torchserve_call_duration_seconds_bucket", "recadmin_torchserve_errors_total",
-        "recadmin_events_ingested_total", "recadmin_events_rejected_total", "recadmin_served_log_backlog",
-        "recadmin_served_log_oldest_age_seconds", "recadmin_rollup_lag_seconds", "recadmin_training_runs",
-        "recadmin_training_run_duration_seconds_bucket", "recadmin_default_model_version",
-        "recadmin_default_model_age_seconds", "recadmin_cache_requests_total", "ts_inference_requests_total",
+        "recadmin_http_request_duration_seconds_bucket",
+        "recadmin_fallbacks_total",
+        "recadmin_torchserve_call_duration_seconds_bucket",
+        "recadmin_torchserve_errors_total",
+        "recadmin_events_ingested_total",
+        "recadmin_events_rejected_total",
+        "recadmin_served_log_backlog",
+        "recadmin_served_log_oldest_age_seconds",
+        "recadmin_rollup_lag_seconds",
+        "recadmin_training_runs",
+        "recadmin_training_run_duration_seconds_bucket",
+        "recadmin_default_model_version",
+        "recadmin_default_model_age_seconds",
+        "recadmin_cache_requests_total",
+        "ts_inference_requests_total",
     ):
         assert needed in text, needed
 

@@ -242,8 +242,9 @@ def test_one_row_with_a_nul_or_a_lone_surrogate_is_reported_and_the_others_store
 def test_a_single_event_with_a_nul_is_a_400_naming_the_field(
     make_api_client: Callable[..., APIClient], item: Any
 ) -> None:
-    response = make_api_client("ingest").post(URL, _raw([_event(0, item="SKU\x00")])[1:-1],
-                                             content_type="application/json")
+    response = make_api_client("ingest").post(
+        URL, _raw([_event(0, item="SKU\x00")])[1:-1], content_type="application/json"
+    )
     assert response.status_code == 400
     assert "item" in response.json()["extra"]["fields"]
 

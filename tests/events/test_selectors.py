@@ -26,7 +26,10 @@ def bought(db: None) -> list[str]:
     start = timezone.now() - dt.timedelta(hours=1)
     for i, item in enumerate(items):
         Event.objects.create(
-            event_id=f"e-{i}", customer=customer, item=item, type="purchase" if i == 2 else "view",
+            event_id=f"e-{i}",
+            customer=customer,
+            item=item,
+            type="purchase" if i == 2 else "view",
             occurred_at=start + dt.timedelta(minutes=i),
         )
     history_clear(["c-db"])

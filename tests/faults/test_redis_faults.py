@@ -60,8 +60,13 @@ def _shop() -> None:
 
 def _events(api_client: Any, prefix: str) -> tuple[int, float]:
     rows = [
-        {"event_id": f"{prefix}-{i}", "customer": f"c-{i}", "item": "sku-1", "type": "view",
-         "occurred_at": "2026-11-24T10:00:00Z"}
+        {
+            "event_id": f"{prefix}-{i}",
+            "customer": f"c-{i}",
+            "item": "sku-1",
+            "type": "view",
+            "occurred_at": "2026-11-24T10:00:00Z",
+        }
         for i in range(5)
     ]
     started = time.monotonic()
@@ -86,16 +91,19 @@ def test_with_redis_paused_readiness_is_bounded_and_acknowledged_events_are_stor
     ready, ready_s = _timed(lambda: Client().get("/readyz"))
     status, ingest_s = _events(api_client, "paused")
     rec, rec_s = _timed(lambda: api_client.get("/api/v1/recommendations", {"customer": "c-1", "scene": "home"}))
-    print(f"\nRedis paused: /readyz {ready_s * 1000:.0f} ms, ingest {ingest_s * 1000:.0f} ms, "
-          f"recommendations {rec_s * 1000:.0f} ms")
+    print(
+        f"\nRedis paused: /readyz {ready_s * 1000:.0f} ms, ingest {ingest_s * 1000:.0f} ms, "
+        f"recommendations {rec_s * 1000:.0f} ms"
+    )
     assert ready.status_code == 503 and ready_s < 1.5
     assert ready.json()["checks"]["redis"]["ok"] is False
     assert status == 200 and Event.objects.filter(event_id__startswith="paused-").count() == 5
     assert rec.status_code == 200
 
 
-def test_with_redis_stopped_events_are_stored_and_lists_are_served(tmp_path: Path, settings: Any,
-                                                                  api_client: Any) -> None:
+def test_with_redis_stopped_events_are_stored_and_lists_are_served(
+    tmp_path: Path, settings: Any, api_client: Any
+) -> None:
     with private_redis(tmp_path / "redis") as url:
         _use_redis(settings, url)
         _shop()
@@ -107,8 +115,10 @@ def test_with_redis_stopped_events_are_stored_and_lists_are_served(tmp_path: Pat
         rec, rec_s = _timed(lambda: api_client.get("/api/v1/recommendations", {"customer": "c-1", "scene": "home"}))
     finally:
         caches["default"].close()
-    print(f"\nRedis stopped: /readyz {ready_s * 1000:.0f} ms, ingest {ingest_s * 1000:.0f} ms, "
-          f"recommendations {rec_s * 1000:.0f} ms")
+    print(
+        f"\nRedis stopped: /readyz {ready_s * 1000:.0f} ms, ingest {ingest_s * 1000:.0f} ms, "
+        f"recommendations {rec_s * 1000:.0f} ms"
+    )
     assert ready.status_code == 503 and ready_s < 1.5
     assert status == 200 and Event.objects.filter(event_id__startswith="stopped-").count() == 5
     assert rec.status_code == 200 and rec.json()["source"] == "fallback"
@@ -133,8 +143,11 @@ _NOT_OURS = {"recadmin.serving.services", "recadmin.serving.fallback"}
 
 
 def _warnings(caplog: Any) -> list[str]:
-    return [f"{r.name}: {r.getMessage()}" for r in caplog.records
-            if r.levelno >= logging.WARNING and r.name not in _NOT_OURS]
+    return [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name not in _NOT_OURS
+    ]
 
 
 def _traffic(api_client: Any, rounds: int, prefix: str) -> list[tuple[str, int, float]]:
@@ -145,9 +158,7 @@ def _traffic(api_client: Any, rounds: int, prefix: str) -> list[tuple[str, int, 
         answers.append(("readyz", ready.status_code, ready_s))
         status, ingest_s = _events(api_client, f"{prefix}{i}")
         answers.append(("events", status, ingest_s))
-        rec, rec_s = _timed(
-            lambda: api_client.get("/api/v1/recommendations", {"customer": "c-1", "scene": "home"})
-        )
+        rec, rec_s = _timed(lambda: api_client.get("/api/v1/recommendations", {"customer": "c-1", "scene": "home"}))
         answers.append(("recommendations", rec.status_code, rec_s))
     return answers
 
@@ -196,8 +207,10 @@ def test_with_redis_paused_requests_fail_fast_one_line_per_change_and_served_pag
     _, set_s = _timed(lambda: cache.set("anything", 1))
     assert time.monotonic() - paused_at < 4.0, ("the traffic must run while Redis is still paused", answers)
     worst = max(s for _, _, s in answers)
-    print(f"\nRedis paused: trip {trip_s * 1000:.0f} ms, worst request {worst * 1000:.0f} ms, "
-          f"cache get {get_s * 1000:.2f} ms, set {set_s * 1000:.2f} ms")
+    print(
+        f"\nRedis paused: trip {trip_s * 1000:.0f} ms, worst request {worst * 1000:.0f} ms, "
+        f"cache get {get_s * 1000:.2f} ms, set {set_s * 1000:.2f} ms"
+    )
     assert get_s < FAST and set_s < FAST
     assert worst < REQUEST_BOUND, answers
     assert {what: code for what, code, _ in answers} == {"readyz": 503, "events": 200, "recommendations": 200}
@@ -241,8 +254,10 @@ def test_with_redis_stopped_requests_fail_fast_with_one_log_line(
     finally:
         caches["default"].close()
     worst = max(s for _, _, s in answers)
-    print(f"\nRedis stopped: trip {trip_s * 1000:.1f} ms, worst request {worst * 1000:.0f} ms, "
-          f"cache get_many {get_s * 1000:.2f} ms")
+    print(
+        f"\nRedis stopped: trip {trip_s * 1000:.1f} ms, worst request {worst * 1000:.0f} ms, "
+        f"cache get_many {get_s * 1000:.2f} ms"
+    )
     assert get_s < FAST and trip_s < 1.0
     assert worst < REQUEST_BOUND, answers
     assert {what: code for what, code, _ in answers} == {"readyz": 503, "events": 200, "recommendations": 200}

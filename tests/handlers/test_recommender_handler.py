@@ -100,9 +100,7 @@ def test_without_k_it_answers_default_k_items(handler: RecommenderHandler, conte
 def test_unknown_ids_are_skipped_and_an_all_unknown_history_scores_like_a_new_customer(
     handler: RecommenderHandler, context: Context
 ) -> None:
-    known, mixed = run(
-        handler, context, {"history": ["sku-004"], "k": 8}, {"history": ["nope", "sku-004", 17], "k": 8}
-    )
+    known, mixed = run(handler, context, {"history": ["sku-004"], "k": 8}, {"history": ["nope", "sku-004", 17], "k": 8})
     assert_same_answers([known], [mixed])
     unknown, empty = run(handler, context, {"history": ["nope", "gone"], "k": 8}, {"history": [], "k": 8})
     assert_same_answers([unknown], [empty])

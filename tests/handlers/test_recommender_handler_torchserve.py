@@ -67,8 +67,9 @@ def test_a_sequence_model_is_served_with_the_same_ranking_as_in_process(
     torchserve: TorchServeInstance, trained_sasrec_checkpoint: Path
 ) -> None:
     checkpoint = trained_sasrec_checkpoint
-    archive = archive_build(checkpoint_dir=checkpoint, name=NAME, version="1", model_store=torchserve.model_store,
-                            overwrite=True)
+    archive = archive_build(
+        checkpoint_dir=checkpoint, name=NAME, version="1", model_store=torchserve.model_store, overwrite=True
+    )
     torchserve.client.register(archive.path, model_name=NAME)
     history = ["sku-005", "sku-006", "sku-007"]
     answer = torchserve.client.predict(NAME, {"history": history, "k": 10})
@@ -115,15 +116,32 @@ def test_predict_k500_answers_well_within_the_serving_budget(torchserve: TorchSe
     sequences = synthetic_sequences(num_users=500, num_items=900, length=20, seed=1)
     assert len({i for s in sequences.values() for i in s}) > 600
     checkpoint = train_checkpoint(tmp_path / "pop", kind="pop", sequences=sequences)
-    archive = archive_build(checkpoint_dir=checkpoint, name="latency", version="1", model_store=torchserve.model_store,
-                            max_batch_delay=1, handler_settings={"max_k": 1000}, overwrite=True)
+    archive = archive_build(
+        checkpoint_dir=checkpoint,
+        name="latency",
+        version="1",
+        model_store=torchserve.model_store,
+        max_batch_delay=1,
+        handler_settings={"max_k": 1000},
+        overwrite=True,
+    )
     figures = _latency(torchserve, archive, "pop, 900 items")
     assert figures["p50_ms"] < 150
     if HAS_SASREC:
-        checkpoint = train_checkpoint(tmp_path / "sasrec", kind="sasrec", sequences=sequences,
-                                      params={**SASREC_QUICK, "hidden": 64, "max_len": 50, "max_epochs": 1})
-        archive = archive_build(checkpoint_dir=checkpoint, name="latency", version="2",
-                                model_store=torchserve.model_store, max_batch_delay=1,
-                                handler_settings={"max_k": 1000}, overwrite=True)
+        checkpoint = train_checkpoint(
+            tmp_path / "sasrec",
+            kind="sasrec",
+            sequences=sequences,
+            params={**SASREC_QUICK, "hidden": 64, "max_len": 50, "max_epochs": 1},
+        )
+        archive = archive_build(
+            checkpoint_dir=checkpoint,
+            name="latency",
+            version="2",
+            model_store=torchserve.model_store,
+            max_batch_delay=1,
+            handler_settings={"max_k": 1000},
+            overwrite=True,
+        )
         figures = _latency(torchserve, archive, "sasrec hidden 64, 900 items")
         assert figures["p50_ms"] < 150

@@ -90,9 +90,7 @@ def make_shop(db: None) -> Callable[..., None]:
     return shop_events
 
 
-def shop_events(
-    *, customers: int = 40, items: int = 30, length: int = 10, seed: int = 0, days: int = 30
-) -> None:
+def shop_events(*, customers: int = 40, items: int = 30, length: int = 10, seed: int = 0, days: int = 30) -> None:
     """A small generated shop with learnable behaviour: customers walk the catalogue in order
     (item i is usually followed by i+1), spread over `days` so a time-based hold-out exists."""
     from recadmin.catalog.models import Customer, Item

@@ -101,7 +101,9 @@ def test_the_version_list_says_when_torchserve_is_unreachable(admin_client: Clie
 
 
 def test_train_now_starts_a_run_with_the_chosen_parameters(
-    admin_client: Client, make_shop: Callable[..., None], torchserve_settings: TorchServeInstance,
+    admin_client: Client,
+    make_shop: Callable[..., None],
+    torchserve_settings: TorchServeInstance,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     make_shop()

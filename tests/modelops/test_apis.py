@@ -42,9 +42,7 @@ def test_it_lists_versions_with_what_torchserve_has_loaded(
     assert by_version[1]["valid_metrics"]["NDCG@10"] == 0.05
 
 
-def test_it_lists_versions_when_torchserve_is_down_and_says_so(
-    manage_client: APIClient, settings: Any
-) -> None:
+def test_it_lists_versions_when_torchserve_is_down_and_says_so(manage_client: APIClient, settings: Any) -> None:
     from recadmin.modelops.torchserve import free_port
 
     settings.TORCHSERVE_MANAGEMENT_URL = f"http://127.0.0.1:{free_port()}"

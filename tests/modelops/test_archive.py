@@ -13,9 +13,7 @@ from recadmin.core.errors import Conflict, ValidationError
 from recadmin.modelops.archive import archive_build, archive_manifest, archive_path
 
 
-def test_it_builds_a_self_contained_archive_named_by_name_and_version(
-    trained_checkpoint: Path, tmp_path: Path
-) -> None:
+def test_it_builds_a_self_contained_archive_named_by_name_and_version(trained_checkpoint: Path, tmp_path: Path) -> None:
     built = archive_build(
         checkpoint_dir=trained_checkpoint,
         name="recommender",
@@ -51,7 +49,11 @@ def test_an_existing_version_is_a_conflict_unless_overwritten(trained_checkpoint
     with pytest.raises(Conflict, match="already exists"):
         archive_build(checkpoint_dir=trained_checkpoint, name="recommender", version="1", model_store=tmp_path)
     again = archive_build(
-        checkpoint_dir=trained_checkpoint, name="recommender", version="1", model_store=tmp_path, batch_size=2,
+        checkpoint_dir=trained_checkpoint,
+        name="recommender",
+        version="1",
+        model_store=tmp_path,
+        batch_size=2,
         overwrite=True,
     )
     assert again.path == first.path

@@ -218,7 +218,6 @@ def test_a_worker_killed_with_sigkill_during_training_leaves_a_run_the_sweep_fai
     assert not any(path.exists() for path in workdirs)
 
 
-
 def test_a_version_another_sync_registered_meanwhile_is_loaded_not_a_failure(
     make_version: Callable[..., ModelVersion], torchserve_settings: TorchServeInstance, caplog: Any, monkeypatch: Any
 ) -> None:

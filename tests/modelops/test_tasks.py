@@ -23,8 +23,9 @@ pytestmark = pytest.mark.django_db
 
 
 def test_schedule_retraining_creates_one_editable_periodic_task_and_updates_it() -> None:
-    call_command("schedule_retraining", "--hour", "3", "--kind", "sasrec", "--params", '{"max_epochs": 30}',
-                 stdout=StringIO())
+    call_command(
+        "schedule_retraining", "--hour", "3", "--kind", "sasrec", "--params", '{"max_epochs": 30}', stdout=StringIO()
+    )
     call_command("schedule_retraining", "--hour", "4", "--minute", "30", "--kind", "sasrec", stdout=StringIO())
 
     task = PeriodicTask.objects.get(task="recadmin.modelops.tasks.scheduled_training")

@@ -72,9 +72,7 @@ def test_a_registered_version_is_ready_default_and_serves_predictions(
     assert str(torchserve.run_dir / "tmp" / "models") in loaded_from
 
 
-def test_versions_are_listed_switched_and_removed(
-    torchserve: TorchServeInstance, archives: dict[str, Archive]
-) -> None:
+def test_versions_are_listed_switched_and_removed(torchserve: TorchServeInstance, archives: dict[str, Archive]) -> None:
     client = torchserve.client
     client.register(archives["1"].path, model_name=NAME)
     client.register(archives["2"].path, model_name=NAME)
@@ -200,7 +198,10 @@ def test_settings_point_the_default_client_at_the_test_torchserve(
     config = TorchServeConfig.from_settings()
     expected = torchserve_settings.config
     assert (config.management_url, config.inference_url, config.key_file, config.token_auth) == (
-        expected.management_url, expected.inference_url, expected.key_file, False
+        expected.management_url,
+        expected.inference_url,
+        expected.key_file,
+        False,
     )
     assert config.model_store == expected.model_store
     client = get_client()

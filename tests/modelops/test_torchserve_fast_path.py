@@ -50,9 +50,13 @@ class CannedServer:
                         return
                     buf += chunk
                 head, _, rest = buf.partition(b"\r\n\r\n")
-                length = int(next(
-                    line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-                ))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 while len(rest) < length:
                     rest += conn.recv(65536)
                 self.requests.append(head + b"\r\n\r\n" + rest[:length])
@@ -80,8 +84,15 @@ def client_for(server: CannedServer, tmp_path: Path) -> TorchServeClient:
     url = f"http://127.0.0.1:{server.port}"
     return TorchServeClient(
         TorchServeConfig(
-            inference_url=url, management_url=url, metrics_url=url, key_file=tmp_path / "key_file.json",
-            token_auth=False, timeout=2.0, register_timeout=2.0, model_store=tmp_path, model_name="recommender",
+            inference_url=url,
+            management_url=url,
+            metrics_url=url,
+            key_file=tmp_path / "key_file.json",
+            token_auth=False,
+            timeout=2.0,
+            register_timeout=2.0,
+            model_store=tmp_path,
+            model_name="recommender",
         )
     )
 
@@ -121,8 +132,10 @@ def test_it_reads_a_chunked_answer(server: CannedServer, tmp_path: Path) -> None
 
 
 def test_an_answer_without_length_ends_when_the_server_closes(server: CannedServer, tmp_path: Path) -> None:
-    server.answers = [(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + json.dumps(ANSWER).encode(), "close"),
-                      (ok(ANSWER), "keep")]
+    server.answers = [
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + json.dumps(ANSWER).encode(), "close"),
+        (ok(ANSWER), "keep"),
+    ]
     client = client_for(server, tmp_path)
 
     assert client.predict_fast("recommender", {"history": ["a"]}, budget=2.0) == ANSWER

@@ -34,9 +34,7 @@ def test_a_scene_strategy_is_set_and_read_through_the_api(manage: APIClient) -> 
     assert created["strategy"] == []  # empty: the slug's default
 
 
-@pytest.mark.parametrize(
-    "strategy", [["model", "bestsellers"], ["model", "model"], "model", [1, 2], ["popular"] * 9]
-)
+@pytest.mark.parametrize("strategy", [["model", "bestsellers"], ["model", "model"], "model", [1, 2], ["popular"] * 9])
 def test_a_bad_strategy_is_a_400_naming_strategy(manage: APIClient, strategy: object) -> None:
     response = manage.patch("/api/v1/scenes/home", {"strategy": strategy}, format="json")
 

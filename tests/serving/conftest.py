@@ -70,8 +70,12 @@ def shop(db: None) -> dict[str, Any]:
     skin = CategoryFactory(slug="skin", name="Skin", parent=beauty)
     hair = CategoryFactory(slug="hair", name="Hair", parent=beauty)
     items = [
-        ItemFactory(shop_id=sku(i), title=f"Product {i}", category=skin if i % 2 == 0 else hair,
-                    brand="acme" if i % 3 == 0 else "globex")
+        ItemFactory(
+            shop_id=sku(i),
+            title=f"Product {i}",
+            category=skin if i % 2 == 0 else hair,
+            brand="acme" if i % 3 == 0 else "globex",
+        )
         for i in range(NUM_ITEMS)
     ]
     home = Scene.objects.create(slug="home", name="Home", candidate_multiplier=5)

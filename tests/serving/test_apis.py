@@ -153,10 +153,12 @@ def test_pages_of_one_recommendation_id_are_one_list(api_client: APIClient, serv
     # A new event in between must not reshuffle the list the customer is paging through.
     ingest("customer-005", [first["items"][0]["item"], sku(30)], type_="click")
 
-    second = api_client.get(URL, {"customer": "customer-005", "scene": "home", "n": 4, "offset": 4,
-                                  "recommendation_id": rid}).json()
-    both = api_client.get(URL, {"customer": "customer-005", "scene": "home", "n": 8, "offset": 0,
-                                "recommendation_id": rid}).json()
+    second = api_client.get(
+        URL, {"customer": "customer-005", "scene": "home", "n": 4, "offset": 4, "recommendation_id": rid}
+    ).json()
+    both = api_client.get(
+        URL, {"customer": "customer-005", "scene": "home", "n": 8, "offset": 0, "recommendation_id": rid}
+    ).json()
 
     assert second["recommendation_id"] == rid
     assert second["offset"] == 4
@@ -167,8 +169,16 @@ def test_pages_of_one_recommendation_id_are_one_list(api_client: APIClient, serv
 
 def test_served_pages_are_logged_for_attribution(api_client: APIClient, served_model: Any) -> None:
     body = api_client.get(URL, {"customer": "customer-000", "scene": "home", "n": 3}).json()
-    api_client.get(URL, {"customer": "customer-000", "scene": "home", "n": 3, "offset": 3,
-                         "recommendation_id": body["recommendation_id"]})
+    api_client.get(
+        URL,
+        {
+            "customer": "customer-000",
+            "scene": "home",
+            "n": 3,
+            "offset": 3,
+            "recommendation_id": body["recommendation_id"],
+        },
+    )
 
     served_log_drain()
 

@@ -95,8 +95,14 @@ def test_inactive_items_never_trend(shop_with_events: Any) -> None:
 
 def test_the_served_log_buffers_then_drains_in_bulk(db: None) -> None:
     for i in range(3):
-        served_log_push(record={"recommendation_id": f"r{i}", "scene": "home", "source": "model",
-                                "items": [{"item": "a", "position": 1, "score": 1.0}]})
+        served_log_push(
+            record={
+                "recommendation_id": f"r{i}",
+                "scene": "home",
+                "source": "model",
+                "items": [{"item": "a", "position": 1, "score": 1.0}],
+            }
+        )
     assert served_log_backlog() == 3
 
     with CaptureQueriesContext(connection) as queries:

@@ -72,8 +72,14 @@ def test_a_fallback_list_is_counted_once_with_its_later_pages_not_counted(
     # Counted with the served-log write (one Redis round trip) or, without Redis, by the cache.
     first = api_client.get(URL, {"customer": "customer-000", "scene": "home", "n": 2}).json()
     second = api_client.get(
-        URL, {"customer": "customer-000", "scene": "home", "n": 2, "offset": 2,
-              "recommendation_id": first["recommendation_id"]}
+        URL,
+        {
+            "customer": "customer-000",
+            "scene": "home",
+            "n": 2,
+            "offset": 2,
+            "recommendation_id": first["recommendation_id"],
+        },
     ).json()
 
     assert first["source"] == second["source"] == "fallback"

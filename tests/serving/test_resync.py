@@ -40,7 +40,11 @@ def unknown_version(server: CannedServer, shop: Any, settings: Any, tmp_path: Pa
     settings.TORCHSERVE_KEY_FILE = str(tmp_path / "key_file.json")
     settings.SERVING_TIME_BUDGET_MS = 2000
     ModelVersion.objects.create(
-        name="recommender", version=1, kind=ModelKind.POP, archive_path="x.mar", status=ModelVersionStatus.DEFAULT,
+        name="recommender",
+        version=1,
+        kind=ModelKind.POP,
+        archive_path="x.mar",
+        status=ModelVersionStatus.DEFAULT,
         promoted_at=timezone.now(),
     )
     cache.delete(default_cache_key("recommender"))

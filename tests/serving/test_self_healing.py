@@ -34,9 +34,7 @@ def _source(client: APIClient, customer: str) -> str:
     return str(response.json()["source"])
 
 
-def _kill_and_heal(
-    client: APIClient, customer: str, torchserve: TorchServeInstance
-) -> float:
+def _kill_and_heal(client: APIClient, customer: str, torchserve: TorchServeInstance) -> float:
     assert _source(client, customer) == "model"
     torchserve.stop()  # SIGKILL, as a crash
     assert _source(client, customer) == "fallback"
@@ -83,8 +81,15 @@ def test_with_beat_and_a_worker_the_sync_brings_the_model_back(
         env = celery_env(redis_url)
         worker = celery("worker", env, tmp_path / "worker.log", "-Q", "default", "--pool", "solo")
         beat = celery(
-            "beat", env, tmp_path / "beat.log", "--scheduler", "recadmin.core.beat:TunableDatabaseScheduler",
-            "--pidfile", "", "--max-interval", "1",
+            "beat",
+            env,
+            tmp_path / "beat.log",
+            "--scheduler",
+            "recadmin.core.beat:TunableDatabaseScheduler",
+            "--pidfile",
+            "",
+            "--max-interval",
+            "1",
         )
         try:
             assert wait_for(lambda: "ready." in worker.output(), timeout=60), worker.output()[-2000:]
@@ -94,5 +99,7 @@ def test_with_beat_and_a_worker_the_sync_brings_the_model_back(
             beat.stop()
             worker.stop()
     assert "recadmin.modelops.tasks.sync_torchserve" in worker.output()
-    print(f"\nbeat + worker: model lists back {healed:.1f}s after TorchServe answered again "
-          f"({time.monotonic() - started:.1f}s for the whole kill/restart)")
+    print(
+        f"\nbeat + worker: model lists back {healed:.1f}s after TorchServe answered again "
+        f"({time.monotonic() - started:.1f}s for the whole kill/restart)"
+    )

@@ -33,9 +33,7 @@ def _scores(body: dict[str, Any]) -> list[float]:
     return [row["score"] for row in body["items"]]
 
 
-def test_a_new_items_similar_items_are_of_its_category_and_brand_first(
-    api_client: APIClient, new_section: Any
-) -> None:
+def test_a_new_items_similar_items_are_of_its_category_and_brand_first(api_client: APIClient, new_section: Any) -> None:
     response = api_client.get("/api/v1/items/nail-new/similar", {"n": 6, "scene": "product_detail"})
 
     assert response.status_code == 200, response.content

@@ -116,8 +116,13 @@ def test_a_later_page_of_a_list_keeps_its_strategy(api_client: APIClient, shop: 
 
     second = _get(
         api_client,
-        {"scene": "continue", "customer": "c-page", "n": 2, "offset": 2,
-         "recommendation_id": first["recommendation_id"]},
+        {
+            "scene": "continue",
+            "customer": "c-page",
+            "n": 2,
+            "offset": 2,
+            "recommendation_id": first["recommendation_id"],
+        },
     )
 
     assert second["recommendation_id"] == first["recommendation_id"]

@@ -275,9 +275,7 @@ class FeatureSpec:
         cats[:, 2] = torch.bucketize(nums[:, 0].contiguous(), self._price_edges_t) + 1
         return cats, nums
 
-    def customer_rows(
-        self, customers: Sequence[CustomerFeatures]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def customer_rows(self, customers: Sequence[CustomerFeatures]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per customer: raw numbers (activity, recency, sensitivity) and dense affinity vectors over
         the category and brand vocabularies (column 0 = unknown, always 0)."""
         nums = torch.tensor(

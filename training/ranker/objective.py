@@ -1,11 +1,11 @@
 """What a scene's rank stage orders by, and the reason shown for it.
 
-    clicks     pCTR
-    purchases  pCTCVR (click and purchase)
-    revenue    pCTCVR x price
+clicks     pCTR
+purchases  pCTCVR (click and purchase)
+revenue    pCTCVR x price
 
-    order, values = rank_by("revenue", pctr=[...], pctcvr=[...], prices=[...])
-    reason("clicks", 0.0831)  -> "ranked by predicted clicks 0.083"
+order, values = rank_by("revenue", pctr=[...], pctcvr=[...], prices=[...])
+reason("clicks", 0.0831)  -> "ranked by predicted clicks 0.083"
 """
 
 from __future__ import annotations

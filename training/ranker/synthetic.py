@@ -85,8 +85,9 @@ def synthetic_impressions(
         )
     pop_p = (item_pop + 1) / (item_pop + 1).sum()
 
-    rows: dict[str, list] = {k: [] for k in ("customer", "item", "scene", "position", "score", "source", "ts",
-                                              "click", "purchase", "device")}
+    rows: dict[str, list] = {
+        k: [] for k in ("customer", "item", "scene", "position", "score", "source", "ts", "click", "purchase", "device")
+    }
     times = np.sort(rng.uniform(START, START + days * 86400, size=requests))
     for r in range(requests):
         u = int(rng.integers(customers))

@@ -20,8 +20,10 @@ MASK = "[redacted]"
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization: Bearer xyz / Basic xyz / Token xyz (header dumps, repr of a headers dict)
-    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(?:((?:bearer|basic|token)\s+))?[^\s'\",}]+"),
-     r"\1\2" + MASK),
+    (
+        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(?:((?:bearer|basic|token)\s+))?[^\s'\",}]+"),
+        r"\1\2" + MASK,
+    ),
     (re.compile(r"(?i)\b(bearer|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
     # recadmin API keys, wherever they appear
     (re.compile(r"\brk_[A-Za-z0-9_-]{6,}"), "rk_" + MASK),

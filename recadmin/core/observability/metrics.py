@@ -57,7 +57,7 @@ EVENTS_INGESTED = Counter(
 )
 EVENTS_REJECTED = Counter(
     "recadmin_events_rejected",
-    "Event rows refused by the API, by type (\"invalid\" when the type itself is not accepted) and field.",
+    'Event rows refused by the API, by type ("invalid" when the type itself is not accepted) and field.',
     ["type", "field"],
 )
 EVENTS_DUPLICATES = Counter(
@@ -138,11 +138,11 @@ scrape_gauge(SERVED_LOG_BACKLOG, "Served pages waiting to be written to the serv
 scrape_gauge(SERVED_LOG_OLDEST_SECONDS, "Age of the oldest served page not yet written (the drain's lag).")
 scrape_gauge(ROLLUP_LAG_SECONDS, "Seconds between now and the newest served-log data the rollups include.")
 scrape_gauge(DEFAULT_MODEL_VERSION, "The default model version number, per model name.", labels=("name", "kind"))
-scrape_gauge(DEFAULT_MODEL_AGE_SECONDS, "Seconds since the default version was trained, per model name.",
-             labels=("name",))
+scrape_gauge(
+    DEFAULT_MODEL_AGE_SECONDS, "Seconds since the default version was trained, per model name.", labels=("name",)
+)
 scrape_gauge(TRAINING_RUNS, "Training runs in the registry, by status (outcome) and kind.", labels=("status", "kind"))
-scrape_gauge(TRAINING_RUN_SECONDS, "Duration of finished training runs, by status.", labels=("status",),
-             histogram=True)
+scrape_gauge(TRAINING_RUN_SECONDS, "Duration of finished training runs, by status.", labels=("status",), histogram=True)
 
 
 class _ScrapeCollector(Collector):

@@ -389,9 +389,7 @@ class TorchServeClient:
             return False
         return isinstance(payload, dict) and payload.get("status") == "Healthy"
 
-    def predict(
-        self, name: str, payload: Any, *, version: str | None = None, timeout: float | None = None
-    ) -> Any:
+    def predict(self, name: str, payload: Any, *, version: str | None = None, timeout: float | None = None) -> Any:
         """POST one JSON request to the model; returns the parsed JSON answer. Retries transient
         failures within about timeout * (retries + 1)."""
         return self._request("POST", "inference", _predictions_path(name, version), body=payload, timeout=timeout)

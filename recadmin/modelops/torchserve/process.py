@@ -170,7 +170,12 @@ def torchserve_start(
     started = time.monotonic()
     with open(log_file, "ab") as out:
         cli = subprocess.Popen(
-            cmd, cwd=run_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cmd,
+            cwd=run_dir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     try:
@@ -185,7 +190,10 @@ def torchserve_start(
     if stop_with_parent:
         subprocess.Popen(
             [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(pid)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
     handle = TorchServeHandle(
         config=config, pid=pid, run_dir=run_dir, config_file=config_file, log_file=log_file, models=tuple(models)

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--minute", type=int, default=0, help="Minute, 0-59 (default: %(default)s)")
         parser.add_argument("--kind", default=ModelKind.SASREC, choices=ModelKind.values)
         parser.add_argument("--model-name", default=None, help="TorchServe model name (default: the configured one)")
-        parser.add_argument("--params", default="{}", help='Model parameters as JSON, e.g. \'{"epochs": 50}\'')
+        parser.add_argument("--params", default="{}", help="Model parameters as JSON, e.g. '{\"epochs\": 50}'")
         parser.add_argument("--disable", action="store_true", help="Keep the schedule but switch it off")
         parser.add_argument(
             "--sync-every",

@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--kind", default=ModelKind.SASREC, choices=ModelKind.values)
-        parser.add_argument("--params", default="{}", help='Model parameters as JSON, e.g. \'{"max_epochs": 20}\'')
+        parser.add_argument("--params", default="{}", help="Model parameters as JSON, e.g. '{\"max_epochs\": 20}'")
         parser.add_argument("--model-name", default=None)
         parser.add_argument("--run", type=int, default=None, help="Execute this queued training run")
         parser.add_argument("--no-progress", action="store_true")
