@@ -70,6 +70,23 @@ def django_db_modify_db_settings() -> None:
         test_settings["NAME"] = f"test_{settings.DATABASES['default']['NAME']}_{os.getpid()}"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """At the end, close the sessions that processes and threads started by tests (Celery workers'
+    pool children, scheduler threads) still hold on this run's test database, so that it can be
+    dropped: otherwise a `test_test_<pid>` database was left behind by each run."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+
+
 def clear_cache() -> None:
     """Empty this run's cache only (django-redis's clear() would flush the whole Redis database)."""
     from recadmin.core.services import api_key_grants_forget_local
