@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,35 +11,14 @@ from celery import Celery
 from celery.schedules import schedule
 
 from recadmin.core.beat import CodeDefaultEntry, TunableDatabaseScheduler
-from recadmin.modelops.torchserve import free_port
+from tests.fixtures.services import RestartableRedis
 
 pytestmark = pytest.mark.django_db
 
 
-def _redis_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-    for _ in range(100):
-        try:
-            if client.ping():
-                return process
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    pytest.fail("the private redis-server did not start")
-
-
 def test_a_broker_outage_is_logged_once_when_it_starts_and_once_when_it_ends(tmp_path: Path, caplog: Any) -> None:
-    port = free_port()
-    app = Celery("beat-outage", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
+    server = RestartableRedis(tmp_path)  # its port is chosen now, the server started later
+    app = Celery("beat-outage", broker=server.url, set_as_current=False)
     app.conf.broker_connection_timeout = 0.5
     app.conf.task_publish_retry_policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1}
     entry = CodeDefaultEntry.from_entry(
@@ -53,13 +29,12 @@ def test_a_broker_outage_is_logged_once_when_it_starts_and_once_when_it_ends(tmp
     with caplog.at_level("INFO", logger="recadmin.core.beat"):
         for _ in range(3):  # three due entries while nothing listens on the broker's port
             scheduler.apply_entry(entry)
-        server = _redis_server(port, tmp_path)
+        server.start()
         try:
             scheduler.apply_entry(entry)
-            queued = redis.Redis(host="127.0.0.1", port=port).llen("celery")
+            queued = redis.Redis(host="127.0.0.1", port=server.port).llen("celery")
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server.stop()
 
     lines = [record for record in caplog.records if record.name == "recadmin.core.beat"]
     assert [record.getMessage().split(" (")[0].split(" after")[0] for record in lines] == [
