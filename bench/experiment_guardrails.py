@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
 import statistics
 import sys
@@ -29,25 +28,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.rollups import _copy, _setup  # noqa: E402 - the repository root on the path first
+
 VARIANTS = (("control", 60.0), ("model-v4", 95.0), ("popular", 40.0))  # name, median latency (ms)
-
-
-def _setup() -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recadmin.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
-def _copy(table: str, columns: str, lines: list[str]) -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        copy.write("".join(lines))
 
 
 def _timed(func: Callable[[], Any], rounds: int = 5) -> tuple[float, Any]:

@@ -57,9 +57,3 @@ def customer_profile(
         "brand_affinity": {b: k / n for b, k in brands.items()},
         "price_sensitivity": cheap / len(priced) if priced else 0.5,
     }
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0

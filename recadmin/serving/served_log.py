@@ -168,6 +168,7 @@ _COLUMNS = (
     "model_label", "source", "strategy", "experiment_id", "variant_id", "fallback_reason", "context_item",
     "category", "items", "n_items", "latency_ms", "created_at",
 )  # fmt: skip
+_ITEMS = _COLUMNS.index("items")  # the JSON column, serialised for COPY
 
 
 def _decode(raw: str) -> dict[str, Any] | None:
@@ -236,7 +237,8 @@ def _insert(rows: list[tuple[Any, ...]]) -> None:
         )
         with cursor.cursor.copy(f"COPY served_log_batch ({columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row((*row[:15], json.dumps(row[15], separators=(",", ":"), default=str), *row[16:]))
+                items = json.dumps(row[_ITEMS], separators=(",", ":"), default=str)
+                copy.write_row((*row[:_ITEMS], items, *row[_ITEMS + 1 :]))
         cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM served_log_batch ON CONFLICT DO NOTHING")
         # Inside a caller's transaction the commit that empties it may be far off.
         cursor.execute("DELETE FROM served_log_batch")
