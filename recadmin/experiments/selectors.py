@@ -257,9 +257,9 @@ class PageLatency:
     quantile_ms: float | None
 
 
-# (experiment id, variant ids, quantile) -> variant id -> PageLatency. Served pages belong to serving,
-# above this app: serving registers its reader when it loads (ServingConfig.ready) instead of this
-# module importing it.
+# (experiment id, variant ids, quantile) -> variant id -> PageLatency. The latency histograms are
+# metrics' rollups, above this app: metrics registers its reader when it loads (MetricsConfig.ready)
+# instead of this module importing it.
 PageLatencyReader = Callable[[int, Sequence[int], float], Mapping[int, PageLatency]]
 _page_latency_reader: list[PageLatencyReader] = []
 
@@ -269,7 +269,7 @@ def page_latency_reader_register(reader: PageLatencyReader) -> None:
 
 
 def variant_page_latency(experiment: Experiment, variant_ids: Sequence[int]) -> dict[int, PageLatency] | None:
-    """variant id -> its pages' p95 latency; None when no reader is registered (serving not loaded)."""
+    """variant id -> its pages' p95 latency; None when no reader is registered (metrics not loaded)."""
     if not _page_latency_reader:
         return None
     return dict(_page_latency_reader[0](experiment.pk, list(variant_ids), LATENCY_QUANTILE))
@@ -645,7 +645,7 @@ def _guardrails(experiment: Experiment, variants: list[Variant], rows: list[dict
         "minimum_pages": GUARDRAIL_MIN_PAGES,
         "fallback_share_exceeded": [c["name"] for c in checked if c["fallback_share_passed"] is False],
         "p95_latency_exceeded": [c["name"] for c in checked if c["p95_latency_passed"] is False],
-        "latency_note": "" if latencies is not None else "latency not available: the serving app is not loaded",
+        "latency_note": "" if latencies is not None else "latency not available: the metrics app is not loaded",
         "variants": checked,
     }
 

@@ -46,9 +46,8 @@ Comparison of a treatment against the control (`compare`):
 Sample ratio mismatch: `srm_p_value` (Pearson's chi-square against fixed weights) and
 `srm_time_weighted` for an allocation that moves (Thompson sampling): each customer counted once, at
 their first exposure, against the weights in force then, with the exact covariance of that mixture.
-Guardrails: `percentile_positions` / `interpolate_percentile` give numpy's (and percentile_cont's)
-quantile from the two order statistics around it; `histogram_quantile` reads it from bucket counts
-(what the rollups keep), within the buckets' width of the exact value.
+Guardrails: `histogram_quantile` reads a latency quantile from bucket counts (what the rollups keep),
+within the buckets' width of numpy's.
 """
 
 from __future__ import annotations
@@ -421,29 +420,6 @@ def srm_time_weighted(
 
 
 # --- guardrails ------------------------------------------------------------------------------------
-
-
-def percentile_positions(n: int, q: float) -> tuple[int, int, float]:
-    """Where the q-quantile of n sorted values lies, as numpy.percentile's default ("linear",
-    Hyndman-Fan type 7, PostgreSQL's percentile_cont) defines it: the values at ascending positions
-    `low` and `high` (0-based) and the fraction between them. A database then reads two values from an
-    index in order instead of sorting every value."""
-    if n < 1:
-        raise ValueError("n must be at least 1")
-    if not 0 <= q <= 1:
-        raise ValueError("q must be in [0, 1]")
-    position = q * (n - 1)
-    low = math.floor(position)
-    return low, min(low + 1, n - 1), position - low
-
-
-def interpolate_percentile(low_value: float, high_value: float, fraction: float) -> float:
-    """The percentile between the two values `percentile_positions` names (computed from the nearer
-    end, as numpy does, so that the result equals numpy.percentile's to the last bit)."""
-    step = high_value - low_value
-    if fraction >= 0.5:
-        return high_value - step * (1 - fraction)
-    return low_value + step * fraction
 
 
 def histogram_quantile(edges: Sequence[float], counts: Mapping[int, int], q: float) -> float | None:

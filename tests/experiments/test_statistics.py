@@ -432,16 +432,6 @@ def test_srm_under_a_changing_allocation_flags_an_arm_that_loses_ten_percent_of_
 # --- the latency guardrail's percentile -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 19, 20, 21, 100, 1001])
-@pytest.mark.parametrize("q", [0.0, 0.5, 0.95, 0.99, 1.0])
-def test_the_percentile_from_two_order_statistics_is_numpys(n: int, q: float) -> None:
-    values = np.sort(np.random.default_rng(n).lognormal(3.0, 1.0, n))
-    low, high, fraction = st.percentile_positions(n, q)
-    assert st.interpolate_percentile(float(values[low]), float(values[high]), fraction) == np.percentile(
-        values, q * 100
-    )
-
-
 def test_a_quantile_read_from_histogram_buckets_is_within_the_bucket_width_of_numpys() -> None:
     from recadmin.metrics.models import LATENCY_EDGES_MS as edges
 

@@ -37,6 +37,9 @@ from recadmin.metrics.services.rollups import (
 )
 from recadmin.serving.models import ServedRecommendation
 
+# Every table keyed by the hour: emptied for the hours a full recompute writes.
+_HOURLY_MODELS = (HourlyRollup, PositionRollup, RuleRollup, LatencyRollup, HourlyDistinct, RollupOpenHour)
+
 
 @transaction.atomic
 def rollups_recompute(*, hours: Iterable[dt.datetime]) -> int:
@@ -71,7 +74,7 @@ def rollups_rebuild(*, state: RollupState) -> RollupsUpdate:
     recent = pages.filter(id__gt=state.served_check_low).values_list("id", flat=True)
     RollupPage.objects.bulk_create([RollupPage(page_id=i) for i in recent], batch_size=5000)
     state.save()
-    for model in (HourlyRollup, PositionRollup, RuleRollup, LatencyRollup, HourlyDistinct, RollupOpenHour):
+    for model in _HOURLY_MODELS:
         model.objects.all().delete()
     counted = Counted.of(state)
     hours = set(
@@ -218,7 +221,7 @@ def _recompute_hours(hours: list[dt.datetime], counted: Counted) -> int:
     for a in attributions.values(*_ATTRIBUTION_FIELDS).iterator(chunk_size=5000):
         sums.add_attribution(a)
 
-    for model in (HourlyRollup, PositionRollup, RuleRollup, LatencyRollup, HourlyDistinct, RollupOpenHour):
+    for model in _HOURLY_MODELS:
         model.objects.filter(hour__in=hours).delete()
     rows = [HourlyRollup(**g) for g in sums.groups.values()]
     HourlyRollup.objects.bulk_create(rows, batch_size=2000)
