@@ -259,7 +259,12 @@ def _distinct(*values: float) -> int:
 
 
 def gate_decide(*, candidate: ModelVersion, current: ModelVersion | None, tolerance: float) -> tuple[bool, str]:
-    """The promotion gate: (promote?, why). Pure, so it is tested on its own."""
+    """The promotion gate: (promote?, why). Pure, so it is tested on its own. A ranker is judged on
+    its own metrics (click and purchase AUC against its baselines), a retrieval model on NDCG@10."""
+    if candidate.kind == ModelKind.RANKER:
+        from recadmin.modelops import ranker_trainer  # loaded where it is used, as in _export_and_train_ranker
+
+        return ranker_trainer.ranker_gate_decide(candidate=candidate, current=current, tolerance=tolerance)
     new = candidate.ndcg10
     if current is None:
         return True, f"v{candidate.version} is the first version of '{candidate.name}': it becomes the default."
@@ -446,12 +451,7 @@ def _execute(*, run: TrainingRun, progress: Callable[[float, str], None] | None,
 
         reporter.stage(TrainingStage.PROMOTING, "promotion gate")
         current = model_version_default(name=version.name)
-        decide = gate_decide
-        if version.kind == ModelKind.RANKER:
-            from recadmin.modelops import ranker_trainer
-
-            decide = ranker_trainer.ranker_gate_decide
-        promote, reason = decide(candidate=version, current=current, tolerance=float(settings.PROMOTION_TOLERANCE))
+        promote, reason = gate_decide(candidate=version, current=current, tolerance=float(settings.PROMOTION_TOLERANCE))
         if promote:
             try:
                 client.set_default(version.name, str(version.version))
