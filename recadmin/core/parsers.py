@@ -111,6 +111,17 @@ def _skip_whitespace(text: str, position: int) -> int:
     return _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
 
 
+def _after_member(text: str, position: int, close: str) -> tuple[int, bool]:
+    """After an array element or object member: past a `,` to the next one (False), or past the
+    closing bracket (True); anything else is the error json.loads gives."""
+    position = _skip_whitespace(text, position)
+    if text.startswith(",", position):
+        return _skip_whitespace(text, position + 1), False
+    if text.startswith(close, position):
+        return position + 1, True
+    raise ValueError(f"Expecting ',' delimiter or '{close}': char {position}")
+
+
 def _decode_rows(text: str, start: int, max_rows: int, field: str) -> tuple[list[Any], int]:
     """The JSON array at `text[start]`, one element at a time; refused as soon as it passes `max_rows`.
     Returns the rows and the position just after the closing `]`."""
@@ -123,13 +134,9 @@ def _decode_rows(text: str, start: int, max_rows: int, field: str) -> tuple[list
         rows.append(row)
         if len(rows) > max_rows:
             raise ValidationError(f"At most {max_rows} {field} per request (the body has more).", field=field)
-        position = _skip_whitespace(text, position)
-        if text.startswith(",", position):
-            position = _skip_whitespace(text, position + 1)
-            continue
-        if text.startswith("]", position):
-            return rows, position + 1
-        raise ValueError(f"Expecting ',' delimiter or ']': char {position}")
+        position, closed = _after_member(text, position, "]")
+        if closed:
+            return rows, position
 
 
 def _decode_object(text: str, start: int, max_rows: int, field: str) -> tuple[dict[str, Any], int]:
@@ -152,13 +159,9 @@ def _decode_object(text: str, start: int, max_rows: int, field: str) -> tuple[di
             data[key], position = _decode_rows(text, position, max_rows, field)
         else:
             data[key], position = _decoder.raw_decode(text, position)
-        position = _skip_whitespace(text, position)
-        if text.startswith(",", position):
-            position = _skip_whitespace(text, position + 1)
-            continue
-        if text.startswith("}", position):
-            return data, position + 1
-        raise ValueError(f"Expecting ',' delimiter or '}}': char {position}")
+        position, closed = _after_member(text, position, "}")
+        if closed:
+            return data, position
 
 
 def _decode_bounded(text: str, max_rows: int, field: str) -> Any:
