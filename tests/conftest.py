@@ -40,7 +40,15 @@ def _isolated_cache_prefix() -> Iterator[None]:
     caches_setting = {alias: {**conf, "KEY_PREFIX": prefix} for alias, conf in settings.CACHES.items()}
     override = override_settings(CACHES=caches_setting, CACHE_KEY_PREFIX=prefix)
     override.enable()
+    # django-redis's clear() is FLUSHDB: a test calling cache.clear() in one xdist worker emptied the
+    # other worker's served-log list mid-test (tests/core/test_scheduler.py failed in CI that way).
+    # In tests, clear() empties this run's keys only.
+    from django_redis.cache import RedisCache
+
+    flush = RedisCache.clear
+    RedisCache.clear = lambda self: self.delete_pattern("*")  # type: ignore[method-assign]
     yield
+    RedisCache.clear = flush  # type: ignore[method-assign]
     override.disable()
 
 

@@ -29,6 +29,16 @@ def _scheduler(lock_path: Path, **kwargs: Any) -> EmbeddedScheduler:
     return EmbeddedScheduler(lock_path=lock_path, **kwargs)
 
 
+def _state(scheduler: EmbeddedScheduler) -> str:
+    """What the scheduler was doing, for a failure message."""
+    beat = scheduler.beat
+    heap = [(round(event[0] - time.time(), 1), event[2].name) for event in sorted(beat._heap or [])] if beat else []
+    return (
+        f"leader={scheduler.is_leader} ticks={scheduler.ticks} runs={scheduler.runner.runs} "
+        f"running={scheduler.runner.running} errors={scheduler.runner.last_error} due in (s)={heap}"
+    )
+
+
 def test_it_is_on_by_default_only_where_tasks_run_in_process(settings: Any) -> None:
     from recadmin.celery import app
 
@@ -58,7 +68,8 @@ def test_it_runs_the_add_periodic_task_entries_and_shows_them_as_periodic_tasks(
     scheduler = _scheduler(lock_path).start()
     try:
         # serving's add_periodic_task entry drains every 5 s; its first run is due 5 s after start.
-        assert wait_for(lambda: ServedRecommendation.objects.filter(recommendation_id="r-1").exists(), timeout=30)
+        drained = wait_for(lambda: ServedRecommendation.objects.filter(recommendation_id="r-1").exists(), timeout=30)
+        assert drained, _state(scheduler)
     finally:
         scheduler.stop()
     assert scheduler.is_leader is False and served_log_backlog() == 0

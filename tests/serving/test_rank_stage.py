@@ -11,13 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from recadmin.modelops.models import ModelVersion, ModelVersionStatus
 from recadmin.rules.models import Scene
 from recadmin.serving.models import ServedRecommendation
 from recadmin.serving.served_log import served_log_drain
+from tests.conftest import clear_cache
 from tests.serving.conftest import ingest, sku
 from training.ranker.objective import reason as training_reason
 
@@ -64,7 +64,7 @@ def ranker(settings: Any) -> Iterator[type[CannedRanker]]:
     # turn the canned ranker's answer into a timeout (the budget has its own tests).
     settings.SERVING_TIME_BUDGET_MS = 10_000
     ModelVersion.objects.create(name="ranker", version=3, kind="ranker", status=ModelVersionStatus.DEFAULT)
-    cache.clear()
+    clear_cache()
     yield CannedRanker
     server.shutdown()
     server.server_close()
@@ -115,7 +115,7 @@ def test_ranked_by_purchases_and_revenue_use_pctcvr_and_price(
     assert [row["item"] for row in _get(api_client)["items"]] == [sku(4), sku(7), sku(1)]
 
     Scene.objects.filter(slug="continue").update(rank_by="revenue")
-    cache.clear()
+    clear_cache()
     body = _get(api_client)
     prices = {row["item"]: float(row["price"]) for row in body["items"]}
     expected = sorted(PCTCVR, key=lambda i: -PCTCVR[i] * prices[i])
@@ -141,7 +141,7 @@ def test_without_a_default_ranker_the_list_says_so(
     api_client: APIClient, shop: Any, ranker: type[CannedRanker]
 ) -> None:
     ModelVersion.objects.filter(name="ranker").delete()
-    cache.clear()
+    clear_cache()
     _scene("clicks")
 
     body = _get(api_client)
@@ -212,7 +212,7 @@ def test_a_real_ranker_in_torchserve_orders_the_list(
     client.register(built.path, model_name="ranker", initial_workers=1)
     try:
         ModelVersion.objects.create(name="ranker", version=7, kind="ranker", status=ModelVersionStatus.DEFAULT)
-        cache.clear()
+        clear_cache()
         _scene("clicks")
 
         body = _get(api_client)
