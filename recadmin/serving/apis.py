@@ -57,15 +57,23 @@ class ListQueryInput(serializers.Serializer):
         return bound
 
     def validate_cart(self, value: str) -> list[str]:
-        items = [part for part in value.split(",") if part]
-        if len(items) > MAX_CART:
-            raise serializers.ValidationError(f"At most {MAX_CART} items.")
-        if any(len(item) > SHOP_ID_MAX_LENGTH for item in items):
-            raise serializers.ValidationError(f"Item ids are at most {SHOP_ID_MAX_LENGTH} characters.")
+        items, problem = _cart_items(value)
+        if problem:
+            raise serializers.ValidationError(problem)
         return items
 
     def to_query(self, endpoint: str, **fixed: Any) -> ListQuery:
         return query_from(self.validated_data, endpoint, **fixed)
+
+
+def _cart_items(value: str) -> tuple[list[str], str]:
+    """The cart's item ids, and what is wrong with them ("" when nothing)."""
+    items = [part for part in value.split(",") if part]
+    if len(items) > MAX_CART:
+        return items, f"At most {MAX_CART} items."
+    if any(len(item) > SHOP_ID_MAX_LENGTH for item in items):
+        return items, f"Item ids are at most {SHOP_ID_MAX_LENGTH} characters."
+    return items, ""
 
 
 def query_from(validated: dict[str, Any], endpoint: str, **fixed: Any) -> ListQuery:
@@ -123,10 +131,9 @@ def _plain_query(params: Any) -> dict[str, Any] | None:
         data[name] = number
     cart = data.get("cart")
     if cart is not None:
-        items = [part for part in cart.split(",") if part]
-        if len(items) > MAX_CART or any(len(item) > SHOP_ID_MAX_LENGTH for item in items):
+        data["cart"], problem = _cart_items(cart)
+        if problem:
             return None
-        data["cart"] = items
     return data
 
 
