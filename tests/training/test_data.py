@@ -61,19 +61,18 @@ def test_from_events_keeps_an_existing_index_map_stable() -> None:
     assert ds.item_index.ids == ["b", "a", "c"]
 
 
-def test_from_events_handles_a_million_rows_quickly() -> None:
-    import time
-
+def test_from_events_builds_a_million_rows_into_time_ordered_sequences() -> None:
+    # Speed is for bench/ scripts, not a wall-clock assertion: the 15 s bound this test had failed on
+    # loaded machines.
     rng = np.random.default_rng(0)
     n = 1_000_000
     users = rng.integers(0, 50_000, n).astype(str)
     items = rng.integers(0, 20_000, n).astype(str)
-    started = time.monotonic()
     ds = InteractionDataset.from_events(users, items, rng.random(n))
-    assert time.monotonic() - started < 15.0
     assert ds.num_interactions == n
-    seq_times = ds.timestamps[ds.offsets[7] : ds.offsets[8]]
-    assert np.all(np.diff(seq_times) >= 0)
+    for user in (0, 7, ds.num_users - 1):
+        seq_times = ds.timestamps[ds.offsets[user] : ds.offsets[user + 1]]
+        assert len(seq_times) > 0 and np.all(np.diff(seq_times) >= 0)
 
 
 def test_leave_one_out_holds_out_last_for_test_and_second_last_for_validation() -> None:
