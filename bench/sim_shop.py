@@ -306,7 +306,10 @@ def _experiment(shop: SimulatedShop, args: Any, say: Any) -> dict[str, Any]:
     traffic = shop.simulate(seed=args.seed + 1000, requests=args.experiment_requests)
     report = api.get(f"/api/v1/experiments/{experiment_id}/report").json()
     api.post(f"/api/v1/experiments/{experiment_id}/stop")
+    truth = served_truth(shop, experiment_id)
+    say(f"expected clicks per page by the simulator's truth: {json.dumps(truth)}")
     return {
+        "truth": truth,
         "seed": args.seed,
         "ranker_version": version.version,
         "ranker_status": version.status,
@@ -314,6 +317,43 @@ def _experiment(shop: SimulatedShop, args: Any, say: Any) -> dict[str, Any]:
         "ranker_metrics": run.metrics,
         "traffic": traffic.as_dict(),
         "report": report,
+    }
+
+
+def served_truth(shop: SimulatedShop, experiment_id: int) -> dict[str, Any]:
+    """Per variant, the expected clicks per page of the lists the experiment actually served, by the
+    simulator's true click probabilities (Visitor.affinity with an empty cart, as on the home page,
+    and the cascade), for returning customers (a new visitor's taste is not kept): the clicks the
+    lists earned, without the noise of the clicks drawn."""
+    import random
+    import statistics
+
+    from recadmin.events.demo import demo_shop_world
+    from recadmin.events.simulation.visitors import CLICK_MAX, EXAMINE_DECAY, ListedItem, Visitor
+    from recadmin.serving.models import ServedRecommendation
+
+    world = demo_shop_world(
+        n_items=shop.shape.items, n_customers=shop.shape.customers, seed=shop.shape.seed, prefix=shop.shape.prefix
+    )
+    by_variant: dict[str, list[float]] = {}
+    pages = ServedRecommendation.objects.filter(experiment_id=experiment_id, offset=0).select_related("variant")
+    for page in pages.iterator():
+        taste = world.taste(page.customer_shop_id)
+        if taste is None or page.variant is None:
+            continue
+        visitor = Visitor(customer=taste.customer, taste=taste, rng=random.Random(0), world=world)
+        reach, clicks = 1.0, 0.0
+        for index, row in enumerate(page.items):
+            item = row.get("item") if isinstance(row, dict) else str(row)
+            p = CLICK_MAX * visitor.affinity(ListedItem(item=str(item), position=index + 1))
+            reach *= EXAMINE_DECAY if index else 1.0
+            clicks += reach * p
+            reach *= 1.0 - p
+        by_variant.setdefault(page.variant.name, []).append(clicks)
+    return {
+        name: {"pages": len(values), "clicks_per_page": round(statistics.fmean(values), 5)}
+        for name, values in sorted(by_variant.items())
+        if values
     }
 
 
