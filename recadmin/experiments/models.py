@@ -213,3 +213,54 @@ class ExperimentCustomer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_shop_id} in {self.variant_id}"
+
+
+class ExperimentFirstExposure(models.Model):
+    """Each customer of an experiment once, at their first exposure: the variant and time of their
+    earliest `ExperimentCustomer` row, the allocation period in force then (the snapshot; the first
+    one for an exposure before it) and whether it was settled (not within the settling window after
+    a reallocation, see `selectors.first_exposures`). Kept by `services.experiment_customers_upsert`
+    as it writes the per-customer sums, and moved when a snapshot is added; `ExposureCount` sums it,
+    so the sample-ratio test under Thompson sampling reads a few hundred rows, not every customer."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="first_exposures")
+    customer_shop_id = models.CharField(max_length=SHOP_ID_MAX_LENGTH)
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
+    first_seen_at = models.DateTimeField()
+    # Null until the experiment has a snapshot (a customer written before it started), or after its
+    # snapshot was deleted (the next snapshot, or a rebuild, places it again).
+    allocation = models.ForeignKey(AllocationSnapshot, on_delete=models.SET_NULL, null=True, related_name="+")
+    settled = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "customer_shop_id"], name="experiments_first_unique"),
+        ]
+        # A new snapshot moves the customers first seen from its time on: a range on this index.
+        indexes = [models.Index(fields=["experiment", "first_seen_at"], name="experiments_first_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_shop_id} first in {self.variant_id} at {self.first_seen_at}"
+
+
+class ExposureCount(models.Model):
+    """How many customers had their first exposure in a variant during an allocation period, settled
+    or not: `ExperimentFirstExposure` counted, kept in step with it. `settle_ms` is the settling
+    window the rows were classified with (a changed EXPERIMENTS_PROCESS_CACHE_SECONDS means a rebuild)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="exposure_counts")
+    variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="+")
+    allocation = models.ForeignKey(AllocationSnapshot, on_delete=models.CASCADE, related_name="+")
+    settled = models.BooleanField()
+    settle_ms = models.PositiveIntegerField()
+    customers = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "variant", "allocation", "settled"], name="experiments_exposure_count_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customers} first in {self.variant_id} under {self.allocation_id}"
