@@ -29,13 +29,15 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, FloatField, QuerySet, Sum
+from django.db.models import BigIntegerField, Count, DecimalField, F, QuerySet, Sum
 from django.db.models.functions import Cast
 
 from recadmin.core.errors import NotFound
 from recadmin.experiments import statistics
 from recadmin.experiments.assignment import RunningExperiment, VariantSpec
 from recadmin.experiments.models import (
+    TOTAL_COUNTERS,
+    TOTAL_PRODUCTS,
     AllocationKind,
     AllocationSnapshot,
     Experiment,
@@ -44,6 +46,7 @@ from recadmin.experiments.models import (
     ExposureCount,
     PrimaryMetric,
     Variant,
+    VariantTotals,
 )
 from recadmin.experiments.params import GUARDRAIL_MIN_PAGES, LATENCY_QUANTILE, METRIC_LABELS, REPORT_MDE
 
@@ -208,43 +211,47 @@ def allocation_history(experiment: Experiment) -> QuerySet[AllocationSnapshot]:
     return experiment.allocations.order_by("created_at", "id")
 
 
-def _float_product(a: str, b: str) -> Any:
-    return Cast(a, FloatField()) * Cast(b, FloatField())
+TOTAL_FIELDS = ("customers", *TOTAL_COUNTERS, "revenue", *(name for name, _, _ in TOTAL_PRODUCTS), "revenue_sq")
 
 
 def variant_sums(experiment: Experiment) -> dict[int, dict[str, float]]:
-    """variant id -> customers, the sums and the second moments every metric needs: one aggregate query."""
+    """variant id -> customers, the sums and the second moments every metric needs, from the totals
+    kept as customers are written (`VariantTotals`: one row per variant). Equal to
+    `variant_sums_direct` (a test compares them); variants without customers are left out."""
+    rows = VariantTotals.objects.filter(experiment=experiment, customers__gt=0).values_list("variant_id", *TOTAL_FIELDS)
+    return {int(row[0]): {key: float(value) for key, value in zip(TOTAL_FIELDS, row[1:], strict=True)} for row in rows}
+
+
+def _product(a: str, b: str) -> Any:
+    return Cast(a, BigIntegerField()) * Cast(b, BigIntegerField())
+
+
+def variant_sums_exact(experiment: Experiment) -> dict[int, dict[str, Any]]:
+    """variant id -> the `TOTAL_FIELDS` aggregated from every `ExperimentCustomer` row of the
+    experiment in one query, exact (whole numbers and decimals): what the kept totals' rebuild writes."""
     # Annotation names must not shadow the model's fields (F("clicks") would then be the Sum), hence
     # the "s_" prefix, stripped from the result.
-    rows = (
-        ExperimentCustomer.objects.filter(experiment=experiment)
-        .values("variant_id")
-        .annotate(
-            s_customers=Count("id"),
-            s_exposures=Sum("exposures"),
-            s_lists=Sum("lists"),
-            s_fallback_lists=Sum("fallback_lists"),
-            s_impressions=Sum("impressions"),
-            s_clicks=Sum("clicks"),
-            s_add_to_carts=Sum("add_to_carts"),
-            s_purchases=Sum("purchases"),
-            s_revenue=Sum(Cast("revenue", FloatField())),
-            s_clicks_sq=Sum(_float_product("clicks", "clicks")),
-            s_impressions_sq=Sum(_float_product("impressions", "impressions")),
-            s_clicks_impressions=Sum(_float_product("clicks", "impressions")),
-            s_purchases_sq=Sum(_float_product("purchases", "purchases")),
-            s_lists_sq=Sum(_float_product("lists", "lists")),
-            s_purchases_lists=Sum(_float_product("purchases", "lists")),
-            s_revenue_sq=Sum(_float_product("revenue", "revenue")),
-        )
-        .order_by()
-    )
-    result: dict[int, dict[str, float]] = {}
+    sums: dict[str, Any] = {"s_customers": Count("id")}
+    sums.update({f"s_{name}": Sum(name) for name in TOTAL_COUNTERS})
+    sums["s_revenue"] = Sum("revenue")
+    sums.update({f"s_{name}": Sum(_product(a, b)) for name, a, b in TOTAL_PRODUCTS})
+    sums["s_revenue_sq"] = Sum(F("revenue") * F("revenue"), output_field=DecimalField())
+    rows = ExperimentCustomer.objects.filter(experiment=experiment).values("variant_id").annotate(**sums).order_by()
+    result: dict[int, dict[str, Any]] = {}
     for row in rows:
         values: dict[str, Any] = dict(row)
         variant_id = int(values.pop("variant_id"))
-        result[variant_id] = {key.removeprefix("s_"): float(value or 0) for key, value in values.items()}
+        result[variant_id] = {key.removeprefix("s_"): value or 0 for key, value in values.items()}
     return result
+
+
+def variant_sums_direct(experiment: Experiment) -> dict[int, dict[str, float]]:
+    """`variant_sums` aggregated from every customer row: the reference of the kept totals. Exact
+    sums made floats at the end, as the kept totals are, so both give the same floats."""
+    return {
+        variant_id: {key: float(value) for key, value in sums.items()}
+        for variant_id, sums in variant_sums_exact(experiment).items()
+    }
 
 
 # --- latency of served pages (read through the layer that owns them) --------------------------------
@@ -716,6 +723,7 @@ def _guardrails(experiment: Experiment, variants: list[Variant], rows: list[dict
 
 __all__ = [
     "EXPERIMENTS_VERSION_KEY",
+    "TOTAL_FIELDS",
     "ExposurePeriods",
     "FirstExposures",
     "allocation_history",
@@ -735,4 +743,6 @@ __all__ = [
     "running_experiments",
     "variant_page_latency",
     "variant_sums",
+    "variant_sums_direct",
+    "variant_sums_exact",
 ]

@@ -21,6 +21,8 @@ from django.utils import timezone
 from recadmin.core.errors import Conflict, FieldErrors, ValidationError
 from recadmin.experiments import bandit
 from recadmin.experiments.models import (
+    TOTAL_COUNTERS,
+    TOTAL_PRODUCTS,
     AllocationKind,
     AllocationSnapshot,
     Experiment,
@@ -30,6 +32,7 @@ from recadmin.experiments.models import (
     ExposureCount,
     PrimaryMetric,
     Variant,
+    VariantTotals,
 )
 from recadmin.experiments.params import (
     DEFAULT_THOMPSON_FLOOR,
@@ -39,11 +42,13 @@ from recadmin.experiments.params import (
     VARIANT_FIELDS,
 )
 from recadmin.experiments.selectors import (
+    TOTAL_FIELDS,
     ExposurePeriods,
     customers_first_rows,
     experiments_cache_bump,
     first_exposure_settle,
     variant_sums,
+    variant_sums_exact,
 )
 from recadmin.modelops.models import LIVE_STATUSES, ModelVersion, ModelVersionStatus
 from recadmin.rules.models import Scene
@@ -606,6 +611,7 @@ def experiment_customers_upsert(*, experiment: Experiment, rows: Iterable[Custom
                 last_seen_at=row.last_seen_at or now,
             )
         )
+    before = _rows_before(experiment, objects)
     ExperimentCustomer.objects.bulk_create(
         objects,
         batch_size=batch_size,
@@ -613,8 +619,110 @@ def experiment_customers_upsert(*, experiment: Experiment, rows: Iterable[Custom
         unique_fields=["experiment", "variant", "customer_shop_id"],
         update_fields=list(_SUM_FIELDS),
     )
-    _first_exposures_refresh(experiment, {row.customer_shop_id for row in objects})
+    _variant_totals_move(experiment, before, objects)
+    _first_exposures_refresh(
+        experiment, {row.customer_shop_id for row in objects}, firsts=_firsts_after(before, objects)
+    )
     return len(objects)
+
+
+# --- the variants' totals (what the report and Thompson sampling read) ------------------------------
+# Kept by difference: each written row adds its new contribution and takes back its old one.
+
+_Contribution = list[Any]  # one value per selectors.TOTAL_FIELDS
+
+
+def _contribution(row: Mapping[str, Any]) -> _Contribution:
+    revenue = Decimal(row["revenue"])
+    return [
+        1,
+        *(int(row[name]) for name in TOTAL_COUNTERS),
+        revenue,
+        *(int(row[a]) * int(row[b]) for _, a, b in TOTAL_PRODUCTS),
+        revenue * revenue,
+    ]
+
+
+_ROW_FIELDS = (*TOTAL_COUNTERS, "revenue")
+
+
+def _rows_before(
+    experiment: Experiment, objects: Sequence[ExperimentCustomer]
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """(variant id, customer) -> the row as it is, for every row (any variant) of the customers about
+    to be written: the old contributions to the totals, and with the written rows over them, each
+    customer's rows after the write (their first exposure), from one read."""
+    before: dict[tuple[int, str], dict[str, Any]] = {}
+    for chunk in _chunks(sorted({row.customer_shop_id for row in objects})):
+        rows = ExperimentCustomer.objects.filter(experiment=experiment, customer_shop_id__in=chunk).values(
+            "variant_id", "customer_shop_id", "first_seen_at", *_ROW_FIELDS
+        )
+        for row in rows:
+            before[(row["variant_id"], row["customer_shop_id"])] = row
+    return before
+
+
+def _firsts_after(
+    before: Mapping[tuple[int, str], Mapping[str, Any]], objects: Sequence[ExperimentCustomer]
+) -> dict[str, tuple[int, dt.datetime]]:
+    """customer -> (variant id, time) of their first exposure once `objects` are written over `before`
+    (the rule of `selectors.customers_first_rows`)."""
+    seen = {key: row["first_seen_at"] for key, row in before.items()}
+    seen.update({(row.variant_id, row.customer_shop_id): row.first_seen_at for row in objects})
+    firsts: dict[str, tuple[dt.datetime, int]] = {}
+    for (variant_id, customer), moment in seen.items():
+        known = firsts.get(customer)
+        if known is None or (moment, variant_id) < known:
+            firsts[customer] = (moment, variant_id)
+    return {customer: (variant_id, moment) for customer, (moment, variant_id) in firsts.items()}
+
+
+def _variant_totals_move(
+    experiment: Experiment, before: Mapping[tuple[int, str], Mapping[str, Any]], objects: Sequence[ExperimentCustomer]
+) -> None:
+    deltas: dict[int, _Contribution] = {}
+    for row in objects:
+        new = _contribution({name: getattr(row, name) for name in _ROW_FIELDS})
+        found = before.get((row.variant_id, row.customer_shop_id))
+        old = _contribution(found) if found is not None else None
+        delta = deltas.setdefault(row.variant_id, [0] * len(TOTAL_FIELDS))
+        for i, value in enumerate(new):
+            delta[i] += value - (old[i] if old is not None else 0)
+    if not deltas:
+        return
+    existing = {
+        totals.variant_id: totals
+        for totals in VariantTotals.objects.filter(experiment=experiment, variant_id__in=deltas)
+    }
+    rows = []
+    for variant_id, delta in deltas.items():
+        totals = existing.get(variant_id) or VariantTotals(experiment=experiment, variant_id=variant_id)
+        for name, value in zip(TOTAL_FIELDS, delta, strict=True):
+            setattr(totals, name, getattr(totals, name) + value)
+        rows.append(totals)
+    VariantTotals.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["experiment", "variant"], update_fields=list(TOTAL_FIELDS)
+    )
+
+
+@transaction.atomic
+def experiment_aggregates_rebuild(*, experiment: Experiment) -> None:
+    """Everything kept over the experiment's customer rows, from scratch: the variants' totals, the
+    first exposures and their counts. For `metrics_rebuild`, and rows written around the upsert."""
+    experiment_variant_totals_rebuild(experiment=experiment)
+    experiment_first_exposures_rebuild(experiment=experiment)
+
+
+@transaction.atomic
+def experiment_variant_totals_rebuild(*, experiment: Experiment) -> None:
+    """The variants' totals from scratch, from every customer row (`selectors.variant_sums_direct`
+    with exact sums): what the upkeep gives (a test compares them)."""
+    _experiment_lock(experiment)
+    VariantTotals.objects.filter(experiment=experiment).delete()
+    VariantTotals.objects.bulk_create(
+        VariantTotals(experiment=experiment, variant_id=variant_id, **sums)
+        for variant_id, sums in variant_sums_exact(experiment).items()
+    )
 
 
 # --- first exposures (the sample-ratio test under Thompson sampling) -------------------------------
@@ -669,9 +777,12 @@ class _Classifier:
 _FirstKey = tuple[int, dt.datetime, int | None, bool]  # variant, first seen, snapshot, settled
 
 
-def _first_exposures_refresh(experiment: Experiment, customers: Iterable[str]) -> None:
-    """Recompute these customers' first exposures from their `ExperimentCustomer` rows and move the
-    counts by the difference. The caller holds the experiment's row lock."""
+def _first_exposures_refresh(
+    experiment: Experiment, customers: Iterable[str], *, firsts: Mapping[str, tuple[int, dt.datetime]] | None = None
+) -> None:
+    """Recompute these customers' first exposures from their `ExperimentCustomer` rows (or `firsts`,
+    when the caller knows them: customer -> variant id, time) and move the counts by the difference.
+    The caller holds the experiment's row lock."""
     settle = first_exposure_settle()
     settle_ms = _settle_ms(settle)
     if ExposureCount.objects.filter(experiment=experiment).exclude(settle_ms=settle_ms).exists():
@@ -681,7 +792,13 @@ def _first_exposures_refresh(experiment: Experiment, customers: Iterable[str]) -
     classifier = _Classifier.of(experiment, settle)
     deltas: dict[tuple[int, int, bool], int] = defaultdict(int)
     for chunk in _chunks(sorted(set(customers))):
-        new = customers_first_rows(ExperimentCustomer.objects.filter(experiment=experiment, customer_shop_id__in=chunk))
+        new = (
+            firsts
+            if firsts is not None
+            else customers_first_rows(
+                ExperimentCustomer.objects.filter(experiment=experiment, customer_shop_id__in=chunk)
+            )
+        )
         old: dict[str, _FirstKey] = {
             customer: (variant_id, seen, allocation_id, settled)
             for customer, variant_id, seen, allocation_id, settled in ExperimentFirstExposure.objects.filter(
@@ -813,4 +930,6 @@ def experiment_first_exposures_rebuild(*, experiment: Experiment) -> int:
             f"FROM {first_table} WHERE experiment_id = %s GROUP BY 1, 2, 3, 4",
             [_settle_ms(settle), experiment.pk],
         )
+        # Planner statistics for the rows just written: the upkeep's reads by customer need the index.
+        cursor.execute(f"ANALYZE {first_table}")
     return placed

@@ -145,6 +145,47 @@ def generated(make_experiment: Callable[..., Experiment]) -> Callable[..., tuple
     return factory
 
 
+def test_the_kept_variant_totals_equal_the_aggregate_over_every_customer_and_their_rebuild(
+    generated: Callable[..., tuple[Experiment, dict[str, np.ndarray]]],
+) -> None:
+    from recadmin.experiments.models import VariantTotals
+    from recadmin.experiments.selectors import variant_sums, variant_sums_direct
+    from recadmin.experiments.services import experiment_variant_totals_rebuild
+
+    experiment, data = generated("ctr")
+    direct = variant_sums_direct(experiment)
+    assert variant_sums(experiment) == direct
+    control = experiment.variants.get(name="control")
+    assert direct[control.pk]["clicks_sq"] == float(np.sum(data["control_clicks"].astype(np.int64) ** 2))
+    # Overwritten rows take back what they added: a customer's sums grow, another's shrink to zero,
+    # a new one comes, one moves into a second variant.
+    v4 = experiment.variants.get(name="v4")
+    experiment_customers_upsert(
+        experiment=experiment,
+        rows=[
+            CustomerSums(
+                control.pk, "control-0", lists=9, impressions=72, clicks=11, purchases=2, revenue=Decimal("19.99")
+            ),
+            CustomerSums(control.pk, "control-1"),
+            CustomerSums(v4.pk, "control-2", lists=1, impressions=8, clicks=1),
+            CustomerSums(v4.pk, "new", lists=3, impressions=24, clicks=5, purchases=1, revenue=Decimal("0.10")),
+        ],
+    )
+    direct = variant_sums_direct(experiment)
+    assert variant_sums(experiment) == direct
+    assert direct[v4.pk]["customers"] == 432
+
+    def kept() -> list[tuple[object, ...]]:
+        return sorted(VariantTotals.objects.filter(experiment=experiment).values_list(*["variant_id", *_TOTALS]))
+
+    incremental = kept()
+    experiment_variant_totals_rebuild(experiment=experiment)
+    assert kept() == incremental
+
+
+_TOTALS = ("customers", "clicks", "impressions", "clicks_impressions", "revenue", "revenue_sq", "purchases_lists")
+
+
 def test_the_report_on_revenue_per_customer_is_welchs_t_test_of_statsmodels(
     generated: Callable[..., tuple[Experiment, dict[str, np.ndarray]]], make_api_client: Callable[..., APIClient]
 ) -> None:

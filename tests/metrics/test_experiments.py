@@ -121,15 +121,17 @@ def test_the_experiment_change_page_links_to_the_report(admin_client: Client) ->
     assert f"/admin/metrics/experiments/{experiment.pk}/report/" in html
 
 
-def test_the_refresh_keeps_first_exposures_as_the_direct_computation_counts_them_and_a_rebuild_agrees(
+def test_the_refresh_keeps_first_exposures_and_totals_as_the_direct_computation_gives_them_and_a_rebuild_agrees(
     t0: dt.datetime, serve: Callable[..., Any]
 ) -> None:
-    from recadmin.experiments.models import ExperimentFirstExposure, ExposureCount
+    from recadmin.experiments.models import ExperimentFirstExposure, ExposureCount, VariantTotals
     from recadmin.experiments.selectors import (
         experiment_report,
         first_exposure_settle,
         first_exposures,
         first_exposures_counted,
+        variant_sums,
+        variant_sums_direct,
     )
     from recadmin.experiments.services import experiment_create, experiment_start
     from recadmin.metrics.services import metrics_rebuild
@@ -180,16 +182,23 @@ def test_the_refresh_keeps_first_exposures_as_the_direct_computation_counts_them
         "popular": second.by_variant[popular.pk],
     }
 
-    def kept() -> tuple[set[Any], set[Any]]:
+    assert variant_sums(experiment) == variant_sums_direct(experiment)
+
+    def kept() -> tuple[set[Any], ...]:
         firsts = ExperimentFirstExposure.objects.filter(experiment=experiment)
         counts = ExposureCount.objects.filter(experiment=experiment, customers__gt=0)
+        totals = VariantTotals.objects.filter(experiment=experiment)
         return (
             set(firsts.values_list("customer_shop_id", "variant_id", "first_seen_at", "allocation_id", "settled")),
             set(counts.values_list("variant_id", "allocation_id", "settled", "settle_ms", "customers")),
+            set(totals.values_list("variant_id", "customers", "exposures", "lists", "impressions", "clicks")),
         )
 
     incremental = kept()
-    ExposureCount.objects.filter(experiment=experiment).update(customers=0)  # damaged: the rebuild repairs it
+    # Damaged: the rebuild repairs them.
+    ExposureCount.objects.filter(experiment=experiment).update(customers=0)
+    VariantTotals.objects.filter(experiment=experiment).update(clicks=99)
     metrics_rebuild()
     assert kept() == incremental
     assert agree() == second
+    assert variant_sums(experiment) == variant_sums_direct(experiment)

@@ -82,8 +82,9 @@ def _finish(state: RollupState, update: RollupsUpdate, result: RefreshResult, *,
 def metrics_rebuild(*, since: dt.datetime | None = None) -> RefreshResult:
     """Attribute the events stored from `since` (default: all history) that are not attributed yet
     (attributions are kept), then recompute every rollup row from scratch, every experiment
-    customer and every experiment's first exposures. For a changed attribution window or a repaired log; gives the rows the incremental
-    runs give (a test compares them)."""
+    customer and what is kept over them (variant totals, first exposures). For a changed
+    attribution window or a repaired log; gives the rows the incremental runs give (a test compares
+    them)."""
     began = time.perf_counter()
     result = RefreshResult()
     start = timezone.now()
@@ -94,15 +95,15 @@ def metrics_rebuild(*, since: dt.datetime | None = None) -> RefreshResult:
         result.direct, result.window = attributed.direct, attributed.window
         update = rollups_rebuild(state=state)
         _finish(state, update, result, start=start, began=began)
-        _first_exposures_rebuild()
+        _experiment_aggregates_rebuild()
     return result
 
 
-def _first_exposures_rebuild() -> None:
-    """Every experiment's first exposures and their counts from scratch (the upsert keeps them as it
-    writes; this repairs rows written around it, and a changed settling window)."""
+def _experiment_aggregates_rebuild() -> None:
+    """Every experiment's variant totals, first exposures and their counts from scratch (the upsert
+    keeps them as it writes; this repairs rows written around it)."""
     from recadmin.experiments.models import Experiment
-    from recadmin.experiments.services import experiment_first_exposures_rebuild
+    from recadmin.experiments.services import experiment_aggregates_rebuild
 
     for experiment in Experiment.objects.filter(customers__isnull=False).distinct().order_by("pk"):
-        experiment_first_exposures_rebuild(experiment=experiment)
+        experiment_aggregates_rebuild(experiment=experiment)
