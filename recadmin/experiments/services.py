@@ -764,8 +764,8 @@ class _Classifier:
 
     @classmethod
     def of(cls, experiment: Experiment, settle: dt.timedelta) -> _Classifier:
-        history = list(experiment.allocations.order_by("created_at", "id"))
-        return cls([s.pk for s in history], ExposurePeriods.of([s.created_at for s in history], settle))
+        history = list(experiment.allocations.order_by("created_at", "id").values_list("pk", "created_at"))
+        return cls([pk for pk, _ in history], ExposurePeriods.of([at for _, at in history], settle))
 
     def classify(self, seen: dt.datetime) -> tuple[int | None, bool]:
         if not self.snapshot_ids:
