@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from recadmin.metrics.models import RollupState
-from recadmin.metrics.services.attribution import attribution_run
+from recadmin.metrics.services.attribution import attribution_run, attribution_run_new, events_bookmark_reset
 from recadmin.metrics.services.common import EPOCH, EVENTS_LOOKBACK
 from recadmin.metrics.services.experiment_customers import experiment_customers_refresh
 from recadmin.metrics.services.recompute import rollups_rebuild
@@ -59,8 +59,7 @@ def metrics_refresh(*, drain: bool = True) -> RefreshResult:
         _drain(result)
     with transaction.atomic():
         state, _ = RollupState.objects.select_for_update().get_or_create(key="default")
-        since = (state.events_read_until or EPOCH) - EVENTS_LOOKBACK
-        attributed = attribution_run(since=since)
+        attributed = attribution_run_new(state=state)
         result.direct, result.window = attributed.direct, attributed.window
         update = rollups_update(state=state)
         _finish(state, update, result, start=start, began=began)
@@ -92,6 +91,7 @@ def metrics_rebuild(*, since: dt.datetime | None = None) -> RefreshResult:
     with transaction.atomic():
         state, _ = RollupState.objects.select_for_update().get_or_create(key="default")
         attributed = attribution_run(since=(since or EPOCH) - EVENTS_LOOKBACK)
+        events_bookmark_reset(state=state)
         result.direct, result.window = attributed.direct, attributed.window
         update = rollups_rebuild(state=state)
         _finish(state, update, result, start=start, began=began)
