@@ -585,8 +585,9 @@ _SUM_FIELDS = (
 @transaction.atomic
 def experiment_customers_upsert(*, experiment: Experiment, rows: Iterable[CustomerSums], batch_size: int = 2000) -> int:
     """Write customers' totals (insert or overwrite): idempotent, so recomputing a period from the
-    attributed events and writing it again gives the same table; then their first exposures and the
-    counts of them (`ExperimentFirstExposure`, `ExposureCount`). Returns the rows written."""
+    attributed events and writing it again gives the same table; then what is kept over the rows in
+    step with them: the variants' totals (`VariantTotals`), the customers' first exposures and their
+    counts (`ExperimentFirstExposure`, `ExposureCount`). Returns the rows written."""
     _experiment_lock(experiment)
     variant_ids = set(experiment.variants.values_list("pk", flat=True))
     now = timezone.now()
