@@ -64,9 +64,9 @@ class Migration(migrations.Migration):
                 ('customer_shop_id', models.CharField(max_length=128)),
                 ('first_seen_at', models.DateTimeField()),
                 ('settled', models.BooleanField(default=True)),
-                ('allocation', models.ForeignKey(db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='experiments.allocationsnapshot')),
-                ('experiment', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='first_exposures', to='experiments.experiment')),
-                ('variant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='experiments.variant')),
+                ('allocation', models.ForeignKey(db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='experiments.allocationsnapshot')),
+                ('experiment', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='first_exposures', to='experiments.experiment')),
+                ('variant', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='experiments.variant')),
             ],
             options={
                 'indexes': [models.Index(fields=['experiment', 'first_seen_at'], name='experiments_first_seen')],
