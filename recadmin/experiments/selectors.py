@@ -29,20 +29,24 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, FloatField, QuerySet, Sum
+from django.db.models import BigIntegerField, Count, DecimalField, F, QuerySet, Sum
 from django.db.models.functions import Cast
 
 from recadmin.core.errors import NotFound
 from recadmin.experiments import statistics
 from recadmin.experiments.assignment import RunningExperiment, VariantSpec
 from recadmin.experiments.models import (
+    TOTAL_COUNTERS,
+    TOTAL_PRODUCTS,
     AllocationKind,
     AllocationSnapshot,
     Experiment,
     ExperimentCustomer,
     ExperimentStatus,
+    ExposureCount,
     PrimaryMetric,
     Variant,
+    VariantTotals,
 )
 from recadmin.experiments.params import GUARDRAIL_MIN_PAGES, LATENCY_QUANTILE, METRIC_LABELS, REPORT_MDE
 
@@ -207,43 +211,47 @@ def allocation_history(experiment: Experiment) -> QuerySet[AllocationSnapshot]:
     return experiment.allocations.order_by("created_at", "id")
 
 
-def _float_product(a: str, b: str) -> Any:
-    return Cast(a, FloatField()) * Cast(b, FloatField())
+TOTAL_FIELDS = ("customers", *TOTAL_COUNTERS, "revenue", *(name for name, _, _ in TOTAL_PRODUCTS), "revenue_sq")
 
 
 def variant_sums(experiment: Experiment) -> dict[int, dict[str, float]]:
-    """variant id -> customers, the sums and the second moments every metric needs: one aggregate query."""
+    """variant id -> customers, the sums and the second moments every metric needs, from the totals
+    kept as customers are written (`VariantTotals`: one row per variant). Equal to
+    `variant_sums_direct` (a test compares them); variants without customers are left out."""
+    rows = VariantTotals.objects.filter(experiment=experiment, customers__gt=0).values_list("variant_id", *TOTAL_FIELDS)
+    return {int(row[0]): {key: float(value) for key, value in zip(TOTAL_FIELDS, row[1:], strict=True)} for row in rows}
+
+
+def _product(a: str, b: str) -> Any:
+    return Cast(a, BigIntegerField()) * Cast(b, BigIntegerField())
+
+
+def variant_sums_exact(experiment: Experiment) -> dict[int, dict[str, Any]]:
+    """variant id -> the `TOTAL_FIELDS` aggregated from every `ExperimentCustomer` row of the
+    experiment in one query, exact (whole numbers and decimals): what the kept totals' rebuild writes."""
     # Annotation names must not shadow the model's fields (F("clicks") would then be the Sum), hence
     # the "s_" prefix, stripped from the result.
-    rows = (
-        ExperimentCustomer.objects.filter(experiment=experiment)
-        .values("variant_id")
-        .annotate(
-            s_customers=Count("id"),
-            s_exposures=Sum("exposures"),
-            s_lists=Sum("lists"),
-            s_fallback_lists=Sum("fallback_lists"),
-            s_impressions=Sum("impressions"),
-            s_clicks=Sum("clicks"),
-            s_add_to_carts=Sum("add_to_carts"),
-            s_purchases=Sum("purchases"),
-            s_revenue=Sum(Cast("revenue", FloatField())),
-            s_clicks_sq=Sum(_float_product("clicks", "clicks")),
-            s_impressions_sq=Sum(_float_product("impressions", "impressions")),
-            s_clicks_impressions=Sum(_float_product("clicks", "impressions")),
-            s_purchases_sq=Sum(_float_product("purchases", "purchases")),
-            s_lists_sq=Sum(_float_product("lists", "lists")),
-            s_purchases_lists=Sum(_float_product("purchases", "lists")),
-            s_revenue_sq=Sum(_float_product("revenue", "revenue")),
-        )
-        .order_by()
-    )
-    result: dict[int, dict[str, float]] = {}
+    sums: dict[str, Any] = {"s_customers": Count("id")}
+    sums.update({f"s_{name}": Sum(name) for name in TOTAL_COUNTERS})
+    sums["s_revenue"] = Sum("revenue")
+    sums.update({f"s_{name}": Sum(_product(a, b)) for name, a, b in TOTAL_PRODUCTS})
+    sums["s_revenue_sq"] = Sum(F("revenue") * F("revenue"), output_field=DecimalField())
+    rows = ExperimentCustomer.objects.filter(experiment=experiment).values("variant_id").annotate(**sums).order_by()
+    result: dict[int, dict[str, Any]] = {}
     for row in rows:
         values: dict[str, Any] = dict(row)
         variant_id = int(values.pop("variant_id"))
-        result[variant_id] = {key.removeprefix("s_"): float(value or 0) for key, value in values.items()}
+        result[variant_id] = {key.removeprefix("s_"): value or 0 for key, value in values.items()}
     return result
+
+
+def variant_sums_direct(experiment: Experiment) -> dict[int, dict[str, float]]:
+    """`variant_sums` aggregated from every customer row: the reference of the kept totals. Exact
+    sums made floats at the end, as the kept totals are, so both give the same floats."""
+    return {
+        variant_id: {key: float(value) for key, value in sums.items()}
+        for variant_id, sums in variant_sums_exact(experiment).items()
+    }
 
 
 # --- latency of served pages (read through the layer that owns them) --------------------------------
@@ -290,6 +298,44 @@ class FirstExposures:
     unsettled: int = 0
 
 
+def first_exposure_settle() -> dt.timedelta:
+    """How long after a reallocation a first exposure is left out of the sample-ratio test: the
+    processes' trust in their copy of the weights (EXPERIMENTS_PROCESS_CACHE_SECONDS), plus a second."""
+    return dt.timedelta(seconds=float(getattr(settings, "EXPERIMENTS_PROCESS_CACHE_SECONDS", 2.0)) + 1.0)
+
+
+@dataclass(frozen=True)
+class ExposurePeriods:
+    """The allocation periods cut into buckets at the boundaries and at the end of each settling
+    window: bucket b holds the times in [edges[b - 1], edges[b]) (`bisect_right` in Python,
+    `width_bucket` in PostgreSQL give the same b) and counts in `period[b]`, settled or not."""
+
+    edges: list[dt.datetime]
+    period: list[int]
+    settled: list[bool]
+
+    @classmethod
+    def of(cls, boundaries: Sequence[dt.datetime], settle: dt.timedelta) -> ExposurePeriods:
+        edges: list[dt.datetime] = []
+        period, settled = [0], [True]  # before the first boundary: the first period
+        for t, boundary in enumerate(boundaries):
+            edges.append(boundary)
+            period.append(t)
+            settled.append(True)
+            if t > 0 and settle > dt.timedelta(0):
+                end = boundary + settle
+                if t + 1 < len(boundaries):
+                    end = min(end, boundaries[t + 1])
+                settled[-1] = False
+                edges.append(end)
+                period.append(t)
+                settled.append(True)
+        return cls(edges, period, settled)
+
+    def bucket(self, moment: dt.datetime) -> int:
+        return bisect.bisect_right(self.edges, moment)
+
+
 def first_exposures(
     experiment: Experiment,
     boundaries: Sequence[dt.datetime],
@@ -299,31 +345,21 @@ def first_exposures(
 ) -> FirstExposures:
     """Each customer counted once, in the variant and the allocation period of their first exposure
     (the earliest `first_seen_at` of their rows: under Thompson sampling a customer who moved has one
-    row per variant). Period t runs from `boundaries[t]` to the next boundary; a first exposure before
-    the first boundary counts in the first period. A customer first exposed within `settle` after a
-    change (boundaries[1:]) is left out (`unsettled`): processes trust their copy of the weights for a
-    moment (EXPERIMENTS_PROCESS_CACHE_SECONDS), so such a customer may have been assigned by either
+    row per variant), computed directly from every `ExperimentCustomer` row. Period t runs from
+    `boundaries[t]` to the next boundary; a first exposure before the first boundary counts in the
+    first period. A customer first exposed within `settle` after a change (boundaries[1:]) is left out
+    (`unsettled`): processes trust their copy of the weights for a moment
+    (EXPERIMENTS_PROCESS_CACHE_SECONDS), so such a customer may have been assigned by either
     allocation. Leaving them out depends only on when they came, not on their variant: no bias.
 
-    PostgreSQL: one query (DISTINCT ON the customer, width_bucket over the boundaries); the customers
-    never leave the database. Elsewhere (SQLite, the embedded mode's small shops) the rows are read and
-    reduced here (`in_database=False` forces that path, for tests)."""
-    # The edges between buckets, and for each bucket the period it counts in (None: unsettled).
-    edges: list[dt.datetime] = []
-    bucket_period: list[int | None] = [0]  # before the first boundary: the first period
-    for t, boundary in enumerate(boundaries):
-        edges.append(boundary)
-        bucket_period.append(t)
-        if t > 0 and settle > dt.timedelta(0):
-            settled = boundary + settle
-            if t + 1 < len(boundaries):
-                settled = min(settled, boundaries[t + 1])
-            bucket_period[-1] = None
-            edges.append(settled)
-            bucket_period.append(t)
-    result = FirstExposures(by_variant={}, by_period=[0] * len(boundaries))
+    The report reads the same counts from `ExposureCount` (`first_exposures_counted`), kept as the
+    customers are written; this is the reference it is tested against and what a rebuild does.
+    PostgreSQL: one query (DISTINCT ON the customer, width_bucket over the buckets' edges); the
+    customers never leave the database. Elsewhere (SQLite, the embedded mode's small shops) the rows
+    are read and reduced here (`in_database=False` forces that path, for tests)."""
     if not boundaries:
-        return result
+        return FirstExposures(by_variant={}, by_period=[])
+    periods = ExposurePeriods.of(boundaries, settle)
     table = ExperimentCustomer._meta.db_table
     if in_database is None:
         in_database = connection.vendor == "postgresql"
@@ -338,30 +374,62 @@ def first_exposures(
             GROUP BY 1, 2
         """
         with connection.cursor() as cursor:
-            cursor.execute(sql, [edges, experiment.pk])
+            cursor.execute(sql, [periods.edges, experiment.pk])
             rows = cursor.fetchall()
     else:
-        firsts: dict[str, tuple[dt.datetime, int]] = {}
-        for customer, variant_id, seen in ExperimentCustomer.objects.filter(experiment=experiment).values_list(
-            "customer_shop_id", "variant_id", "first_seen_at"
-        ):
-            known = firsts.get(customer)
-            if known is None or (seen, variant_id) < known:
-                firsts[customer] = (seen, variant_id)
+        firsts = customers_first_rows(ExperimentCustomer.objects.filter(experiment=experiment))
         counted: dict[tuple[int, int], int] = {}
-        for seen, variant_id in firsts.values():
-            key = (variant_id, bisect.bisect_right(edges, seen))
+        for variant_id, seen in firsts.values():
+            key = (variant_id, periods.bucket(seen))
             counted[key] = counted.get(key, 0) + 1
         rows = [(variant_id, bucket, n) for (variant_id, bucket), n in counted.items()]
+    by_variant: dict[int, int] = {}
+    by_period = [0] * len(boundaries)
     unsettled = 0
     for variant_id, bucket, n in rows:
-        period = bucket_period[int(bucket)]
-        if period is None:
+        if not periods.settled[int(bucket)]:
             unsettled += int(n)
             continue
-        result.by_variant[int(variant_id)] = result.by_variant.get(int(variant_id), 0) + int(n)
-        result.by_period[period] += int(n)
-    return FirstExposures(result.by_variant, result.by_period, unsettled)
+        by_variant[int(variant_id)] = by_variant.get(int(variant_id), 0) + int(n)
+        by_period[periods.period[int(bucket)]] += int(n)
+    return FirstExposures(by_variant, by_period, unsettled)
+
+
+def customers_first_rows(rows: QuerySet[ExperimentCustomer]) -> dict[str, tuple[int, dt.datetime]]:
+    """customer -> (variant id, time) of their first exposure among these rows: the earliest
+    `first_seen_at`, the lower variant id on a tie (what DISTINCT ON ... ORDER BY first_seen_at,
+    variant_id keeps)."""
+    firsts: dict[str, tuple[dt.datetime, int]] = {}
+    for customer, variant_id, seen in rows.values_list("customer_shop_id", "variant_id", "first_seen_at"):
+        known = firsts.get(customer)
+        if known is None or (seen, variant_id) < known:
+            firsts[customer] = (seen, variant_id)
+    return {customer: (variant_id, seen) for customer, (seen, variant_id) in firsts.items()}
+
+
+def first_exposures_counted(
+    experiment: Experiment, history: Sequence[AllocationSnapshot], *, settle: dt.timedelta
+) -> FirstExposures | None:
+    """What `first_exposures(experiment, [s.created_at for s in history], settle=settle)` gives, read
+    from `ExposureCount` (a few rows per allocation period). None when the counts were classified with
+    another settling window (the setting changed since): the caller computes them directly."""
+    settle_ms = round(settle.total_seconds() * 1000)
+    position = {snapshot.pk: t for t, snapshot in enumerate(history)}
+    by_variant: dict[int, int] = {}
+    by_period = [0] * len(history)
+    unsettled = 0
+    rows = ExposureCount.objects.filter(experiment=experiment, customers__gt=0).values_list(
+        "variant_id", "allocation_id", "settled", "settle_ms", "customers"
+    )
+    for variant_id, allocation_id, settled, row_settle_ms, n in rows:
+        if row_settle_ms != settle_ms or allocation_id not in position:
+            return None
+        if not settled:
+            unsettled += n
+            continue
+        by_variant[variant_id] = by_variant.get(variant_id, 0) + n
+        by_period[position[allocation_id]] += n
+    return FirstExposures(by_variant, by_period, unsettled)
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -501,19 +569,25 @@ def experiment_report(experiment: Experiment, *, sums: dict[int, dict[str, float
     history = list(allocation_history(experiment))
     if experiment.allocation == AllocationKind.THOMPSON and variants and history:
         # The split moves: each customer is expected in the allocation in force at their first exposure.
-        settle = dt.timedelta(seconds=float(getattr(settings, "EXPERIMENTS_PROCESS_CACHE_SECONDS", 2.0)) + 1.0)
+        settle = first_exposure_settle()
+        # Read from the counts kept as customers are written (a few rows per allocation period).
+        firsts = first_exposures_counted(experiment, history, settle=settle)
+        if firsts is not None and sum(counts) > 0 and sum(firsts.by_period) + firsts.unsettled == 0:
+            firsts = None  # customers written around the upsert (a bulk load) and not rebuilt yet
+        if firsts is None:
+            # Classified with another settling window (the setting changed), or not kept: a rebuild
+            # (`metrics_rebuild`) brings them in line. Until then one pass over every customer of the
+            # experiment (about 0.6 s per 500,000 on 2 shared cores), kept a minute or until the next
+            # reallocation.
+            def compute() -> FirstExposures:
+                return first_exposures(experiment, [snapshot.created_at for snapshot in history], settle=settle)
 
-        # One pass over every customer of the experiment (about 0.6 s per 500,000 on 2 shared cores),
-        # which the dashboards would repeat on each load: kept a minute, or until the next reallocation.
-        def compute() -> FirstExposures:
-            return first_exposures(experiment, [snapshot.created_at for snapshot in history], settle=settle)
-
-        cached = cache.get_or_set(
-            f"experiments:first-exposures:v1:{experiment.pk}:{history[-1].pk}:{settle.total_seconds()}",
-            compute,
-            FIRST_EXPOSURES_CACHE_SECONDS,
-        )
-        firsts = cached if isinstance(cached, FirstExposures) else compute()
+            cached = cache.get_or_set(
+                f"experiments:first-exposures:v1:{experiment.pk}:{history[-1].pk}:{settle.total_seconds()}",
+                compute,
+                FIRST_EXPOSURES_CACHE_SECONDS,
+            )
+            firsts = cached if isinstance(cached, FirstExposures) else compute()
         srm_counts = [firsts.by_variant.get(v.pk, 0) for v in variants]
         period_weights = [[float(snapshot.weights.get(v.name, 0.0)) for v in variants] for snapshot in history]
         test = statistics.srm_time_weighted(srm_counts, firsts.by_period, period_weights)
@@ -652,8 +726,11 @@ def _guardrails(experiment: Experiment, variants: list[Variant], rows: list[dict
 
 __all__ = [
     "EXPERIMENTS_VERSION_KEY",
+    "TOTAL_FIELDS",
+    "ExposurePeriods",
     "FirstExposures",
     "allocation_history",
+    "customers_first_rows",
     "experiment_current_weights",
     "experiment_get",
     "experiment_list",
@@ -662,9 +739,13 @@ __all__ = [
     "experiment_variants",
     "experiments_cache_bump",
     "experiments_cache_version",
+    "first_exposure_settle",
     "first_exposures",
+    "first_exposures_counted",
     "page_latency_reader_register",
     "running_experiments",
     "variant_page_latency",
     "variant_sums",
+    "variant_sums_direct",
+    "variant_sums_exact",
 ]

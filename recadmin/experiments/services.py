@@ -6,26 +6,33 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeGuard
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import models, transaction
+from django.db import connection, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from recadmin.core.errors import Conflict, FieldErrors, ValidationError
 from recadmin.experiments import bandit
 from recadmin.experiments.models import (
+    TOTAL_COUNTERS,
+    TOTAL_PRODUCTS,
     AllocationKind,
     AllocationSnapshot,
     Experiment,
     ExperimentCustomer,
+    ExperimentFirstExposure,
     ExperimentStatus,
+    ExposureCount,
     PrimaryMetric,
     Variant,
+    VariantTotals,
 )
 from recadmin.experiments.params import (
     DEFAULT_THOMPSON_FLOOR,
@@ -34,7 +41,15 @@ from recadmin.experiments.params import (
     VARIANT_CHANGES,
     VARIANT_FIELDS,
 )
-from recadmin.experiments.selectors import experiments_cache_bump, variant_sums
+from recadmin.experiments.selectors import (
+    TOTAL_FIELDS,
+    ExposurePeriods,
+    customers_first_rows,
+    experiments_cache_bump,
+    first_exposure_settle,
+    variant_sums,
+    variant_sums_exact,
+)
 from recadmin.modelops.models import LIVE_STATUSES, ModelVersion, ModelVersionStatus
 from recadmin.rules.models import Scene
 from recadmin.rules.services import SCENE_FIELDS
@@ -570,7 +585,10 @@ _SUM_FIELDS = (
 @transaction.atomic
 def experiment_customers_upsert(*, experiment: Experiment, rows: Iterable[CustomerSums], batch_size: int = 2000) -> int:
     """Write customers' totals (insert or overwrite): idempotent, so recomputing a period from the
-    attributed events and writing it again gives the same table. Returns the rows written."""
+    attributed events and writing it again gives the same table; then what is kept over the rows in
+    step with them: the variants' totals (`VariantTotals`), the customers' first exposures and their
+    counts (`ExperimentFirstExposure`, `ExposureCount`). Returns the rows written."""
+    _experiment_lock(experiment)
     variant_ids = set(experiment.variants.values_list("pk", flat=True))
     now = timezone.now()
     objects = []
@@ -594,6 +612,7 @@ def experiment_customers_upsert(*, experiment: Experiment, rows: Iterable[Custom
                 last_seen_at=row.last_seen_at or now,
             )
         )
+    before = _rows_before(experiment, objects)
     ExperimentCustomer.objects.bulk_create(
         objects,
         batch_size=batch_size,
@@ -601,4 +620,317 @@ def experiment_customers_upsert(*, experiment: Experiment, rows: Iterable[Custom
         unique_fields=["experiment", "variant", "customer_shop_id"],
         update_fields=list(_SUM_FIELDS),
     )
+    _variant_totals_move(experiment, before, objects)
+    _first_exposures_refresh(
+        experiment, {row.customer_shop_id for row in objects}, firsts=_firsts_after(before, objects)
+    )
     return len(objects)
+
+
+# --- the variants' totals (what the report and Thompson sampling read) ------------------------------
+# Kept by difference: each written row adds its new contribution and takes back its old one.
+
+_Contribution = list[Any]  # one value per selectors.TOTAL_FIELDS
+
+
+def _contribution(row: Mapping[str, Any]) -> _Contribution:
+    revenue = Decimal(row["revenue"])
+    return [
+        1,
+        *(int(row[name]) for name in TOTAL_COUNTERS),
+        revenue,
+        *(int(row[a]) * int(row[b]) for _, a, b in TOTAL_PRODUCTS),
+        revenue * revenue,
+    ]
+
+
+_ROW_FIELDS = (*TOTAL_COUNTERS, "revenue")
+
+
+def _rows_before(
+    experiment: Experiment, objects: Sequence[ExperimentCustomer]
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """(variant id, customer) -> the row as it is, for every row (any variant) of the customers about
+    to be written: the old contributions to the totals, and with the written rows over them, each
+    customer's rows after the write (their first exposure), from one read."""
+    before: dict[tuple[int, str], dict[str, Any]] = {}
+    for chunk in _chunks(sorted({row.customer_shop_id for row in objects})):
+        rows = ExperimentCustomer.objects.filter(experiment=experiment, customer_shop_id__in=chunk).values(
+            "variant_id", "customer_shop_id", "first_seen_at", *_ROW_FIELDS
+        )
+        for row in rows:
+            before[(row["variant_id"], row["customer_shop_id"])] = row
+    return before
+
+
+def _firsts_after(
+    before: Mapping[tuple[int, str], Mapping[str, Any]], objects: Sequence[ExperimentCustomer]
+) -> dict[str, tuple[int, dt.datetime]]:
+    """customer -> (variant id, time) of their first exposure once `objects` are written over `before`
+    (the rule of `selectors.customers_first_rows`)."""
+    seen = {key: row["first_seen_at"] for key, row in before.items()}
+    seen.update({(row.variant_id, row.customer_shop_id): row.first_seen_at for row in objects})
+    firsts: dict[str, tuple[dt.datetime, int]] = {}
+    for (variant_id, customer), moment in seen.items():
+        known = firsts.get(customer)
+        if known is None or (moment, variant_id) < known:
+            firsts[customer] = (moment, variant_id)
+    return {customer: (variant_id, moment) for customer, (moment, variant_id) in firsts.items()}
+
+
+def _variant_totals_move(
+    experiment: Experiment, before: Mapping[tuple[int, str], Mapping[str, Any]], objects: Sequence[ExperimentCustomer]
+) -> None:
+    deltas: dict[int, _Contribution] = {}
+    for row in objects:
+        new = _contribution({name: getattr(row, name) for name in _ROW_FIELDS})
+        found = before.get((row.variant_id, row.customer_shop_id))
+        old = _contribution(found) if found is not None else None
+        delta = deltas.setdefault(row.variant_id, [0] * len(TOTAL_FIELDS))
+        for i, value in enumerate(new):
+            delta[i] += value - (old[i] if old is not None else 0)
+    if not deltas:
+        return
+    existing = {
+        totals.variant_id: totals
+        for totals in VariantTotals.objects.filter(experiment=experiment, variant_id__in=deltas)
+    }
+    rows = []
+    for variant_id, delta in deltas.items():
+        totals = existing.get(variant_id) or VariantTotals(experiment=experiment, variant_id=variant_id)
+        for name, value in zip(TOTAL_FIELDS, delta, strict=True):
+            setattr(totals, name, getattr(totals, name) + value)
+        rows.append(totals)
+    VariantTotals.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["experiment", "variant"], update_fields=list(TOTAL_FIELDS)
+    )
+
+
+@transaction.atomic
+def experiment_aggregates_rebuild(*, experiment: Experiment) -> None:
+    """Everything kept over the experiment's customer rows, from scratch: the variants' totals, the
+    first exposures and their counts. For `metrics_rebuild`, and rows written around the upsert."""
+    experiment_variant_totals_rebuild(experiment=experiment)
+    experiment_first_exposures_rebuild(experiment=experiment)
+
+
+@transaction.atomic
+def experiment_variant_totals_rebuild(*, experiment: Experiment) -> None:
+    """The variants' totals from scratch, from every customer row (`selectors.variant_sums_direct`
+    with exact sums): what the upkeep gives (a test compares them)."""
+    _experiment_lock(experiment)
+    VariantTotals.objects.filter(experiment=experiment).delete()
+    VariantTotals.objects.bulk_create(
+        VariantTotals(experiment=experiment, variant_id=variant_id, **sums)
+        for variant_id, sums in variant_sums_exact(experiment).items()
+    )
+
+
+# --- first exposures (the sample-ratio test under Thompson sampling) -------------------------------
+# Each customer's first exposure is kept as their rows are written, with the allocation period in
+# force then, and counted per (variant, period, settled): the report reads the counts. A change moves
+# the counts by the difference between the customer's old and new first exposure, so the writers of
+# one experiment take its row lock first (the upsert, a new snapshot, a rebuild): two of them at once
+# would otherwise both add the same customer.
+
+_CHUNK = 2000
+
+
+def _experiment_lock(experiment: Experiment) -> None:
+    list(Experiment.objects.select_for_update().filter(pk=experiment.pk).values_list("pk", flat=True))
+
+
+def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) >= _CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _settle_ms(settle: dt.timedelta) -> int:
+    return round(settle.total_seconds() * 1000)
+
+
+@dataclass(frozen=True)
+class _Classifier:
+    """A first exposure's allocation period (the snapshot in force, the first one before it) and
+    whether it was settled, by the buckets `selectors.first_exposures` counts in."""
+
+    snapshot_ids: list[int]
+    periods: ExposurePeriods
+
+    @classmethod
+    def of(cls, experiment: Experiment, settle: dt.timedelta) -> _Classifier:
+        history = list(experiment.allocations.order_by("created_at", "id").values_list("pk", "created_at"))
+        return cls([pk for pk, _ in history], ExposurePeriods.of([at for _, at in history], settle))
+
+    def classify(self, seen: dt.datetime) -> tuple[int | None, bool]:
+        if not self.snapshot_ids:
+            return None, True  # not started: no period yet (the first snapshot will place it)
+        bucket = self.periods.bucket(seen)
+        return self.snapshot_ids[self.periods.period[bucket]], self.periods.settled[bucket]
+
+
+_FirstKey = tuple[int, dt.datetime, int | None, bool]  # variant, first seen, snapshot, settled
+
+
+def _first_exposures_refresh(
+    experiment: Experiment, customers: Iterable[str], *, firsts: Mapping[str, tuple[int, dt.datetime]] | None = None
+) -> None:
+    """Recompute these customers' first exposures from their `ExperimentCustomer` rows (or `firsts`,
+    when the caller knows them: customer -> variant id, time) and move the counts by the difference.
+    The caller holds the experiment's row lock."""
+    settle = first_exposure_settle()
+    settle_ms = _settle_ms(settle)
+    if ExposureCount.objects.filter(experiment=experiment).exclude(settle_ms=settle_ms).exists():
+        # Classified with another settling window: every customer moves, not only these.
+        experiment_first_exposures_rebuild(experiment=experiment)
+        return
+    classifier = _Classifier.of(experiment, settle)
+    deltas: dict[tuple[int, int, bool], int] = defaultdict(int)
+    for chunk in _chunks(sorted(set(customers))):
+        new = (
+            firsts
+            if firsts is not None
+            else customers_first_rows(
+                ExperimentCustomer.objects.filter(experiment=experiment, customer_shop_id__in=chunk)
+            )
+        )
+        old: dict[str, _FirstKey] = {
+            customer: (variant_id, seen, allocation_id, settled)
+            for customer, variant_id, seen, allocation_id, settled in ExperimentFirstExposure.objects.filter(
+                experiment=experiment, customer_shop_id__in=chunk
+            ).values_list("customer_shop_id", "variant_id", "first_seen_at", "allocation_id", "settled")
+        }
+        write: list[ExperimentFirstExposure] = []
+        gone: list[str] = []
+        for customer in chunk:
+            before = old.get(customer)
+            after: _FirstKey | None = None
+            if customer in new:
+                variant_id, seen = new[customer]
+                after = (variant_id, seen, *classifier.classify(seen))
+            if before == after:
+                continue
+            if before is not None and before[2] is not None:
+                deltas[(before[0], before[2], before[3])] -= 1
+            if after is None:
+                gone.append(customer)
+                continue
+            if after[2] is not None:
+                deltas[(after[0], after[2], after[3])] += 1
+            write.append(
+                ExperimentFirstExposure(
+                    experiment=experiment,
+                    customer_shop_id=customer,
+                    variant_id=after[0],
+                    first_seen_at=after[1],
+                    allocation_id=after[2],
+                    settled=after[3],
+                )
+            )
+        ExperimentFirstExposure.objects.bulk_create(
+            write,
+            update_conflicts=True,
+            unique_fields=["experiment", "customer_shop_id"],
+            update_fields=["variant", "first_seen_at", "allocation", "settled"],
+        )
+        if gone:
+            ExperimentFirstExposure.objects.filter(experiment=experiment, customer_shop_id__in=gone).delete()
+    _exposure_counts_move(experiment, deltas, settle_ms)
+
+
+def _exposure_counts_move(experiment: Experiment, deltas: Mapping[tuple[int, int, bool], int], settle_ms: int) -> None:
+    changed = {key: delta for key, delta in deltas.items() if delta}
+    if not changed:
+        return
+    existing = {
+        (variant_id, allocation_id, settled): n
+        for variant_id, allocation_id, settled, n in ExposureCount.objects.filter(
+            experiment=experiment,
+            variant_id__in={key[0] for key in changed},
+            allocation_id__in={key[1] for key in changed},
+        ).values_list("variant_id", "allocation_id", "settled", "customers")
+    }
+    rows = []
+    for (variant_id, allocation_id, settled), delta in changed.items():
+        customers = existing.get((variant_id, allocation_id, settled), 0) + delta
+        if customers < 0:  # a count out of step with the customers' rows: a bug, never a silent fix
+            raise RuntimeError(f"experiment {experiment.pk}: first-exposure count below zero for variant {variant_id}")
+        rows.append(
+            ExposureCount(
+                experiment=experiment,
+                variant_id=variant_id,
+                allocation_id=allocation_id,
+                settled=settled,
+                settle_ms=settle_ms,
+                customers=customers,
+            )
+        )
+    ExposureCount.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["experiment", "variant", "allocation", "settled"],
+        update_fields=["customers", "settle_ms"],
+    )
+
+
+@transaction.atomic
+def experiment_first_exposures_reclassify(*, snapshot: AllocationSnapshot) -> None:
+    """A new allocation snapshot: the customers first exposed from its time on (or not placed yet)
+    now fall in its period or its settling window. Usually none (a snapshot is written at the time it
+    takes effect); a back-dated one, or one racing a refresh that wrote customers just before it,
+    moves some. The first snapshot of an experiment places every customer."""
+    experiment = snapshot.experiment
+    _experiment_lock(experiment)
+    rows = ExperimentFirstExposure.objects.filter(experiment=experiment)
+    first = experiment.allocations.order_by("created_at", "id").values_list("pk", flat=True).first()
+    if first != snapshot.pk:
+        rows = rows.filter(Q(first_seen_at__gte=snapshot.created_at) | Q(allocation__isnull=True))
+    customers = list(rows.values_list("customer_shop_id", flat=True))
+    if customers:
+        _first_exposures_refresh(experiment, customers)
+
+
+@transaction.atomic
+def experiment_first_exposures_rebuild(*, experiment: Experiment) -> int:
+    """Recompute the experiment's first exposures and their counts from scratch from its customers'
+    rows (what the incremental upkeep gives; a test compares them). For `metrics_rebuild`, a changed
+    settling window, or rows written around the upsert (a bulk load). Returns the customers placed."""
+    _experiment_lock(experiment)
+    ExposureCount.objects.filter(experiment=experiment).delete()
+    ExperimentFirstExposure.objects.filter(experiment=experiment).delete()
+    settle = first_exposure_settle()
+    classifier = _Classifier.of(experiment, settle)
+    if connection.vendor != "postgresql" or not classifier.snapshot_ids:
+        customers = ExperimentCustomer.objects.filter(experiment=experiment).values_list("customer_shop_id", flat=True)
+        _first_exposures_refresh(experiment, customers.distinct().order_by())
+        return ExperimentFirstExposure.objects.filter(experiment=experiment).count()
+    # PostgreSQL: the customers never leave the database (bucket b's period and settledness by index).
+    periods = classifier.periods
+    bucket_snapshot = [classifier.snapshot_ids[t] for t in periods.period]
+    first_table = ExperimentFirstExposure._meta.db_table
+    bucket = "width_bucket(f.first_seen_at, %s::timestamptz[]) + 1"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {first_table} (experiment_id, customer_shop_id, variant_id, first_seen_at, allocation_id, "
+            f"settled) SELECT %s, f.customer_shop_id, f.variant_id, f.first_seen_at, (%s::bigint[])[{bucket}], "
+            f"(%s::boolean[])[{bucket}] FROM (SELECT DISTINCT ON (customer_shop_id) customer_shop_id, variant_id, "
+            f"first_seen_at FROM {ExperimentCustomer._meta.db_table} WHERE experiment_id = %s "
+            "ORDER BY customer_shop_id, first_seen_at, variant_id) AS f",
+            [experiment.pk, bucket_snapshot, periods.edges, periods.settled, periods.edges, experiment.pk],
+        )
+        placed = int(cursor.rowcount)
+        cursor.execute(
+            f"INSERT INTO {ExposureCount._meta.db_table} (experiment_id, variant_id, allocation_id, settled, "
+            f"settle_ms, customers) SELECT experiment_id, variant_id, allocation_id, settled, %s, COUNT(*) "
+            f"FROM {first_table} WHERE experiment_id = %s GROUP BY 1, 2, 3, 4",
+            [_settle_ms(settle), experiment.pk],
+        )
+        # Planner statistics for the rows just written: the upkeep's reads by customer need the index.
+        cursor.execute(f"ANALYZE {first_table}")
+    return placed

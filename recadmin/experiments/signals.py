@@ -1,6 +1,7 @@
 """Invalidate the cached running experiments on every change to what runs, whichever way it is made
 (services, the admin, a shell): services bump the version too, signals catch the rest. Writes to the
-per-customer table do not touch it."""
+per-customer table do not touch it. A new allocation snapshot also places the customers' first
+exposures that fall in its period."""
 
 from __future__ import annotations
 
@@ -27,3 +28,17 @@ def _on_change(**kwargs: Any) -> None:
 def _on_scenes_change(action: str, **kwargs: Any) -> None:
     if action.startswith("post_"):
         experiments_cache_bump()
+
+
+@receiver(post_save, sender=AllocationSnapshot, dispatch_uid="experiments_allocation_first_exposures")
+def _on_snapshot_saved(instance: AllocationSnapshot, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    """A new allocation period places the customers first exposed in it (see
+    `services.experiment_first_exposures_reclassify`); a moved one re-places every customer."""
+    if raw:
+        return
+    from recadmin.experiments.services import experiment_first_exposures_rebuild, experiment_first_exposures_reclassify
+
+    if created:
+        experiment_first_exposures_reclassify(snapshot=instance)
+    else:
+        experiment_first_exposures_rebuild(experiment=instance.experiment)

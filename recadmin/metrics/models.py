@@ -208,6 +208,12 @@ class RollupState(models.Model):
 
     key = models.CharField(max_length=32, unique=True, default="default")
     events_read_until = models.DateTimeField(null=True, blank=True, help_text="Event.created_at read up to.")
+    events_read_id = models.BigIntegerField(
+        default=0, db_default=0, help_text="The highest Event.id read for attribution."
+    )
+    # Events with an id up to this are read; above it, those in the AttributionEvent ledger are (an
+    # event committed late, below the highest id, is still found: it is not in the ledger).
+    events_check_low = models.BigIntegerField(default=0, db_default=0)
     served_read_id = models.BigIntegerField(default=0, help_text="The highest ServedRecommendation.id counted.")
     # Pages with an id up to this are counted; above it, those in the RollupPage ledger are (a page
     # committed late, below the highest id, is still found: it is not in the ledger).
@@ -235,6 +241,17 @@ class RollupPage(models.Model):
 
     def __str__(self) -> str:
         return f"page {self.page_id} counted"
+
+
+class AttributionEvent(models.Model):
+    """The ledger of events read for attribution above `RollupState.events_check_low`: an event is new
+    when its id is above the mark and not here. An event naming a list not found yet (still in the
+    served-log buffer) stays out of it, so the next runs read it again until the mark passes it."""
+
+    event_id = models.BigIntegerField(primary_key=True)
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} read"
 
 
 class DistinctKind(models.TextChoices):

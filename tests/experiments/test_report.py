@@ -145,6 +145,47 @@ def generated(make_experiment: Callable[..., Experiment]) -> Callable[..., tuple
     return factory
 
 
+def test_the_kept_variant_totals_equal_the_aggregate_over_every_customer_and_their_rebuild(
+    generated: Callable[..., tuple[Experiment, dict[str, np.ndarray]]],
+) -> None:
+    from recadmin.experiments.models import VariantTotals
+    from recadmin.experiments.selectors import variant_sums, variant_sums_direct
+    from recadmin.experiments.services import experiment_variant_totals_rebuild
+
+    experiment, data = generated("ctr")
+    direct = variant_sums_direct(experiment)
+    assert variant_sums(experiment) == direct
+    control = experiment.variants.get(name="control")
+    assert direct[control.pk]["clicks_sq"] == float(np.sum(data["control_clicks"].astype(np.int64) ** 2))
+    # Overwritten rows take back what they added: a customer's sums grow, another's shrink to zero,
+    # a new one comes, one moves into a second variant.
+    v4 = experiment.variants.get(name="v4")
+    experiment_customers_upsert(
+        experiment=experiment,
+        rows=[
+            CustomerSums(
+                control.pk, "control-0", lists=9, impressions=72, clicks=11, purchases=2, revenue=Decimal("19.99")
+            ),
+            CustomerSums(control.pk, "control-1"),
+            CustomerSums(v4.pk, "control-2", lists=1, impressions=8, clicks=1),
+            CustomerSums(v4.pk, "new", lists=3, impressions=24, clicks=5, purchases=1, revenue=Decimal("0.10")),
+        ],
+    )
+    direct = variant_sums_direct(experiment)
+    assert variant_sums(experiment) == direct
+    assert direct[v4.pk]["customers"] == 432
+
+    def kept() -> list[tuple[object, ...]]:
+        return sorted(VariantTotals.objects.filter(experiment=experiment).values_list(*["variant_id", *_TOTALS]))
+
+    incremental = kept()
+    experiment_variant_totals_rebuild(experiment=experiment)
+    assert kept() == incremental
+
+
+_TOTALS = ("customers", "clicks", "impressions", "clicks_impressions", "revenue", "revenue_sq", "purchases_lists")
+
+
 def test_the_report_on_revenue_per_customer_is_welchs_t_test_of_statsmodels(
     generated: Callable[..., tuple[Experiment, dict[str, np.ndarray]]], make_api_client: Callable[..., APIClient]
 ) -> None:
@@ -423,6 +464,125 @@ def test_srm_under_thompson_leaves_out_customers_who_came_while_a_reallocation_w
     assert in_database.unsettled == 200 and in_database.by_period == arrivals
     # Without the settling window they count, in the last period.
     assert first_exposures(experiment, boundaries).by_period == [arrivals[0], arrivals[1], arrivals[2] + 200]
+
+
+def _kept(experiment: Experiment) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]]]:
+    """The kept first exposures and their counts, as comparable sets."""
+    from recadmin.experiments.models import ExperimentFirstExposure, ExposureCount
+
+    firsts = set(
+        ExperimentFirstExposure.objects.filter(experiment=experiment).values_list(
+            "customer_shop_id", "variant_id", "first_seen_at", "allocation_id", "settled"
+        )
+    )
+    counts = set(
+        ExposureCount.objects.filter(experiment=experiment, customers__gt=0).values_list(
+            "variant_id", "allocation_id", "settled", "settle_ms", "customers"
+        )
+    )
+    return firsts, counts
+
+
+def _srm_inputs_agree(experiment: Experiment) -> object:
+    """The counts the report reads equal the direct computation over every customer row (the
+    PostgreSQL query and the portable path); returns them."""
+    from recadmin.experiments.selectors import first_exposure_settle, first_exposures, first_exposures_counted
+
+    history = list(experiment.allocations.order_by("created_at", "id"))
+    boundaries = [snapshot.created_at for snapshot in history]
+    settle = first_exposure_settle()
+    counted = first_exposures_counted(experiment, history, settle=settle)
+    assert counted is not None
+    assert counted == first_exposures(experiment, boundaries, settle=settle)
+    assert counted == first_exposures(experiment, boundaries, settle=settle, in_database=False)
+    return counted
+
+
+def test_the_kept_first_exposures_give_the_srm_input_of_the_direct_computation_and_a_rebuild_the_same_rows(
+    make_experiment: Callable[..., Experiment],
+) -> None:
+    import datetime as dt
+
+    from recadmin.experiments.models import AllocationSnapshot
+    from recadmin.experiments.services import experiment_first_exposures_rebuild
+
+    experiment, allocations = _thompson_experiment(make_experiment)
+    firsts, arrivals = _thompson_customers(experiment, allocations, 3000)
+    assert experiment.started_at is not None
+    variants = {v.name: v for v in experiment.variants.all()}
+    counted = _srm_inputs_agree(experiment)
+    assert counted.by_variant == {variants["control"].pk: firsts[0], variants["v4"].pk: firsts[1]}  # type: ignore[attr-defined]
+
+    # Written in several runs: a customer seen in v4 late in the last hour, then a page of theirs from
+    # the first hour in control arrives (a late drain): their first exposure moves to control, hour 0.
+    late = experiment.started_at + dt.timedelta(hours=2, minutes=50)
+    experiment_customers_upsert(
+        experiment=experiment, rows=[CustomerSums(variants["v4"].pk, "mover", first_seen_at=late)]
+    )
+    _srm_inputs_agree(experiment)
+    early = experiment.started_at + dt.timedelta(minutes=10)
+    experiment_customers_upsert(
+        experiment=experiment, rows=[CustomerSums(variants["control"].pk, "mover", first_seen_at=early)]
+    )
+    moved = _srm_inputs_agree(experiment)
+    assert moved.by_period[0] == arrivals[0] + 1 and moved.by_period[2] == arrivals[2]  # type: ignore[attr-defined]
+    # Rewriting the same sums changes nothing.
+    before = _kept(experiment)
+    _thompson_customers(experiment, allocations, 3000)
+    assert _kept(experiment) == before
+
+    # A reallocation written after the customers it concerns (back-dated, or a refresh that wrote
+    # them just before the snapshot committed): those first seen from its time on move to its
+    # period, those in its first 3 s are left out.
+    changed = experiment.started_at + dt.timedelta(hours=2, minutes=20)
+    experiment_customers_upsert(
+        experiment=experiment,
+        rows=[
+            CustomerSums(variants["v4"].pk, f"edge-{i}", first_seen_at=changed + dt.timedelta(milliseconds=10 * i))
+            for i in range(50)
+        ],
+    )
+    AllocationSnapshot.objects.create(
+        experiment=experiment, created_at=changed, weights={"control": 0.9, "v4": 0.1}, reason="thompson"
+    )
+    split = _srm_inputs_agree(experiment)
+    assert len(split.by_period) == 4 and split.by_period[3] > 0 and split.unsettled == 50  # type: ignore[attr-defined]
+
+    # The rebuild from scratch gives the rows the upkeep gave.
+    kept = _kept(experiment)
+    assert experiment_first_exposures_rebuild(experiment=experiment) == len(kept[0])
+    assert _kept(experiment) == kept
+
+
+def test_a_changed_settling_window_is_read_directly_until_the_counts_are_rebuilt(
+    make_experiment: Callable[..., Experiment], settings: object
+) -> None:
+    import datetime as dt
+
+    from recadmin.experiments.selectors import experiment_report, first_exposure_settle, first_exposures_counted
+
+    experiment, allocations = _thompson_experiment(make_experiment)
+    _thompson_customers(experiment, allocations, 500)
+    assert experiment.started_at is not None
+    v4 = experiment.variants.get(name="v4")
+    changed = experiment.started_at + dt.timedelta(hours=2)
+    experiment_customers_upsert(
+        experiment=experiment,
+        rows=[
+            CustomerSums(v4.pk, f"s-{i}", first_seen_at=changed + dt.timedelta(seconds=1.5 + i / 100))
+            for i in range(20)
+        ],
+    )
+    assert "20 first exposed within 3 s" in experiment_report(experiment)["srm_note"]
+    settings.EXPERIMENTS_PROCESS_CACHE_SECONDS = 0  # type: ignore[attr-defined]
+    history = list(experiment.allocations.order_by("created_at", "id"))
+    assert first_exposure_settle() == dt.timedelta(seconds=1)
+    assert first_exposures_counted(experiment, history, settle=first_exposure_settle()) is None
+    assert "first exposed within" not in experiment_report(experiment)["srm_note"]  # the direct read
+    # The next write reclassifies every customer under the new window.
+    experiment_customers_upsert(experiment=experiment, rows=[CustomerSums(v4.pk, "s-0", first_seen_at=changed)])
+    counted = _srm_inputs_agree(experiment)
+    assert counted.unsettled == 1  # type: ignore[attr-defined]
 
 
 def test_srm_under_thompson_flags_an_arm_that_loses_ten_percent_of_its_customers(

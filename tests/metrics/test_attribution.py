@@ -155,3 +155,93 @@ def test_unknown_lists_and_items_not_in_the_list_are_not_attributed(
     metrics_refresh(drain=False)
     assert not Attribution.objects.exists()
     assert _rollup(t0)["clicks"] == 0
+
+
+def test_each_run_reads_only_new_events_and_a_late_committed_one_is_attributed_once(
+    t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recadmin.metrics.models import AttributionEvent, RollupState
+    from recadmin.metrics.services import attribution
+
+    read: list[list[str]] = []
+    original = attribution._attribute
+
+    def spy(events: list[dict[str, Any]]) -> Any:
+        read.append(sorted(Event.objects.get(pk=e["pk"]).event_id for e in events))
+        return original(events)
+
+    monkeypatch.setattr(attribution, "_attribute", spy)
+    serve("r1", ["A", "B"], at=t0)
+    send("click", "A", at=t0 + M, rec="r1", event_id="e-click")
+    send("purchase", "B", at=t0 + 2 * M, event_id="e-no-click")  # by the window, but no click: not counted
+    late = send("click", "B", at=t0 + 3 * M, rec="r1", event_id="e-late")
+    send("click", "A", at=t0 + 4 * M, rec="r2", event_id="e-buffered")  # r2 is still in the served-log buffer
+    assert late["stored"] == 1
+    late_event = Event.objects.get(event_id="e-late")
+    late_row = {f.attname: getattr(late_event, f.attname) for f in Event._meta.concrete_fields}
+    late_event.delete()  # its ingestion transaction has not committed yet
+    result = metrics_refresh(drain=False)
+    assert (result.direct, result.window) == (1, 0)
+    assert read[-1] == ["e-buffered", "e-click", "e-no-click"]
+    state = RollupState.objects.get()
+    assert state.events_read_id == Event.objects.get(event_id="e-buffered").pk
+    assert set(AttributionEvent.objects.values_list("event_id", flat=True)) == set(
+        Event.objects.filter(event_id__in=["e-click", "e-no-click"]).values_list("pk", flat=True)
+    )
+
+    # The late event commits below the highest id read; r2's page is written.
+    Event.objects.create(**late_row)
+    serve("r2", ["A"], at=t0 + 3 * M)
+    result = metrics_refresh(drain=False)
+    assert read[-1] == ["e-buffered", "e-late"]  # not the events read already
+    assert (result.direct, result.window) == (2, 0)
+    assert sorted(Attribution.objects.values_list("recommendation_id", "position")) == [
+        ("r1", 0),
+        ("r1", 1),
+        ("r2", 0),
+    ]
+
+    # Re-running reads nothing and attributes nothing twice.
+    result = metrics_refresh(drain=False)
+    assert read[-1] == [] and (result.direct, result.window) == (0, 0)
+    assert Attribution.objects.count() == 3
+    assert _rollup(t0)["clicks"] == 3
+
+
+def test_the_ledger_keeps_only_the_lookback_of_ids(
+    t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recadmin.metrics.models import AttributionEvent, RollupState
+    from recadmin.metrics.services import attribution
+
+    monkeypatch.setattr(attribution, "EVENT_ID_LOOKBACK", 2)
+    serve("r1", ["A", "B", "C", "D"], at=t0)
+    for n, item in enumerate("ABCD"):
+        send("click", item, at=t0 + n * M, rec="r1")
+    metrics_refresh(drain=False)
+    state = RollupState.objects.get()
+    ids = sorted(Event.objects.values_list("pk", flat=True))
+    assert (state.events_read_id, state.events_check_low) == (ids[-1], ids[-1] - 2)
+    assert sorted(AttributionEvent.objects.values_list("event_id", flat=True)) == ids[-2:]
+    assert Attribution.objects.count() == 4
+    assert metrics_refresh(drain=False).direct == 0
+
+
+def test_the_first_run_after_the_time_bookmark_reads_its_lookback_then_takes_ids(
+    t0: dt.datetime, serve: Callable[..., Any], send: Callable[..., Any]
+) -> None:
+    from django.utils import timezone
+
+    from recadmin.metrics.models import RollupState
+
+    serve("r1", ["A", "B"], at=t0)
+    send("click", "A", at=t0 + M, rec="r1")
+    # A state written before the id bookmark existed: events read by time up to a minute ago.
+    RollupState.objects.create(key="default", events_read_until=timezone.now() - M)
+    assert metrics_refresh(drain=False).direct == 1  # within the 15-minute lookback of that bookmark
+    state = RollupState.objects.get()
+    assert state.events_read_id == Event.objects.get().pk
+    send("click", "B", at=t0 + 2 * M, rec="r1")
+    assert metrics_refresh(drain=False).direct == 1
+    assert metrics_refresh(drain=False).direct == 0
+    assert Attribution.objects.count() == 2

@@ -119,3 +119,86 @@ def test_the_experiment_change_page_links_to_the_report(admin_client: Client) ->
     experiment = _experiment()
     html = admin_client.get(f"/admin/experiments/experiment/{experiment.pk}/change/").content.decode()
     assert f"/admin/metrics/experiments/{experiment.pk}/report/" in html
+
+
+def test_the_refresh_keeps_first_exposures_and_totals_as_the_direct_computation_gives_them_and_a_rebuild_agrees(
+    t0: dt.datetime, serve: Callable[..., Any]
+) -> None:
+    from recadmin.experiments.models import ExperimentFirstExposure, ExposureCount, VariantTotals
+    from recadmin.experiments.selectors import (
+        experiment_report,
+        first_exposure_settle,
+        first_exposures,
+        first_exposures_counted,
+        variant_sums,
+        variant_sums_direct,
+    )
+    from recadmin.experiments.services import experiment_create, experiment_start
+    from recadmin.metrics.services import metrics_rebuild
+
+    SceneFactory(slug="home")
+    experiment = experiment_create(
+        name="thompson",
+        scenes=["home"],
+        allocation="thompson",
+        variants=[{"name": "control", "weight": 50}, {"name": "popular", "weight": 50, "strategy": ["popular"]}],
+    )
+    experiment = experiment_start(experiment=experiment, now=t0)
+    control, popular = experiment.variants.order_by("position")
+    AllocationSnapshot.objects.create(
+        experiment=experiment, created_at=t0 + 20 * M, weights={"control": 0.3, "popular": 0.7}, reason="thompson"
+    )
+
+    def page(n: int, customer: str, variant: Any, at: dt.datetime) -> None:
+        serve(f"r-{n}", ["A", "B"], at=at, customer=customer, experiment_id=experiment.pk, variant_id=variant.pk)
+
+    def agree() -> Any:
+        history = list(experiment.allocations.order_by("created_at", "id"))
+        settle = first_exposure_settle()
+        counted = first_exposures_counted(experiment, history, settle=settle)
+        assert counted == first_exposures(experiment, [s.created_at for s in history], settle=settle)
+        return counted
+
+    for n in range(12):  # one customer every 2.5 minutes from t0 + 1 min, alternating variants
+        page(n, f"c{n}", (control, popular)[n % 2], t0 + M + n * 5 * M // 2)
+    page(12, "c-edge", popular, t0 + 20 * M + dt.timedelta(seconds=1))  # within 3 s of the reallocation
+    metrics_refresh(drain=False)
+    first = agree()
+    assert first.unsettled == 1 and first.by_period == [8, 4]
+
+    # A late page of c9's, earlier and in the other variant; c1 comes back (no change); a reallocation
+    # at t0 + 25 min written after the pages it concerns.
+    page(20, "c9", control, t0 + 3 * M)
+    page(21, "c1", popular, t0 + 28 * M)
+    AllocationSnapshot.objects.create(
+        experiment=experiment, created_at=t0 + 25 * M, weights={"control": 0.1, "popular": 0.9}, reason="thompson"
+    )
+    metrics_refresh(drain=False)
+    second = agree()
+    assert second.by_period == [9, 1, 2] and second.unsettled == 1
+    assert ExperimentFirstExposure.objects.get(experiment=experiment, customer_shop_id="c9").variant_id == control.pk
+    assert experiment_report(experiment)["srm_customers"] == {
+        "control": second.by_variant[control.pk],
+        "popular": second.by_variant[popular.pk],
+    }
+
+    assert variant_sums(experiment) == variant_sums_direct(experiment)
+
+    def kept() -> tuple[set[Any], ...]:
+        firsts = ExperimentFirstExposure.objects.filter(experiment=experiment)
+        counts = ExposureCount.objects.filter(experiment=experiment, customers__gt=0)
+        totals = VariantTotals.objects.filter(experiment=experiment)
+        return (
+            set(firsts.values_list("customer_shop_id", "variant_id", "first_seen_at", "allocation_id", "settled")),
+            set(counts.values_list("variant_id", "allocation_id", "settled", "settle_ms", "customers")),
+            set(totals.values_list("variant_id", "customers", "exposures", "lists", "impressions", "clicks")),
+        )
+
+    incremental = kept()
+    # Damaged: the rebuild repairs them.
+    ExposureCount.objects.filter(experiment=experiment).update(customers=0)
+    VariantTotals.objects.filter(experiment=experiment).update(clicks=99)
+    metrics_rebuild()
+    assert kept() == incremental
+    assert agree() == second
+    assert variant_sums(experiment) == variant_sums_direct(experiment)

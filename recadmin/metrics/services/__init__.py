@@ -11,10 +11,11 @@ bookmark lock); `common` holds what they share.
 
 from __future__ import annotations
 
-from recadmin.metrics.services.attribution import AttributionResult, attribution_run
+from recadmin.metrics.services.attribution import AttributionResult, attribution_run, attribution_run_new
 from recadmin.metrics.services.common import (
     ATTRIBUTED_TYPES,
     EPOCH,
+    EVENT_ID_LOOKBACK,
     EVENTS_LOOKBACK,
     SERVED_ID_LOOKBACK,
     WINDOW_TYPES,
@@ -30,12 +31,14 @@ __all__ = [
     "ATTRIBUTED_TYPES",
     "EPOCH",
     "EVENTS_LOOKBACK",
+    "EVENT_ID_LOOKBACK",
     "SERVED_ID_LOOKBACK",
     "WINDOW_TYPES",
     "AttributionResult",
     "RefreshResult",
     "RollupsUpdate",
     "attribution_run",
+    "attribution_run_new",
     "attribution_window",
     "experiment_customers_refresh",
     "group_key",

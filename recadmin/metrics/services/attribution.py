@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from recadmin.events.models import Event
-from recadmin.metrics.models import Attribution, AttributionMethod
+from recadmin.metrics.models import Attribution, AttributionEvent, AttributionMethod, RollupState
 from recadmin.metrics.services.common import (
     _PAGE_FIELDS,
     ATTRIBUTED_TYPES,
+    EVENT_ID_LOOKBACK,
+    EVENTS_LOOKBACK,
     WINDOW_TYPES,
     _chunks,
     _page_dims,
@@ -187,26 +189,80 @@ def _attribute_by_window(events: list[dict[str, Any]], result: AttributionResult
 
 
 def attribution_run(*, since: dt.datetime, until: dt.datetime | None = None) -> AttributionResult:
-    """Attribute the events stored (created_at) from `since` on that are not attributed yet."""
-    result = AttributionResult()
-    window = attribution_window()
-    query = Event.objects.filter(created_at__gte=since, type__in=ATTRIBUTED_TYPES).filter(
-        Q(recommendation_id__isnull=False) | Q(type__in=WINDOW_TYPES)
-    )
+    """Attribute the events stored (created_at) from `since` on that are not attributed yet: what
+    `metrics_rebuild` does over the history (the periodic refresh reads only new events:
+    `attribution_run_new`)."""
+    query = _attributable().filter(created_at__gte=since)
     if until is not None:
         query = query.filter(created_at__lt=until)
-    # The attributed ones are left out by the database (an anti-join on the unique event_id): the
-    # lookback re-reads minutes of events on every run.
-    query = query.filter(~Exists(Attribution.objects.filter(event_id=OuterRef("pk"))))
-    events = list(query.order_by().values(*_EVENT_FIELDS))
-    if not events:
+    result, _ = _attribute(list(query.values(*_EVENT_FIELDS)))
+    return result
+
+
+def _attributable() -> QuerySet[Event]:
+    """The events attribution reads, less those attributed already (an anti-join on the unique
+    event_id, done by the database)."""
+    return (
+        Event.objects.filter(type__in=ATTRIBUTED_TYPES)
+        .filter(Q(recommendation_id__isnull=False) | Q(type__in=WINDOW_TYPES))
+        .filter(~Exists(Attribution.objects.filter(event_id=OuterRef("pk"))))
+        .order_by()
+    )
+
+
+def attribution_run_new(*, state: RollupState) -> AttributionResult:
+    """Attribute the events not read yet: an id above `state.events_check_low` and not in the
+    `AttributionEvent` ledger (an event committed late, below the highest id read, is still found),
+    then move the bookmarks on `state` (the caller holds its lock, saves it and commits). Each run
+    reads only what is new, not a lookback of minutes; an event naming a list not found yet (still
+    in the served-log buffer) stays out of the ledger and is read again by the next runs."""
+    low = state.events_check_low
+    if state.events_read_id == 0 and state.events_read_until is not None:
+        # The first run after the time bookmark: read its lookback once more, then take ids from here.
+        result = attribution_run(since=state.events_read_until - EVENTS_LOOKBACK)
+        events_bookmark_reset(state=state)
         return result
+    seen = AttributionEvent.objects.values("event_id")
+    events = list(_attributable().filter(id__gt=low).exclude(id__in=seen).values(*_EVENT_FIELDS))
+    result, pending = _attribute(events)
+    read = [e["pk"] for e in events if e["pk"] not in pending]
+    AttributionEvent.objects.bulk_create(
+        [AttributionEvent(event_id=pk) for pk in read], batch_size=5000, ignore_conflicts=True
+    )
+    newest = max([state.events_read_id, *(e["pk"] for e in events)])
+    state.events_read_id = newest
+    state.events_check_low = max(low, newest - EVENT_ID_LOOKBACK)
+    if state.events_check_low > low:
+        AttributionEvent.objects.filter(event_id__lte=state.events_check_low).delete()
+    return result
+
+
+def events_bookmark_reset(*, state: RollupState) -> None:
+    """After a read by time (`attribution_run`): the id bookmark at the newest event, its lookback to
+    be read again (what was attributed is left out by the anti-join; the rest is read once more and
+    goes into the ledger), the ledger emptied."""
+    newest = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    state.events_read_id = newest
+    state.events_check_low = max(0, newest - EVENT_ID_LOOKBACK)
+    AttributionEvent.objects.all().delete()
+
+
+def _attribute(events: list[dict[str, Any]]) -> tuple[AttributionResult, set[int]]:
+    """Attribute these events (none attributed yet); returns the result and the events that name a
+    list not found (yet)."""
+    result = AttributionResult()
+    pending: set[int] = set()
+    if not events:
+        return result, pending
+    window = attribution_window()
 
     # Direct first, clicks included, so that the window step sees this batch's clicks.
     pages = _pages_by_recommendation({e["recommendation_id"] for e in events if e["recommendation_id"]})
     direct: list[Attribution] = []
     by_window: list[dict[str, Any]] = []
     for event in sorted(events, key=lambda e: (e["occurred_at"], e["pk"])):
+        if event["recommendation_id"] and event["recommendation_id"] not in pages:
+            pending.add(event["pk"])
         found = pages.get(event["recommendation_id"] or "", {}).get(event["item__shop_id"])
         if found is not None:
             page, entry = found
@@ -221,7 +277,7 @@ def attribution_run(*, since: dt.datetime, until: dt.datetime | None = None) -> 
     # the item (without a recommendation_id) that happened after it.
     new_clicks = [a for a in direct if a.type == "click"]
     if new_clicks:
-        pending = {e["pk"] for e in by_window}
+        waiting = {e["pk"] for e in by_window}
         earliest = min(a.occurred_at for a in new_clicks)
         pairs = {(a.customer_shop_id, a.item_id) for a in new_clicks}
         later = Event.objects.filter(
@@ -231,7 +287,7 @@ def attribution_run(*, since: dt.datetime, until: dt.datetime | None = None) -> 
             customer__shop_id__in={c for c, _ in pairs},
             item_id__in={i for _, i in pairs},
         ).values(*_EVENT_FIELDS)
-        extra = [e for e in later if (e["customer__shop_id"], e["item_id"]) in pairs and e["pk"] not in pending]
+        extra = [e for e in later if (e["customer__shop_id"], e["item_id"]) in pairs and e["pk"] not in waiting]
         by_window.extend(_unattributed(extra))
     _attribute_by_window(by_window, result)
-    return result
+    return result, pending

@@ -11,9 +11,13 @@ from django.conf import settings
 
 ATTRIBUTED_TYPES = ("click", "add_to_cart", "purchase")
 WINDOW_TYPES = ("add_to_cart", "purchase")
-# Events are re-read this far behind the bookmark: a row committed late (a slow ingest transaction)
-# or one naming a list still in the served-log buffer is picked up by a later run.
+# `metrics_rebuild` reads events (by created_at) this far before the moment it is asked for.
 EVENTS_LOOKBACK = dt.timedelta(minutes=15)
+# Events are looked for this many ids behind the highest one read (the `AttributionEvent` ledger
+# says which of them were read): an ingestion transaction that commits after later ids did (one
+# request writes up to EVENTS_MAX_BATCH = 10,000 events; a few may run at once) is still found, and
+# an event naming a list still in the served-log buffer is read again until its list comes.
+EVENT_ID_LOOKBACK = 50_000
 # Served pages are re-read this many ids behind the bookmark, for the same reason (concurrent drains).
 SERVED_ID_LOOKBACK = 2000
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)

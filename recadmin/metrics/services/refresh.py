@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from recadmin.metrics.models import RollupState
-from recadmin.metrics.services.attribution import attribution_run
+from recadmin.metrics.services.attribution import attribution_run, attribution_run_new, events_bookmark_reset
 from recadmin.metrics.services.common import EPOCH, EVENTS_LOOKBACK
 from recadmin.metrics.services.experiment_customers import experiment_customers_refresh
 from recadmin.metrics.services.recompute import rollups_rebuild
@@ -59,8 +59,7 @@ def metrics_refresh(*, drain: bool = True) -> RefreshResult:
         _drain(result)
     with transaction.atomic():
         state, _ = RollupState.objects.select_for_update().get_or_create(key="default")
-        since = (state.events_read_until or EPOCH) - EVENTS_LOOKBACK
-        attributed = attribution_run(since=since)
+        attributed = attribution_run_new(state=state)
         result.direct, result.window = attributed.direct, attributed.window
         update = rollups_update(state=state)
         _finish(state, update, result, start=start, began=began)
@@ -81,9 +80,10 @@ def _finish(state: RollupState, update: RollupsUpdate, result: RefreshResult, *,
 
 def metrics_rebuild(*, since: dt.datetime | None = None) -> RefreshResult:
     """Attribute the events stored from `since` (default: all history) that are not attributed yet
-    (attributions are kept), then recompute every rollup row from scratch and every experiment
-    customer. For a changed attribution window or a repaired log; gives the rows the incremental
-    runs give (a test compares them)."""
+    (attributions are kept), then recompute every rollup row from scratch, every experiment
+    customer and what is kept over them (variant totals, first exposures). For a changed
+    attribution window or a repaired log; gives the rows the incremental runs give (a test compares
+    them)."""
     began = time.perf_counter()
     result = RefreshResult()
     start = timezone.now()
@@ -91,7 +91,19 @@ def metrics_rebuild(*, since: dt.datetime | None = None) -> RefreshResult:
     with transaction.atomic():
         state, _ = RollupState.objects.select_for_update().get_or_create(key="default")
         attributed = attribution_run(since=(since or EPOCH) - EVENTS_LOOKBACK)
+        events_bookmark_reset(state=state)
         result.direct, result.window = attributed.direct, attributed.window
         update = rollups_rebuild(state=state)
         _finish(state, update, result, start=start, began=began)
+        _experiment_aggregates_rebuild()
     return result
+
+
+def _experiment_aggregates_rebuild() -> None:
+    """Every experiment's variant totals, first exposures and their counts from scratch (the upsert
+    keeps them as it writes; this repairs rows written around it)."""
+    from recadmin.experiments.models import Experiment
+    from recadmin.experiments.services import experiment_aggregates_rebuild
+
+    for experiment in Experiment.objects.filter(customers__isnull=False).distinct().order_by("pk"):
+        experiment_aggregates_rebuild(experiment=experiment)
