@@ -413,7 +413,7 @@ class _TrainingRunCreateSchema(OpenApiSerializerExtension):
     def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
         if direction == "request":
             return training_run_request_schema()
-        return auto_schema._map_basic_serializer(self.target, direction)  # type: ignore[no-any-return]
+        return auto_schema._map_basic_serializer(self.target, direction)
 
 
 class TrainingRunDetailApi(APIView):
