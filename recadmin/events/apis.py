@@ -17,7 +17,7 @@ from recadmin.core.errors import ValidationError
 from recadmin.core.parsers import SafeJSONParser, json_value_problem
 from recadmin.core.schema import RefusesUnknownFields
 from recadmin.events.models import EVENT_ID_MAX_LENGTH, PRICE_MAX, RECOMMENDATION_ID_MAX_LENGTH, SCENE_MAX_LENGTH
-from recadmin.events.services import IngestResult, events_ingest
+from recadmin.events.services import KNOWN_FIELDS, IngestResult, events_ingest
 
 
 class EventInput(RefusesUnknownFields, serializers.Serializer):
@@ -128,6 +128,9 @@ class EventIngestApi(APIView):
     # One bad row must not sink the batch: the view checks each row's values itself.
     json_rows_checked_by_view = True
     json_rows_field = "events"
+    # An object body is one event or {"events": [...]}: any other member is refused while parsing,
+    # before its value is decoded (a huge list under an unknown key is not parsed whole).
+    json_object_fields = KNOWN_FIELDS
 
     @property
     def json_max_rows(self) -> int:
@@ -137,7 +140,8 @@ class EventIngestApi(APIView):
         operation_id="events_ingest",
         summary="Send events",
         description=(
-            'Scope `ingest`. The body is one event, a JSON list of events, or `{"events": [...]}`; at most '
+            'Scope `ingest`. The body is one event, a JSON list of events, or `{"events": [...]}` (any other '
+            "member of an object body is refused, 400 naming it); at most "
             "EVENTS_MAX_BATCH (default 10,000) per request. Unknown customers are created; a row naming an "
             "unknown item is rejected. Valid rows are stored even when others fail: the answer is 200 when "
             "every row was stored or was a duplicate, 207 when some rows failed (each with its index, field "

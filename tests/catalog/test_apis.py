@@ -278,6 +278,24 @@ def test_a_nul_in_a_customer_attribute_key_is_a_400_naming_the_field(
     assert stored == ([{"segment": "new"}] if method == "patch" else [])
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"shop_id": "C-5", "attributes": {"seg\\ud800ment": "vip"}}', "attributes.seg\\ud800ment"),
+        ('{"shop_id": "C-5", "\\udfff": 1}', "\\udfff"),
+    ],
+)
+def test_a_lone_surrogate_in_a_customer_key_is_a_400_naming_it_escaped(
+    api_client: APIClient, body: str, field: str
+) -> None:
+    """The name could not be encoded in the answer as sent: it is shown escaped (never a 500)."""
+    response = api_client.post("/api/v1/customers", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()["extra"]["fields"]) == [field]
+    assert "surrogate" in response.json()["message"]
+    assert not Customer.objects.exists()
+
+
 def test_the_customer_schema_refuses_nul_in_attribute_keys_and_values() -> None:
     schema = APIClient().get("/api/schema/", {"format": "json"}).json()
     components = schema["components"]["schemas"]
