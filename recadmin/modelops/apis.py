@@ -348,6 +348,13 @@ class TrainingRunCollectionApi(APIView):
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
+        # DRF drops unknown members silently; a typo ("parms") would train with the defaults.
+        unknown = sorted(set(request.data) - set(serializer.fields)) if isinstance(request.data, dict) else []
+        if unknown:
+            raise ValidationError(
+                f"{unknown[0]}: unknown field; accepted: {', '.join(serializer.fields)}.",
+                extra={"fields": {name: ["unknown field"] for name in unknown}},
+            )
         serializer.is_valid(raise_exception=True)
         run = training_run_create(
             kind=serializer.validated_data["kind"],
@@ -399,6 +406,7 @@ def training_run_request_schema() -> dict[str, Any]:
                         "Empty or absent: the default model name of the kind.",
                     },
                 },
+                "additionalProperties": False,  # the view refuses unknown members
                 **({} if kind == ModelKind.SASREC else {"required": ["kind"]}),
             }
         )

@@ -87,6 +87,7 @@ def test_starting_a_training_run_returns_its_id_and_enqueues_it_after_commit(
         ({"kind": "cf", "params": {"hidden": 32}}, "params.hidden"),  # a sasrec parameter
         ({"params": {"l2": 10.0}}, "params.l2"),  # no kind: a sasrec run, and l2 is cf's
         ({"kind": "pop", "params": {"seed": -1}}, "params.seed"),
+        ({"kind": "pop", "parms": {"seed": 1}}, "parms"),
         ({"model_name": "1st"}, "model_name"),
         ({"model_name": "rec--1"}, "model_name"),
         ({"model_name": "rec-"}, "model_name"),
@@ -112,7 +113,7 @@ def test_the_training_run_schema_takes_each_kinds_own_params_and_the_model_name_
     assert set(shapes) == set(ModelKind.values)
     for kind, shape in shapes.items():
         params = shape["properties"]["params"]
-        assert params["additionalProperties"] is False
+        assert params["additionalProperties"] is False and shape["additionalProperties"] is False
         expected = set(PARAM_SPECS[kind]) | set(PIPELINE_OPTIONS)
         expected |= {alias for alias, name in PARAM_ALIASES.items() if name in PARAM_SPECS[kind]}
         assert set(params["properties"]) == expected, kind
