@@ -171,8 +171,9 @@ def _null_as_a_type(schema: Any) -> None:
             kind.append("null")
         elif kind is None and "enum" in schema and None not in schema["enum"]:
             schema["enum"].append(None)
-    for value in schema.values():
-        if isinstance(value, (dict, list)):
+    for key, value in schema.items():
+        # Examples and defaults are data, not schemas: a member called "nullable" there stays.
+        if key not in ("example", "examples", "default", "enum") and isinstance(value, (dict, list)):
             _null_as_a_type(value)
 
 
