@@ -198,7 +198,7 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # Bounded in size, depth, rows and content (recadmin.core.parsers).
     "DEFAULT_PARSER_CLASSES": ["recadmin.core.parsers.SafeJSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "recadmin.core.schema.RecadminAutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "recadmin.core.exception_handler.drf_exception_handler",
     # Per API key: ApiKey.rate_limit, else API_KEY_RATE_LIMIT (recadmin.core.throttling).
@@ -221,10 +221,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # 3.1: full JSON Schema, so that request schemas can say what the parser refuses in object keys
+    # (`propertyNames`), which 3.0 cannot.
+    "OAS_VERSION": "3.1.0",
     # Every operation's error answers (400, 401, 403, 404, 409, 413, 429, 503) with the error shape.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "recadmin.core.schema.document_error_responses",
+        # Request bodies allow only what the parser accepts (text without NUL, numbers within bigint).
+        "recadmin.core.schema.document_storable_request_bodies",
+        # Last: OpenAPI 3.0's `nullable` (DRF's pagination schemas) as 3.1's null type.
+        "recadmin.core.schema.nullable_as_json_schema",
     ],
     # Two models call their choice field "kind": name the enums after what they choose.
     "ENUM_NAME_OVERRIDES": {

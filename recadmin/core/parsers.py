@@ -5,6 +5,9 @@
 - A JSON list body, and the list under the view's `json_rows_field` in an object body
   (`{"events": [...]}`), is decoded element by element and refused (400) as soon as it has more rows
   than the view's `json_max_rows`: a 33 MB batch never becomes 33 MB of Python objects past the limit.
+  A view that names the members an object body may have (`json_object_fields`, besides the rows
+  field) gets any other member refused (400 naming it) before its value is decoded: one event with a
+  huge list under an unknown key is not parsed whole either.
 - Text the database cannot store (NUL, lone surrogates), numbers past what it stores (integers of 19
   digits and more, non-finite floats) are a 400 naming the field. Views that check rows one by one
   (events: one bad row must not sink a batch) set `json_rows_checked_by_view = True` and get the
@@ -59,6 +62,12 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def printable_key(key: str) -> str:
+    """A member's name as an error may show it: lone surrogates as `\\udXXX` escapes (the answer is
+    UTF-8; the name as sent could not be encoded, and the 400 would become a 500)."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def json_value_problem(value: Any, path: str = "") -> tuple[str, str] | None:
     """The first thing in a parsed JSON value the database cannot store: (path, message), or None."""
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
@@ -81,7 +90,8 @@ def json_value_problem(value: Any, path: str = "") -> tuple[str, str] | None:
                 return where or "body", f"Nested more than {MAX_DEPTH} levels deep."
             if isinstance(current, dict):
                 for key, item in current.items():
-                    child = f"{where}.{key}" if where else str(key)
+                    name = printable_key(key)
+                    child = f"{where}.{name}" if where else name
                     problem = text_problem(key)
                     if problem:
                         return child, problem
@@ -139,9 +149,12 @@ def _decode_rows(text: str, start: int, max_rows: int, field: str) -> tuple[list
             return rows, position
 
 
-def _decode_object(text: str, start: int, max_rows: int, field: str) -> tuple[dict[str, Any], int]:
+def _decode_object(
+    text: str, start: int, max_rows: int, field: str, known: frozenset[str] | None = None
+) -> tuple[dict[str, Any], int]:
     """The JSON object at `text[start]`, member by member; the list under `field` (`{"events": [...]}`)
     is counted while it is decoded, like a list body, so the object form is bounded in memory too.
+    With `known`, a member neither `field` nor in it is refused before its value is decoded.
     Returns the object and the position just after the closing `}`."""
     data: dict[str, Any] = {}
     position = _skip_whitespace(text, start + 1)
@@ -151,6 +164,10 @@ def _decode_object(text: str, start: int, max_rows: int, field: str) -> tuple[di
         if not text.startswith('"', position):
             raise ValueError(f"Expecting property name enclosed in double quotes: char {position}")
         key, position = _decoder.raw_decode(text, position)
+        if known is not None and key != field and key not in known:
+            name = printable_key(key)
+            accepted = ", ".join(sorted({field, *known}))
+            raise ValidationError(f"{name}: unknown field; accepted: {accepted}.", field=name)
         position = _skip_whitespace(text, position)
         if not text.startswith(":", position):
             raise ValueError(f"Expecting ':' delimiter: char {position}")
@@ -164,7 +181,7 @@ def _decode_object(text: str, start: int, max_rows: int, field: str) -> tuple[di
             return data, position
 
 
-def _decode_bounded(text: str, max_rows: int, field: str) -> Any:
+def _decode_bounded(text: str, max_rows: int, field: str, known: frozenset[str] | None = None) -> Any:
     """A list body, or an object body with its rows under `field`: rows counted while decoding.
     Anything else (one event, a number) is decoded whole: it has no rows to count."""
     start = _skip_whitespace(text, 0)
@@ -172,7 +189,7 @@ def _decode_bounded(text: str, max_rows: int, field: str) -> Any:
     if text.startswith("[", start):
         data, end = _decode_rows(text, start, max_rows, field)
     elif text.startswith("{", start):
-        data, end = _decode_object(text, start, max_rows, field)
+        data, end = _decode_object(text, start, max_rows, field, known)
     else:
         return _decoder.decode(text)
     if _skip_whitespace(text, end) != len(text):
@@ -191,7 +208,13 @@ class SafeJSONParser(JSONParser):
         try:
             text = raw.decode("utf-8")
             if max_rows is not None:
-                data = _decode_bounded(text, int(max_rows), str(getattr(view, "json_rows_field", "rows")))
+                known = getattr(view, "json_object_fields", None)
+                data = _decode_bounded(
+                    text,
+                    int(max_rows),
+                    str(getattr(view, "json_rows_field", "rows")),
+                    None if known is None else frozenset(known),
+                )
             else:
                 data = _decoder.decode(text)
         except RecursionError as exc:

@@ -15,28 +15,34 @@ from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.core.auth import HasIngestScope
 from recadmin.core.errors import ValidationError
 from recadmin.core.parsers import SafeJSONParser, json_value_problem
-from recadmin.events.models import EVENT_ID_MAX_LENGTH, RECOMMENDATION_ID_MAX_LENGTH, SCENE_MAX_LENGTH
-from recadmin.events.services import IngestResult, events_ingest
+from recadmin.core.schema import RefusesUnknownFields
+from recadmin.events.models import EVENT_ID_MAX_LENGTH, PRICE_MAX, RECOMMENDATION_ID_MAX_LENGTH, SCENE_MAX_LENGTH
+from recadmin.events.services import KNOWN_FIELDS, IngestResult, events_ingest
 
 
-class EventInput(serializers.Serializer):
+class EventInput(RefusesUnknownFields, serializers.Serializer):
     """Documentation only: the view validates rows itself (see events.services.event_validate). The
     bounds here are the ones it enforces, so that the schema (and a fuzzer reading it) knows them."""
 
+    # Ids are taken as sent (event_validate does not trim them): trim_whitespace=False says so.
     customer = serializers.CharField(
-        max_length=SHOP_ID_MAX_LENGTH, help_text="The shop's customer id; unknown ones are created."
+        max_length=SHOP_ID_MAX_LENGTH,
+        trim_whitespace=False,
+        help_text="The shop's customer id; unknown ones are created.",
     )
-    item = serializers.CharField(max_length=SHOP_ID_MAX_LENGTH, help_text="The item's shop id; must exist.")
+    item = serializers.CharField(
+        max_length=SHOP_ID_MAX_LENGTH, trim_whitespace=False, help_text="The item's shop id; must exist."
+    )
     # The configured types (EVENT_TYPE_WEIGHTS) when the schema is generated.
     type = serializers.ChoiceField(
         choices=list(settings.EVENT_TYPE_WEIGHTS),
         help_text="One of the configured types (default view, click, add_to_cart, purchase, rating).",
     )
     value = serializers.FloatField(required=False, allow_null=True, help_text="A rating or a quantity.")
-    price = serializers.DecimalField(
-        max_digits=12,
-        decimal_places=2,
+    # A JSON number, as event_validate takes it (not a decimal string), 0 .. PRICE_MAX.
+    price = serializers.FloatField(
         min_value=0,
+        max_value=PRICE_MAX,
         required=False,
         allow_null=True,
         help_text="Price per unit (a purchase's `value` is the quantity). A purchase without one records the "
@@ -122,6 +128,9 @@ class EventIngestApi(APIView):
     # One bad row must not sink the batch: the view checks each row's values itself.
     json_rows_checked_by_view = True
     json_rows_field = "events"
+    # An object body is one event or {"events": [...]}: any other member is refused while parsing,
+    # before its value is decoded (a huge list under an unknown key is not parsed whole).
+    json_object_fields = KNOWN_FIELDS
 
     @property
     def json_max_rows(self) -> int:
@@ -131,7 +140,8 @@ class EventIngestApi(APIView):
         operation_id="events_ingest",
         summary="Send events",
         description=(
-            'Scope `ingest`. The body is one event, a JSON list of events, or `{"events": [...]}`; at most '
+            'Scope `ingest`. The body is one event, a JSON list of events, or `{"events": [...]}` (any other '
+            "member of an object body is refused, 400 naming it); at most "
             "EVENTS_MAX_BATCH (default 10,000) per request. Unknown customers are created; a row naming an "
             "unknown item is rejected. Valid rows are stored even when others fail: the answer is 200 when "
             "every row was stored or was a duplicate, 207 when some rows failed (each with its index, field "

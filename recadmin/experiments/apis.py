@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from recadmin.core.auth import HasManageScope
 from recadmin.core.errors import ValidationError
 from recadmin.core.pagination import StableCursorPagination
+from recadmin.core.schema import RefusesUnknownFields
 from recadmin.experiments import selectors, services
 from recadmin.experiments.models import AllocationKind, Experiment, ExperimentStatus, PrimaryMetric
 from recadmin.experiments.params import MAX_VARIANTS, VARIANT_FIELDS
@@ -51,7 +52,7 @@ EXPERIMENT_EXAMPLE = {
 # --- input -----------------------------------------------------------------------------------------
 
 
-class VariantInput(serializers.Serializer):
+class VariantInput(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=64)
     weight = serializers.FloatField(min_value=0, help_text="Relative share of customers; 0 keeps it out of traffic.")
     model_version = serializers.IntegerField(
@@ -71,12 +72,12 @@ class VariantInput(serializers.Serializer):
     )
 
 
-class GuardrailsInput(serializers.Serializer):
+class GuardrailsInput(RefusesUnknownFields, serializers.Serializer):
     fallback_share_max = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
     p95_latency_ms_max = serializers.IntegerField(required=False, allow_null=True, min_value=1)
 
 
-class ExperimentCreateInput(serializers.Serializer):
+class ExperimentCreateInput(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     hypothesis = serializers.CharField(required=False, allow_blank=True)
     scenes = serializers.ListField(child=serializers.SlugField(max_length=64), min_length=1, max_length=100)

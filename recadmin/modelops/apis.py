@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -27,6 +28,11 @@ from recadmin.modelops.selectors import (
 )
 from recadmin.modelops.services import (
     MAX_WORKERS,
+    MODEL_NAME_MAX_LENGTH,
+    MODEL_NAME_PATTERN,
+    PARAM_ALIASES,
+    PARAM_SPECS,
+    PIPELINE_OPTIONS,
     model_version_lookup,
     model_version_promote,
     model_version_retire,
@@ -243,6 +249,11 @@ _RUN_EXAMPLE = {
 }
 
 
+_STATUS_CHOICE = "(?:" + "|".join(TrainingRunStatus.values) + ")"
+# What _statuses_param takes (it also forgives spaces and empty parts): one or more, comma-separated.
+_STATUSES_PATTERN = f"^{_STATUS_CHOICE}(?:,{_STATUS_CHOICE})*$"
+
+
 def _statuses_param(request: Request) -> list[str]:
     raw = request.query_params.get("status") or ""
     statuses = [part.strip() for part in raw.split(",") if part.strip()]
@@ -281,6 +292,7 @@ class TrainingRunCollectionApi(APIView):
                 "status",
                 str,
                 required=False,
+                pattern=_STATUSES_PATTERN,
                 description=f"One or more, comma-separated: {', '.join(TrainingRunStatus.values)}.",
                 examples=[OpenApiExample("Active runs", value="queued,running")],
             ),
@@ -317,7 +329,7 @@ class TrainingRunCollectionApi(APIView):
         params = serializers.DictField(
             required=False, default=dict, help_text='Model parameters, e.g. {"epochs": 20}; unknown ones are refused.'
         )
-        model_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+        model_name = serializers.CharField(required=False, allow_blank=True, max_length=MODEL_NAME_MAX_LENGTH)
 
     @extend_schema(
         tags=TAGS,
@@ -336,6 +348,13 @@ class TrainingRunCollectionApi(APIView):
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
+        # DRF drops unknown members silently; a typo ("parms") would train with the defaults.
+        unknown = sorted(set(request.data) - set(serializer.fields)) if isinstance(request.data, dict) else []
+        if unknown:
+            raise ValidationError(
+                f"{unknown[0]}: unknown field; accepted: {', '.join(serializer.fields)}.",
+                extra={"fields": {name: ["unknown field"] for name in unknown}},
+            )
         serializer.is_valid(raise_exception=True)
         run = training_run_create(
             kind=serializer.validated_data["kind"],
@@ -345,6 +364,64 @@ class TrainingRunCollectionApi(APIView):
         )
         run.refresh_from_db()
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+def _param_schema(kind_of: Any, low: Any, high: Any) -> dict[str, Any]:
+    # null (and "") leave a parameter at its default: the service skips them.
+    if kind_of is bool:
+        return {"type": ["boolean", "null"]}
+    if kind_of is str:
+        return {"type": ["string", "null"], "enum": [*low, None]}
+    return {"type": ["integer" if kind_of is int else "number", "null"], "minimum": low, "maximum": high}
+
+
+def training_run_request_schema() -> dict[str, Any]:
+    """The body POST /api/v1/training-runs accepts, from the service's own rules: one shape per model
+    kind, each with the parameters that kind takes (PARAM_SPECS, its aliases, PIPELINE_OPTIONS) and
+    their bounds; any other parameter is refused. Without `kind` the body is a SASRec run's."""
+    shapes = []
+    for kind in ModelKind.values:
+        specs = {**PARAM_SPECS.get(kind, {}), **PIPELINE_OPTIONS}
+        params = {name: _param_schema(*spec) for name, spec in specs.items()}
+        params.update({alias: params[name] for alias, name in PARAM_ALIASES.items() if name in specs})
+        shapes.append(
+            {
+                "type": "object",
+                "title": kind,
+                "properties": {
+                    # A ModelKind, this one (allOf: drf-spectacular's enum hook would merge bare enums).
+                    "kind": {"allOf": [{"$ref": "#/components/schemas/ModelKindEnum"}, {"enum": [kind]}]},
+                    "params": {
+                        "type": "object",
+                        "properties": params,
+                        "additionalProperties": False,
+                        "description": f"The parameters of a {kind} run; unknown ones are refused.",
+                    },
+                    "model_name": {
+                        "type": "string",
+                        "maxLength": MODEL_NAME_MAX_LENGTH,
+                        # Empty: the kind's default name.
+                        "pattern": f"^(?:{MODEL_NAME_PATTERN.strip('^$')})?$",
+                        "description": "Starts with a letter; letters, digits, '_' and single '-'. "
+                        "Empty or absent: the default model name of the kind.",
+                    },
+                },
+                "additionalProperties": False,  # the view refuses unknown members
+                **({} if kind == ModelKind.SASREC else {"required": ["kind"]}),
+            }
+        )
+    return {"oneOf": shapes}
+
+
+class _TrainingRunCreateSchema(OpenApiSerializerExtension):
+    """The request schema of the training-run input: the kind decides which params are valid."""
+
+    target_class = TrainingRunCollectionApi.InputSerializer
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        if direction == "request":
+            return training_run_request_schema()
+        return auto_schema._map_basic_serializer(self.target, direction)
 
 
 class TrainingRunDetailApi(APIView):

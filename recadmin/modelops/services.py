@@ -40,7 +40,10 @@ from recadmin.modelops.selectors import (
 logger = logging.getLogger(__name__)
 
 MAX_WORKERS = 16
-_MODEL_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$")
+# The archive's file name is <name>-<version>.mar: the archiver's rule (the API schema states it too).
+MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$"
+MODEL_NAME_MAX_LENGTH = 100
+_MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 # The parameters a person may set from the admin or the API, per kind, with their bounds; the
 # names are those of the models in `training/models` (their DEFAULTS). Anything else in `params`
@@ -265,7 +268,7 @@ def training_run_create(
     default_name = settings.RANKER_MODEL_NAME if kind == ModelKind.RANKER else settings.RECOMMENDER_MODEL_NAME
     name = (model_name or "").strip() or default_name
     # The archive's file name is <name>-<version>.mar: the archiver's rule, checked before training.
-    if not _MODEL_NAME_RE.match(name) or len(name) > 100:
+    if not _MODEL_NAME_RE.match(name) or len(name) > MODEL_NAME_MAX_LENGTH:
         raise ValidationError(
             "Model names start with a letter and use letters, digits, '_' and single '-' only.", field="model_name"
         )

@@ -24,6 +24,7 @@ from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.core.auth import HasManageScope
 from recadmin.core.errors import ValidationError
 from recadmin.core.pagination import StableCursorPagination
+from recadmin.core.schema import RefusesUnknownFields
 from recadmin.rules import selectors, services
 from recadmin.rules.models import (
     MAX_LIST_LENGTH,
@@ -78,7 +79,7 @@ class _StrategyField(serializers.ListField):
     pass
 
 
-class SceneFields(serializers.Serializer):
+class SceneFields(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     default_n = serializers.IntegerField(min_value=1, max_value=MAX_LIST_LENGTH, required=False)
@@ -205,7 +206,7 @@ class SceneDetailApi(APIView):
 # --- rules ------------------------------------------------------------------------------------
 
 
-class RuleFields(serializers.Serializer):
+class RuleFields(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     kind = serializers.ChoiceField(choices=RuleKind.choices)
     condition = serializers.JSONField(

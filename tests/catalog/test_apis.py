@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -251,6 +253,60 @@ def test_customer_attributes_must_be_an_object(api_client: APIClient) -> None:
     response = api_client.put("/api/v1/customers/C-3", {"attributes": "vip"}, format="json")
     assert response.status_code == 400
     assert "attributes" in response.json()["extra"]["fields"]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("post", "/api/v1/customers", {"shop_id": "C-4", "attributes": {"seg\x00ment": "vip"}}),
+        ("put", "/api/v1/customers/C-4", {"attributes": {"seg\x00ment": "vip"}}),
+        ("patch", "/api/v1/customers/C-4", {"attributes": {"ok": 1, "nested": {"seg\x00ment": "vip"}}}),
+    ],
+)
+def test_a_nul_in_a_customer_attribute_key_is_a_400_naming_the_field(
+    api_client: APIClient, method: str, url: str, body: dict[str, Any]
+) -> None:
+    if method == "patch":
+        CustomerFactory(shop_id="C-4", attributes={"segment": "new"})
+    response = getattr(api_client, method)(url, body, format="json")
+    assert response.status_code == 400, response.content
+    answer = response.json()
+    assert "NUL" in answer["message"]
+    [field] = answer["extra"]["fields"]
+    assert field.startswith("attributes.") and "\x00" in field
+    stored = list(Customer.objects.values_list("attributes", flat=True))
+    assert stored == ([{"segment": "new"}] if method == "patch" else [])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"shop_id": "C-5", "attributes": {"seg\\ud800ment": "vip"}}', "attributes.seg\\ud800ment"),
+        ('{"shop_id": "C-5", "\\udfff": 1}', "\\udfff"),
+    ],
+)
+def test_a_lone_surrogate_in_a_customer_key_is_a_400_naming_it_escaped(
+    api_client: APIClient, body: str, field: str
+) -> None:
+    """The name could not be encoded in the answer as sent: it is shown escaped (never a 500)."""
+    response = api_client.post("/api/v1/customers", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()["extra"]["fields"]) == [field]
+    assert "surrogate" in response.json()["message"]
+    assert not Customer.objects.exists()
+
+
+def test_the_customer_schema_refuses_nul_in_attribute_keys_and_values() -> None:
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    components = schema["components"]["schemas"]
+    for name in ("CustomerInputRequest", "CustomerFieldsRequest", "PatchedCustomerFieldsRequest"):
+        attributes = components[name]["properties"]["attributes"]
+        assert re.search(attributes["propertyNames"]["pattern"], "segment")
+        assert not re.search(attributes["propertyNames"]["pattern"], "seg\x00ment")
+        assert attributes["additionalProperties"] == {"$ref": "#/components/schemas/StorableJson"}
+    storable = {branch["type"]: branch for branch in components["StorableJson"]["anyOf"]}
+    assert not re.search(storable["string"]["pattern"], "v\x00ip")
+    assert storable["object"]["propertyNames"] == attributes["propertyNames"]
 
 
 def test_customers_bulk_upsert_and_list(api_client: APIClient) -> None:

@@ -201,6 +201,40 @@ def test_the_object_form_counts_its_rows_too() -> None:
     assert len(_parse(json.dumps({"events": [_ROW] * 10_000}).encode(), _View())["events"]) == 10_000
 
 
+class _EventsView(_View):
+    json_object_fields = frozenset(_ROW) | {"value", "price", "scene", "recommendation_id"}
+
+
+def test_an_unknown_member_of_an_object_body_is_refused_before_its_value_is_parsed() -> None:
+    """One event with a huge list under a key it does not know: refused when the key is read, so
+    the list never becomes Python objects (the rows field is counted; nothing else is decoded whole)."""
+    raw = json.dumps({**_ROW, "junk": [_ROW] * 100_000}).encode()
+    tracemalloc.start()
+    with pytest.raises(ValidationError) as refused:
+        _parse(raw, _EventsView())
+    _, bounded_peak = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    json.loads(raw)
+    _, whole_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert list(refused.value.extra["fields"]) == ["junk"]
+    assert "unknown field" in refused.value.message and "events" in refused.value.message
+    print(
+        f"\nobject body {len(raw) / 1e6:.1f} MB, unknown member: peak {bounded_peak / 1e6:.1f} MB refused, "
+        f"{whole_peak / 1e6:.1f} MB parsed whole"
+    )
+    assert bounded_peak < whole_peak / 3
+    # Known members and the rows field are read as before; the envelope's rows are still counted.
+    assert _parse(json.dumps(_ROW).encode(), _EventsView()) == _ROW
+    assert _parse(json.dumps({"events": [_ROW] * 3}).encode(), _EventsView()) == {"events": [_ROW] * 3}
+    with pytest.raises(ValidationError) as refused:
+        _parse(json.dumps({"events": [_ROW], "sent_at": 1}).encode(), _EventsView())
+    assert list(refused.value.extra["fields"]) == ["sent_at"]
+    with pytest.raises(ValidationError) as refused:  # a name that cannot be encoded is shown escaped
+        _parse(b'{"\\ud800": 1}', _EventsView())
+    assert list(refused.value.extra["fields"]) == ["\\ud800"]
+
+
 def test_the_streaming_parse_reads_what_json_loads_reads() -> None:
     for raw in [
         b"[]",

@@ -108,3 +108,55 @@ def test_every_v1_operation_documents_its_error_answers_with_the_error_shape(sch
             if method in {"post", "put", "patch", "delete"}:
                 assert {"409", "413"} <= statuses, (method, path)
             assert operation["responses"]["401"]["content"]["application/json"]["schema"] == error
+
+
+def _request_schemas(schema: dict) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """Every (where, schema) reachable from a JSON request body, components followed once."""
+    components = schema["components"]["schemas"]
+    found: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+    seen: set[str] = set()
+    stack: list[tuple[str, Any]] = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                stack.append((f"{method} {path}", body["schema"]))
+    while stack:
+        where, current = stack.pop()
+        if not isinstance(current, dict):
+            continue
+        if "$ref" in current:
+            name = current["$ref"].rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                stack.append((name, components[name]))
+            continue
+        found.append((where, current))
+        for key in ("allOf", "anyOf", "oneOf"):
+            stack.extend((f"{where}.{key}", branch) for branch in current.get(key, []))
+        stack.extend((f"{where}.{name}", member) for name, member in current.get("properties", {}).items())
+        for key in ("items", "additionalProperties"):
+            stack.append((f"{where}.{key}", current.get(key)))
+    return found
+
+
+def test_request_bodies_allow_no_text_or_number_the_database_cannot_store(schema: dict) -> None:  # type: ignore[type-arg]
+    """The parser refuses NUL in any string or key and integers past bigint, everywhere in a body: the
+    schema says so, so that what it allows is accepted (the fuzzer's positive_data_acceptance)."""
+    assert schema["openapi"].startswith("3.1")  # propertyNames is JSON Schema, not OpenAPI 3.0
+    limit = 2**63 - 1
+    checked = 0
+    for where, current in _request_schemas(schema):
+        types = current.get("type")
+        types = {types} if isinstance(types, str) else set(types or ())
+        if "string" in types and "enum" not in current and "format" not in current:
+            assert re.search(current["pattern"], "text") and not re.search(current["pattern"], "te\x00xt"), where
+            checked += 1
+        if types & {"integer", "number"}:
+            assert -limit <= current["minimum"] and current["maximum"] <= limit, where
+        if ("object" in types or "properties" in current) and current.get("additionalProperties", True) is not False:
+            pattern = current["propertyNames"]["pattern"]
+            assert re.search(pattern, "key") and not re.search(pattern, "k\x00ey"), where
+            assert current["additionalProperties"] is not True and current["additionalProperties"] != {}, where
+        assert "nullable" not in current, where  # OpenAPI 3.0's; 3.1 has the null type
+    assert checked > 20

@@ -137,6 +137,24 @@ def test_a_single_invalid_event_is_a_400_naming_the_field(api_client: APIClient,
     assert body["errors"][0]["field"] == "type"
 
 
+def test_an_unknown_field_is_a_400_naming_it_as_the_schema_says(api_client: APIClient, item: Any) -> None:
+    response = api_client.post(URL, _event(colour="red"), format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert set(body) >= {"message", "extra"} and "colour" in body["extra"]["fields"]
+    assert not Event.objects.exists()
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    assert schema["components"]["schemas"]["EventInputRequest"]["additionalProperties"] is False
+
+
+def test_an_unknown_member_beside_the_events_list_is_a_400_naming_it(api_client: APIClient, item: Any) -> None:
+    body = json.dumps({"events": [_event(1)], "sent_at": "now", "junk": list(range(1000))})
+    response = api_client.post(URL, body, content_type="application/json")
+    assert response.status_code == 400
+    assert set(response.json()) >= {"message", "extra"} and list(response.json()["extra"]["fields"]) == ["sent_at"]
+    assert not Event.objects.exists()
+
+
 def test_a_batch_with_no_valid_row_is_a_400(api_client: APIClient, item: Any) -> None:
     response = api_client.post(URL, [_event(1, item="nope"), _event(2, type="x")], format="json")
     assert response.status_code == 400

@@ -13,7 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from recadmin.catalog.models import Item
-from recadmin.events.models import Event
+from recadmin.events.models import PRICE_MAX, Event
 from recadmin.events.services import events_ingest
 from tests.factories import ItemFactory
 
@@ -68,7 +68,15 @@ def test_the_conflict_safe_path_stores_prices_too(item: Item) -> None:
 
 @pytest.mark.parametrize(
     ("price", "message"),
-    [(-1, "negative"), ("12", "number"), (True, "number"), (1e12, "At most"), (float("inf"), "number")],
+    [
+        (-1, "negative"),
+        (-0.01, "negative"),
+        ("12", "number"),
+        ("", "number"),
+        (True, "number"),
+        (1e12, "At most"),
+        (float("inf"), "number"),
+    ],
 )
 def test_a_bad_price_is_a_400_naming_the_field(
     price: Any, message: str, item: Item, make_api_client: Callable[..., APIClient]
@@ -81,3 +89,22 @@ def test_a_bad_price_is_a_400_naming_the_field(
     assert response.status_code == 400, response.content
     assert "price" in response.json()["extra"]["fields"]
     assert message in response.json()["extra"]["fields"]["price"][0]
+
+
+def test_the_schema_documents_the_price_the_ingestion_takes() -> None:
+    """A JSON number from 0 to PRICE_MAX, or null: what event_validate takes (no decimal string, no
+    negative), so that what the schema allows is stored and what it refuses is a 400 above."""
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    price = schema["components"]["schemas"]["EventInputRequest"]["properties"]["price"]
+    assert set(price["type"]) == {"number", "null"}
+    assert (price["minimum"], price["maximum"]) == (0, PRICE_MAX)
+    assert "pattern" not in price
+
+
+def test_the_documented_bounds_of_a_price_are_stored(item: Item, make_api_client: Callable[..., APIClient]) -> None:
+    rows = [_event(1, price=0), _event(2, price=PRICE_MAX), _event(3, price=None), _event(4, price=12.5)]
+    response = make_api_client("ingest").post(URL, rows, format="json")
+    assert response.json() == {"stored": 4, "duplicates": 0, "errors": []}
+    prices = dict(Event.objects.values_list("event_id", "price"))
+    # A purchase sent without a price (null) records the catalog's.
+    assert prices == {"p-1": Decimal(0), "p-2": Decimal(PRICE_MAX), "p-3": Decimal("19.90"), "p-4": Decimal("12.5")}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
 
-from recadmin.modelops.models import ModelVersion, TrainingRun
+from recadmin.modelops.models import ModelKind, ModelVersion, TrainingRun
+from recadmin.modelops.services import PARAM_ALIASES, PARAM_SPECS, PIPELINE_OPTIONS
 from tests.fixtures.torchserve import TorchServeInstance
 
 pytestmark = pytest.mark.django_db
@@ -82,6 +84,14 @@ def test_starting_a_training_run_returns_its_id_and_enqueues_it_after_commit(
         ({"kind": "sasrec", "params": {"loss": "hinge"}}, "params.loss"),
         ({"kind": "pop", "params": "fast"}, "params"),
         ({"kind": "pop", "model_name": "no spaces please"}, "model_name"),
+        ({"kind": "cf", "params": {"hidden": 32}}, "params.hidden"),  # a sasrec parameter
+        ({"params": {"l2": 10.0}}, "params.l2"),  # no kind: a sasrec run, and l2 is cf's
+        ({"kind": "pop", "params": {"seed": -1}}, "params.seed"),
+        ({"kind": "pop", "parms": {"seed": 1}}, "parms"),
+        ({"model_name": "1st"}, "model_name"),
+        ({"model_name": "rec--1"}, "model_name"),
+        ({"model_name": "rec-"}, "model_name"),
+        ({"model_name": "r" * 101}, "model_name"),
     ],
 )
 def test_bad_training_input_is_a_400_naming_the_field(
@@ -91,6 +101,45 @@ def test_bad_training_input_is_a_400_naming_the_field(
     assert response.status_code == 400, response.json()
     assert field in response.json()["extra"]["fields"]
     assert not TrainingRun.objects.exists()
+
+
+def test_the_training_run_schema_takes_each_kinds_own_params_and_the_model_name_rule(
+    manage_client: APIClient,
+) -> None:
+    """One request shape per kind: the parameters the service takes for it, with their bounds, and no
+    other; the model name's pattern is the service's rule (or empty: the default name)."""
+    components = manage_client.get("/api/schema/?format=json").json()["components"]["schemas"]
+    shapes = {shape["title"]: shape for shape in components["TrainingRunCreateRequest"]["oneOf"]}
+    assert set(shapes) == set(ModelKind.values)
+    for kind, shape in shapes.items():
+        params = shape["properties"]["params"]
+        assert params["additionalProperties"] is False and shape["additionalProperties"] is False
+        expected = set(PARAM_SPECS[kind]) | set(PIPELINE_OPTIONS)
+        expected |= {alias for alias, name in PARAM_ALIASES.items() if name in PARAM_SPECS[kind]}
+        assert set(params["properties"]) == expected, kind
+        assert shape.get("required", []) == ([] if kind == ModelKind.SASREC else ["kind"])
+    assert shapes["sasrec"]["properties"]["params"]["properties"]["dropout"] == {
+        "type": ["number", "null"], "minimum": 0.0, "maximum": 0.9
+    }  # fmt: skip
+    name = shapes["pop"]["properties"]["model_name"]
+    for accepted in ("", "recommender", "rec-2", "Shop_A-b-9"):
+        assert re.search(name["pattern"], accepted), accepted
+    for refused in ("1st", "rec--1", "rec-", "-rec", "no spaces", "ré"):
+        assert not re.search(name["pattern"], refused), refused
+    assert name["maxLength"] == 100
+
+
+def test_what_the_training_run_schema_allows_starts_a_run(manage_client: APIClient) -> None:
+    bodies = [
+        {},
+        {"kind": "cf", "params": {"l2": 10_000_000, "dims": 2, "seed": None}, "model_name": ""},
+        {"kind": "pop", "params": {"half_life_days": 0.001, "use_event_weights": False}, "model_name": "pop-A_1"},
+        {"params": {"epochs": 1000, "loss": "sampled", "workers": 16}},
+    ]
+    for body in bodies:
+        response = manage_client.post("/api/v1/training-runs", body, format="json")
+        assert response.status_code == 201, (body, response.json())
+    assert TrainingRun.objects.count() == len(bodies)
 
 
 def test_epochs_is_accepted_as_the_name_of_max_epochs(manage_client: APIClient) -> None:
@@ -206,4 +255,7 @@ def test_the_training_run_list_is_documented(manage_client: APIClient) -> None:
     operation = schema["paths"]["/api/v1/training-runs"]["get"]
     assert operation["operationId"] == "training_runs_list"
     assert {p["name"] for p in operation["parameters"]} >= {"status", "kind", "cursor", "limit"}
+    [status] = [p for p in operation["parameters"] if p["name"] == "status"]
+    assert re.search(status["schema"]["pattern"], "queued,running")
+    assert not re.search(status["schema"]["pattern"], "done") and not re.search(status["schema"]["pattern"], "queued,")
     assert "post" in schema["paths"]["/api/v1/training-runs"]

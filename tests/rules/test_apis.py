@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -221,6 +223,35 @@ def test_the_schema_documents_the_endpoints_with_examples() -> None:
         assert path in paths
     examples = paths["/api/v1/rules"]["post"]["requestBody"]["content"]["application/json"]["examples"]
     assert len(examples) >= 4
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "field"),
+    [
+        ("post", "/api/v1/scenes", {"slug": "checkout", "name": "Checkout", "colour": "red"}, "colour"),
+        ("post", "/api/v1/scenes", {"slug": "checkout", "name": "Checkout", "max_per_categry": 2}, "max_per_categry"),
+        ("patch", "/api/v1/scenes/home", {"name": "Renamed", "colour": "red"}, "colour"),
+        ("post", "/api/v1/scenes", {"slug": "checkout", "name": "   "}, "name"),
+        ("patch", "/api/v1/scenes/home", {"name": "\t"}, "name"),
+    ],
+)
+def test_an_unknown_field_or_a_blank_name_of_a_scene_is_a_400_naming_it(
+    manage: APIClient, method: str, url: str, body: dict[str, Any], field: str
+) -> None:
+    response = getattr(manage, method)(url, body, format="json")
+    assert response.status_code == 400, response.content
+    assert set(response.json()) >= {"message", "extra"} and field in response.json()["extra"]["fields"]
+    assert not Scene.objects.filter(slug="checkout").exists()
+    assert Scene.objects.get(slug="home").name.strip() and Scene.objects.get(slug="home").name != "Renamed"
+
+
+def test_the_scene_schema_allows_no_unknown_field_and_no_blank_name() -> None:
+    components = APIClient().get("/api/schema/", {"format": "json"}).json()["components"]["schemas"]
+    for name in ("SceneCreateInputRequest", "PatchedSceneFieldsRequest", "RuleFieldsRequest"):
+        assert components[name]["additionalProperties"] is False, name
+        pattern = components[name]["properties"]["name"]["pattern"]
+        assert re.search(pattern, " Home page ") and not re.search(pattern, " \t "), name
+    assert "slug" not in components["PatchedSceneFieldsRequest"]["properties"]  # read-only once created
 
 
 def test_unknown_or_read_only_fields_are_named_not_ignored(manage: APIClient) -> None:
