@@ -8,7 +8,7 @@ On when the scene's `rank_by` is set (clicks | purchases | revenue) and the rank
 time budget; when it fails (timeout, TorchServe down, a bad answer, no default ranker) the
 candidates keep the retrieval order and the list says so (`note`, and a "rank_skipped" reason on
 each item). Each ranked item's score becomes its objective value and its reasons say
-"ranked by predicted clicks 0.083" (training.ranker.objective, the ranker's own wording).
+"ranked by predicted clicks 0.083" (training.rank_objectives, the words training.ranker.objective uses).
 
 Customer features (activity, recency, category and brand affinity, price sensitivity) come from the
 request's history through training.customer_profile, the function the impressions export uses for
@@ -38,11 +38,11 @@ from recadmin.serving.services.context import RequestContext
 from recadmin.serving.services.ranking import Scored
 from recadmin.serving.state import ranker_model
 from training.customer_profile import customer_profile
+from training.rank_objectives import OBJECTIVES
+from training.rank_objectives import reason as reason_text
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("clicks", "purchases", "revenue")
-_REASON_NAMES = {"clicks": "predicted clicks", "purchases": "predicted purchases", "revenue": "predicted revenue"}
 REASON_NO_RANKER = "no_default_ranker"
 
 
@@ -51,12 +51,6 @@ class RankStage:
     scored: list[Scored]
     note: str  # "" when ranked, else why the retrieval order was kept
     model: DefaultModel | None = None
-
-
-def rank_reason_text(objective: str, value: float) -> str:
-    """The same words as training.ranker.objective.reason (which serving must not import: torch)."""
-    shown = f"{value:.2f}" if objective == "revenue" else f"{value:.3f}"
-    return f"ranked by {_REASON_NAMES[objective]} {shown}"
 
 
 def customer_features(ctx: RequestContext, metas: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -175,7 +169,7 @@ def rank_stage(ctx: RequestContext, scored: list[Scored]) -> RankStage:
                 "by": objective,
                 "value": round(values[i], 6),
                 "retrieval_score": round(float(scored[i].score), 6),
-                "text": rank_reason_text(objective, values[i]),
+                "text": reason_text(objective, values[i]),
             },
         )
         for i in order
