@@ -1,12 +1,12 @@
 """Each customer's recent history, kept hot for the serving path.
 
-Per customer one Redis sorted set (score = the event's timestamp, member = "timestamp|type|weight|device|item
-shop id"), trimmed to the newest HISTORY_LENGTH entries. The device (the event's context.device, "" when
-it names none) rides in the member so that the ranker's device feature costs the serving path no query
-(events.selectors.CustomerHistory.last_device). A sorted
-set rather than a list because events of one batch, or of two batches, may arrive out of order, and
-re-recording the same event (a rebuild) must not add it twice. Writes for a whole batch go in one
-pipeline; reads for many customers in one round trip.
+Per customer one Redis sorted set (score = the event's timestamp, member = "timestamp|type|weight|
+device|item shop id"), trimmed to the newest HISTORY_LENGTH entries. The device (the event's
+context.device, "" when it names none) rides in the member so that the ranker's device feature costs
+the serving path no query (events.selectors.CustomerHistory.last_device). A sorted set rather than
+a list because events of one batch, or of two batches, may arrive out of order, and re-recording
+the same event (a rebuild) must not add it twice. Writes for a whole batch go in one pipeline; reads
+for many customers in one round trip.
 
 Without REDIS_URL the same structure lives in Django's cache (process-local), so a single machine
 works with nothing else installed.
@@ -214,7 +214,11 @@ def history_record(events: Sequence[HistoryEvent], *, complete: bool = False) ->
     by_customer: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for event in events:
         ts = event.ts
-        member = _member(ts, event.type, weights.get(event.type, 1.0), event.device, event.item)
+        device = event.device
+        if device and ("|" in device or "%" in device):
+            device = _device_field(device)
+        # The member format of _member, inlined: this loop runs for every ingested event.
+        member = f"{ts!r}|{event.type}|{weights.get(event.type, 1.0)!r}|{device}|{event.item}"
         by_customer[event.customer].append((member, ts))
     _write(by_customer, complete=complete)
 
