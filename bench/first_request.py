@@ -121,7 +121,7 @@ def main() -> int:
         for i in range(args.starts):
             for mode in ("off", "on"):
                 for name in client.scan_iter(f"{tag}:*", count=10_000):
-                    if b":hist:" not in name and b"api" not in name:
+                    if b":hist2:" not in name and b"api" not in name:
                         client.delete(name)
                 port = free_port()
                 log = open(tmp / f"gunicorn-{mode}-{i}.log", "wb")  # noqa: SIM115 - closed below

@@ -27,16 +27,22 @@ Settings from the archive's model-config.yaml, section `handler`: max_candidates
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
+
+# In the .mar the helper sits beside this file at the archive root (recadmin.modelops.archive), a
+# top-level module as mypy sees it too; imported from the repository (tests) it is handlers'.
+if TYPE_CHECKING or not __package__:
+    from request_body import request_object
+else:
+    from handlers.request_body import request_object
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +87,7 @@ class RankerHandler(BaseHandler):
         self.item_features = [ItemFeatures(), *items.values()]
         self.item_cats, self.item_nums = spec.item_rows(self.item_features)
         # Per table row, its category's median log price (for a request's price override).
-        self.item_category_log_price = torch.tensor(
-            [spec.category_log_price.get(it.category, spec._median_log_price) for it in self.item_features],
-            dtype=torch.float64,
-        )
+        self.item_category_log_price = spec.category_log_prices([it.category for it in self.item_features])
         self.position = torch.tensor([spec.serving_position], dtype=torch.long)
 
     # ---- requests ---------------------------------------------------------------------------
@@ -104,19 +107,7 @@ class RankerHandler(BaseHandler):
     def _parse(self, row: Any) -> dict[str, Any]:
         from training.ranker.features import ContextFeatures, CustomerFeatures
 
-        body = row.get("data", row.get("body")) if isinstance(row, dict) else row
-        if isinstance(body, bytes | bytearray):
-            try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError("The request body is not UTF-8 JSON.") from exc
-        if isinstance(body, str):
-            try:
-                body = json.loads(body)
-            except ValueError as exc:
-                raise ValueError(f"The request body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise ValueError('The request must be a JSON object with "candidates".')
+        body = request_object(row, needs='"candidates"')
         customer = body.get("customer") or {}
         if not isinstance(customer, dict):
             raise ValueError('"customer" must be an object of customer features.')
@@ -188,16 +179,12 @@ class RankerHandler(BaseHandler):
                 return None
         except (TypeError, KeyError, AttributeError):
             return None
-        id_types = set(map(type, ids))
-        if id_types != {str}:
-            if not id_types <= {str, int}:
-                return None
-            ids = [str(i) for i in ids]
-        if "" in ids or set(map(type, sources)) != {str}:
+        checked = _ids_as_strings(ids)
+        if checked is None or set(map(type, sources)) != {str}:
             return None
         if not set(map(type, scores)) <= {float, int} or not math.isfinite(math.fsum(scores)):
             return None
-        return ids, scores, sources, []
+        return checked, scores, sources, []
 
     def _candidates_columns(
         self, columns: dict[str, Any]
@@ -216,13 +203,10 @@ class RankerHandler(BaseHandler):
         n = len(ids)
         if n > self.max_candidates:
             raise ValueError(f'"candidates" may hold at most {self.max_candidates} items.')
-        id_types = set(map(type, ids))
-        if id_types != {str}:
-            if not id_types <= {str, int}:
-                raise ValueError('"candidates.item" must hold item ids (strings).')
-            ids = [str(i) for i in ids]
-        if "" in ids:
+        checked = _ids_as_strings(ids)
+        if checked is None:
             raise ValueError('"candidates.item" must hold item ids (strings).')
+        ids = checked
         scores = columns.get("retrieval_score")
         if scores is None:
             scores = [0.0] * n
@@ -306,17 +290,15 @@ class RankerHandler(BaseHandler):
         self, rows: torch.Tensor, item_cats: torch.Tensor, item_nums: torch.Tensor, overrides: dict[str, list[Any]]
     ) -> None:
         """The columns' price and stock over the table's rows, as spec.item_rows computes them
-        (log1p, price band, price relative to the item's category median; units and in stock)."""
+        (spec.price_columns: log price, price band, price relative to the item's category median;
+        units and in stock)."""
         price = overrides.get("price")
         if price is not None:
             values = torch.from_numpy(np.array(price, dtype=np.float64))  # null -> NaN: the table's value
             given = ~torch.isnan(values)
             every = bool(given.all())
-            log_price = torch.log1p((values if every else values[given]).clamp(min=0.0))
             median = self.item_category_log_price[rows if every else rows[given]]
-            as_float = log_price.float()
-            band = torch.bucketize(as_float, self.spec._price_edges_t) + 1
-            relative = (log_price - median).float()
+            as_float, band, relative = self.spec.price_columns(values if every else values[given], median)
             if every:
                 item_nums[:, 0], item_nums[:, 5], item_cats[:, 2] = as_float, relative, band
             else:
@@ -405,6 +387,18 @@ def _codes(index: dict[str, int], values: list[str]) -> list[int]:
         return [index.get(values[0], 0)] * len(values)
     codes = {value: index.get(value, 0) for value in distinct}
     return [codes[value] for value in values]
+
+
+def _ids_as_strings(ids: list[Any]) -> list[str] | None:
+    """Item ids as strings (an integer id counts as its decimal text), None when one is neither a
+    string nor an integer, or is empty. Checked on the set of types, not per element: this runs for
+    every candidate of every request."""
+    id_types = set(map(type, ids))
+    if id_types != {str}:
+        if not id_types <= {str, int}:
+            return None
+        ids = [str(i) for i in ids]
+    return None if "" in ids else ids
 
 
 def _is_id(value: Any) -> bool:

@@ -19,14 +19,20 @@ torch_threads.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 from ts.utils.util import PredictionException
+
+# In the .mar the helper sits beside this file at the archive root (recadmin.modelops.archive), a
+# top-level module as mypy sees it too; imported from the repository (tests) it is handlers'.
+if TYPE_CHECKING or not __package__:
+    from request_body import request_object
+else:
+    from handlers.request_body import request_object
 
 logger = logging.getLogger(__name__)
 
@@ -95,19 +101,7 @@ class RecommenderHandler(BaseHandler):
         return parsed
 
     def _parse(self, row: Any) -> dict[str, Any]:
-        body = row.get("data", row.get("body")) if isinstance(row, dict) else row
-        if isinstance(body, bytes | bytearray):
-            try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError("The request body is not UTF-8 JSON.") from exc
-        if isinstance(body, str):
-            try:
-                body = json.loads(body)
-            except ValueError as exc:
-                raise ValueError(f"The request body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise ValueError('The request must be a JSON object with "history" or "similar_to".')
+        body = request_object(row, needs='"history" or "similar_to"')
         k = body.get("k", self.default_k)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError('"k" must be a positive integer.')

@@ -108,11 +108,14 @@ def clear_cache() -> None:
 
 
 def _forget_process_copies() -> None:
-    """The process-local copies in front of the cache (trending lists, item metadata): with tests of
-    several files in one process (pytest-xdist), one test's shop must not show through in the next."""
+    """The process-local copies in front of the cache (trending lists, item metadata, category median
+    prices): with tests of several files in one process (pytest-xdist), one test's shop must not show
+    through in the next."""
     from recadmin.catalog import metadata
+    from recadmin.catalog.selectors import category_median_prices_forget_local
     from recadmin.serving import popular
 
+    category_median_prices_forget_local()
     popular._local.clear()
     metadata._local.clear()
     metadata._local_state[0] = None

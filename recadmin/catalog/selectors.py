@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterable
@@ -129,19 +130,36 @@ def customer_list(*, updated_since: dt.datetime | None = None) -> QuerySet[Custo
 
 CATEGORY_MEDIAN_PRICE_KEY = "catalog:category-median-price:v1"
 CATEGORY_MEDIAN_PRICE_TTL = 300
+# Each process keeps what it read for a few seconds: a ranked request then costs no round trip for
+# them (the shared copy is itself minutes old; prices move slowly).
+CATEGORY_MEDIAN_PRICE_LOCAL_SECONDS = 10.0
+_median_local: list[tuple[float, dict[str, float]]] = []
+
+
+def category_median_prices_forget_local() -> None:
+    _median_local.clear()
 
 
 def category_median_prices(*, cached: bool = True) -> dict[str, float]:
     """Median price per category slug over the catalog's priced items: the reference for a
     customer's price sensitivity (training.customer_profile), the same for the ranker's training
-    export and for serving. Cached for a few minutes (prices move slowly)."""
+    export and for serving. Cached for a few minutes (prices move slowly), and for a few seconds
+    in the process. `cached=False` computes them afresh and stores nothing (the export)."""
+    import time
     from statistics import median
 
     from django.core.cache import cache
 
     if cached:
-        found = cache.get(CATEGORY_MEDIAN_PRICE_KEY)
+        hit = _median_local[0] if _median_local else None
+        if hit is not None and time.monotonic() - hit[0] < CATEGORY_MEDIAN_PRICE_LOCAL_SECONDS:
+            return hit[1]
+        try:
+            found = cache.get(CATEGORY_MEDIAN_PRICE_KEY)
+        except Exception:  # noqa: BLE001 - a cache outage: compute them
+            found = None
         if isinstance(found, dict):
+            _median_local[:] = [(time.monotonic(), found)]
             return found
     by_category: dict[str, list[float]] = {}
     for slug, price in Item.objects.filter(price__gt=0, category__isnull=False).values_list("category__slug", "price"):
@@ -149,5 +167,7 @@ def category_median_prices(*, cached: bool = True) -> dict[str, float]:
             by_category.setdefault(slug, []).append(float(price))
     medians = {slug: median(prices) for slug, prices in by_category.items()}
     if cached:
-        cache.set(CATEGORY_MEDIAN_PRICE_KEY, medians, CATEGORY_MEDIAN_PRICE_TTL)
+        with contextlib.suppress(Exception):
+            cache.set(CATEGORY_MEDIAN_PRICE_KEY, medians, CATEGORY_MEDIAN_PRICE_TTL)
+        _median_local[:] = [(time.monotonic(), medians)]
     return medians

@@ -1,10 +1,12 @@
 """Each customer's recent history, kept hot for the serving path.
 
-Per customer one Redis sorted set (score = the event's timestamp, member = "timestamp|type|weight|item
-shop id"), trimmed to the newest HISTORY_LENGTH entries. A sorted
-set rather than a list because events of one batch, or of two batches, may arrive out of order, and
-re-recording the same event (a rebuild) must not add it twice. Writes for a whole batch go in one
-pipeline; reads for many customers in one round trip.
+Per customer one Redis sorted set (score = the event's timestamp, member = "timestamp|type|weight|
+device|item shop id"), trimmed to the newest HISTORY_LENGTH entries. The device (the event's
+context.device, "" when it names none) rides in the member so that the ranker's device feature costs
+the serving path no query (events.selectors.CustomerHistory.last_device). A sorted set rather than
+a list because events of one batch, or of two batches, may arrive out of order, and re-recording
+the same event (a rebuild) must not add it twice. Writes for a whole batch go in one pipeline; reads
+for many customers in one round trip.
 
 Without REDIS_URL the same structure lives in Django's cache (process-local), so a single machine
 works with nothing else installed.
@@ -45,12 +47,19 @@ _PARTIAL_BYTES = PARTIAL_MEMBER.encode()
 EMPTY_TTL_SECONDS = 300
 
 
+# The keys' prefix: "hist2:" since members carry the device (issue 12). Entries under the old "hist:"
+# prefix have no device; they are left to expire (HISTORY_TTL_SECONDS), and each customer's first
+# read under the new prefix loads their history from the database (the path of any missing entry).
+KEY_PREFIX = "hist2:"
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     item: str  # the item's shop id
     type: str
     weight: float
     ts: float  # unix seconds
+    device: str = ""  # the event's context.device ("" when it names none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +70,29 @@ class HistoryEvent:
     item: str
     type: str
     ts: float
+    device: str = ""
+
+
+def event_device(context: Any) -> str:
+    """The device an event's context names ("" when none, or not a string): what a history entry
+    keeps, and the rule of events.selectors.customer_last_device."""
+    return _device_value(context.get("device") if isinstance(context, dict) else None)
+
+
+def _device_value(found: Any) -> str:
+    # The value of context.device as the database gives it (a JSON key read): only a string names one.
+    return found if isinstance(found, str) else ""
+
+
+def _device_field(device: str) -> str:
+    # The device sits between "|"s: a "|" (and the escape character) inside it is escaped.
+    if "|" in device or "%" in device:
+        return device.replace("%", "%25").replace("|", "%7C")
+    return device
+
+
+def _unescape(device: str) -> str:
+    return device.replace("%7C", "|").replace("%25", "%") if "%" in device else device
 
 
 def _uses_redis() -> bool:
@@ -125,12 +157,16 @@ def history_key(customer_shop_id: str) -> str:
 def _key_base() -> str:
     # make_key through the cache proxy costs tens of microseconds; a batch needs a thousand keys,
     # so build the prefix once (Django's default key function is a plain join).
-    return str(cache.make_key("hist:"))
+    return str(cache.make_key(KEY_PREFIX))
+
+
+def _member(ts: float, type_: str, weight: float, device: str, item: str) -> str:
+    # "ts|type|weight|device|item": the item id goes last so that a "|" inside it survives the split.
+    return f"{ts!r}|{type_}|{weight!r}|{_device_field(device) if device else ''}|{item}"
 
 
 def _encode(entry: HistoryEntry) -> str:
-    # "ts|type|weight|item": the item id goes last so that a "|" inside it survives the split.
-    return f"{entry.ts!r}|{entry.type}|{entry.weight!r}|{entry.item}"
+    return _member(entry.ts, entry.type, entry.weight, entry.device, entry.item)
 
 
 def history_decode(raw: Iterable[bytes | str]) -> list[HistoryEntry]:
@@ -139,8 +175,10 @@ def history_decode(raw: Iterable[bytes | str]) -> list[HistoryEntry]:
     for member in raw:
         text = member.decode() if isinstance(member, bytes) else member
         try:
-            ts, type_, weight, item = text.split("|", 3)
-            entries.append(HistoryEntry(item=item, type=type_, weight=float(weight), ts=float(ts)))
+            ts, type_, weight, device, item = text.split("|", 4)
+            entries.append(
+                HistoryEntry(item=item, type=type_, weight=float(weight), ts=float(ts), device=_unescape(device))
+            )
         except ValueError:
             continue  # a foreign or corrupt member (or a sentinel) must not break serving
     return entries
@@ -176,8 +214,11 @@ def history_record(events: Sequence[HistoryEvent], *, complete: bool = False) ->
     by_customer: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for event in events:
         ts = event.ts
-        # The member format of _encode, inlined: this loop runs for every ingested event.
-        member = f"{ts!r}|{event.type}|{weights.get(event.type, 1.0)!r}|{event.item}"
+        device = event.device
+        if device and ("|" in device or "%" in device):
+            device = _device_field(device)
+        # The member format of _member, inlined: this loop runs for every ingested event.
+        member = f"{ts!r}|{event.type}|{weights.get(event.type, 1.0)!r}|{device}|{event.item}"
         by_customer[event.customer].append((member, ts))
     _write(by_customer, complete=complete)
 
@@ -202,7 +243,7 @@ def _write(by_customer: dict[str, list[tuple[str, float]]], *, complete: bool) -
             # logged the outage once, so no line (or traceback) per ingested batch here.
             logger.debug("history: Redis unavailable, %d customers not recorded", len(payload))
         return
-    keys = {customer: f"hist:{customer}" for customer in by_customer}
+    keys = {customer: f"{KEY_PREFIX}{customer}" for customer in by_customer}
     current = cache.get_many(list(keys.values()))
     updates = {}
     for customer, entries in by_customer.items():
@@ -234,8 +275,8 @@ def _read_cache(customer_shop_ids: Sequence[str], limit: int) -> dict[str, tuple
             pipe.zrevrange(base + customer, 0, limit)
         results = pipe.execute()
         return {c: history_split(raw) for c, raw in zip(customer_shop_ids, results, strict=True)}
-    found = cache.get_many([f"hist:{c}" for c in customer_shop_ids])
-    return {c: history_split([m for m, _ in found.get(f"hist:{c}", [])]) for c in customer_shop_ids}
+    found = cache.get_many([f"{KEY_PREFIX}{c}" for c in customer_shop_ids])
+    return {c: history_split([m for m, _ in found.get(f"{KEY_PREFIX}{c}", [])]) for c in customer_shop_ids}
 
 
 def history_load_many(
@@ -260,9 +301,9 @@ def history_load_many(
     if not wanted:
         return {}
     cache_count("history", "miss", len(wanted))
-    columns = ("customer__shop_id", "item__shop_id", "type", "occurred_at")
+    columns = ("customer__shop_id", "item__shop_id", "type", "occurred_at", "context__device")
     if len(wanted) == 1:
-        rows: Iterable[tuple[str, str, str, Any]] = (
+        rows: Iterable[tuple[str, str, str, Any, Any]] = (
             Event.objects.filter(customer__shop_id=wanted[0])
             .order_by("-occurred_at", "-id")
             .values_list(*columns)[:length]
@@ -280,9 +321,9 @@ def history_load_many(
         )
     weights = _weights()
     by_customer: dict[str, list[tuple[str, float]]] = {c: [] for c in wanted}
-    for customer, item, type_, occurred_at in rows:
+    for customer, item, type_, occurred_at, device in rows:
         ts = occurred_at.timestamp()
-        by_customer[customer].append((f"{ts!r}|{type_}|{weights.get(type_, 1.0)!r}|{item}", ts))
+        by_customer[customer].append((_member(ts, type_, weights.get(type_, 1.0), _device_value(device), item), ts))
     try:
         if write:
             _write(by_customer, complete=True)
@@ -335,7 +376,7 @@ def history_clear(customer_shop_ids: Sequence[str]) -> None:
         if customer_shop_ids:
             _redis().delete(*[history_key(c) for c in customer_shop_ids])
     else:
-        cache.delete_many([f"hist:{c}" for c in customer_shop_ids])
+        cache.delete_many([f"{KEY_PREFIX}{c}" for c in customer_shop_ids])
 
 
 def history_rebuild(
@@ -365,9 +406,12 @@ def history_rebuild(
             Event.objects.filter(customer_id__in=chunk)
             .annotate(rank=Window(RowNumber(), partition_by=[F("customer_id")], order_by=[F("occurred_at").desc()]))
             .filter(rank__lte=length)
-            .values_list("customer__shop_id", "item__shop_id", "type", "occurred_at")
+            .values_list("customer__shop_id", "item__shop_id", "type", "occurred_at", "context__device")
         )
-        events = [HistoryEvent(customer=c, item=i, type=t, ts=o.timestamp()) for c, i, t, o in ranked]
+        events = [
+            HistoryEvent(customer=c, item=i, type=t, ts=o.timestamp(), device=_device_value(d))
+            for c, i, t, o, d in ranked
+        ]
         history_clear([shop_id for _, shop_id in pairs[start : start + chunk_size]])
         history_record(events, complete=True)
         if bar is not None:

@@ -54,7 +54,7 @@ from recadmin.catalog.cache import items_changed
 from recadmin.catalog.models import PATH_SEPARATOR, Category, Customer, Item
 from recadmin.catalog.services import ITEM_FIELDS, customers_ensure, pg_copy_upsert
 from recadmin.core.errors import ValidationError
-from recadmin.events.history import HistoryEvent, history_record
+from recadmin.events.history import HistoryEvent, event_device, history_record
 from recadmin.events.services import EventRow, RowError, event_types, event_validate, events_store
 
 logger = logging.getLogger(__name__)
@@ -537,7 +537,7 @@ def dataset_load(
             try:
                 history_record(
                     [
-                        HistoryEvent(r.customer, r.item, r.type, r.occurred_at.timestamp())
+                        HistoryEvent(r.customer, r.item, r.type, r.occurred_at.timestamp(), event_device(r.context))
                         for r in known
                         if r.event_id in stored
                     ]

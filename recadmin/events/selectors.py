@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 
 from recadmin.events.history import (
     HistoryEntry,
+    event_device,
     history_get,
     history_key,
     history_load,
     history_load_many,
     history_split,
 )
+
+#: How many of the customer's newest events the device rule looks through (customer_last_device).
+DEVICE_SCAN = 20
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,24 @@ class CustomerHistory:
                 if len(seen) >= limit:
                     break
         return list(seen)
+
+    def last_device(self, *, before: dt.datetime | None = None, scan: int = DEVICE_SCAN) -> str:
+        """The device named by the newest event (of the newest `scan` before `before`) that names
+        one, "" if none: customer_last_device's rule on the entries read, so serving asks no
+        database for it. Equal to that query while the history holds the customer's newest `scan`
+        events before `before` (HISTORY_LENGTH >= scan, and no more than HISTORY_LENGTH - scan
+        events stamped after `before`)."""
+        cutoff = before.timestamp() if before is not None else None
+        looked = 0
+        for entry in self.entries:  # newest first
+            if cutoff is not None and entry.ts >= cutoff:
+                continue
+            if entry.device:
+                return entry.device
+            looked += 1
+            if looked >= scan:
+                break
+        return ""
 
 
 def history_prefetch_key(customer: str) -> str:
@@ -115,10 +137,11 @@ def complementary_items(items: list[str], *, limit: int = 50) -> list[tuple[str,
     return complements_get(items, limit=limit)
 
 
-def customer_last_device(customer: str, *, before: dt.datetime | None = None, scan: int = 20) -> str:
+def customer_last_device(customer: str, *, before: dt.datetime | None = None, scan: int = DEVICE_SCAN) -> str:
     """The device named by the customer's newest event (of the newest `scan`, before `before`)
     that names one ("" if none): the ranker's device feature, read the same way when serving and
-    when exporting impressions (recadmin.metrics.impressions). One indexed query."""
+    when exporting impressions (recadmin.metrics.impressions). One indexed query: the serving path
+    reads it off the customer's history instead (CustomerHistory.last_device, the same rule)."""
     from recadmin.events.models import Event
 
     if not customer:
@@ -127,7 +150,7 @@ def customer_last_device(customer: str, *, before: dt.datetime | None = None, sc
     if before is not None:
         query = query.filter(occurred_at__lt=before)
     for context in query.order_by("-occurred_at", "-id").values_list("context", flat=True)[:scan]:
-        found = context.get("device") if isinstance(context, dict) else None
-        if isinstance(found, str) and found:
+        found = event_device(context)
+        if found:
             return found
     return ""

@@ -25,7 +25,7 @@ from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.catalog.selectors import item_ids_by_shop_id, item_prices_by_id
 from recadmin.catalog.services import copy_escape_text, customers_ensure
 from recadmin.core.observability.metrics import EVENTS_DUPLICATES, EVENTS_INGESTED, EVENTS_REJECTED
-from recadmin.events.history import HistoryEvent, history_record
+from recadmin.events.history import HistoryEvent, event_device, history_record
 from recadmin.events.models import (
     EVENT_ID_MAX_LENGTH,
     PRICE_DECIMAL_PLACES,
@@ -407,7 +407,12 @@ def events_ingest(*, payload: Sequence[Any], record_history: bool = True) -> Ing
     if record_history and stored_ids:
         stored_rows = [r for r in known if r.event_id in stored_ids]
         try:
-            history_record([HistoryEvent(r.customer, r.item, r.type, r.occurred_at.timestamp()) for r in stored_rows])
+            history_record(
+                [
+                    HistoryEvent(r.customer, r.item, r.type, r.occurred_at.timestamp(), event_device(r.context))
+                    for r in stored_rows
+                ]
+            )
         except Exception:  # the events are stored; a cache outage must not fail the ingest
             logger.exception("Recording %d events in the history cache failed", len(stored_rows))
     return result
@@ -431,4 +436,7 @@ def _count(
 
 def events_iter_history(events: Iterable[Event]) -> list[HistoryEvent]:
     """HistoryEvents for Event rows that have customer and item loaded (select_related)."""
-    return [HistoryEvent(e.customer.shop_id, e.item.shop_id, e.type, e.occurred_at.timestamp()) for e in events]
+    return [
+        HistoryEvent(e.customer.shop_id, e.item.shop_id, e.type, e.occurred_at.timestamp(), event_device(e.context))
+        for e in events
+    ]

@@ -38,6 +38,7 @@ from django.conf import settings
 
 from recadmin.catalog.models import Item
 from recadmin.catalog.selectors import category_median_prices
+from recadmin.events.history import event_device
 from recadmin.events.models import Event
 from recadmin.metrics.models import Attribution
 from recadmin.serving.models import ServedRecommendation
@@ -180,8 +181,8 @@ def _customer_events(customers: set[str], since: float) -> dict[str, list[tuple[
             .values_list("customer__shop_id", "item__shop_id", "occurred_at", "context")
         )
         for customer, item, occurred, context in query.iterator(chunk_size=5000):
-            found = context.get("device") if isinstance(context, dict) else None
-            out[customer].append((occurred.timestamp(), item, str(found or "")))
+            # Serving's rule for what names a device (a number does not: str(7) would be "7" here only).
+            out[customer].append((occurred.timestamp(), item, event_device(context)))
     return out
 
 

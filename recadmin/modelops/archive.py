@@ -1,9 +1,10 @@
 """Build a TorchServe model archive (.mar) from a training checkpoint.
 
-The archive is self-contained: our handler, the `training` package (model code, checkpoint
-loader, index maps), the checkpoint files and a model-config.yaml. A TorchServe that has torch
-and nothing of ours installed can serve it. Archives are named `<name>-<version>.mar` in the model
-store; the version is also written into the archive's manifest, which is what TorchServe registers.
+The archive is self-contained: our handler and its helper module (HANDLER_HELPERS), the `training`
+package (model code, checkpoint loader, index maps), the checkpoint files and a model-config.yaml.
+A TorchServe that has torch and nothing of ours installed can serve it. Archives are named
+`<name>-<version>.mar` in the model store; the version is also written into the archive's manifest,
+which is what TorchServe registers.
 
 Needs no Django: bench scripts call `archive_build` directly.
 """
@@ -37,6 +38,8 @@ CHECKPOINT_FILES = ("config.json", "model.pt", "items.json")
 RANKER_HANDLER_FILE = REPO_ROOT / "handlers" / "ranker_handler.py"
 RANKER_MODEL_CONFIG_TEMPLATE = REPO_ROOT / "handlers" / "ranker-model-config.yaml"
 RANKER_CHECKPOINT_FILES = ("config.json", "model.pt", "features.json", "items.json")
+#: What both handlers import from beside them (at the archive root): packed into every archive.
+HANDLER_HELPERS = (REPO_ROOT / "handlers" / "request_body.py",)
 #: stage -> (handler, model-config template, checkpoint files)
 STAGES: dict[str, tuple[Path, Path, tuple[str, ...]]] = {
     "retrieval": (HANDLER_FILE, MODEL_CONFIG_TEMPLATE, CHECKPOINT_FILES),
@@ -149,7 +152,7 @@ def archive_build(
         tmp.mkdir()
         # A directory given to --extra-files has its *contents* copied into the archive root:
         # code/ becomes training/ at the root (on the worker's sys.path), the checkpoint's
-        # files land beside the handler.
+        # files and the handlers' helpers (a file is copied as itself) land beside the handler.
         cmd = [
             _archiver_bin(),
             "--model-name",
@@ -159,7 +162,7 @@ def archive_build(
             "--handler",
             str(handler_file),
             "--extra-files",
-            f"{code},{checkpoint_dir.resolve()}",
+            ",".join([str(code), str(checkpoint_dir.resolve()), *(str(f) for f in HANDLER_HELPERS)]),
             "--config-file",
             str(config_file),
             "--export-path",
@@ -210,6 +213,7 @@ def _check_archive(path: Path, handler: str, checkpoint_files: tuple[str, ...]) 
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
     needed = {"MAR-INF/MANIFEST.json", handler, "training/__init__.py", *checkpoint_files}
+    needed.update(f.name for f in HANDLER_HELPERS)
     missing = sorted(needed - names)
     if missing:
         raise ArchiveError(f"The archive lacks {', '.join(missing)}.")

@@ -1,6 +1,7 @@
 """What a request must know before it can rank, read in one cache round trip.
 
-The version tokens of the lower apps' caches (the rules' `rules:version`, the default model's key,
+The version tokens of the lower apps' caches (the rules' `rules:version`, the default model's key and
+the ranker's (for a scene with `rank_by`),
 the catalog's item generation and change counter) and, with Redis, the customer's recent history
 (events.selectors.history_prefetch_key) come back in one pipeline, with the experiments' token. Everything derived
 from them is then kept in this process and reused while the tokens stand still: the scene's
@@ -54,6 +55,9 @@ class HotState:
     category_known: bool | None = None
     # The experiments' cache token (experiments.selectors), read with the rest.
     experiments_version: str | None = None
+    # What the ranker's default-model key holds (settings.RANKER_MODEL_NAME; dict, "none") or
+    # _MISSING: the rank stage needs no read of its own.
+    ranker_raw: Any = _MISSING
 
     @property
     def items(self) -> tuple[int, int | None]:
@@ -89,7 +93,16 @@ def category_key(slug: str) -> str:
 
 
 def hot_state(*, customer: str = "", history_limit: int = 50, category: str | None = None) -> HotState:
-    keys = [VERSION_KEY, default_cache_key(model_name_resolve()), GENERATION_KEY, CHANGES_KEY, EXPERIMENTS_VERSION_KEY]
+    ranker_key = default_cache_key(settings.RANKER_MODEL_NAME)
+    keys = [
+        VERSION_KEY,
+        default_cache_key(model_name_resolve()),
+        GENERATION_KEY,
+        CHANGES_KEY,
+        EXPERIMENTS_VERSION_KEY,
+        # One more key in the same MGET on every request, so a ranked scene's costs no round trip.
+        ranker_key,
+    ]
     if category:
         keys.append(category_key(category))
     history: HistoryPrefetch | None = None
@@ -111,16 +124,25 @@ def hot_state(*, customer: str = "", history_limit: int = 50, category: str | No
         category=category or "",
         category_known=found.get(category_key(category)) if category else None,
         experiments_version=str(experiments_version) if experiments_version is not None else None,
+        ranker_raw=found.get(ranker_key, _MISSING),
     )
 
 
-def default_model(state: HotState) -> DefaultModel | None:
-    raw = state.default_raw
+def _from_raw(raw: Any, name: str | None) -> DefaultModel | None:
     if isinstance(raw, dict):
         return DefaultModel(**raw)
     if raw == "none":
         return None
-    return default_model_get()
+    return default_model_get(name=name)  # not in the cache (or it failed): the selector reads and fills it
+
+
+def default_model(state: HotState) -> DefaultModel | None:
+    return _from_raw(state.default_raw, None)
+
+
+def ranker_model(state: HotState) -> DefaultModel | None:
+    """The ranker's default version (settings.RANKER_MODEL_NAME) as hot_state read it."""
+    return _from_raw(state.ranker_raw, settings.RANKER_MODEL_NAME)
 
 
 def scene_lookup(slug: str, state: HotState, now: dt.datetime) -> SceneBundle | None:

@@ -61,6 +61,32 @@ def test_item_ids_with_separators_survive() -> None:
     assert history_get("h5")[0].item == "shoes|red|42"
 
 
+def test_the_device_is_kept_with_each_entry_even_with_separators_in_it_or_the_item() -> None:
+    history_record(
+        [
+            HistoryEvent(customer="h5d", item="shoes|red|42", type="view", ts=1.0, device="web|v2 100%"),
+            HistoryEvent(customer="h5d", item="b", type="click", ts=2.0, device="phone"),
+            HistoryEvent(customer="h5d", item="c", type="view", ts=3.0),
+        ]
+    )
+    entries = history_get("h5d")
+    assert [(e.item, e.device) for e in entries] == [("c", ""), ("b", "phone"), ("shoes|red|42", "web|v2 100%")]
+
+
+def test_a_history_loaded_from_the_database_carries_each_events_device() -> None:
+    customer = CustomerFactory(shop_id="h-dev")
+    now = timezone.now()
+    contexts = [{"device": "tablet"}, {"device": 7}, {}, {"device": "phone"}]
+    for i, context in enumerate(contexts):
+        EventFactory(customer=customer, occurred_at=now - dt.timedelta(minutes=10 - i), context=context)
+
+    entries = history_get("h-dev")  # no entry: loaded from the database, written back
+
+    # Newest first; only a string names a device (customer_last_device's rule).
+    assert [e.device for e in entries] == ["phone", "", "", "tablet"]
+    assert [e.device for e in history_get("h-dev")] == ["phone", "", "", "tablet"]  # from the cache now
+
+
 def test_history_get_many_reads_many_customers() -> None:
     history_record([_ev("m1", "a", 1.0), _ev("m2", "b", 2.0)])
     result = history_get_many(["m1", "m2", "m3"])
@@ -108,7 +134,7 @@ def test_an_ingested_click_is_in_redis_at_once(api_client: APIClient) -> None:
     assert api_client.post("/api/v1/events", body, format="json").status_code == 200
     # The click, and the marker saying the customer's older events were never loaded.
     members = get_redis_connection("default").zrevrange(history_key("C-R"), 0, -1)
-    assert len(members) == 2 and members[0].endswith(b"|click|2.0|SKU-R") and members[1] == b"~partial"
+    assert len(members) == 2 and members[0].endswith(b"|click|2.0||SKU-R") and members[1] == b"~partial"
     assert [(e.item, e.type) for e in history_get("C-R")] == [("SKU-R", "click")]
 
 
@@ -234,5 +260,5 @@ def test_the_empty_marker_is_short_lived_in_redis() -> None:
     assert redis.zrange(history_key("ghost-r"), 0, -1) == [b"~empty"]
     assert 0 < redis.ttl(history_key("ghost-r")) <= EMPTY_TTL_SECONDS
     history_record([_ev("ghost-r", "x", 5.0)])
-    assert redis.zrange(history_key("ghost-r"), 0, -1) == [b"5.0|view|1.0|x"]
+    assert redis.zrange(history_key("ghost-r"), 0, -1) == [b"5.0|view|1.0||x"]
     assert redis.ttl(history_key("ghost-r")) > EMPTY_TTL_SECONDS

@@ -80,3 +80,36 @@ def test_recent_lists_distinct_items_of_the_types_asked_newest_first(bought: lis
 
 def test_no_customer_has_no_history(db: None) -> None:
     assert customer_history("", 50).entries == ()
+
+
+def _device_events(customer: str, devices: list[Any], *, start: dt.datetime) -> None:
+    """Events one minute apart, oldest first, each with the given context.device (None: no device)."""
+    from tests.factories import CustomerFactory, EventFactory
+
+    owner = CustomerFactory(shop_id=customer)
+    for i, device in enumerate(devices):
+        context = {} if device is None else {"device": device}
+        EventFactory(customer=owner, occurred_at=start + dt.timedelta(minutes=i), context=context)
+
+
+@pytest.mark.parametrize(
+    ("devices", "before_minutes", "expected"),
+    [
+        (["tablet", None, "phone", None, None], None, "phone"),  # the newest that names one
+        (["tablet", None, "phone", None, None], 2, "tablet"),  # only events before `before` count
+        (["tablet", *[None] * 20], None, ""),  # beyond the newest 20: none
+        (["tablet", *[None] * 19], None, "tablet"),  # the 20th newest still counts
+        ([7, "", None], None, ""),  # a number or an empty string names no device
+        ([], None, ""),
+    ],
+)
+def test_the_history_gives_the_device_the_database_query_gives(
+    db: None, devices: list[Any], before_minutes: int | None, expected: str
+) -> None:
+    start = timezone.now() - dt.timedelta(hours=1)
+    _device_events("c-dev", devices, start=start)
+    before = start + dt.timedelta(minutes=before_minutes) if before_minutes is not None else timezone.now()
+
+    history = customer_history("c-dev", 50)
+
+    assert history.last_device(before=before) == selectors.customer_last_device("c-dev", before=before) == expected

@@ -99,6 +99,20 @@ def test_every_item_shown_is_one_impression_labelled_from_its_attributions(shop:
     assert table.device == ["phone"] * 3 + ["tablet"] * 2
 
 
+def test_the_device_is_read_by_servings_rule_where_a_number_names_none(shop: dict[str, Any]) -> None:
+    from recadmin.events.selectors import customer_last_device
+
+    EventFactory(
+        customer=CustomerFactory(shop_id="c2"), item=shop["A"], occurred_at=T0 - dt.timedelta(hours=1),
+        context={"device": 7},
+    )  # fmt: skip
+    _page("r1", ["A"], at=T0, customer="c2")
+
+    table = impressions_export_get()(since=T0 - dt.timedelta(hours=2))
+
+    assert table.device == [""] == [customer_last_device("c2", before=T0)]
+
+
 def test_customer_profiles_use_only_events_before_the_page(shop: dict[str, Any]) -> None:
     page = _page("r1", ["A"], at=T0)
     table = impressions_export_get()(since=T0 - dt.timedelta(hours=1))

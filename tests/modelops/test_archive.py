@@ -37,6 +37,8 @@ def test_it_builds_a_self_contained_archive_named_by_name_and_version(trained_ch
     # The model code travels with the archive as a `training` package at the root.
     assert {"training/__init__.py", "training/checkpoint.py", "training/models/pop.py", "training/data.py"} <= names
     assert {"config.json", "model.pt", "items.json", "recommender_handler.py"} <= names
+    # The handler's helper module beside it, where its top-level import finds it in the worker.
+    assert "request_body.py" in names
     assert not any("__pycache__" in n for n in names)
     assert config["batchSize"] == 16 and config["maxBatchDelay"] == 7
     assert config["handler"]["default_k"] == 50 and config["handler"]["max_k"] == 1000

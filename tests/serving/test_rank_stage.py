@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from recadmin.catalog.models import Item
 from recadmin.modelops.models import ModelVersion, ModelVersionStatus
 from recadmin.rules.models import Scene
 from recadmin.serving.models import ServedRecommendation
@@ -121,6 +122,56 @@ def test_ranked_by_purchases_and_revenue_use_pctcvr_and_price(
     expected = sorted(PCTCVR, key=lambda i: -PCTCVR[i] * prices[i])
     assert [row["item"] for row in body["items"]] == expected
     assert _texts(body["items"][0])[0].startswith("ranked by predicted revenue ")
+
+
+def test_a_warm_ranked_request_reads_the_device_off_the_history_without_a_query_and_gets_it_right(
+    api_client: APIClient, shop: Any, ranker: type[CannedRanker]
+) -> None:
+    import datetime as dt
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from recadmin.catalog.selectors import category_median_prices
+    from recadmin.events.selectors import customer_last_device
+    from recadmin.events.services import events_ingest
+    from training.customer_profile import customer_profile
+
+    Scene.objects.create(slug="continue", name="Continue", strategy=["recently_viewed"], rank_by="clicks")
+    start = timezone.now() - dt.timedelta(hours=2)
+    events = [
+        {"event_id": f"d{i}", "customer": "c-rv", "item": sku(item), "type": "view",
+         "occurred_at": (start + dt.timedelta(minutes=i)).isoformat(), "context": context}
+        for i, (item, context) in enumerate([(1, {"device": "tablet"}), (4, {"device": "phone"}), (7, {})])
+    ]  # fmt: skip
+    assert not events_ingest(payload=events).errors
+    _get(api_client)  # a cold process: the ranker's default and the medians are read and kept
+
+    with CaptureQueriesContext(connection) as queries:
+        body = _get(api_client)
+
+    assert [row["item"] for row in body["items"]] == [sku(1), sku(4), sku(7)]
+    assert [q["sql"] for q in queries.captured_queries if "events_event" in q["sql"]] == []
+    cold, warm = ranker.requests
+    # The device read off the history is the database rule's (the newest event naming one), the
+    # customer's features the same as on the cold request, with the catalog's current medians.
+    assert warm["context"]["device"] == "phone" == customer_last_device("c-rv", before=timezone.now())
+    moving = {"recency_days"}  # taken from the request's clock
+    assert {k: v for k, v in warm["customer"].items() if k not in moving} == {
+        k: v for k, v in cold["customer"].items() if k not in moving
+    }
+    price = {s: float(p) for s, p in Item.objects.values_list("shop_id", "price")}
+    category = dict(Item.objects.values_list("shop_id", "category__slug"))
+    brand = dict(Item.objects.values_list("shop_id", "brand"))
+    expected = customer_profile(
+        [(dt.datetime.fromisoformat(e["occurred_at"]).timestamp(), e["item"]) for e in events],
+        items={s: (category[s], brand[s], price[s]) for s in price},
+        category_median_price=category_median_prices(cached=False),
+        now=warm["context"]["timestamp"],
+    )
+    assert expected is not None
+    assert warm["customer"]["price_sensitivity"] == pytest.approx(expected["price_sensitivity"])
 
 
 def test_when_the_ranker_fails_the_list_keeps_the_retrieval_order_and_says_why(

@@ -259,21 +259,38 @@ class FeatureSpec:
         cats = torch.zeros(len(items), 3, dtype=torch.long)
         nums = torch.zeros(len(items), 6, dtype=torch.float32)
         for r, it in enumerate(items):
-            log_price = math.log1p(max(it.price, 0.0))
             cats[r, 0] = self._id("item_category", it.category)
             cats[r, 1] = self._id("item_brand", it.brand)
-            nums[r] = torch.tensor(
+            nums[r, 1:5] = torch.tensor(
                 [
-                    log_price,
                     math.log1p(max(it.popularity, 0.0)),
                     math.log1p(max(it.age_days, 0.0)),
                     math.log1p(max(it.stock, 0.0)),
                     1.0 if it.stock > 0 else 0.0,
-                    log_price - self.category_log_price.get(it.category, self._median_log_price),
                 ]
             )
-        cats[:, 2] = torch.bucketize(nums[:, 0].contiguous(), self._price_edges_t) + 1
+        prices = torch.tensor([it.price for it in items], dtype=torch.float64)
+        medians = self.category_log_prices([it.category for it in items])
+        nums[:, 0], cats[:, 2], nums[:, 5] = self.price_columns(prices, medians)
         return cats, nums
+
+    def category_log_prices(self, categories: Sequence[str]) -> torch.Tensor:
+        """Per category, its median log price at training time (the overall median for a category
+        the spec does not know), float64: the reference of price_columns' relative price."""
+        default = self._median_log_price
+        return torch.tensor([self.category_log_price.get(c, default) for c in categories], dtype=torch.float64)
+
+    def price_columns(
+        self, prices: torch.Tensor, category_log_prices: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The price's item features from prices (float64; negative counts as 0) and their
+        categories' median log prices (category_log_prices): (log price, price band id, log price
+        relative to the category's median) — item_rows' columns, and the ranker handler's when a
+        request overrides an item's price."""
+        log_price = torch.log1p(prices.clamp(min=0.0))
+        as_float = log_price.float()
+        band = torch.bucketize(as_float, self._price_edges_t) + 1
+        return as_float, band, (log_price - category_log_prices).float()
 
     def customer_rows(self, customers: Sequence[CustomerFeatures]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per customer: raw numbers (activity, recency, sensitivity) and dense affinity vectors over

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-OBJECTIVES = ("clicks", "purchases", "revenue")
-_REASON_NAMES = {"clicks": "predicted clicks", "purchases": "predicted purchases", "revenue": "predicted revenue"}
+# The objectives and the reason's words live in a torch-free module that serving imports too.
+from training.rank_objectives import OBJECTIVES as OBJECTIVES
+from training.rank_objectives import reason as reason
 
 
 def objective_values(
@@ -40,10 +41,3 @@ def rank_by(
     values = objective_values(objective, pctr=pctr, pctcvr=pctcvr, prices=prices)
     order = np.argsort(-values, kind="stable")
     return order, values[order]
-
-
-def reason(objective: str, value: float) -> str:
-    if objective not in _REASON_NAMES:
-        raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
-    shown = f"{value:.2f}" if objective == "revenue" else f"{value:.3f}"
-    return f"ranked by {_REASON_NAMES[objective]} {shown}"

@@ -8,11 +8,14 @@ On when the scene's `rank_by` is set (clicks | purchases | revenue) and the rank
 time budget; when it fails (timeout, TorchServe down, a bad answer, no default ranker) the
 candidates keep the retrieval order and the list says so (`note`, and a "rank_skipped" reason on
 each item). Each ranked item's score becomes its objective value and its reasons say
-"ranked by predicted clicks 0.083" (training.ranker.objective, the ranker's own wording).
+"ranked by predicted clicks 0.083" (training.rank_objectives, the words training.ranker.objective uses).
 
 Customer features (activity, recency, category and brand affinity, price sensitivity) come from the
 request's history through training.customer_profile, the function the impressions export uses for
-training; the device is the one of the customer's newest event that names one (the export's rule).
+training; the device is the one of the customer's newest event that names one (the export's rule),
+read off the same history (its entries carry the device). On a warm process a ranked request costs
+no database query and no round trip of its own: the ranker's default version comes with the
+request's hot state, the category median prices from a process-local copy.
 The ranker knows item attributes from its archive, and is sent the catalog's current price and
 stock, which override it.
 """
@@ -28,17 +31,18 @@ from django.conf import settings
 
 from recadmin.catalog.selectors import category_median_prices, items_metadata
 from recadmin.events.selectors import customer_last_device
-from recadmin.modelops.selectors import DefaultModel, default_model_get
+from recadmin.modelops.selectors import DefaultModel
 from recadmin.modelops.torchserve import TorchServeError, TorchServeTimeout, TorchServeUnavailable, get_client
 from recadmin.serving import fallbacks
 from recadmin.serving.services.context import RequestContext
 from recadmin.serving.services.ranking import Scored
+from recadmin.serving.state import ranker_model
 from training.customer_profile import customer_profile
+from training.rank_objectives import OBJECTIVES
+from training.rank_objectives import reason as reason_text
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("clicks", "purchases", "revenue")
-_REASON_NAMES = {"clicks": "predicted clicks", "purchases": "predicted purchases", "revenue": "predicted revenue"}
 REASON_NO_RANKER = "no_default_ranker"
 
 
@@ -47,12 +51,6 @@ class RankStage:
     scored: list[Scored]
     note: str  # "" when ranked, else why the retrieval order was kept
     model: DefaultModel | None = None
-
-
-def rank_reason_text(objective: str, value: float) -> str:
-    """The same words as training.ranker.objective.reason (which serving must not import: torch)."""
-    shown = f"{value:.2f}" if objective == "revenue" else f"{value:.3f}"
-    return f"ranked by {_REASON_NAMES[objective]} {shown}"
 
 
 def customer_features(ctx: RequestContext, metas: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -79,8 +77,13 @@ def customer_features(ctx: RequestContext, metas: dict[str, dict[str, Any]]) -> 
 
 def request_context(ctx: RequestContext) -> dict[str, Any]:
     """Time and device as the export reads them for a logged page (the device of the customer's
-    newest event that names one)."""
-    return {"timestamp": ctx.now.timestamp(), "device": customer_last_device(ctx.customer, before=ctx.now)}
+    newest event that names one), the device read off the request's history."""
+    if ctx.history.read_from == "preview":
+        # The admin preview replaces the history by typed ids: the customer's own device is a query away.
+        device = customer_last_device(ctx.customer, before=ctx.now)
+    else:
+        device = ctx.history.last_device(before=ctx.now)
+    return {"timestamp": ctx.now.timestamp(), "device": device}
 
 
 def _skipped(scored: list[Scored], reason: str, detail: str = "") -> RankStage:
@@ -94,7 +97,7 @@ def rank_stage(ctx: RequestContext, scored: list[Scored]) -> RankStage:
     objective = ctx.bundle.settings.rank_by
     if objective not in OBJECTIVES or not scored:
         return RankStage(scored=scored, note="")
-    model = default_model_get(name=settings.RANKER_MODEL_NAME)
+    model = ranker_model(ctx.state)
     if model is None:
         return _skipped(scored, REASON_NO_RANKER)
     history_items = list(dict.fromkeys([*(e.item for e in ctx.history.entries), *ctx.history_ids]))
@@ -166,7 +169,7 @@ def rank_stage(ctx: RequestContext, scored: list[Scored]) -> RankStage:
                 "by": objective,
                 "value": round(values[i], 6),
                 "retrieval_score": round(float(scored[i].score), 6),
-                "text": rank_reason_text(objective, values[i]),
+                "text": reason_text(objective, values[i]),
             },
         )
         for i in order
