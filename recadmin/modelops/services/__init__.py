@@ -23,6 +23,8 @@ from recadmin.modelops.services.params import (
     training_params_validate,
 )
 from recadmin.modelops.services.runs import (
+    MODEL_NAME_MAX_LENGTH,
+    MODEL_NAME_PATTERN,
     _child_environment,
     training_run_cancel,
     training_run_create,
@@ -51,6 +53,8 @@ from recadmin.modelops.services.versions import (
 
 __all__ = [
     "MAX_WORKERS",
+    "MODEL_NAME_MAX_LENGTH",
+    "MODEL_NAME_PATTERN",
     "PARAM_ALIASES",
     "PARAM_SPECS",
     "PIPELINE_OPTIONS",

@@ -25,7 +25,10 @@ from recadmin.modelops.services.params import training_params_validate
 
 logger = logging.getLogger(__name__)
 
-_MODEL_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$")
+# The archive's file name is <name>-<version>.mar: the archiver's rule (the API schema states it too).
+MODEL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*$"
+MODEL_NAME_MAX_LENGTH = 100
+_MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 
 def _child_environment() -> dict[str, str]:
@@ -135,7 +138,7 @@ def training_run_create(
     cleaned = training_params_validate(kind=kind, params=params)
     name = (model_name or "").strip() or model_name_default(kind=kind)
     # The archive's file name is <name>-<version>.mar: the archiver's rule, checked before training.
-    if not _MODEL_NAME_RE.match(name) or len(name) > 100:
+    if not _MODEL_NAME_RE.match(name) or len(name) > MODEL_NAME_MAX_LENGTH:
         raise ValidationError(
             "Model names start with a letter and use letters, digits, '_' and single '-' only.", field="model_name"
         )
