@@ -73,7 +73,7 @@ def archive_path(*, model_store: Path, name: str, version: str) -> Path:
     return Path(model_store) / f"{name}-{version}.mar"
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -61,6 +61,7 @@ STAGE_SPAN: dict[str, tuple[float, float]] = {
 MIN_EVENTS = 20
 _LOG_LINES = 60
 _WRITE_EVERY = 1.0  # seconds between progress writes: a bar, not a write per batch
+_Data = TypeVar("_Data")  # what a kind's export returns (event arrays, an impression table)
 
 
 class RunCancelled(Exception):
@@ -175,6 +176,38 @@ def train_from_arrays(
     return trainer.train(arrays=arrays, kind=kind, params=params, reporter=reporter, workdir=workdir)
 
 
+def _export_and_train(
+    *, run: TrainingRun, reporter: Reporter, workdir: Path, timings: dict[str, float]
+) -> TrainOutcome:
+    """The export and training stages of the run's kind: `_execute` picks by kind only here (what
+    to export and how to train); archiving, registration and the gate take the outcome."""
+    steps = _export_and_train_ranker if run.kind == ModelKind.RANKER else _export_and_train_retrieval
+    return steps(run=run, reporter=reporter, workdir=workdir, timings=timings)
+
+
+def _export_and_train_retrieval(
+    *, run: TrainingRun, reporter: Reporter, workdir: Path, timings: dict[str, float]
+) -> TrainOutcome:
+    """A retrieval model's export (the weighted events) and training."""
+    arrays = _export_stage(reporter, timings, "exporting events", events_export)
+    reporter.log(
+        "Exported %d events (%d customers, %d items) in %.2fs",
+        len(arrays),
+        arrays.num_customers,
+        len(arrays.item_shop_ids),
+        timings["export"],
+    )
+    _fail_if_too_small(arrays, int(run.params.get("min_events", MIN_EVENTS)))
+    return _training_stage(
+        reporter,
+        timings,
+        "training",
+        lambda: train_from_arrays(
+            arrays=arrays, kind=run.kind, params=dict(run.params), reporter=reporter, workdir=workdir
+        ),
+    )
+
+
 def _export_and_train_ranker(
     *, run: TrainingRun, reporter: Reporter, workdir: Path, timings: dict[str, float]
 ) -> TrainOutcome:
@@ -183,22 +216,41 @@ def _export_and_train_ranker(
     from recadmin.modelops import ranker_trainer
     from recadmin.modelops.registry import impressions_export_get
 
-    reporter.stage(TrainingStage.EXPORTING, "exporting impressions")
-    started = time.perf_counter()
     days = run.params.get("impression_days")
     since = timezone.now() - dt.timedelta(days=float(days)) if days else None
-    try:
-        table = impressions_export_get()(since=since)
-    except Exception as exc:
-        raise StageFailed(TrainingStage.EXPORTING, f"{type(exc).__name__}: {exc}") from exc
-    timings["export"] = round(time.perf_counter() - started, 3)
+    table = _export_stage(reporter, timings, "exporting impressions", lambda: impressions_export_get()(since=since))
     reporter.log(
         "Exported %d impressions (%d clicks) in %.2fs", len(table), int(table.clicked.sum()), timings["export"]
     )
-    reporter.stage(TrainingStage.TRAINING, "training the ranker")
+    return _training_stage(
+        reporter,
+        timings,
+        "training the ranker",
+        lambda: ranker_trainer.train_ranker(table=table, params=dict(run.params), reporter=reporter, workdir=workdir),
+    )
+
+
+def _export_stage(reporter: Reporter, timings: dict[str, float], text: str, export: Callable[[], _Data]) -> _Data:
+    """The exporting stage around a kind's export: timed, and any error fails the run at this stage."""
+    reporter.stage(TrainingStage.EXPORTING, text)
     started = time.perf_counter()
     try:
-        outcome = ranker_trainer.train_ranker(table=table, params=dict(run.params), reporter=reporter, workdir=workdir)
+        data = export()
+    except Exception as exc:
+        raise StageFailed(TrainingStage.EXPORTING, f"{type(exc).__name__}: {exc}") from exc
+    timings["export"] = round(time.perf_counter() - started, 3)
+    return data
+
+
+def _training_stage(
+    reporter: Reporter, timings: dict[str, float], text: str, train: Callable[[], TrainOutcome]
+) -> TrainOutcome:
+    """The training stage around a kind's training (which also evaluates, and may move the reporter
+    on to the evaluating stage): timed, and an error fails the run at the stage it was in."""
+    reporter.stage(TrainingStage.TRAINING, text)
+    started = time.perf_counter()
+    try:
+        outcome = train()
     except (RunCancelled, StageFailed):
         raise
     except Exception as exc:
@@ -374,39 +426,8 @@ def _execute(*, run: TrainingRun, progress: Callable[[float, str], None] | None,
             )
             version = None
 
-        if version is None and run.kind == ModelKind.RANKER:
-            outcome = _export_and_train_ranker(run=run, reporter=reporter, workdir=workdir, timings=timings)
-        elif version is None:
-            reporter.stage(TrainingStage.EXPORTING, "exporting events")
-            started = time.perf_counter()
-            try:
-                arrays = events_export()
-            except Exception as exc:
-                raise StageFailed(TrainingStage.EXPORTING, f"{type(exc).__name__}: {exc}") from exc
-            timings["export"] = round(time.perf_counter() - started, 3)
-            reporter.log(
-                "Exported %d events (%d customers, %d items) in %.2fs",
-                len(arrays),
-                arrays.num_customers,
-                len(arrays.item_shop_ids),
-                timings["export"],
-            )
-            _fail_if_too_small(arrays, int(run.params.get("min_events", MIN_EVENTS)))
-
-            reporter.stage(TrainingStage.TRAINING, "training")
-            started = time.perf_counter()
-            try:
-                outcome = train_from_arrays(
-                    arrays=arrays, kind=run.kind, params=dict(run.params), reporter=reporter, workdir=workdir
-                )
-            except (RunCancelled, StageFailed):
-                raise
-            except Exception as exc:
-                raise StageFailed(reporter.stage_key, f"{type(exc).__name__}: {exc}") from exc
-            timings["train_and_evaluate"] = round(time.perf_counter() - started, 3)
-            del arrays
-
         if version is None:
+            outcome = _export_and_train(run=run, reporter=reporter, workdir=workdir, timings=timings)
             reporter.stage(TrainingStage.ARCHIVING, "archiving")
             started = time.perf_counter()
             version = _allocate_version(run=run, outcome=outcome)

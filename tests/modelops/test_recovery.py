@@ -223,13 +223,13 @@ def test_a_version_another_sync_registered_meanwhile_is_loaded_not_a_failure(
 ) -> None:
     """After a TorchServe restart the periodic sync and the serving path's re-sync both find it empty;
     the one that registers second gets TorchServe's 409, which means "loaded", not a failure to log."""
-    from recadmin.modelops import services
+    from recadmin.modelops.services import sync
 
     make_version(1, status="default")  # loaded by "the other sync" after this one looked
-    monkeypatch.setattr(services, "torchserve_versions_loaded", lambda *, name: {})  # what it saw: empty
+    monkeypatch.setattr(sync, "torchserve_versions_loaded", lambda *, name: {})  # what it saw: empty
 
     with caplog.at_level("ERROR", logger="recadmin.modelops.services"):
-        report = services.models_sync_torchserve()
+        report = sync.models_sync_torchserve()
 
     assert report.ok, report.summary()
     assert report.registered == [] and report.already_loaded == ["recommender v1"]
@@ -263,8 +263,8 @@ def test_the_sync_registers_the_default_first_with_one_worker_and_scales_in_the_
     """After a TorchServe restart lists come back once the default version has one worker: it is
     registered first, with one worker (the registration waits for it), and scaled up afterwards
     without waiting; a candidate version waits its turn."""
-    from recadmin.modelops import services
     from recadmin.modelops.models import ModelKind, ModelVersionStatus
+    from recadmin.modelops.services import sync
 
     for number, status, workers in [(1, ModelVersionStatus.REGISTERED, 1), (2, ModelVersionStatus.DEFAULT, 3)]:
         archive = tmp_path / f"recommender-{number}.mar"
@@ -274,9 +274,9 @@ def test_the_sync_registers_the_default_first_with_one_worker_and_scales_in_the_
             workers=workers,
         )  # fmt: skip
     client = _RecordingClient()
-    monkeypatch.setattr(services, "_client", lambda: client)
+    monkeypatch.setattr(sync, "torchserve_client", lambda: client)
 
-    report = services.models_sync_torchserve()
+    report = sync.models_sync_torchserve()
 
     assert report.registered == ["recommender v2", "recommender v1"]
     assert client.calls == [
