@@ -212,7 +212,7 @@ def test_with_redis_paused_requests_fail_fast_one_line_per_change_and_served_pag
         f"cache get {get_s * 1000:.2f} ms, set {set_s * 1000:.2f} ms"
     )
     assert get_s < FAST and set_s < FAST
-    assert worst < REQUEST_BOUND, answers
+    assert worst < REQUEST_BOUND, sorted(answers, key=lambda answer: -answer[2])[:5]  # the slowest first
     assert {what: code for what, code, _ in answers} == {"readyz": 503, "events": 200, "recommendations": 200}
     assert Event.objects.filter(event_id__startswith="paused").count() == 50
 
@@ -259,7 +259,7 @@ def test_with_redis_stopped_requests_fail_fast_with_one_log_line(
         f"cache get_many {get_s * 1000:.2f} ms"
     )
     assert get_s < FAST and trip_s < 1.0
-    assert worst < REQUEST_BOUND, answers
+    assert worst < REQUEST_BOUND, sorted(answers, key=lambda answer: -answer[2])[:5]  # the slowest first
     assert {what: code for what, code, _ in answers} == {"readyz": 503, "events": 200, "recommendations": 200}
     assert Event.objects.filter(event_id__startswith="stopped").count() == 100
     # The pages served meanwhile wait in this process's buffer (or were written when it filled).
