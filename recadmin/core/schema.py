@@ -3,11 +3,14 @@ error answers of every operation, and request schemas that allow only what the A
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.core.validators import RegexValidator
+from drf_spectacular.drainage import set_override
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import is_list_serializer
 from rest_framework import serializers
 
 from recadmin.core.parsers import MAX_DEPTH, MAX_INTEGER
@@ -225,3 +228,12 @@ class RecadminAutoSchema(AutoSchema):
         ):
             schema["pattern"] = NOT_BLANK_TEXT
         return schema
+
+    def _get_examples(
+        self, serializer: Any, direction: Any, media_type: Any, status_code: Any = None, extras: Any = None
+    ) -> Any:
+        # A batch body's examples are written whole, as the list they are (several rows show how rows
+        # relate): drf-spectacular would wrap each in one more list, documenting a body the API refuses.
+        if direction == "request" and is_list_serializer(serializer):
+            serializer = set_override(copy.copy(serializer), "many", False)
+        return super()._get_examples(serializer, direction, media_type, status_code, extras)
