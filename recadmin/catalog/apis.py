@@ -30,6 +30,7 @@ from recadmin.core.auth import ApiClient
 from recadmin.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationError
 from recadmin.core.pagination import StableCursorPagination
 from recadmin.core.parsers import json_value_problem
+from recadmin.core.schema import SLUG_PATTERN
 
 BULK_MAX_ROWS = 10_000
 INT32_MAX = 2_147_483_647  # what the database's integer column holds
@@ -363,7 +364,11 @@ class CategoryCollectionApi(APIView):
         summary="List categories",
         description="Any valid key. Cursor pagination (`cursor`, `limit` up to 1000), newest first.",
         parameters=[
-            OpenApiParameter("parent", str, description="A category slug: only its direct children."),
+            OpenApiParameter(
+                "parent",
+                {"type": "string", "pattern": SLUG_PATTERN},
+                description="A category slug: only its direct children.",
+            ),
             OpenApiParameter("cursor", str),
             OpenApiParameter("limit", int),
         ],

@@ -15,6 +15,9 @@ from rest_framework import serializers
 
 from recadmin.core.parsers import MAX_DEPTH, MAX_INTEGER
 
+# What DRF's SlugField accepts, for query parameters documented by hand (OpenApiParameter).
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "recadmin.core.auth.ApiKeyAuthentication"

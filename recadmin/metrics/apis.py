@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from recadmin.core.auth import HasManageScope
+from recadmin.core.schema import SLUG_PATTERN
 from recadmin.metrics import selectors
 
 MAX_RANGE = dt.timedelta(days=366)
@@ -29,7 +30,7 @@ ERROR_RESPONSES = {
 _DIMENSION = "(scene|strategy|model_version|variant)"
 # What the input serializers accept, in the schema too (a fuzzer's "valid" data is valid here): a slug,
 # and day or hour first, then any of the other dimensions (a repeated one counts once).
-SCENE_SCHEMA = {"type": "string", "pattern": r"^[-a-zA-Z0-9_]+$", "maxLength": 64}
+SCENE_SCHEMA = {"type": "string", "pattern": SLUG_PATTERN, "maxLength": 64}
 GROUP_BY_SCHEMA = {
     "type": "string",
     "pattern": rf"^((day|hour)(,{_DIMENSION})*|{_DIMENSION}(,{_DIMENSION})*)$",
