@@ -38,6 +38,7 @@ POSITIVE_DATA_NOT_CHECKED = {
     "PUT /api/v1/items/{shop_id}": "`category` must exist; a new item needs a `title` (an update does not)",
     "POST /api/v1/experiments": "`scenes` and variants' `model_version` must exist",
     "GET /api/v1/recommendations": "`scene` must name an existing scene",
+    "GET /api/v1/popular": "`category` must name an existing category (its subtree counts)",
     "GET /api/v1/items/{shop_id}/similar": "the item (and `scene`) must exist: a 400 naming it, as for the others",
     "POST /api/v1/rules": "`pinned_items` (and scenes, categories in conditions) must exist",
     "POST /api/v1/events": "rows name existing items",
