@@ -519,6 +519,12 @@ class CustomerCollectionApi(APIView):
     read_scopes = WRITE_SCOPES
     write_scopes = WRITE_SCOPES
 
+    @property
+    def json_rows_checked_by_view(self) -> bool:
+        # The bulk upsert checks rows one by one (_validate_bulk): a bad row is reported, the others
+        # stored. One customer (POST) keeps the parser's 400 naming the attribute's path.
+        return bool(self.request.method == "PUT")
+
     @extend_schema(
         operation_id="customers_list",
         summary="List customers",
@@ -559,12 +565,6 @@ class CustomerCollectionApi(APIView):
         responses={200: BulkResultOutput, 207: BulkResultOutput},
         examples=[OpenApiExample("customers", value=[CUSTOMER_EXAMPLE], request_only=True)],
     )
-    @property
-    def json_rows_checked_by_view(self) -> bool:
-        # The bulk upsert checks rows one by one (_validate_bulk): a bad row is reported, the others
-        # stored. One customer (POST) keeps the parser's 400 naming the attribute's path.
-        return bool(self.request.method == "PUT")
-
     def put(self, request: Request) -> Response:
         valid, errors = _validate_bulk(request.data, CustomerInput, "customers")
         result = services.customers_bulk_upsert(rows=[row for _, row in valid])
