@@ -147,7 +147,8 @@ def _bound_request_schema(schema: Any, components: dict[str, Any], seen: set[str
 def document_storable_request_bodies(
     result: dict[str, Any], generator: Any, request: Any, public: Any
 ) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: every JSON request body documents what the parser refuses."""
+    """drf-spectacular postprocessing hook: every JSON request body documents what the parser refuses,
+    and every text query and path parameter what GuardMiddleware refuses in URLs (NUL, lone surrogates)."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components.setdefault("StorableJson", STORABLE_JSON)
     seen = {"StorableJson"}
@@ -155,6 +156,15 @@ def document_storable_request_bodies(
         for operation in operations.values():
             if not isinstance(operation, dict):
                 continue
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema")
+                if (
+                    parameter.get("in") in ("query", "path")
+                    and isinstance(schema, dict)
+                    and "string" in _types(schema)
+                    and not {"enum", "pattern", "format"} & schema.keys()
+                ):
+                    schema["pattern"] = STORABLE_TEXT
             content = operation.get("requestBody", {}).get("content", {})
             for media_type, body in content.items():
                 if media_type == "application/json":

@@ -177,3 +177,18 @@ def test_every_request_body_example_is_valid_for_its_schema(schema: dict) -> Non
                     for error in validator.iter_errors(example["value"]):
                         problems.append(f"{method} {path} {media} {name}: {error.message[:200]}")
     assert problems == [], "\n".join(problems)
+
+
+def test_text_query_and_path_parameters_allow_no_nul(schema: dict) -> None:  # type: ignore[type-arg]
+    """GuardMiddleware refuses NUL in any URL parameter (a 400): the schema says so, for the fuzzer."""
+    allowing = [
+        f"{method} {path} {parameter['name']}"
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] in ("query", "path")
+        and parameter["schema"].get("type") == "string"
+        and not {"enum", "format"} & parameter["schema"].keys()  # a date-time, say, holds no NUL
+        and not ("pattern" in parameter["schema"] and not re.search(parameter["schema"]["pattern"], "a\x00b"))
+    ]
+    assert allowing == []
