@@ -30,6 +30,7 @@ from recadmin.core.auth import ApiClient
 from recadmin.core.errors import AuthenticationFailed, Conflict, PermissionDenied, ValidationError
 from recadmin.core.pagination import StableCursorPagination
 from recadmin.core.parsers import json_value_problem
+from recadmin.core.schema import SLUG_PATTERN
 
 BULK_MAX_ROWS = 10_000
 INT32_MAX = 2_147_483_647  # what the database's integer column holds
@@ -363,7 +364,11 @@ class CategoryCollectionApi(APIView):
         summary="List categories",
         description="Any valid key. Cursor pagination (`cursor`, `limit` up to 1000), newest first.",
         parameters=[
-            OpenApiParameter("parent", str, description="A category slug: only its direct children."),
+            OpenApiParameter(
+                "parent",
+                {"type": "string", "pattern": SLUG_PATTERN},
+                description="A category slug: only its direct children.",
+            ),
             OpenApiParameter("cursor", str),
             OpenApiParameter("limit", int),
         ],
@@ -509,8 +514,16 @@ CUSTOMER_EXAMPLE = {"shop_id": "C-88121", "attributes": {"segment": "loyal", "co
 class CustomerCollectionApi(APIView):
     pagination_class = StableCursorPagination  # GET lists are paged (documented as such)
     permission_classes = [ScopeForMethod]
+    json_max_rows = BULK_MAX_ROWS
+    json_rows_field = "customers"
     read_scopes = WRITE_SCOPES
     write_scopes = WRITE_SCOPES
+
+    @property
+    def json_rows_checked_by_view(self) -> bool:
+        # The bulk upsert checks rows one by one (_validate_bulk): a bad row is reported, the others
+        # stored. One customer (POST) keeps the parser's 400 naming the attribute's path.
+        return bool(self.request.method == "PUT")
 
     @extend_schema(
         operation_id="customers_list",

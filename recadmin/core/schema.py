@@ -3,14 +3,20 @@ error answers of every operation, and request schemas that allow only what the A
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.core.validators import RegexValidator
+from drf_spectacular.drainage import set_override
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import is_list_serializer
 from rest_framework import serializers
 
 from recadmin.core.parsers import MAX_DEPTH, MAX_INTEGER
+
+# What DRF's SlugField accepts, for query parameters documented by hand (OpenApiParameter).
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -141,7 +147,8 @@ def _bound_request_schema(schema: Any, components: dict[str, Any], seen: set[str
 def document_storable_request_bodies(
     result: dict[str, Any], generator: Any, request: Any, public: Any
 ) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: every JSON request body documents what the parser refuses."""
+    """drf-spectacular postprocessing hook: every JSON request body documents what the parser refuses,
+    and every text query and path parameter what GuardMiddleware refuses in URLs (NUL, lone surrogates)."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components.setdefault("StorableJson", STORABLE_JSON)
     seen = {"StorableJson"}
@@ -149,6 +156,15 @@ def document_storable_request_bodies(
         for operation in operations.values():
             if not isinstance(operation, dict):
                 continue
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema")
+                if (
+                    parameter.get("in") in ("query", "path")
+                    and isinstance(schema, dict)
+                    and "string" in _types(schema)
+                    and not {"enum", "pattern", "format"} & schema.keys()
+                ):
+                    schema["pattern"] = STORABLE_TEXT
             content = operation.get("requestBody", {}).get("content", {})
             for media_type, body in content.items():
                 if media_type == "application/json":
@@ -225,3 +241,12 @@ class RecadminAutoSchema(AutoSchema):
         ):
             schema["pattern"] = NOT_BLANK_TEXT
         return schema
+
+    def _get_examples(
+        self, serializer: Any, direction: Any, media_type: Any, status_code: Any = None, extras: Any = None
+    ) -> Any:
+        # A batch body's examples are written whole, as the list they are (several rows show how rows
+        # relate): drf-spectacular would wrap each in one more list, documenting a body the API refuses.
+        if direction == "request" and is_list_serializer(serializer):
+            serializer = set_override(copy.copy(serializer), "many", False)
+        return super()._get_examples(serializer, direction, media_type, status_code, extras)

@@ -157,7 +157,10 @@ class EventIngestApi(APIView):
         examples=[
             OpenApiExample("a batch", value=[EXAMPLE_EVENT], request_only=True),
             OpenApiExample(
-                "a rating", value={"customer": "C-1", "item": "SKU-9", "type": "rating", "value": 4}, request_only=True
+                # A list of one: the schema documents the list form (the API also takes a bare object).
+                "a rating",
+                value=[{"customer": "C-1", "item": "SKU-9", "type": "rating", "value": 4}],
+                request_only=True,
             ),
             OpenApiExample("all stored", value={"stored": 1000, "duplicates": 0, "errors": []}, response_only=True),
             OpenApiExample(

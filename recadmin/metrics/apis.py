@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -14,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from recadmin.core.auth import HasManageScope
+from recadmin.core.schema import SLUG_PATTERN
 from recadmin.metrics import selectors
 
 MAX_RANGE = dt.timedelta(days=366)
@@ -22,6 +24,17 @@ ERROR_RESPONSES = {
     400: OpenApiResponse(description="Bad input: `extra.fields` names the offending parameter."),
     401: OpenApiResponse(description="No or invalid API key."),
     403: OpenApiResponse(description="The key lacks the `manage` scope."),
+}
+
+
+_DIMENSION = "(scene|strategy|model_version|variant)"
+# What the input serializers accept, in the schema too (a fuzzer's "valid" data is valid here): a slug,
+# and day or hour first, then any of the other dimensions (a repeated one counts once).
+SCENE_SCHEMA = {"type": "string", "pattern": SLUG_PATTERN, "maxLength": 64}
+GROUP_BY_SCHEMA = {
+    "type": "string",
+    "pattern": rf"^((day|hour)(,{_DIMENSION})*|{_DIMENSION}(,{_DIMENSION})*)$",
+    "default": "day",
 }
 
 
@@ -64,9 +77,8 @@ class MetricsInput(RangeInput):
             )
         if "day" in parts and "hour" in parts:
             raise serializers.ValidationError("Choose day or hour, not both.")
-        if len(set(parts)) != len(parts):
-            raise serializers.ValidationError("A dimension is repeated.")
-        return parts
+        # A repeated dimension groups as once: "scene,scene" means what it says.
+        return list(dict.fromkeys(parts))
 
 
 class MetricsRow(serializers.Serializer):
@@ -97,9 +109,9 @@ class MetricsRow(serializers.Serializer):
 
 def _range_parameters() -> list[OpenApiParameter]:
     return [
-        OpenApiParameter("from", str, description="Start, ISO 8601 (default: 7 days before `to`)."),
-        OpenApiParameter("to", str, description="End, exclusive, ISO 8601 (default: now)."),
-        OpenApiParameter("scene", str, description="Only this scene."),
+        OpenApiParameter("from", OpenApiTypes.DATETIME, description="Start, ISO 8601 (default: 7 days before `to`)."),
+        OpenApiParameter("to", OpenApiTypes.DATETIME, description="End, exclusive, ISO 8601 (default: now)."),
+        OpenApiParameter("scene", SCENE_SCHEMA, description="Only this scene (its slug)."),
     ]
 
 
@@ -126,7 +138,7 @@ class MetricsApi(APIView):
             *_range_parameters(),
             OpenApiParameter(
                 "group_by",
-                str,
+                GROUP_BY_SCHEMA,
                 description="day|hour, and any of scene, strategy, model_version, "
                 "variant; comma-separated (default day).",
             ),

@@ -370,3 +370,14 @@ def test_a_bad_row_in_a_bulk_upsert_is_reported_and_the_others_stored(api_client
     assert response.status_code == 207
     assert [e["index"] for e in response.json()["errors"]] == [4, 6]
     assert Item.objects.count() == 8
+
+
+def test_a_customer_row_holding_a_nul_is_reported_and_the_others_stored(api_client: APIClient) -> None:
+    import json
+
+    rows = [{"shop_id": f"C-{i}", "attributes": {"segment": "new"}} for i in range(5)]
+    rows[3]["attributes"] = {"segment": "v\x00ip"}
+    response = api_client.put("/api/v1/customers", json.dumps(rows), content_type="application/json")
+    assert response.status_code == 207, response.content
+    assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(3, "attributes")]
+    assert sorted(Customer.objects.values_list("shop_id", flat=True)) == ["C-0", "C-1", "C-2", "C-4"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -273,6 +274,10 @@ def test_a_bad_parent_filter_is_a_400_naming_the_field(api_client: APIClient) ->
     response = api_client.get(URL, {"parent": "not a slug"})
     assert response.status_code == 400
     assert "parent" in response.json()["extra"]["fields"]
+    # The schema says so: a fuzzer's "valid" parent is one the filter accepts.
+    parameters = api_client.get("/api/schema/", {"format": "json"}).json()["paths"][URL]["get"]["parameters"]
+    pattern = next(p for p in parameters if p["name"] == "parent")["schema"]["pattern"]
+    assert re.search(pattern, "hair-care_2") and not re.search(pattern, "not a slug")
 
 
 # --- one category ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -104,9 +105,28 @@ def test_rule_and_position_reports(traffic: dt.datetime, make_api_client: Callab
     ]
 
 
+def test_a_repeated_dimension_groups_as_once(traffic: dt.datetime, make_api_client: Callable[..., APIClient]) -> None:
+    client = make_api_client("manage")
+    once = client.get("/api/v1/metrics", {"group_by": "day,scene"})
+    twice = client.get("/api/v1/metrics", {"group_by": "day,scene,scene"})
+    assert twice.status_code == 200, twice.content
+    assert twice.json() == once.json()
+
+
 def test_the_endpoints_are_in_the_openapi_schema(client: Any) -> None:
     schema = client.get("/api/schema/", {"format": "json"}).json()
     for path in ("/api/v1/metrics", "/api/v1/metrics/rules", "/api/v1/metrics/positions"):
         assert path in schema["paths"], path
     parameters = {p["name"] for p in schema["paths"]["/api/v1/metrics"]["get"]["parameters"]}
     assert {"from", "to", "scene", "group_by"} <= parameters
+    # What the input serializers accept: ISO date-times, a slug, and the group_by grammar.
+    for path in ("/api/v1/metrics", "/api/v1/metrics/rules", "/api/v1/metrics/positions"):
+        documented = {p["name"]: p["schema"] for p in schema["paths"][path]["get"]["parameters"]}
+        assert documented["from"]["format"] == documented["to"]["format"] == "date-time"
+        assert "pattern" in documented["scene"]
+    group_by = re.compile(
+        next(p for p in schema["paths"]["/api/v1/metrics"]["get"]["parameters"] if p["name"] == "group_by")["schema"][
+            "pattern"
+        ]
+    )
+    assert group_by.match("hour,model_version,variant") and not group_by.match("day,hour")
