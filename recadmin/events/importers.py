@@ -54,6 +54,7 @@ from recadmin.catalog.cache import items_changed
 from recadmin.catalog.models import PATH_SEPARATOR, Category, Customer, Item
 from recadmin.catalog.services import ITEM_FIELDS, customers_ensure, pg_copy_upsert
 from recadmin.core.errors import ValidationError
+from recadmin.core.iterables import chunked
 from recadmin.events.history import HistoryEvent, event_device, history_record
 from recadmin.events.services import EventRow, RowError, event_types, event_validate, events_store
 
@@ -487,17 +488,6 @@ def _load_customers(rows: list[dict[str, Any]]) -> int:
     return Customer.objects.count() - before
 
 
-def _chunks(rows: Iterable[EventRow], size: int) -> Iterator[list[EventRow]]:
-    chunk: list[EventRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def dataset_load(
     dataset: Dataset,
     *,
@@ -516,7 +506,7 @@ def dataset_load(
     items_changed()
     item_ids = dict(Item.objects.values_list("shop_id", "id"))
     customer_ids = dict(Customer.objects.values_list("shop_id", "id"))
-    for chunk in _chunks(dataset.events, chunk_size):
+    for chunk in chunked(dataset.events, chunk_size):
         known = []
         new_customers = set()
         for row in chunk:

@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeGuard
@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from recadmin.core.errors import Conflict, FieldErrors, ValidationError
+from recadmin.core.iterables import chunked
 from recadmin.experiments import bandit
 from recadmin.experiments.models import (
     TOTAL_COUNTERS,
@@ -654,7 +655,7 @@ def _rows_before(
     to be written: the old contributions to the totals, and with the written rows over them, each
     customer's rows after the write (their first exposure), from one read."""
     before: dict[tuple[int, str], dict[str, Any]] = {}
-    for chunk in _chunks(sorted({row.customer_shop_id for row in objects})):
+    for chunk in chunked(sorted({row.customer_shop_id for row in objects}), _CHUNK):
         rows = ExperimentCustomer.objects.filter(experiment=experiment, customer_shop_id__in=chunk).values(
             "variant_id", "customer_shop_id", "first_seen_at", *_ROW_FIELDS
         )
@@ -740,17 +741,6 @@ def _experiment_lock(experiment: Experiment) -> None:
     list(Experiment.objects.select_for_update().filter(pk=experiment.pk).values_list("pk", flat=True))
 
 
-def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for value in values:
-        batch.append(value)
-        if len(batch) >= _CHUNK:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _settle_ms(settle: dt.timedelta) -> int:
     return round(settle.total_seconds() * 1000)
 
@@ -792,7 +782,7 @@ def _first_exposures_refresh(
         return
     classifier = _Classifier.of(experiment, settle)
     deltas: dict[tuple[int, int, bool], int] = defaultdict(int)
-    for chunk in _chunks(sorted(set(customers))):
+    for chunk in chunked(sorted(set(customers)), _CHUNK):
         new = (
             firsts
             if firsts is not None

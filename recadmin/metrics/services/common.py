@@ -9,6 +9,8 @@ from typing import Any
 
 from django.conf import settings
 
+from recadmin.core.iterables import chunked
+
 ATTRIBUTED_TYPES = ("click", "add_to_cart", "purchase")
 WINDOW_TYPES = ("add_to_cart", "purchase")
 # `metrics_rebuild` reads events (by created_at) this far before the moment it is asked for.
@@ -33,14 +35,7 @@ def hour_of(moment: dt.datetime) -> dt.datetime:
 
 
 def _chunks(values: Iterable[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
-    batch: list[Any] = []
-    for value in values:
-        batch.append(value)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    return chunked(values, size)
 
 
 def _page_dims(page: dict[str, Any]) -> dict[str, Any]:
