@@ -130,6 +130,9 @@ FAST = 0.05  # what a cache call may cost while Redis is down or hung
 # A whole request does more than cache calls (database, JSON); on a loaded 2-core machine it gets
 # this much, still far below one socket timeout.
 REQUEST_BOUND = 0.3
+# One request may meet a pause of the machine itself (the bound for the slowest answer only): what
+# the breaker prevents slows every request by a socket timeout at least, which the others catch.
+STALL_BOUND = 1.5
 
 
 def _breaker_lines(caplog: Any) -> list[str]:
@@ -150,17 +153,31 @@ def _warnings(caplog: Any) -> list[str]:
     ]
 
 
-def _traffic(api_client: Any, rounds: int, prefix: str) -> list[tuple[str, int, float]]:
-    """Readiness, ingestion and recommendations, `rounds` times: (what, status, seconds) each."""
+def _traffic(api_client: Any, rounds: int, prefix: str) -> list[tuple[str, int, float, str]]:
+    """Readiness, ingestion and recommendations, `rounds` times: (what, status, seconds, detail) each;
+    the detail of a readiness answer is its per-check breakdown (which check was slow, if one was)."""
     answers = []
+    probe = Client()  # one client: a new one loads the middleware (~20 ms) on its first request
     for i in range(rounds):
-        ready, ready_s = _timed(lambda: Client().get("/readyz"))
-        answers.append(("readyz", ready.status_code, ready_s))
+        ready, ready_s = _timed(lambda: probe.get("/readyz"))
+        answers.append(("readyz", ready.status_code, ready_s, ready.content.decode()[:400]))
         status, ingest_s = _events(api_client, f"{prefix}{i}")
-        answers.append(("events", status, ingest_s))
+        answers.append(("events", status, ingest_s, ""))
         rec, rec_s = _timed(lambda: api_client.get("/api/v1/recommendations", {"customer": "c-1", "scene": "home"}))
-        answers.append(("recommendations", rec.status_code, rec_s))
+        answers.append(("recommendations", rec.status_code, rec_s, ""))
     return answers
+
+
+def _assert_fast(answers: list[tuple[str, int, float, str]]) -> None:
+    """Every request but the slowest within REQUEST_BOUND, the slowest within STALL_BOUND.
+
+    What the breaker prevents (a socket timeout or a retry per cache call) slows every request the
+    same way; one stray pause of a loaded CI machine (the other test worker training a model, a
+    garbage collection) slows one, which is why CI once saw a single /readyz at 991 ms among 60
+    answers of about 30 ms."""
+    slowest = sorted(answers, key=lambda answer: -answer[2])
+    assert slowest[0][2] < STALL_BOUND, slowest[:3]
+    assert slowest[1][2] < REQUEST_BOUND, slowest[:5]
 
 
 def _wait_closed(seconds: float) -> bool:
@@ -206,14 +223,14 @@ def test_with_redis_paused_requests_fail_fast_one_line_per_change_and_served_pag
     _, get_s = _timed(lambda: cache.get("anything"))
     _, set_s = _timed(lambda: cache.set("anything", 1))
     assert time.monotonic() - paused_at < 4.0, ("the traffic must run while Redis is still paused", answers)
-    worst = max(s for _, _, s in answers)
+    worst = max(answer[2] for answer in answers)
     print(
         f"\nRedis paused: trip {trip_s * 1000:.0f} ms, worst request {worst * 1000:.0f} ms, "
         f"cache get {get_s * 1000:.2f} ms, set {set_s * 1000:.2f} ms"
     )
     assert get_s < FAST and set_s < FAST
-    assert worst < REQUEST_BOUND, sorted(answers, key=lambda answer: -answer[2])[:5]  # the slowest first
-    assert {what: code for what, code, _ in answers} == {"readyz": 503, "events": 200, "recommendations": 200}
+    _assert_fast(answers)
+    assert {what: code for what, code, _, _ in answers} == {"readyz": 503, "events": 200, "recommendations": 200}
     assert Event.objects.filter(event_id__startswith="paused").count() == 50
 
     assert _wait_closed(10.0), "the probe must close the circuit once Redis answers"
@@ -253,14 +270,14 @@ def test_with_redis_stopped_requests_fail_fast_with_one_log_line(
         backlog = served_log_backlog()
     finally:
         caches["default"].close()
-    worst = max(s for _, _, s in answers)
+    worst = max(answer[2] for answer in answers)
     print(
         f"\nRedis stopped: trip {trip_s * 1000:.1f} ms, worst request {worst * 1000:.0f} ms, "
         f"cache get_many {get_s * 1000:.2f} ms"
     )
     assert get_s < FAST and trip_s < 1.0
-    assert worst < REQUEST_BOUND, sorted(answers, key=lambda answer: -answer[2])[:5]  # the slowest first
-    assert {what: code for what, code, _ in answers} == {"readyz": 503, "events": 200, "recommendations": 200}
+    _assert_fast(answers)
+    assert {what: code for what, code, _, _ in answers} == {"readyz": 503, "events": 200, "recommendations": 200}
     assert Event.objects.filter(event_id__startswith="stopped").count() == 100
     # The pages served meanwhile wait in this process's buffer (or were written when it filled).
     assert backlog + ServedRecommendation.objects.count() - served_before == 20
