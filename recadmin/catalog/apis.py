@@ -272,7 +272,9 @@ class ItemDetailApi(APIView):
         description="Scope `ingest` or `manage`. Fields not sent keep their values. 201 if created, 200 if updated.",
         request=ItemFields,
         responses={200: CatalogItemOutput, 201: CatalogItemOutput},
-        examples=[OpenApiExample("item", value={k: v for k, v in ITEM_EXAMPLE.items() if k != "shop_id"})],
+        examples=[
+            OpenApiExample("item", value={k: v for k, v in ITEM_EXAMPLE.items() if k != "shop_id"}, request_only=True)
+        ],
     )
     def put(self, request: Request, shop_id: str) -> Response:
         if len(shop_id) > SHOP_ID_MAX_LENGTH:
@@ -288,7 +290,7 @@ class ItemDetailApi(APIView):
         description="Scope `ingest` or `manage`.",
         request=ItemFields,
         responses={200: CatalogItemOutput},
-        examples=[OpenApiExample("price and stock", value={"price": "9.99", "stock_quantity": 0})],
+        examples=[OpenApiExample("price and stock", value={"price": "9.99", "stock_quantity": 0}, request_only=True)],
     )
     def patch(self, request: Request, shop_id: str) -> Response:
         item = selectors.item_get(shop_id=shop_id)
@@ -376,19 +378,14 @@ class CategoryCollectionApi(APIView):
         examples=[
             OpenApiExample(
                 "categories",
+                # One row: drf-spectacular puts it in the page envelope itself.
                 value={
-                    "next": None,
-                    "previous": None,
-                    "results": [
-                        {
-                            "slug": "hair-care",
-                            "name": "Hair care",
-                            "parent": "beauty",
-                            "path": "/beauty/hair-care/",
-                            "depth": 1,
-                            "created_at": "2026-01-31T10:00:00Z",
-                        }
-                    ],
+                    "slug": "hair-care",
+                    "name": "Hair care",
+                    "parent": "beauty",
+                    "path": "/beauty/hair-care/",
+                    "depth": 1,
+                    "created_at": "2026-01-31T10:00:00Z",
                 },
                 response_only=True,
             )
@@ -452,8 +449,8 @@ class CategoryDetailApi(APIView):
         request=CategoryUpdateInput,
         responses={200: CategoryOutput},
         examples=[
-            OpenApiExample("move", value={"parent": "beauty"}),
-            OpenApiExample("rename", value={"name": "Hair & scalp"}),
+            OpenApiExample("move", value={"parent": "beauty"}, request_only=True),
+            OpenApiExample("rename", value={"name": "Hair & scalp"}, request_only=True),
         ],
     )
     def patch(self, request: Request, slug: str) -> Response:
@@ -586,7 +583,7 @@ class CustomerDetailApi(APIView):
         description="Scope `ingest` or `manage`. 201 if created, 200 if updated.",
         request=CustomerFields,
         responses={200: CustomerOutput, 201: CustomerOutput},
-        examples=[OpenApiExample("customer", value={"attributes": {"segment": "new"}})],
+        examples=[OpenApiExample("customer", value={"attributes": {"segment": "new"}}, request_only=True)],
     )
     def put(self, request: Request, shop_id: str) -> Response:
         if len(shop_id) > SHOP_ID_MAX_LENGTH:
@@ -606,7 +603,7 @@ class CustomerDetailApi(APIView):
         description="Scope `ingest` or `manage`. The keys sent are merged into the stored attributes.",
         request=CustomerFields,
         responses={200: CustomerOutput},
-        examples=[OpenApiExample("attributes", value={"attributes": {"segment": "vip"}})],
+        examples=[OpenApiExample("attributes", value={"attributes": {"segment": "vip"}}, request_only=True)],
     )
     def patch(self, request: Request, shop_id: str) -> Response:
         customer = selectors.customer_get(shop_id=shop_id)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -122,6 +128,12 @@ def _rows_with_bad_values(rows: list[Any]) -> tuple[list[Any], list[int], list[d
     return kept, indexes, errors
 
 
+class EventBatch(RefusesUnknownFields, serializers.Serializer):
+    """`{"events": [...]}`: for the schema (the view reads the body itself, row by row)."""
+
+    events = EventInput(many=True)
+
+
 class EventIngestApi(APIView):
     permission_classes = [HasIngestScope]
     parser_classes = [SafeJSONParser]
@@ -148,7 +160,17 @@ class EventIngestApi(APIView):
             "and message), 400 when none was valid. A repeated event_id is counted as a duplicate and not "
             "stored again, so a batch can safely be resent."
         ),
-        request=EventInput(many=True),
+        # The three forms the view takes, as oneOf: one event, a list, or {"events": [...]}.
+        request=PolymorphicProxySerializer(
+            component_name="EventsBody",
+            serializers=[
+                EventInput,
+                EventInput(many=True),
+                EventBatch,
+            ],
+            resource_type_field_name=None,
+            many=False,
+        ),
         responses={
             200: IngestSummary,
             207: OpenApiResponse(IngestSummary, description="Some rows were rejected; the rest were stored."),
@@ -157,11 +179,9 @@ class EventIngestApi(APIView):
         examples=[
             OpenApiExample("a batch", value=[EXAMPLE_EVENT], request_only=True),
             OpenApiExample(
-                # A list of one: the schema documents the list form (the API also takes a bare object).
-                "a rating",
-                value=[{"customer": "C-1", "item": "SKU-9", "type": "rating", "value": 4}],
-                request_only=True,
+                "one event", value={"customer": "C-1", "item": "SKU-9", "type": "rating", "value": 4}, request_only=True
             ),
+            OpenApiExample("a wrapped batch", value={"events": [EXAMPLE_EVENT]}, request_only=True),
             OpenApiExample("all stored", value={"stored": 1000, "duplicates": 0, "errors": []}, response_only=True),
             OpenApiExample(
                 "partial success",

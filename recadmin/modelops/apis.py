@@ -304,11 +304,8 @@ class TrainingRunCollectionApi(APIView):
         examples=[
             OpenApiExample(
                 "A page",
-                value={
-                    "next": "http://localhost:8000/api/v1/training-runs?cursor=cD0yMDI2LTExLTI0",
-                    "previous": None,
-                    "results": [{k: v for k, v in _RUN_EXAMPLE.items() if k != "log_tail"}],
-                },
+                # One row: drf-spectacular puts it in the page envelope itself.
+                value={k: v for k, v in _RUN_EXAMPLE.items() if k != "log_tail"},
                 response_only=True,
             )
         ],

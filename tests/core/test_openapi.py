@@ -179,6 +179,23 @@ def test_every_request_body_example_is_valid_for_its_schema(schema: dict) -> Non
     assert problems == [], "\n".join(problems)
 
 
+def test_every_response_example_is_valid_for_its_schema(schema: dict) -> None:  # type: ignore[type-arg]
+    """A list's example wrapped in a second page envelope, or a PATCH body shown as the answer (an
+    example without request_only lands on the responses too), documents an answer the API never gives."""
+    from jsonschema import Draft202012Validator
+
+    problems = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation.get("responses", {}).items():
+                for media, body in response.get("content", {}).items():
+                    validator = Draft202012Validator({**body["schema"], "components": schema["components"]})
+                    for name, example in body.get("examples", {}).items():
+                        for error in validator.iter_errors(example["value"]):
+                            problems.append(f"{method} {path} {code} {media} {name}: {error.message[:200]}")
+    assert problems == [], "\n".join(problems)
+
+
 def test_text_query_and_path_parameters_allow_no_nul(schema: dict) -> None:  # type: ignore[type-arg]
     """GuardMiddleware refuses NUL in any URL parameter (a 400): the schema says so, for the fuzzer."""
     allowing = [

@@ -206,6 +206,25 @@ def test_schema_documents_the_events_endpoint() -> None:
     assert {"200", "207", "400"} <= set(operation["responses"])
 
 
+def test_the_schema_documents_each_body_form_the_api_takes(api_client: APIClient, item: Any) -> None:
+    """One event, a list, or {"events": [...]}: what the schema allows the API stores, and a body
+    the schema refuses (a member beside `events`) the API refuses too."""
+    from jsonschema import Draft202012Validator
+
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    body_schema = schema["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    validator = Draft202012Validator({**body_schema, "components": schema["components"]})
+    forms = {"one": _event(1), "list": [_event(2)], "wrapped": {"events": [_event(3)]}}
+    for form, body in forms.items():
+        assert validator.is_valid(body), form
+        response = api_client.post(URL, body, format="json")
+        assert (response.status_code, response.json()["stored"]) == (200, 1), form
+    refused = {"events": [_event(4)], "sent_at": "now"}
+    assert not validator.is_valid(refused)
+    assert api_client.post(URL, refused, format="json").status_code == 400
+    assert Event.objects.count() == 3
+
+
 def test_context_and_ids_with_special_characters_round_trip(api_client: APIClient) -> None:
     ItemFactory(shop_id="SKU\t1\\ü")
     context = {"page": "/p/crème\\brûlée", "note": "tab\there\nnewline", "n": 1}
