@@ -251,7 +251,9 @@ def test_incremental_runs_give_the_rows_of_a_full_recompute(
     send("click", "C", at=t0 + 6 * M, rec="r3", customer="c2")
     send("click", "A", at=t0 + 100 * M, rec="r1")
     send("add_to_cart", "D", at=t0 + 101 * M, rec="r4")
-    serve("r5", ["A", "B"], at=timezone.now() - M, customer="c4")
+    # The current hour (t0's plus two): a minute ago, but never the hour before, which it would be in the
+    # first minute of an hour (CI once ran this at xx:00:30 and found r5 in r1's third page's hour).
+    serve("r5", ["A", "B"], at=max(timezone.now() - M, hour_of(t0) + 2 * H), customer="c4")
     metrics_refresh(drain=False)
     assert metrics_refresh(drain=False).rows == 0  # nothing new: nothing touched
     incremental = _snapshot()
