@@ -520,7 +520,7 @@ class CustomerCollectionApi(APIView):
     def json_rows_checked_by_view(self) -> bool:
         # The bulk upsert checks rows one by one (_validate_bulk): a bad row is reported, the others
         # stored. One customer (POST) keeps the parser's 400 naming the attribute's path.
-        return bool(self.request.method == "PUT")
+        return self.request.method == "PUT"
 
     @extend_schema(
         operation_id="customers_list",

@@ -70,6 +70,12 @@ def printable_key(key: str) -> str:
 
 def json_value_problem(value: Any, path: str = "") -> tuple[str, str] | None:
     """The first thing in a parsed JSON value the database cannot store: (path, message), or None."""
+    problem = _value_problem(value, path)
+    # Made printable once, on the path returned (not on every key walked: bulk bodies have many).
+    return (printable_key(problem[0]), problem[1]) if problem is not None else None
+
+
+def _value_problem(value: Any, path: str) -> tuple[str, str] | None:
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         current, where, depth = stack.pop()
@@ -90,8 +96,7 @@ def json_value_problem(value: Any, path: str = "") -> tuple[str, str] | None:
                 return where or "body", f"Nested more than {MAX_DEPTH} levels deep."
             if isinstance(current, dict):
                 for key, item in current.items():
-                    name = printable_key(key)
-                    child = f"{where}.{name}" if where else name
+                    child = f"{where}.{key}" if where else key
                     problem = text_problem(key)
                     if problem:
                         return child, problem

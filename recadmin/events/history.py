@@ -162,7 +162,7 @@ def _key_base() -> str:
 
 def _member(ts: float, type_: str, weight: float, device: str, item: str) -> str:
     # "ts|type|weight|device|item": the item id goes last so that a "|" inside it survives the split.
-    return f"{ts!r}|{type_}|{weight!r}|{_device_field(device) if device else ''}|{item}"
+    return f"{ts!r}|{type_}|{weight!r}|{_device_field(device)}|{item}"
 
 
 def _encode(entry: HistoryEntry) -> str:
@@ -214,9 +214,7 @@ def history_record(events: Sequence[HistoryEvent], *, complete: bool = False) ->
     by_customer: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for event in events:
         ts = event.ts
-        device = event.device
-        if device and ("|" in device or "%" in device):
-            device = _device_field(device)
+        device = _device_field(event.device) if event.device else ""
         # The member format of _member, inlined: this loop runs for every ingested event.
         member = f"{ts!r}|{event.type}|{weights.get(event.type, 1.0)!r}|{device}|{event.item}"
         by_customer[event.customer].append((member, ts))

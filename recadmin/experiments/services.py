@@ -45,6 +45,7 @@ from recadmin.experiments.params import (
 from recadmin.experiments.selectors import (
     TOTAL_FIELDS,
     ExposurePeriods,
+    allocation_history,
     customers_first_rows,
     experiments_cache_bump,
     first_exposure_settle,
@@ -569,18 +570,9 @@ class CustomerSums:
     last_seen_at: dt.datetime | None = None
 
 
-_SUM_FIELDS = (
-    "exposures",
-    "lists",
-    "fallback_lists",
-    "impressions",
-    "clicks",
-    "add_to_carts",
-    "purchases",
-    "revenue",
-    "first_seen_at",
-    "last_seen_at",
-)
+# What one customer's row sums (TOTAL_COUNTERS and revenue), then the span of their exposures.
+_ROW_FIELDS = (*TOTAL_COUNTERS, "revenue")
+_SUM_FIELDS = (*_ROW_FIELDS, "first_seen_at", "last_seen_at")
 
 
 @transaction.atomic
@@ -643,9 +635,6 @@ def _contribution(row: Mapping[str, Any]) -> _Contribution:
         *(int(row[a]) * int(row[b]) for _, a, b in TOTAL_PRODUCTS),
         revenue * revenue,
     ]
-
-
-_ROW_FIELDS = (*TOTAL_COUNTERS, "revenue")
 
 
 def _rows_before(
@@ -755,7 +744,7 @@ class _Classifier:
 
     @classmethod
     def of(cls, experiment: Experiment, settle: dt.timedelta) -> _Classifier:
-        history = list(experiment.allocations.order_by("created_at", "id").values_list("pk", "created_at"))
+        history = list(allocation_history(experiment).values_list("pk", "created_at"))
         return cls([pk for pk, _ in history], ExposurePeriods.of([at for _, at in history], settle))
 
     def classify(self, seen: dt.datetime) -> tuple[int | None, bool]:
@@ -878,7 +867,7 @@ def experiment_first_exposures_reclassify(*, snapshot: AllocationSnapshot) -> No
     experiment = snapshot.experiment
     _experiment_lock(experiment)
     rows = ExperimentFirstExposure.objects.filter(experiment=experiment)
-    first = experiment.allocations.order_by("created_at", "id").values_list("pk", flat=True).first()
+    first = allocation_history(experiment).values_list("pk", flat=True).first()
     if first != snapshot.pk:
         rows = rows.filter(Q(first_seen_at__gte=snapshot.created_at) | Q(allocation__isnull=True))
     customers = list(rows.values_list("customer_shop_id", flat=True))

@@ -258,10 +258,11 @@ class FeatureSpec:
         popularity, age, stock, in stock, log price relative to its category's median)."""
         cats = torch.zeros(len(items), 3, dtype=torch.long)
         nums = torch.zeros(len(items), 6, dtype=torch.float32)
+        numbers = []
         for r, it in enumerate(items):
             cats[r, 0] = self._id("item_category", it.category)
             cats[r, 1] = self._id("item_brand", it.brand)
-            nums[r, 1:5] = torch.tensor(
+            numbers.append(
                 [
                     math.log1p(max(it.popularity, 0.0)),
                     math.log1p(max(it.age_days, 0.0)),
@@ -269,6 +270,8 @@ class FeatureSpec:
                     1.0 if it.stock > 0 else 0.0,
                 ]
             )
+        if numbers:
+            nums[:, 1:5] = torch.tensor(numbers)
         prices = torch.tensor([it.price for it in items], dtype=torch.float64)
         medians = self.category_log_prices([it.category for it in items])
         nums[:, 0], cats[:, 2], nums[:, 5] = self.price_columns(prices, medians)

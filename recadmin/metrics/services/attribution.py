@@ -30,6 +30,7 @@ from recadmin.metrics.services.common import (
     _page_dims,
     attribution_window,
     hour_of,
+    ledger_advance,
 )
 from recadmin.serving.models import ServedRecommendation
 
@@ -216,12 +217,12 @@ def attribution_run_new(*, state: RollupState) -> AttributionResult:
     then move the bookmarks on `state` (the caller holds its lock, saves it and commits). Each run
     reads only what is new, not a lookback of minutes; an event naming a list not found yet (still
     in the served-log buffer) stays out of the ledger and is read again by the next runs."""
-    low = state.events_check_low
     if state.events_read_id == 0 and state.events_read_until is not None:
         # The first run after the time bookmark: read its lookback once more, then take ids from here.
         result = attribution_run(since=state.events_read_until - EVENTS_LOOKBACK)
         events_bookmark_reset(state=state)
         return result
+    low = state.events_check_low
     seen = AttributionEvent.objects.values("event_id")
     events = list(_attributable().filter(id__gt=low).exclude(id__in=seen).values(*_EVENT_FIELDS))
     result, pending = _attribute(events)
@@ -231,9 +232,9 @@ def attribution_run_new(*, state: RollupState) -> AttributionResult:
     )
     newest = max([state.events_read_id, *(e["pk"] for e in events)])
     state.events_read_id = newest
-    state.events_check_low = max(low, newest - EVENT_ID_LOOKBACK)
-    if state.events_check_low > low:
-        AttributionEvent.objects.filter(event_id__lte=state.events_check_low).delete()
+    state.events_check_low = ledger_advance(
+        AttributionEvent, "event_id", low=low, newest=newest, lookback=EVENT_ID_LOOKBACK
+    )
     return result
 
 

@@ -34,6 +34,15 @@ def hour_of(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def ledger_advance(ledger: Any, field: str, *, low: int, newest: int, lookback: int) -> int:
+    """The new low mark of an id ledger (`RollupPage`, `AttributionEvent`): the newest `lookback` ids
+    stay checked one by one against the ledger; the ids at or below the mark leave it."""
+    mark = max(low, newest - lookback)
+    if mark > low:
+        ledger.objects.filter(**{f"{field}__lte": mark}).delete()
+    return mark
+
+
 def _chunks(values: Iterable[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
     return chunked(values, size)
 

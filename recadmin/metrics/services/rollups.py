@@ -52,7 +52,7 @@ from recadmin.metrics.models import (
     RollupState,
     RuleRollup,
 )
-from recadmin.metrics.services.common import _PAGE_FIELDS, SERVED_ID_LOOKBACK, _chunks, hour_of
+from recadmin.metrics.services.common import _PAGE_FIELDS, SERVED_ID_LOOKBACK, _chunks, hour_of, ledger_advance
 from recadmin.serving.models import ServedRecommendation
 
 _DIMS = ("scene", "strategy", "model_version_id", "model_label", "experiment_id", "variant_id", "source")
@@ -572,10 +572,8 @@ def rollups_update(*, state: RollupState) -> RollupsUpdate:
 
     # The ledger keeps the last SERVED_ID_LOOKBACK ids: below them a page is taken as counted.
     state.served_read_id = newest
-    state.served_check_low = max(low, newest - SERVED_ID_LOOKBACK)
+    state.served_check_low = ledger_advance(RollupPage, "page_id", low=low, newest=newest, lookback=SERVED_ID_LOOKBACK)
     state.attributions_read_id = read_id
-    if state.served_check_low > low:
-        RollupPage.objects.filter(page_id__lte=state.served_check_low).delete()
     _distinct_prune(timezone.now())
     result.rows = len(touched)
     return result
