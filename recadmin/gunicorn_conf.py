@@ -6,7 +6,8 @@
 - The in-process scheduler (`recadmin.core.scheduler`) starts in each worker when SCHEDULER says so
   (auto: without a broker); one of them holds the lock and runs beat's schedule.
 - Each worker warms what the first recommendation request needs before it accepts requests
-  (`recadmin.serving.warmup`; SERVING_WARM_UP=false turns it off).
+  (`recadmin.serving.warmup`; SERVING_WARM_UP=false turns it off), then freezes its heap for the
+  garbage collector (`heap_freeze`; SERVING_GC_FREEZE=false turns it off).
 - gunicorn's own log lines go through the same redaction and format (LOG_FORMAT) as the app's, and
   the access log carries each request's id.
 
@@ -16,6 +17,7 @@ Command-line flags (--workers, --bind, ...) still apply on top of this file.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -82,6 +84,24 @@ def on_starting(server: Any) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
+def heap_freeze() -> int:
+    """Move every object alive now into the collector's permanent generation; returns how many.
+
+    A warmed worker holds ~200,000 tracked objects that live as long as it does (modules, the URL
+    resolver, the scenes, item metadata). Every full collection walked them all: under load those
+    pauses (100-700 ms, every thread of the worker stopped) were the worst latencies of the
+    recommendations API (bench/serve.py, issue 9). Frozen, a full collection walks only what
+    requests made since. Objects frozen are still freed when their last reference goes; only a
+    reference cycle among them would stay, and the collect before the freeze clears those."""
+    from django.conf import settings
+
+    if not getattr(settings, "SERVING_GC_FREEZE", True):
+        return 0
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def post_worker_init(worker: Any) -> None:
     from recadmin.core.scheduler import scheduler_start_if_enabled
 
@@ -92,6 +112,9 @@ def post_worker_init(worker: Any) -> None:
         from recadmin.serving.warmup import serving_warm_up
 
         serving_warm_up()
+    # After the warm-up, so that what it loaded is frozen too.
+    with contextlib.suppress(Exception):
+        heap_freeze()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

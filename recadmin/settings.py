@@ -316,6 +316,9 @@ ATTRIBUTION_WINDOW_HOURS = env.float("ATTRIBUTION_WINDOW_HOURS", 24.0)
 SERVING_TIME_BUDGET_MS = env.int("SERVING_TIME_BUDGET_MS", 150)
 # Each gunicorn worker warms caches, connections and imports before its first request (serving.warmup).
 SERVING_WARM_UP = env.bool("SERVING_WARM_UP", True)
+# ...then freezes its heap, so that full garbage collections skip what lives as long as the worker
+# (recadmin.gunicorn_conf.heap_freeze).
+SERVING_GC_FREEZE = env.bool("SERVING_GC_FREEZE", True)
 PROMOTION_TOLERANCE = env.float("PROMOTION_TOLERANCE", 0.0)
 
 # --- operations (owned by recadmin.core.observability and recadmin.core.scheduler) ----------------
