@@ -10,7 +10,18 @@ Everything is set up here and removed at the end: a scratch PostgreSQL database,
 of its own, a temporary directory with the model store, a private TorchServe and gunicorn on free
 loopback ports. Traffic goes to 127.0.0.1 only, each phase is bounded in time and in requests.
 
-    .venv/bin/python bench/serve.py [--seconds 30] [--clients 32] [--train-seconds 120]
+    .venv/bin/python bench/serve.py [--seconds 30] [--clients 32] [--train-seconds 120] [--rounds 1]
+    .venv/bin/python bench/serve.py --before REF [--rounds 3]     # before against after, interleaved
+
+gunicorn runs with the product's configuration (`recadmin.gunicorn_conf`: metrics in multiprocess
+mode, the serving warm-up, the frozen heap), as compose and `quickstart` run it.
+
+`--before REF` measures a git revision against this checkout in one run: REF is checked out into a
+scratch worktree and a second copy of this script runs there at the same time, on its own database,
+TorchServe and gunicorn. The two take turns phase by phase (`--take-turns`): the machine's speed
+drifts by tens of percent over minutes, so runs one after the other compare the machine as much as
+the code. Both tables are printed, then after/before ratios per phase. `--rounds N` repeats each
+measured phase N times (alternating (a) and (b)); a phase's figures pool its rounds.
 
 Needs PostgreSQL (--postgres, default postgres://postgres@127.0.0.1:5432/postgres), Redis
 (--redis, default redis://127.0.0.1:6379/0), Java 17, and ../shared/data/Beauty.
@@ -19,6 +30,8 @@ Needs PostgreSQL (--postgres, default postgres://postgres@127.0.0.1:5432/postgre
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import http.client
 import json
 import os
@@ -31,6 +44,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 MAX_REQUESTS_PER_PHASE = 500_000
+_FIRST_NOTE = "migrate + import Beauty: "
 
 
 @dataclass
@@ -73,6 +88,70 @@ class PhaseResult:
             f"{self.name:<44} {rps:>9.1f} {self.pct(50):>8.2f} {self.pct(95):>8.2f} {self.pct(99):>8.2f} "
             f"{self.errors:>7d}   {self.load_before:>4.1f} {self.load_after:>4.1f}   {per_request}"
         )
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "requests_per_second": self.requests / self.seconds if self.seconds else 0.0,
+            "p50_ms": self.pct(50),
+            "p95_ms": self.pct(95),
+            "p99_ms": self.pct(99),
+            "errors": self.errors,
+            "fallback_answers": self.fallback_answers,
+            "cpu_ms_per_request": {k: v / max(1, self.requests) * 1000 for k, v in self.cpu.items()},
+        }
+
+
+def _pooled(name: str, parts: list[PhaseResult]) -> PhaseResult:
+    """One phase's rounds as one: latencies pooled, time and CPU added up."""
+    out = PhaseResult(name=name, seconds=sum(p.seconds for p in parts))
+    for part in parts:
+        out.latencies_ms.extend(part.latencies_ms)
+        out.errors += part.errors
+        out.error_samples.extend(part.error_samples)
+        out.fallback_answers += part.fallback_answers
+        for group, seconds in part.cpu.items():
+            out.cpu[group] = out.cpu.get(group, 0.0) + seconds
+    out.load_before, out.load_after = parts[0].load_before, parts[-1].load_after
+    return out
+
+
+class Turns:
+    """Two copies of this script, run at once, take turns: copy `index` (0 or 1) runs a phase only
+    when the counter in `path` has its parity, then hands over. Without a path, every turn is ours."""
+
+    def __init__(self, path: str | None, index: int, *, patience: float = 900.0) -> None:
+        self.path, self.index, self.patience = path, index, patience
+        self.abandoned = False
+
+    def _counter(self, change: int = 0) -> int:
+        assert self.path is not None
+        with open(self.path, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            value = int(f.read().strip() or 0)
+            if change:
+                f.seek(0)
+                f.truncate()
+                f.write(str(value + change))
+            return value
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        if self.path is None or self.abandoned:
+            yield
+            return
+        deadline = time.monotonic() + self.patience
+        while self._counter() % 2 != self.index:
+            if time.monotonic() > deadline:
+                # The other copy failed or is stuck: go on alone (the output says so).
+                self.abandoned = True
+                break
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            if not self.abandoned:
+                self._counter(+1)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -288,7 +367,19 @@ def main() -> int:
         "idle: p99 430 ms against 211 ms with the cap, at the same throughput.",
     )
     parser.add_argument("--n", type=int, default=10, help="List length asked of the API.")
+    parser.add_argument("--rounds", type=int, default=1, help="Times each measured phase runs (pooled).")
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="Also run this script on git revision REF, at the same time, taking turns; print both and the ratios.",
+    )
+    parser.add_argument("--take-turns", metavar="FILE", help=argparse.SUPPRESS)  # set by --before
+    parser.add_argument("--turn", type=int, default=1, choices=[0, 1], help=argparse.SUPPRESS)
+    parser.add_argument("--json", metavar="FILE", help="Also write the phases' figures as JSON.")
     args = parser.parse_args()
+    if args.before:
+        return _compare(args)
+    turns = Turns(args.take_turns, args.turn)
 
     import psycopg
 
@@ -338,7 +429,7 @@ def main() -> int:
         t0 = time.perf_counter()
         call_command("migrate", verbosity=0)
         call_command("import_dataset", "beauty", "--path", str(Path(args.data) / "amazon-beauty"), "--no-progress")
-        notes.append(f"migrate + import Beauty: {time.perf_counter() - t0:.1f}s")
+        notes.append(f"{_FIRST_NOTE}{time.perf_counter() - t0:.1f}s")
 
         t0 = time.perf_counter()
         ts_handle = torchserve_start(ts_config, ready_timeout=120)
@@ -462,6 +553,9 @@ def main() -> int:
                 "30",
                 "--backlog",
                 "256",
+                # As compose and quickstart run it (warm-up, frozen heap, multiprocess metrics).
+                "--config",
+                "python:recadmin.gunicorn_conf",
             ],
             cwd=REPO,
             env=web_env,
@@ -477,6 +571,7 @@ def main() -> int:
                 if args.gunicorn_worker_class == "gthread"
                 else ""
             )
+            + ", configuration recadmin.gunicorn_conf"
         )
 
         ts = urllib.parse.urlparse(ts_config.inference_url)
@@ -495,81 +590,63 @@ def main() -> int:
             return 1 if b'"source":"fallback"' in data else 0
 
         # Warm both paths (TorchServe worker, gunicorn workers' caches and connections).
-        _load(
-            "warm-up",
-            host=ts.hostname or "127.0.0.1",
-            port=ts.port or 80,
-            make_request=ts_request,
-            clients=8,
-            seconds=3,
-        )
-        _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=8, seconds=5)
-
-        watch = {"gunicorn": gunicorn.pid, "torchserve": ts_handle.pid}
-        results.append(
+        with turns.turn():
             _load(
-                "(a) TorchServe predictions (direct)",
+                "warm-up",
                 host=ts.hostname or "127.0.0.1",
                 port=ts.port or 80,
                 make_request=ts_request,
-                clients=args.clients,
-                seconds=args.seconds,
-                watch=watch,
+                clients=8,
+                seconds=3,
             )
-        )
-        results.append(
-            _load(
-                "(b) /api/v1/recommendations, rules+diversity",
-                host="127.0.0.1",
-                port=port,
-                make_request=api_request,
-                clients=args.clients,
-                seconds=args.seconds,
-                check=is_fallback,
-                watch=watch,
-            )
-        )
+            _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=8, seconds=5)
+
+        def phase(name: str, target: str, clients: int, seconds: float, watch: dict[str, int]) -> PhaseResult:
+            with turns.turn():
+                if target == "torchserve":
+                    return _load(
+                        name,
+                        host=ts.hostname or "127.0.0.1",
+                        port=ts.port or 80,
+                        make_request=ts_request,
+                        clients=clients,
+                        seconds=seconds,
+                        watch=watch,
+                    )
+                return _load(
+                    name,
+                    host="127.0.0.1",
+                    port=port,
+                    make_request=api_request,
+                    clients=clients,
+                    seconds=seconds,
+                    check=is_fallback,
+                    watch=watch,
+                )
+
+        rounds = max(1, args.rounds)
+        suffix = (lambda r: f" [{r + 1}/{rounds}]") if rounds > 1 else (lambda r: "")
+        watch = {"gunicorn": gunicorn.pid, "torchserve": ts_handle.pid}
+        names = ("(a) TorchServe predictions (direct)", "(b) /api/v1/recommendations, rules+diversity")
+        a_parts, b_parts = [], []
+        for r in range(rounds):
+            a_parts.append(phase(names[0] + suffix(r), "torchserve", args.clients, args.seconds, watch))
+            b_parts.append(phase(names[1] + suffix(r), "api", args.clients, args.seconds, watch))
+        results.append(_pooled(names[0], a_parts))
+        results.append(_pooled(names[1], b_parts))
         # Diagnostics (not goals): the latency of one request alone, i.e. the service time that
         # 32 clients queue behind (closed loop: mean latency = clients / throughput).
-        diagnostics.append(
-            _load(
-                "    (b) with 1 client",
-                host="127.0.0.1",
-                port=port,
-                make_request=api_request,
-                clients=1,
-                seconds=min(args.seconds, 10),
-                check=is_fallback,
-                watch=watch,
-            )
-        )
-        torchserve_stop(ts_config, timeout=20)
-        _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=4, seconds=1)
+        diagnostics.append(phase("    (b) with 1 client", "api", 1, min(args.seconds, 10), watch))
+        with turns.turn():
+            torchserve_stop(ts_config, timeout=20)
+            _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=4, seconds=1)
         watch = {"gunicorn": gunicorn.pid}
-        diagnostics.append(
-            _load(
-                "    (c) with 1 client",
-                host="127.0.0.1",
-                port=port,
-                make_request=api_request,
-                clients=1,
-                seconds=min(args.seconds, 10),
-                check=is_fallback,
-                watch=watch,
-            )
-        )
-        results.append(
-            _load(
-                "(c) the same, TorchServe stopped",
-                host="127.0.0.1",
-                port=port,
-                make_request=api_request,
-                clients=args.clients,
-                seconds=args.seconds,
-                check=is_fallback,
-                watch=watch,
-            )
-        )
+        diagnostics.append(phase("    (c) with 1 client", "api", 1, min(args.seconds, 10), watch))
+        name_c = "(c) the same, TorchServe stopped"
+        c_parts = [phase(name_c + suffix(r), "api", args.clients, args.seconds, watch) for r in range(rounds)]
+        results.append(_pooled(name_c, c_parts))
+        if rounds > 1:
+            diagnostics.extend(a_parts + b_parts + c_parts)
         time.sleep(2)
         drained = _stop_drain(drainer)
         from recadmin.serving.fallbacks import fallback_counts
@@ -612,6 +689,21 @@ def main() -> int:
         admin_conn.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    if turns.abandoned:
+        notes.append("WARNING: the other copy stopped taking turns; later phases ran alongside it")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "notes": notes,
+                    "phases": {r.name.strip(): r.figures() for r in results + diagnostics},
+                    "p99_ms_per_round": {
+                        r.name.strip(): r.pct(99) for r in diagnostics if r.name.strip().endswith("]")
+                    },
+                },
+                indent=1,
+            )
+        )
     print()
     for note in notes:
         print(f"  {note}")
@@ -644,6 +736,80 @@ def main() -> int:
             f"{c.errors}; fallback answers {c.fallback_answers} of {len(c.latencies_ms)}"
         )
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """This checkout against git revision `args.before`, both running at once and taking turns."""
+    work = Path(tempfile.mkdtemp(prefix="recadmin-bench-compare-"))
+    tree = work / "before"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.before], check=True)
+    # The same harness on both sides: only the product differs.
+    shutil.copy2(Path(__file__), tree / "bench" / "serve.py")
+    turn_file = work / "turns"
+    passed = [a for a in sys.argv[1:] if a != "--before" and a != args.before and not a.startswith("--before=")]
+    passed = [a for i, a in enumerate(passed) if a != "--json" and (i == 0 or passed[i - 1] != "--json")]
+    common = [*passed, "--take-turns", str(turn_file)]
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    before_log = open(work / "before.log", "wb")  # noqa: SIM115 - closed below
+    try:
+        before = subprocess.Popen(
+            [sys.executable, str(tree / "bench" / "serve.py"), *common, "--turn", "0", "--json", str(work / "b.json")],
+            cwd=tree,
+            env=env,
+            stdout=before_log,
+            stderr=subprocess.STDOUT,
+        )
+        after = subprocess.run(
+            [sys.executable, str(Path(__file__)), *common, "--turn", "1", "--json", str(work / "a.json")],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        before.wait()
+        before_log.close()
+        text = (work / "before.log").read_text(errors="replace")
+        print(f"=== before: {args.before} ===")
+        # From the first note on: the progress before it is logging.
+        print(text[text.find(_FIRST_NOTE) :] if _FIRST_NOTE in text else text[-4000:])
+        print("=== after: this checkout ===")
+        print(after.stdout[after.stdout.find(_FIRST_NOTE) :])
+        if before.returncode or after.returncode or not (work / "a.json").exists() or not (work / "b.json").exists():
+            print(f"a run failed (before exit {before.returncode}, after exit {after.returncode}): {work}/before.log")
+            return 1
+        b = json.loads((work / "b.json").read_text())["phases"]
+        a = json.loads((work / "a.json").read_text())["phases"]
+        print("after / before, same run, turns taken phase by phase:")
+        print(f"{'phase':<44} {'req/s':>7} {'p50':>7} {'p95':>7} {'p99':>7}   CPU per request")
+        for name, fa in a.items():
+            fb = b.get(name)
+            if fb is None or name.endswith("]"):
+                continue
+
+            def ratio(x: float, y: float) -> str:
+                return f"{x / y:7.2f}" if y else "      -"
+
+            cpu = " ".join(
+                f"{g} {ratio(v, fb['cpu_ms_per_request'].get(g, 0.0)).strip()}"
+                for g, v in fa["cpu_ms_per_request"].items()
+            )
+            print(
+                f"{name:<44} {ratio(fa['requests_per_second'], fb['requests_per_second'])}"
+                f" {ratio(fa['p50_ms'], fb['p50_ms'])} {ratio(fa['p95_ms'], fb['p95_ms'])}"
+                f" {ratio(fa['p99_ms'], fb['p99_ms'])}   {cpu}"
+            )
+        rounds_b = json.loads((work / "b.json").read_text())["p99_ms_per_round"]
+        rounds_a = json.loads((work / "a.json").read_text())["p99_ms_per_round"]
+        for phase in ("(b)", "(c)"):
+            pb = [f"{v:.0f}" for k, v in rounds_b.items() if k.startswith(phase)]
+            pa = [f"{v:.0f}" for k, v in rounds_a.items() if k.startswith(phase)]
+            if pb and pa:
+                print(f"{phase} p99 ms per round: before {' '.join(pb)}; after {' '.join(pa)}")
+        return 0
+    finally:
+        if not before_log.closed:
+            before_log.close()
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
