@@ -72,7 +72,7 @@ def items_metadata(
 ) -> dict[str, dict[str, Any]]:
     """{shop_id: metadata} for the ids the catalog knows; unknown ids are left out. `state`:
     (generation, change counter) when the caller already read them (items_state_keys, in its own round trip)."""
-    wanted = list(dict.fromkeys(s if isinstance(s, str) else str(s) for s in shop_ids))
+    wanted = list(dict.fromkeys(map(str, shop_ids)))  # str() of a str is itself: no copy
     if not wanted:
         return {}
     generation, changes = state if state is not None and state[1] is not None else items_state()

@@ -138,15 +138,22 @@ def rank(
     now = context.now
     pinned = pinned_ids(bundle.ruleset, now)
     metas = items_metadata([s.item for s in scored] + pinned, state=items_state)
+    known = [s for s in scored if s.item in metas]
     vectors: dict[str, np.ndarray] = {}
     if bundle.settings.mmr_enabled and bundle.settings.mmr_lambda < 1.0 and embedding_version is not None:
-        vectors = embeddings_get(
-            version_id=embedding_version, shop_ids=[s.item for s in scored if s.item in metas] + pinned
-        )
+        vectors = embeddings_get(version_id=embedding_version, shop_ids=[s.item for s in known] + pinned)
     get_vector = vectors.get
-    candidates = [to_candidate(metas[s.item], s.score, s.origin, get_vector(s.item)) for s in scored if s.item in metas]
-    extra_reasons = {s.item: s.reason for s in scored if s.reason is not None}
-    rank_reasons = {s.item: s.rank_reason for s in scored if s.rank_reason is not None}
+    # One pass over ~150 candidates (the hot path): the candidates and the reasons their sources gave.
+    candidates: list[Candidate] = []
+    extra_reasons: dict[str, dict[str, Any]] = {}
+    rank_reasons: dict[str, dict[str, Any]] = {}
+    for s in known:
+        item = s.item
+        candidates.append(to_candidate(metas[item], s.score, s.origin, get_vector(item)))
+        if s.reason is not None:
+            extra_reasons[item] = s.reason
+        if s.rank_reason is not None:
+            rank_reasons[item] = s.rank_reason
     extras = tuple(to_candidate(metas[i], 0.0, "pinned", get_vector(i)) for i in pinned if i in metas)
     ctx = Context(now=now, purchases=context.purchases, current_item=context.current_item, extra_candidates=extras)
     ranking = engine.apply_rules(candidates, bundle.ruleset, bundle.settings, ctx, n=length, offset=0)
@@ -185,7 +192,7 @@ def rank(
         "capped": ranking.capped,
         "skipped_pins": list(ranking.skipped_pins),
         "applied_rules": list(ranking.applied_rules),
-        "unknown_to_catalog": sum(1 for s in scored if s.item not in metas),
+        "unknown_to_catalog": len(scored) - len(known),
     }
     return Built(items=items, raw=raw, report=report)
 
