@@ -626,27 +626,33 @@ def main() -> int:
 
         rounds = max(1, args.rounds)
         suffix = (lambda r: f" [{r + 1}/{rounds}]") if rounds > 1 else (lambda r: "")
-        watch = {"gunicorn": gunicorn.pid, "torchserve": ts_handle.pid}
-        names = ("(a) TorchServe predictions (direct)", "(b) /api/v1/recommendations, rules+diversity")
-        a_parts, b_parts = [], []
-        for r in range(rounds):
-            a_parts.append(phase(names[0] + suffix(r), "torchserve", args.clients, args.seconds, watch))
-            b_parts.append(phase(names[1] + suffix(r), "api", args.clients, args.seconds, watch))
-        results.append(_pooled(names[0], a_parts))
-        results.append(_pooled(names[1], b_parts))
+        one = min(args.seconds, 10)
         # Diagnostics (not goals): the latency of one request alone, i.e. the service time that
         # 32 clients queue behind (closed loop: mean latency = clients / throughput).
-        diagnostics.append(phase("    (b) with 1 client", "api", 1, min(args.seconds, 10), watch))
+        names = {
+            "a": "(a) TorchServe predictions (direct)",
+            "b": "(b) /api/v1/recommendations, rules+diversity",
+            "b1": "    (b) with 1 client",
+            "c": "(c) the same, TorchServe stopped",
+            "c1": "    (c) with 1 client",
+        }
+        parts: dict[str, list[PhaseResult]] = {key: [] for key in names}
+        watch = {"gunicorn": gunicorn.pid, "torchserve": ts_handle.pid}
+        for r in range(rounds):
+            parts["a"].append(phase(names["a"] + suffix(r), "torchserve", args.clients, args.seconds, watch))
+            parts["b"].append(phase(names["b"] + suffix(r), "api", args.clients, args.seconds, watch))
+            parts["b1"].append(phase(names["b1"] + suffix(r), "api", 1, one, watch))
         with turns.turn():
             torchserve_stop(ts_config, timeout=20)
             _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=4, seconds=1)
         watch = {"gunicorn": gunicorn.pid}
-        diagnostics.append(phase("    (c) with 1 client", "api", 1, min(args.seconds, 10), watch))
-        name_c = "(c) the same, TorchServe stopped"
-        c_parts = [phase(name_c + suffix(r), "api", args.clients, args.seconds, watch) for r in range(rounds)]
-        results.append(_pooled(name_c, c_parts))
+        for r in range(rounds):
+            parts["c1"].append(phase(names["c1"] + suffix(r), "api", 1, one, watch))
+            parts["c"].append(phase(names["c"] + suffix(r), "api", args.clients, args.seconds, watch))
+        results.extend(_pooled(names[key], parts[key]) for key in ("a", "b", "c"))
+        diagnostics.extend(_pooled(names[key], parts[key]) for key in ("b1", "c1"))
         if rounds > 1:
-            diagnostics.extend(a_parts + b_parts + c_parts)
+            diagnostics.extend(part for key in names for part in parts[key])
         time.sleep(2)
         drained = _stop_drain(drainer)
         from recadmin.serving.fallbacks import fallback_counts
@@ -697,9 +703,6 @@ def main() -> int:
                 {
                     "notes": notes,
                     "phases": {r.name.strip(): r.figures() for r in results + diagnostics},
-                    "p99_ms_per_round": {
-                        r.name.strip(): r.pct(99) for r in diagnostics if r.name.strip().endswith("]")
-                    },
                 },
                 indent=1,
             )
@@ -736,6 +739,53 @@ def main() -> int:
             f"{c.errors}; fallback answers {c.fallback_answers} of {len(c.latencies_ms)}"
         )
     return 0
+
+
+def _ratio(x: float, y: float) -> str:
+    return f"{x / y:.2f}" if y else "-"
+
+
+def _ratios(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], *, before: str) -> str:
+    """after/before per phase: pooled over the rounds, and the medians of the rounds (a round that a
+    burst of other work on the machine slowed weighs less)."""
+    import statistics
+
+    lines = [
+        f"after / before ({before}), same run, turns taken phase by phase:",
+        f"{'phase':<44} {'req/s':>7} {'p50':>7} {'p95':>7} {'p99':>7}   CPU per request"
+        f"   | median of rounds: req/s p99",
+    ]
+    for name, fa in a.items():
+        fb = b.get(name)
+        if fb is None or name.endswith("]"):
+            continue
+        cpu = " ".join(
+            f"{g} {_ratio(v, fb['cpu_ms_per_request'].get(g, 0.0))}" for g, v in fa["cpu_ms_per_request"].items()
+        )
+        line = (
+            f"{name:<44} {_ratio(fa['requests_per_second'], fb['requests_per_second']):>7}"
+            f" {_ratio(fa['p50_ms'], fb['p50_ms']):>7} {_ratio(fa['p95_ms'], fb['p95_ms']):>7}"
+            f" {_ratio(fa['p99_ms'], fb['p99_ms']):>7}   {cpu}"
+        )
+        rounds_a = [f for k, f in a.items() if k.startswith(name + " [")]
+        rounds_b = [f for k, f in b.items() if k.startswith(name + " [")]
+        if rounds_a and rounds_b:
+
+            def median(rows: list[dict[str, Any]], key: str) -> float:
+                return statistics.median(r[key] for r in rows)
+
+            line += (
+                f"   | {_ratio(median(rounds_a, 'requests_per_second'), median(rounds_b, 'requests_per_second'))}"
+                f" {_ratio(median(rounds_a, 'p99_ms'), median(rounds_b, 'p99_ms'))}"
+            )
+            lines.append(line)
+            for label, rows in (("before", rounds_b), ("after", rounds_a)):
+                rps = " ".join(f"{r['requests_per_second']:.0f}" for r in rows)
+                p99 = " ".join(f"{r['p99_ms']:.0f}" for r in rows)
+                lines.append(f"    {label:<6} req/s {rps}; p99 ms {p99}")
+        else:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -778,32 +828,7 @@ def _compare(args: argparse.Namespace) -> int:
             return 1
         b = json.loads((work / "b.json").read_text())["phases"]
         a = json.loads((work / "a.json").read_text())["phases"]
-        print("after / before, same run, turns taken phase by phase:")
-        print(f"{'phase':<44} {'req/s':>7} {'p50':>7} {'p95':>7} {'p99':>7}   CPU per request")
-        for name, fa in a.items():
-            fb = b.get(name)
-            if fb is None or name.endswith("]"):
-                continue
-
-            def ratio(x: float, y: float) -> str:
-                return f"{x / y:7.2f}" if y else "      -"
-
-            cpu = " ".join(
-                f"{g} {ratio(v, fb['cpu_ms_per_request'].get(g, 0.0)).strip()}"
-                for g, v in fa["cpu_ms_per_request"].items()
-            )
-            print(
-                f"{name:<44} {ratio(fa['requests_per_second'], fb['requests_per_second'])}"
-                f" {ratio(fa['p50_ms'], fb['p50_ms'])} {ratio(fa['p95_ms'], fb['p95_ms'])}"
-                f" {ratio(fa['p99_ms'], fb['p99_ms'])}   {cpu}"
-            )
-        rounds_b = json.loads((work / "b.json").read_text())["p99_ms_per_round"]
-        rounds_a = json.loads((work / "a.json").read_text())["p99_ms_per_round"]
-        for phase in ("(b)", "(c)"):
-            pb = [f"{v:.0f}" for k, v in rounds_b.items() if k.startswith(phase)]
-            pa = [f"{v:.0f}" for k, v in rounds_a.items() if k.startswith(phase)]
-            if pb and pa:
-                print(f"{phase} p99 ms per round: before {' '.join(pb)}; after {' '.join(pa)}")
+        print(_ratios(a, b, before=args.before))
         return 0
     finally:
         if not before_log.closed:
