@@ -649,6 +649,8 @@ def main() -> int:
         for r in range(rounds):
             parts["c1"].append(phase(names["c1"] + suffix(r), "api", 1, one, watch))
             parts["c"].append(phase(names["c"] + suffix(r), "api", args.clients, args.seconds, watch))
+        with turns.turn():
+            pass  # with --before: the other copy's last phase ends before either tears down
         results.extend(_pooled(names[key], parts[key]) for key in ("a", "b", "c"))
         diagnostics.extend(_pooled(names[key], parts[key]) for key in ("b1", "c1"))
         if rounds > 1:
