@@ -142,7 +142,7 @@ class Turns:
             return
         deadline = time.monotonic() + self.patience
         while self._counter() % 2 != self.index:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or Path(self.path + ".gone").exists():
                 # The other copy failed or is stuck: go on alone (the output says so).
                 self.abandoned = True
                 break
@@ -794,9 +794,6 @@ def _compare(args: argparse.Namespace) -> int:
     """This checkout against git revision `args.before`, both running at once and taking turns."""
     work = Path(tempfile.mkdtemp(prefix="recadmin-bench-compare-"))
     tree = work / "before"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.before], check=True)
-    # The same harness on both sides: only the product differs.
-    shutil.copy2(Path(__file__), tree / "bench" / "serve.py")
     turn_file = work / "turns"
     passed = [a for a in sys.argv[1:] if a != "--before" and a != args.before and not a.startswith("--before=")]
     passed = [a for i, a in enumerate(passed) if a != "--json" and (i == 0 or passed[i - 1] != "--json")]
@@ -804,6 +801,10 @@ def _compare(args: argparse.Namespace) -> int:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     before_log = open(work / "before.log", "wb")  # noqa: SIM115 - closed below
     try:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.before], check=True)
+        # The same harness on both sides: only the product differs.
+        (tree / "bench").mkdir(exist_ok=True)
+        shutil.copy2(Path(__file__), tree / "bench" / "serve.py")
         before = subprocess.Popen(
             [sys.executable, str(tree / "bench" / "serve.py"), *common, "--turn", "0", "--json", str(work / "b.json")],
             cwd=tree,
@@ -811,22 +812,27 @@ def _compare(args: argparse.Namespace) -> int:
             stdout=before_log,
             stderr=subprocess.STDOUT,
         )
-        after = subprocess.run(
-            [sys.executable, str(Path(__file__)), *common, "--turn", "1", "--json", str(work / "a.json")],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        before.wait()
+        with open(work / "after.out", "wb") as after_out:
+            after = subprocess.Popen(
+                [sys.executable, str(Path(__file__)), *common, "--turn", "1", "--json", str(work / "a.json")],
+                cwd=REPO,
+                stdout=after_out,
+            )
+            while before.poll() is None or after.poll() is None:
+                if before.poll() or after.poll():
+                    # One copy failed: the other stops waiting for turns and finishes alone.
+                    (work / "turns.gone").touch()
+                time.sleep(1)
         before_log.close()
         text = (work / "before.log").read_text(errors="replace")
         print(f"=== before: {args.before} ===")
         # From the first note on: the progress before it is logging.
         print(text[text.find(_FIRST_NOTE) :] if _FIRST_NOTE in text else text[-4000:])
         print("=== after: this checkout ===")
-        print(after.stdout[after.stdout.find(_FIRST_NOTE) :])
+        after_text = (work / "after.out").read_text(errors="replace")
+        print(after_text[after_text.find(_FIRST_NOTE) :] if _FIRST_NOTE in after_text else after_text[-4000:])
         if before.returncode or after.returncode or not (work / "a.json").exists() or not (work / "b.json").exists():
-            print(f"a run failed (before exit {before.returncode}, after exit {after.returncode}): {work}/before.log")
+            print(f"a run failed (before exit {before.returncode}, after exit {after.returncode}): see above")
             return 1
         b = json.loads((work / "b.json").read_text())["phases"]
         a = json.loads((work / "a.json").read_text())["phases"]
