@@ -388,11 +388,11 @@ def main() -> int:
     pg = urllib.parse.urlparse(args.postgres)
     db_name = f"recadmin_{tag}"
     db_url = pg._replace(path=f"/{db_name}").geturl()
-    admin_conn = psycopg.connect(args.postgres, autocommit=True)
-    admin_conn.execute(f'CREATE DATABASE "{db_name}"')
-
+    # Before the scratch database exists: a checkout that cannot run this must not leave one behind.
     from recadmin.modelops.torchserve import config_on_free_ports, free_port
 
+    admin_conn = psycopg.connect(args.postgres, autocommit=True)
+    admin_conn.execute(f'CREATE DATABASE "{db_name}"')
     ts_config = config_on_free_ports(tmp / "torchserve", tmp / "model_store", token_auth=False, timeout=10.0)
     env = {
         "DATABASE_URL": db_url,
