@@ -603,6 +603,8 @@ def main() -> int:
 
         def phase(name: str, target: str, clients: int, seconds: float, watch: dict[str, int]) -> PhaseResult:
             with turns.turn():
+                # Progress: a run with --rounds (and --before) measures for many minutes.
+                print(f"measuring {name.strip()}, {clients} clients, {seconds:.0f} s", file=sys.stderr, flush=True)
                 if target == "torchserve":
                     return _load(
                         name,
