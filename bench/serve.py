@@ -602,27 +602,18 @@ def main() -> int:
             _load("warm-up", host="127.0.0.1", port=port, make_request=api_request, clients=8, seconds=5)
 
         def phase(name: str, target: str, clients: int, seconds: float, watch: dict[str, int]) -> PhaseResult:
+            direct = target == "torchserve"
             with turns.turn():
                 # Progress: a run with --rounds (and --before) measures for many minutes.
                 print(f"measuring {name.strip()}, {clients} clients, {seconds:.0f} s", file=sys.stderr, flush=True)
-                if target == "torchserve":
-                    return _load(
-                        name,
-                        host=ts.hostname or "127.0.0.1",
-                        port=ts.port or 80,
-                        make_request=ts_request,
-                        clients=clients,
-                        seconds=seconds,
-                        watch=watch,
-                    )
                 return _load(
                     name,
-                    host="127.0.0.1",
-                    port=port,
-                    make_request=api_request,
+                    host=(ts.hostname or "127.0.0.1") if direct else "127.0.0.1",
+                    port=(ts.port or 80) if direct else port,
+                    make_request=ts_request if direct else api_request,
                     clients=clients,
                     seconds=seconds,
-                    check=is_fallback,
+                    check=None if direct else is_fallback,
                     watch=watch,
                 )
 
@@ -792,14 +783,32 @@ def _ratios(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], *, befor
     return "\n".join(lines)
 
 
+def _without(argv: list[str], option: str) -> list[str]:
+    """argv without `option` and its value (`--option VALUE` or `--option=VALUE`)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
+def _figures_part(output: Path) -> str:
+    """A run's output from its first note on (before it, logging), or its end when it failed early."""
+    text = output.read_text(errors="replace")
+    return text[text.find(_FIRST_NOTE) :] if _FIRST_NOTE in text else text[-4000:]
+
+
 def _compare(args: argparse.Namespace) -> int:
     """This checkout against git revision `args.before`, both running at once and taking turns."""
     work = Path(tempfile.mkdtemp(prefix="recadmin-bench-compare-"))
     tree = work / "before"
     turn_file = work / "turns"
-    passed = [a for a in sys.argv[1:] if a != "--before" and a != args.before and not a.startswith("--before=")]
-    passed = [a for i, a in enumerate(passed) if a != "--json" and (i == 0 or passed[i - 1] != "--json")]
-    common = [*passed, "--take-turns", str(turn_file)]
+    common = [*_without(_without(sys.argv[1:], "--before"), "--json"), "--take-turns", str(turn_file)]
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     before_log = open(work / "before.log", "wb")  # noqa: SIM115 - closed below
     try:
@@ -826,13 +835,10 @@ def _compare(args: argparse.Namespace) -> int:
                     (work / "turns.gone").touch()
                 time.sleep(1)
         before_log.close()
-        text = (work / "before.log").read_text(errors="replace")
         print(f"=== before: {args.before} ===")
-        # From the first note on: the progress before it is logging.
-        print(text[text.find(_FIRST_NOTE) :] if _FIRST_NOTE in text else text[-4000:])
+        print(_figures_part(work / "before.log"))
         print("=== after: this checkout ===")
-        after_text = (work / "after.out").read_text(errors="replace")
-        print(after_text[after_text.find(_FIRST_NOTE) :] if _FIRST_NOTE in after_text else after_text[-4000:])
+        print(_figures_part(work / "after.out"))
         if before.returncode or after.returncode or not (work / "a.json").exists() or not (work / "b.json").exists():
             print(f"a run failed (before exit {before.returncode}, after exit {after.returncode}): see above")
             return 1

@@ -89,7 +89,7 @@ def heap_freeze() -> int:
 
     A warmed worker holds ~200,000 tracked objects that live as long as it does (modules, the URL
     resolver, the scenes, item metadata). Every full collection walked them all: under load those
-    pauses (100-700 ms, every thread of the worker stopped) were the worst latencies of the
+    pauses (300-700 ms, every thread of the worker stopped) were the worst latencies of the
     recommendations API (bench/serve.py, issue 9). Frozen, a full collection walks only what
     requests made since. Objects frozen are still freed when their last reference goes; only a
     reference cycle among them would stay, and the collect before the freeze clears those."""

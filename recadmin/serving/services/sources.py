@@ -288,21 +288,16 @@ def chain_run(ctx: RequestContext) -> ChainResult:
         origin = name
         if name == SOURCE_POPULAR and (first_failure or pool):
             origin = ORIGIN_POPULAR_FALLBACK
-        given = answer.reason
+        floor = min((s.score for s in pool), default=None)
         size = len(pool)
-        if not pool:
-            # The first source that answers (nearly always the only one): its ~150 candidates as given.
-            for item, score in answer.scored:
-                if item not in seen:
-                    seen.add(item)
-                    pool.append(Scored(item, score, origin, given))
-        else:
-            floor = min(s.score for s in pool)
-            for i, (item, score) in enumerate(answer.scored):
-                if item not in seen:
-                    seen.add(item)
-                    # Below everything an earlier source gave: the chain's order holds between sources.
-                    pool.append(Scored(item, min(score, floor) - 1e-6 * (i + 1), origin, given))
+        for i, (item, score) in enumerate(answer.scored):
+            if item in seen:
+                continue
+            seen.add(item)
+            if floor is not None:
+                # Below everything an earlier source gave: the chain's order holds between sources.
+                score = min(score, floor) - 1e-6 * (i + 1)
+            pool.append(Scored(item, score, origin, answer.reason))
         if len(pool) > size:
             used.append(name)
             if answer.model is not None and model is None:
