@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -45,11 +46,22 @@ class FieldErrors:
     def add(self, field: str, message: str) -> None:
         self.fields.setdefault(field, []).append(message)
 
-    def raise_if_any(self) -> None:
+    def add_unknown(
+        self, data: Any, accepted: Iterable[str], *, prefix: str = "", reason: str = "unknown field"
+    ) -> None:
+        """Name each member of the JSON object `data` that `accepted` lacks (`prefix` + its name).
+        DRF serializers drop unknown members silently: a typo ("parms", "max_per_categry") would
+        look accepted while what it meant never happened."""
+        if isinstance(data, Mapping):
+            for name in sorted(set(data) - set(accepted)):
+                self.add(f"{prefix}{name}", reason)
+
+    def raise_if_any(self, *, hint: str = "") -> None:
+        """`hint` follows the first field's message, e.g. "accepted: a, b"."""
         if not self.fields:
             return
         field, messages = next(iter(self.fields.items()))
-        raise ValidationError(f"{field}: {messages[0]}", extra={"fields": self.fields})
+        raise ValidationError(f"{field}: {messages[0]}{'; ' + hint if hint else ''}", extra={"fields": self.fields})
 
 
 class AuthenticationFailed(ApplicationError):

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from recadmin.core.auth import HasManageScope
-from recadmin.core.errors import ValidationError
+from recadmin.core.errors import FieldErrors, ValidationError
 from recadmin.core.pagination import StableCursorPagination
 from recadmin.core.schema import RefusesUnknownFields
 from recadmin.experiments import selectors, services
@@ -102,26 +102,18 @@ class ExperimentCreateInput(RefusesUnknownFields, serializers.Serializer):
     )
 
 
-def _unknown_fields(data: Any, accepted: Any, prefix: str = "") -> dict[str, list[str]]:
-    if not isinstance(data, dict):
-        return {}
-    return {f"{prefix}{name}": ["unknown field"] for name in sorted(set(data) - set(accepted))}
-
-
 def _validated_create(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError("The body must be a JSON object.", field="body")
     # DRF drops unknown keys silently; a typo ("modle_version") would then look accepted and the
     # variant would silently be the scene as it is, so name it instead.
-    unknown = _unknown_fields(data, ExperimentCreateInput().fields)
+    errors = FieldErrors()
+    errors.add_unknown(data, ExperimentCreateInput().fields)
     if isinstance(data.get("variants"), list):
         for index, variant in enumerate(data["variants"]):
-            unknown.update(_unknown_fields(variant, VARIANT_FIELDS, f"variants[{index}]."))
-    if isinstance(data.get("guardrails"), dict):
-        unknown.update(_unknown_fields(data["guardrails"], services.GUARDRAIL_FIELDS, "guardrails."))
-    if unknown:
-        first = next(iter(unknown))
-        raise ValidationError(f"{first}: unknown field.", extra={"fields": unknown})
+            errors.add_unknown(variant, VARIANT_FIELDS, prefix=f"variants[{index}].")
+    errors.add_unknown(data.get("guardrails"), services.GUARDRAIL_FIELDS, prefix="guardrails.")
+    errors.raise_if_any()
     serializer = ExperimentCreateInput(data=data)
     serializer.is_valid(raise_exception=True)
     validated = dict(serializer.validated_data)

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from recadmin.core.auth import HasManageScope
 from recadmin.core.errors import NotFound, ValidationError
+from recadmin.core.inputs import validated_input
 from recadmin.core.pagination import StableCursorPagination
 from recadmin.modelops.models import ModelKind, ModelVersion, TrainingRun, TrainingRunStatus
 from recadmin.modelops.selectors import (
@@ -344,19 +345,11 @@ class TrainingRunCollectionApi(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        # DRF drops unknown members silently; a typo ("parms") would train with the defaults.
-        unknown = sorted(set(request.data) - set(serializer.fields)) if isinstance(request.data, dict) else []
-        if unknown:
-            raise ValidationError(
-                f"{unknown[0]}: unknown field; accepted: {', '.join(serializer.fields)}.",
-                extra={"fields": {name: ["unknown field"] for name in unknown}},
-            )
-        serializer.is_valid(raise_exception=True)
+        data = validated_input(self.InputSerializer, request.data)
         run = training_run_create(
-            kind=serializer.validated_data["kind"],
-            params=serializer.validated_data.get("params") or {},
-            model_name=serializer.validated_data.get("model_name") or None,
+            kind=data["kind"],
+            params=data.get("params") or {},
+            model_name=data.get("model_name") or None,
             trigger="api",
         )
         run.refresh_from_db()

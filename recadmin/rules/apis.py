@@ -4,8 +4,6 @@ field, an unknown scene or rule a 404."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -23,6 +21,7 @@ from rest_framework.views import APIView
 from recadmin.catalog.models import SHOP_ID_MAX_LENGTH
 from recadmin.core.auth import HasManageScope
 from recadmin.core.errors import ValidationError
+from recadmin.core.inputs import validated_input
 from recadmin.core.pagination import StableCursorPagination
 from recadmin.core.schema import RefusesUnknownFields
 from recadmin.rules import selectors, services
@@ -40,27 +39,14 @@ from recadmin.rules.params import MAX_STRATEGY_LENGTH, STRATEGY_SOURCES, strateg
 
 _INT_LIMIT = 2**31 - 1
 
+# A read-only field in a body ("slug" on a patch) is refused like a typo: nothing would change.
+_READ_ONLY = "unknown or read-only field"
+
 ERROR_RESPONSES = {
     400: OpenApiResponse(description="Bad input: `extra.fields` names each offending field."),
     401: OpenApiResponse(description="No or invalid API key."),
     403: OpenApiResponse(description="The key lacks the `manage` scope."),
 }
-
-
-def _validated(serializer_class: type[serializers.Serializer], data: Any, *, partial: bool = False) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ValidationError("The body must be a JSON object.", field="body")
-    serializer = serializer_class(data=data, partial=partial)
-    # DRF drops unknown keys silently; a typo ("max_per_categry") or a read-only field ("slug" on a
-    # patch) would then look accepted while nothing changed, so name it instead.
-    unknown = sorted(set(data) - set(serializer.fields))
-    if unknown:
-        raise ValidationError(
-            f"{unknown[0]}: unknown or read-only field; accepted: {', '.join(serializer.fields)}.",
-            extra={"fields": {name: ["unknown or read-only field"] for name in unknown}},
-        )
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 # --- scenes -----------------------------------------------------------------------------------
@@ -165,7 +151,7 @@ class SceneCollectionApi(APIView):
         examples=[OpenApiExample("Home page", value=SCENE_EXAMPLE, request_only=True)],
     )
     def post(self, request: Request) -> Response:
-        data = _validated(SceneCreateInput, request.data)
+        data = validated_input(SceneCreateInput, request.data, reason=_READ_ONLY)
         scene = services.scene_create(**data)
         return Response(SceneOutput(scene).data, status=status.HTTP_201_CREATED)
 
@@ -190,7 +176,7 @@ class SceneDetailApi(APIView):
     )
     def patch(self, request: Request, slug: str) -> Response:
         scene = selectors.scene_get(slug)
-        data = _validated(SceneFields, request.data, partial=True)
+        data = validated_input(SceneFields, request.data, partial=True, reason=_READ_ONLY)
         return Response(SceneOutput(services.scene_update(scene=scene, data=data)).data)
 
     @extend_schema(
@@ -402,7 +388,7 @@ class RuleCollectionApi(APIView):
         examples=[*RULE_EXAMPLES, RULE_RESPONSE_EXAMPLE, BAD_RULE_EXAMPLE],
     )
     def post(self, request: Request) -> Response:
-        data = _validated(RuleFields, request.data)
+        data = validated_input(RuleFields, request.data, reason=_READ_ONLY)
         rule = services.rule_create(**data)
         return Response(RuleOutput(selectors.rule_get(rule.pk)).data, status=status.HTTP_201_CREATED)
 
@@ -426,7 +412,7 @@ class RuleDetailApi(APIView):
     )
     def patch(self, request: Request, rule_id: int) -> Response:
         rule = selectors.rule_get(rule_id)
-        data = _validated(RuleFields, request.data, partial=True)
+        data = validated_input(RuleFields, request.data, partial=True, reason=_READ_ONLY)
         services.rule_update(rule=rule, data=data)
         return Response(RuleOutput(selectors.rule_get(rule_id)).data)
 
