@@ -30,9 +30,9 @@ from ts.utils.util import PredictionException
 # In the .mar the helper sits beside this file at the archive root (recadmin.modelops.archive), a
 # top-level module as mypy sees it too; imported from the repository (tests) it is handlers'.
 if TYPE_CHECKING or not __package__:
-    from request_body import request_object
+    from request_body import parse_batch, request_object
 else:
-    from handlers.request_body import request_object
+    from handlers.request_body import parse_batch, request_object
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +89,10 @@ class RecommenderHandler(BaseHandler):
     def preprocess(self, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Parse and validate each request of the batch. A bad request in a batch with good ones
         gets its own 400; a batch of only bad requests (e.g. a single one) raises."""
-        parsed: list[dict[str, Any]] = []
-        for row in data:
-            try:
-                parsed.append(self._parse(row))
-            except ValueError as exc:
-                parsed.append({"error": str(exc)})
-        errors = [p["error"] for p in parsed if "error" in p]
-        if errors and len(errors) == len(parsed):
-            raise PredictionException(errors[0], 400)
-        return parsed
+        try:
+            return parse_batch(data, self._parse)
+        except ValueError as exc:
+            raise PredictionException(str(exc), 400) from exc
 
     def _parse(self, row: Any) -> dict[str, Any]:
         body = request_object(row, needs='"history" or "similar_to"')

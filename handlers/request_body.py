@@ -1,4 +1,5 @@
-"""What both TorchServe handlers do first with a request: its body as a JSON object.
+"""What both TorchServe handlers do first with a batch: each request's body as a JSON object, parsed
+by the handler, a bad request failing alone.
 
 Packed into every .mar beside the handler (recadmin.modelops.archive.HANDLER_HELPERS), so at the
 archive root it is the top-level module `request_body`; from the repository, `handlers.request_body`.
@@ -8,6 +9,7 @@ Imports nothing but the standard library.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -29,3 +31,19 @@ def request_object(row: Any, *, needs: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValueError(f"The request must be a JSON object with {needs}.")
     return body
+
+
+def parse_batch(data: list[Any], parse: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+    """`parse` applied to each request of the batch; a request it refuses (ValueError) becomes
+    {"error": message}, its own 400, so it does not sink the good ones. ValueError with the first
+    message when every request is bad (e.g. a batch of one): the handler's 400 for the batch."""
+    parsed: list[dict[str, Any]] = []
+    for row in data:
+        try:
+            parsed.append(parse(row))
+        except ValueError as exc:
+            parsed.append({"error": str(exc)})
+    errors = [p["error"] for p in parsed if "error" in p]
+    if errors and len(errors) == len(parsed):
+        raise ValueError(errors[0])
+    return parsed
