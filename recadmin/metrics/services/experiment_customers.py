@@ -25,7 +25,7 @@ def experiment_customers_refresh(*, pairs: Iterable[tuple[int, str]]) -> int:
         if customer:
             by_experiment[experiment_id].add(customer)
     written = 0
-    # In id order: each upsert takes its experiment's row lock (see experiments.services).
+    # In id order: each upsert takes its experiment's row lock (see experiments.services.exposures).
     for experiment in Experiment.objects.filter(pk__in=list(by_experiment)).order_by("pk"):
         variant_ids = set(experiment.variants.values_list("pk", flat=True))
         for chunk in _chunks(sorted(by_experiment[experiment.pk])):
