@@ -82,6 +82,8 @@ def test_starting_a_training_run_returns_its_id_and_enqueues_it_after_commit(
         ({"kind": "sasrec", "params": {"hidden": "big"}}, "params.hidden"),
         ({"kind": "sasrec", "params": {"dropout": 2}}, "params.dropout"),
         ({"kind": "sasrec", "params": {"loss": "hinge"}}, "params.loss"),
+        ({"kind": "sasrec", "params": {"new_items": "popular"}}, "params.new_items"),
+        ({"kind": "sasrec", "params": {"new_item_weight": -1}}, "params.new_item_weight"),
         ({"kind": "pop", "params": "fast"}, "params"),
         ({"kind": "pop", "model_name": "no spaces please"}, "model_name"),
         ({"kind": "cf", "params": {"hidden": 32}}, "params.hidden"),  # a sasrec parameter

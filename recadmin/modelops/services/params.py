@@ -29,6 +29,12 @@ PARAM_SPECS: dict[str, dict[str, tuple[Any, Any, Any]]] = {
         "loss": (str, ("full", "sampled"), None),
         "num_negatives": (int, 1, 100000),
         "use_attributes": (bool, None, None),
+        # New items (no events yet): how they are represented, and how much a validation hit on
+        # one counts when their scale is chosen; above 1 buys them exposure with the established
+        # items' accuracy (README, "Cold items").
+        "new_items": (str, ("content", "attributes"), None),
+        "new_item_weight": (float, 0.0, 100.0),
+        "id_dropout": (float, 0.0, 0.9),
     },
     ModelKind.CF: {  # EASE
         "l2": (float, 0.0, 1e7),
