@@ -8,6 +8,7 @@ the running experiment of a scene through `recadmin.experiments.selectors`.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -279,6 +280,11 @@ class ExposureCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customers} first in {self.variant_id} under {self.allocation_id}"
+
+    @staticmethod
+    def settle_ms_of(settle: dt.timedelta) -> int:
+        """`settle_ms` for a settling window: what the writers store and the reader compares."""
+        return round(settle.total_seconds() * 1000)
 
 
 # The sums `VariantTotals` keeps over a variant's `ExperimentCustomer` rows: the row count, each

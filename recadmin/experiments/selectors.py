@@ -413,7 +413,7 @@ def first_exposures_counted(
     """What `first_exposures(experiment, [s.created_at for s in history], settle=settle)` gives, read
     from `ExposureCount` (a few rows per allocation period). None when the counts were classified with
     another settling window (the setting changed since): the caller computes them directly."""
-    settle_ms = round(settle.total_seconds() * 1000)
+    settle_ms = ExposureCount.settle_ms_of(settle)
     position = {snapshot.pk: t for t, snapshot in enumerate(history)}
     by_variant: dict[int, int] = {}
     by_period = [0] * len(history)

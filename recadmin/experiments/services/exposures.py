@@ -39,10 +39,6 @@ def _experiment_lock(experiment: Experiment) -> None:
     list(Experiment.objects.select_for_update().filter(pk=experiment.pk).values_list("pk", flat=True))
 
 
-def _settle_ms(settle: dt.timedelta) -> int:
-    return round(settle.total_seconds() * 1000)
-
-
 @dataclass(frozen=True)
 class _Classifier:
     """A first exposure's allocation period (the snapshot in force, the first one before it) and
@@ -73,7 +69,7 @@ def _first_exposures_refresh(
     when the caller knows them: customer -> variant id, time) and move the counts by the difference.
     The caller holds the experiment's row lock."""
     settle = first_exposure_settle()
-    settle_ms = _settle_ms(settle)
+    settle_ms = ExposureCount.settle_ms_of(settle)
     if ExposureCount.objects.filter(experiment=experiment).exclude(settle_ms=settle_ms).exists():
         # Classified with another settling window: every customer moves, not only these.
         experiment_first_exposures_rebuild(experiment=experiment)
@@ -217,7 +213,7 @@ def experiment_first_exposures_rebuild(*, experiment: Experiment) -> int:
             f"INSERT INTO {ExposureCount._meta.db_table} (experiment_id, variant_id, allocation_id, settled, "
             f"settle_ms, customers) SELECT experiment_id, variant_id, allocation_id, settled, %s, COUNT(*) "
             f"FROM {first_table} WHERE experiment_id = %s GROUP BY 1, 2, 3, 4",
-            [_settle_ms(settle), experiment.pk],
+            [ExposureCount.settle_ms_of(settle), experiment.pk],
         )
         # Planner statistics for the rows just written: the upkeep's reads by customer need the index.
         cursor.execute(f"ANALYZE {first_table}")
