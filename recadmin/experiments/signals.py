@@ -12,6 +12,7 @@ from django.dispatch import receiver
 
 from recadmin.experiments.models import AllocationSnapshot, Experiment, Variant
 from recadmin.experiments.selectors import experiments_cache_bump
+from recadmin.experiments.services import experiment_first_exposures_rebuild, experiment_first_exposures_reclassify
 
 
 @receiver(post_save, sender=Experiment, dispatch_uid="experiments_experiment_saved")
@@ -36,8 +37,6 @@ def _on_snapshot_saved(instance: AllocationSnapshot, created: bool, raw: bool = 
     `services.experiment_first_exposures_reclassify`); a moved one re-places every customer."""
     if raw:
         return
-    from recadmin.experiments.services import experiment_first_exposures_rebuild, experiment_first_exposures_reclassify
-
     if created:
         experiment_first_exposures_reclassify(snapshot=instance)
     else:
