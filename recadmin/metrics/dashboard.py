@@ -12,11 +12,16 @@ import datetime as dt
 from typing import Any, cast
 
 from django.core.cache import cache
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
 from recadmin.core.charts import bar_chart, line_chart
+from recadmin.experiments.models import Experiment, ExperimentStatus
+from recadmin.experiments.selectors import experiment_report
 from recadmin.metrics import selectors
+from recadmin.modelops.models import ModelVersion, ModelVersionStatus, TrainingRun
+from recadmin.rules.models import BusinessRule
 
 # An upper bound: a new rollup run changes the key anyway.
 DASHBOARD_CACHE_SECONDS = 120
@@ -99,13 +104,6 @@ def chart_panel(title: str, svg: Any, *, width: str = "half", note: str = "") ->
 def status_panel(now: dt.datetime) -> dict[str, Any]:
     """The default model and the last training run, running experiments with their verdict, rules
     active now: what the numbers above are the result of."""
-    from django.db.models import Q
-
-    from recadmin.experiments.models import Experiment, ExperimentStatus
-    from recadmin.experiments.selectors import experiment_report
-    from recadmin.modelops.models import ModelVersion, ModelVersionStatus, TrainingRun
-    from recadmin.rules.models import BusinessRule
-
     defaults = list(ModelVersion.objects.filter(status=ModelVersionStatus.DEFAULT).order_by("name"))
     last_run = TrainingRun.objects.order_by("-created_at", "-id").first()
     state = selectors.rollup_state()

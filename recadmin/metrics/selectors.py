@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from recadmin.catalog.models import Item
 from recadmin.experiments import statistics
+from recadmin.experiments.models import Variant
 from recadmin.experiments.selectors import PageLatency
 from recadmin.metrics.models import (
     LATENCY_EDGES_MS,
@@ -23,6 +24,7 @@ from recadmin.metrics.models import (
     RollupState,
     RuleRollup,
 )
+from recadmin.rules.models import BusinessRule
 
 GROUP_BY_CHOICES = ("day", "hour", "scene", "strategy", "model_version", "variant")
 _SUMS = (
@@ -69,8 +71,6 @@ def _derived(row: dict[str, Any], active_items: int) -> dict[str, Any]:
 
 
 def _variant_names() -> dict[int, str]:
-    from recadmin.experiments.models import Variant
-
     return {
         pk: f"{experiment}: {name}"
         for pk, name, experiment in Variant.objects.values_list("pk", "name", "experiment__name")
@@ -152,8 +152,6 @@ def _item_key(row: dict[str, Any], name: str) -> Any:
 
 def rule_rows(*, since: dt.datetime, until: dt.datetime, scene: str | None = None) -> list[dict[str, Any]]:
     """Per rule: CTR of the items it boosted or pinned against the other items of the same lists."""
-    from recadmin.rules.models import BusinessRule
-
     query = RuleRollup.objects.filter(hour__gte=since, hour__lt=until)
     if scene:
         query = query.filter(scene=scene)

@@ -13,7 +13,11 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from recadmin.core.charts import bar_chart, line_chart
+from recadmin.experiments import selectors as experiment_selectors
+from recadmin.experiments.models import Experiment
+from recadmin.experiments.params import METRIC_LABELS
 from recadmin.metrics.dashboard import dashboard_panels, status_panel
+from recadmin.metrics.selectors import rollup_state
 
 REPORT_CACHE_SECONDS = 120
 
@@ -33,9 +37,6 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 
 
 def experiment_report_panels(experiment: Any) -> list[dict[str, Any]]:
-    from recadmin.experiments import selectors as experiment_selectors
-    from recadmin.experiments.params import METRIC_LABELS
-
     sums = experiment_selectors.variant_sums(experiment)
     report = experiment_selectors.experiment_report(experiment, sums=sums)
     variants = experiment_selectors.experiment_variants(experiment)
@@ -108,8 +109,6 @@ def experiment_report_panels(experiment: Any) -> list[dict[str, Any]]:
 
 def experiment_report_panels_cached(experiment: Any) -> list[dict[str, Any]]:
     """The report's panels, cached until the next rollup run, Thompson reallocation or state change."""
-    from recadmin.metrics.selectors import rollup_state
-
     state = rollup_state()
     snapshot = experiment.allocations.order_by("-created_at", "-id").values_list("pk", flat=True).first()
     done = state.complete_until.timestamp() if state and state.complete_until else 0
@@ -120,8 +119,6 @@ def experiment_report_panels_cached(experiment: Any) -> list[dict[str, Any]]:
 
 
 def experiment_report_view(request: HttpRequest, experiment_id: int) -> HttpResponse:
-    from recadmin.experiments.models import Experiment
-
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     if experiment is None:
         raise Http404("No such experiment.")

@@ -9,6 +9,8 @@ from typing import Any
 
 from django.db.models import Count, Max, Min, Q, Sum
 
+from recadmin.experiments.models import Experiment
+from recadmin.experiments.services import CustomerSums, experiment_customers_upsert
 from recadmin.metrics.models import Attribution
 from recadmin.metrics.services.common import _chunks
 from recadmin.serving.models import ServedRecommendation
@@ -17,9 +19,6 @@ from recadmin.serving.models import ServedRecommendation
 def experiment_customers_refresh(*, pairs: Iterable[tuple[int, str]]) -> int:
     """Recompute the totals of these (experiment, customer) pairs from the served log and the
     attributions, and write them through experiments' upsert (absolute values: idempotent)."""
-    from recadmin.experiments.models import Experiment
-    from recadmin.experiments.services import CustomerSums, experiment_customers_upsert
-
     by_experiment: dict[int, set[str]] = defaultdict(set)
     for experiment_id, customer in pairs:
         if customer:

@@ -15,12 +15,15 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from recadmin.experiments.models import Experiment
+from recadmin.experiments.services import experiment_aggregates_rebuild
 from recadmin.metrics.models import RollupState
 from recadmin.metrics.services.attribution import attribution_run, attribution_run_new, events_bookmark_reset
 from recadmin.metrics.services.common import EPOCH, EVENTS_LOOKBACK
 from recadmin.metrics.services.experiment_customers import experiment_customers_refresh
 from recadmin.metrics.services.recompute import rollups_rebuild
 from recadmin.metrics.services.rollups import RollupsUpdate, rollups_update
+from recadmin.serving.served_log import served_log_drain
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ class RefreshResult:
 
 
 def _drain(result: RefreshResult) -> None:
-    from recadmin.serving.served_log import served_log_drain
-
     try:
         result.drained = served_log_drain()
     except Exception:  # the database refused a batch; it went back to the buffer
@@ -102,8 +103,5 @@ def metrics_rebuild(*, since: dt.datetime | None = None) -> RefreshResult:
 def _experiment_aggregates_rebuild() -> None:
     """Every experiment's variant totals, first exposures and their counts from scratch (the upsert
     keeps them as it writes; this repairs rows written around it)."""
-    from recadmin.experiments.models import Experiment
-    from recadmin.experiments.services import experiment_aggregates_rebuild
-
     for experiment in Experiment.objects.filter(customers__isnull=False).distinct().order_by("pk"):
         experiment_aggregates_rebuild(experiment=experiment)
