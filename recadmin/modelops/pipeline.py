@@ -11,8 +11,6 @@ by the task: the built archive is kept and reused, so a retry does not train aga
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import datetime as dt
 import logging
 import math
@@ -20,7 +18,6 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +35,7 @@ from recadmin.modelops.models import (
     TrainingRunStatus,
     TrainingStage,
 )
+from recadmin.modelops.progress import Reporter, RunCancelled, StageFailed, TrainOutcome
 from recadmin.modelops.recovery import Heartbeat, heartbeat_is_fresh, training_workdir_create, worker_identity
 from recadmin.modelops.selectors import model_name_resolve, model_version_default
 from recadmin.modelops.services import (
@@ -49,113 +47,8 @@ from recadmin.modelops.services import (
 
 logger = logging.getLogger(__name__)
 
-# Where each stage sits on the run's 0-100 progress bar.
-STAGE_SPAN: dict[str, tuple[float, float]] = {
-    TrainingStage.EXPORTING: (0.0, 8.0),
-    TrainingStage.TRAINING: (8.0, 80.0),
-    TrainingStage.EVALUATING: (80.0, 86.0),
-    TrainingStage.ARCHIVING: (86.0, 92.0),
-    TrainingStage.REGISTERING: (92.0, 98.0),
-    TrainingStage.PROMOTING: (98.0, 100.0),
-}
 MIN_EVENTS = 20
-_LOG_LINES = 60
-_WRITE_EVERY = 1.0  # seconds between progress writes: a bar, not a write per batch
 _Data = TypeVar("_Data")  # what a kind's export returns (event arrays, an impression table)
-
-
-class RunCancelled(Exception):
-    pass
-
-
-class StageFailed(Exception):
-    def __init__(self, stage: str, message: str) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.message = message
-
-
-class _LogTail(logging.Handler):
-    """Keeps the last lines logged by training and modelops during the run, for the admin."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
-        self.lines: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):  # logging must never break the run
-            self.lines.append(self.format(record))
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-class Reporter:
-    """Progress of one run: throttled writes to its row, the caller's callback, cancellation."""
-
-    def __init__(self, run: TrainingRun, callback: Callable[[float, str], None] | None) -> None:
-        self.run = run
-        self.callback = callback
-        self.stage_key: str = TrainingStage.EXPORTING
-        self.percent = 0.0
-        self.text = ""
-        self.tail = _LogTail()
-        self._last_write = 0.0
-
-    def log(self, message: str, *args: Any) -> None:
-        logger.info(message, *args)
-
-    def stage(self, key: str, text: str | None = None) -> None:
-        self.stage_key = key
-        low, _ = STAGE_SPAN[key]
-        self.update(low, text or TrainingStage(key).label, force=True)
-
-    def within(self, fraction: float, text: str) -> None:
-        """Progress inside the current stage, fraction in [0, 1]."""
-        low, high = STAGE_SPAN[self.stage_key]
-        fraction = min(1.0, max(0.0, float(fraction)))
-        self.update(low + (high - low) * fraction, text)
-
-    def update(self, percent: float, text: str, *, force: bool = False) -> None:
-        self.percent = max(self.percent, min(100.0, percent))
-        self.text = text
-        if self.callback is not None:
-            self.callback(self.percent, text)
-        now = time.monotonic()
-        if not force and now - self._last_write < _WRITE_EVERY:
-            return
-        self._last_write = now
-        self.flush()
-
-    def flush(self) -> None:
-        # A filtered update, so a cancel written by the admin meanwhile is seen and not overwritten.
-        updated = TrainingRun.objects.filter(pk=self.run.pk, status=TrainingRunStatus.RUNNING).update(
-            progress=round(self.percent, 1),
-            stage=self.text[:200],
-            log_tail=self.tail.text(),
-            current_stage=self.stage_key,
-            heartbeat_at=timezone.now(),
-        )
-        if not updated:
-            status = TrainingRun.objects.filter(pk=self.run.pk).values_list("status", flat=True).first()
-            if status == TrainingRunStatus.CANCELLED:
-                raise RunCancelled()
-
-
-@dataclass
-class TrainOutcome:
-    """What the training step hands to archiving and the registry."""
-
-    checkpoint_dir: Path
-    kind: str
-    params: dict[str, Any]
-    valid_metrics: dict[str, float]
-    test_metrics: dict[str, float]
-    num_events: int
-    num_users: int
-    num_items: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _fail_if_too_small(arrays: EventArrays, min_events: int) -> None:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from recadmin.modelops.models import ModelVersion
-    from recadmin.modelops.pipeline import Reporter, TrainOutcome
+from recadmin.modelops.models import ModelKind, ModelVersion, TrainingStage
+from recadmin.modelops.progress import Reporter, StageFailed, TrainOutcome
 
 logger = logging.getLogger("recadmin.modelops.ranker_trainer")
 
@@ -33,8 +32,6 @@ _PIPELINE_ONLY = frozenset({"seed", "min_impressions", "impression_days", "worke
 
 
 def train_ranker(*, table: Any, params: dict[str, Any], reporter: Reporter, workdir: Path) -> TrainOutcome:
-    from recadmin.modelops.models import ModelKind, TrainingStage
-    from recadmin.modelops.pipeline import StageFailed, TrainOutcome
     from training.ranker.evaluate import evaluate_rankers
     from training.ranker.export import train_ranker_checkpoint
 

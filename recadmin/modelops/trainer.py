@@ -11,15 +11,14 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from recadmin.modelops.loader import EventArrays
+from recadmin.modelops.models import TrainingStage
+from recadmin.modelops.progress import Reporter, StageFailed, TrainOutcome
 from recadmin.modelops.services import PIPELINE_OPTIONS
-
-if TYPE_CHECKING:
-    from recadmin.modelops.pipeline import Reporter, TrainOutcome
 
 logger = logging.getLogger("recadmin.modelops.trainer")
 
@@ -177,8 +176,6 @@ def train(*, arrays: EventArrays, kind: str, params: dict[str, Any], reporter: R
     benchmark shares), on this shop's split, then save the checkpoint the archive is built from."""
     import torch
 
-    from recadmin.modelops.models import TrainingStage
-    from recadmin.modelops.pipeline import StageFailed, TrainOutcome
     from training.checkpoint import save_checkpoint
     from training.models import model_class
     from training.trainer import train_and_evaluate
