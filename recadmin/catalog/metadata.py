@@ -19,7 +19,7 @@ from typing import Any
 from django.core.cache import cache
 
 from recadmin.catalog.cache import CHANGES_KEY, GENERATION_KEY, item_cache_key, items_state
-from recadmin.catalog.models import Item
+from recadmin.catalog.models import Category, Item
 
 ITEM_TTL_SECONDS = 6 * 3600
 # Ids the model knows but the catalog does not (yet): remembered briefly so they cost no query.
@@ -144,8 +144,6 @@ def category_exists(slug: str, *, cached: bool | None = None) -> bool:
         except Exception:  # noqa: BLE001
             known = None
     if known is None:
-        from recadmin.catalog.models import Category
-
         known = Category.objects.filter(slug=slug).exists()
         with contextlib.suppress(Exception):
             cache.set(category_cache_key(slug), known, CATEGORY_KNOWN_TTL if known else CATEGORY_UNKNOWN_TTL)
@@ -175,8 +173,6 @@ def category_items(slug: str, *, limit: int = 200) -> list[str]:
     except Exception:  # noqa: BLE001
         ids = None
     if ids is None:
-        from recadmin.catalog.models import Category
-
         path = Category.objects.filter(slug=slug).values_list("path", flat=True).first()
         ids = []
         if path is not None:

@@ -22,6 +22,8 @@ from django.core.cache import cache
 from django.db.models import Max
 from django.utils import timezone
 
+from recadmin.events.models import Event
+
 logger = logging.getLogger(__name__)
 
 COMPLEMENT_TYPES = ("purchase", "add_to_cart")
@@ -47,8 +49,6 @@ def complement_key(item: str) -> str:
 
 def complements_compute(*, now: Any = None) -> dict[str, Ranked]:
     """{item: [(complement, score), ...] best first} from purchase and add-to-cart sequences."""
-    from recadmin.events.models import Event
-
     events = Event.objects.filter(type__in=COMPLEMENT_TYPES)
     latest = events.aggregate(latest=Max("occurred_at"))["latest"]
     if latest is None:

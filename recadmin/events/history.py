@@ -33,9 +33,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 
+from recadmin.catalog.models import Customer
 from recadmin.core.observability.metrics import cache_count
 from recadmin.core.redis_breaker import REDIS_UNAVAILABLE
+from recadmin.events.models import Event
 
 logger = logging.getLogger(__name__)
 
@@ -289,11 +293,6 @@ def history_load_many(
     What a read does when the cache has no complete entry; `known` are the entries it did find (an
     event recorded before its transaction is visible here is kept). `write=False`: the cache is known
     to be down (its read just failed), so the load does not wait on it a second time."""
-    from django.db.models import F, Window
-    from django.db.models.functions import RowNumber
-
-    from recadmin.events.models import Event
-
     length = settings.HISTORY_LENGTH
     wanted = list(dict.fromkeys(customer_shop_ids))
     if not wanted:
@@ -382,12 +381,6 @@ def history_rebuild(
 ) -> int:
     """Rebuild histories from the database (a cold or lost cache). `customer_ids` are primary keys;
     None rebuilds every customer. Returns the number of customers rebuilt."""
-    from django.db.models import F, Window
-    from django.db.models.functions import RowNumber
-
-    from recadmin.catalog.models import Customer
-    from recadmin.events.models import Event
-
     length = settings.HISTORY_LENGTH
     # Shop ids come with the primary keys: clearing a chunk's entries needs no second query.
     pairs_qs = Customer.objects.order_by("id").values_list("id", "shop_id")

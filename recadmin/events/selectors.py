@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from recadmin.events.complements import complements_get
 from recadmin.events.history import (
     HistoryEntry,
     event_device,
@@ -132,8 +133,6 @@ def customer_history(customer: str, limit: int, *, prefetched: HistoryPrefetch |
 
 def complementary_items(items: list[str], *, limit: int = 50) -> list[tuple[str, float]]:
     """Bought together with / bought after `items`, best first (cached, refreshed periodically)."""
-    from recadmin.events.complements import complements_get
-
     return complements_get(items, limit=limit)
 
 
