@@ -18,10 +18,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from recadmin.celery import app
 from recadmin.core.errors import Conflict, ValidationError
 from recadmin.modelops.models import ModelKind, TrainingRun, TrainingRunStatus
 from recadmin.modelops.services.common import model_name_default
 from recadmin.modelops.services.params import training_params_validate
+from recadmin.modelops.tasks import train_model
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +90,6 @@ def _spawn_training_process(run_id: int) -> None:
 
 
 def _on_commit_dispatch(run_id: int) -> None:
-    from recadmin.celery import app
-    from recadmin.modelops.tasks import train_model
-
     # MODELOPS_TRAIN_IN_SUBPROCESS: set where tasks run eagerly (no Redis) but runs are started
     # from web requests; the test suite leaves it off so that runs finish inside the test.
     if app.conf.task_always_eager and getattr(settings, "MODELOPS_TRAIN_IN_SUBPROCESS", False):
@@ -163,8 +162,6 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
         pk=run.pk, status__in=[TrainingRunStatus.QUEUED, TrainingRunStatus.RUNNING]
     ).update(status=TrainingRunStatus.CANCELLED, stage="cancelled", finished_at=timezone.now())
     if updated and run.celery_task_id and not settings.CELERY_TASK_ALWAYS_EAGER:
-        from recadmin.celery import app
-
         with contextlib.suppress(Exception):  # the run is cancelled in the registry either way
             app.control.revoke(run.celery_task_id)
     run.refresh_from_db()
