@@ -35,6 +35,12 @@ MIN_EVAL_USERS = 20
 MIN_EVAL_SHARE = 0.02
 
 
+def model_params_for(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What the model is built with: a run's params without the pipeline's own options, over the
+    pipeline's defaults for that kind."""
+    return {**PIPELINE_MODEL_DEFAULTS.get(kind, {}), **{k: v for k, v in params.items() if k not in PIPELINE_KEYS}}
+
+
 def _ids_for(pks: np.ndarray, shop_ids: dict[int, str]) -> np.ndarray:
     """Shop ids for an array of primary keys, without a Python loop over the events."""
     unique, inverse = np.unique(pks, return_inverse=True)
@@ -204,8 +210,7 @@ def train(*, arrays: EventArrays, kind: str, params: dict[str, Any], reporter: R
         len(split.test),
     )
 
-    model_params = {**PIPELINE_MODEL_DEFAULTS.get(kind, {})}
-    model_params.update({k: v for k, v in params.items() if k not in PIPELINE_KEYS})
+    model_params = model_params_for(kind, params)
     defaults = dict(getattr(model_class(kind), "defaults", None) or _module_defaults(kind))
     effective = {**defaults, **model_params}
     max_epochs = int(effective.get("max_epochs") or 0)
