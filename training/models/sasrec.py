@@ -18,9 +18,7 @@ on validation NDCG@10 keeps the best epoch's weights.
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.base import FitReport, ProgressCallback, Recommender
+from training.loop import Validation, run_epochs
 from training.models._common import bf16_supported, finish_scores, pad_left, seed_everything, tune_allocator
 
 DEFAULTS: dict[str, Any] = {
@@ -365,15 +364,12 @@ class SASRec(Recommender):
         )
         batch_size = int(p["batch_size"])
         max_epochs = int(p["max_epochs"])
-        report = FitReport()
-        best_score, best_state, bad_epochs = -1.0, None, 0
-        started = time.monotonic()
         use_bf16 = p["precision"] == "bf16" or (p["precision"] == "auto" and bf16_supported())
         n_users = inputs.shape[0]
         if n_users == 0:
             raise ValueError("no user has two or more training events: nothing to learn a sequence from")
-        for epoch in range(1, max_epochs + 1):
-            self.train()
+
+        def train_epoch(epoch: int) -> float:
             # Buckets of similar length (within a random window) keep the padded batches narrow.
             perm = rng.permutation(n_users)
             window = batch_size * 32
@@ -403,31 +399,25 @@ class SASRec(Recommender):
                 if progress and step % 20 == 0:
                     frac = (epoch - 1 + step / len(batches)) / max_epochs
                     progress(frac, f"epoch {epoch} step {step}/{len(batches)}", None)
-            row: dict[str, float] = {"epoch": float(epoch), "loss": total_loss / max(len(batches), 1)}
-            report.epochs = epoch
-            if valid is not None and len(valid):
-                metrics = evaluate(self, valid, num_items=self.num_items).full  # all of KS: trainer reuses it
-                row.update({"valid_HR@10": metrics["HR@10"], "valid_NDCG@10": metrics["NDCG@10"]})
-                if metrics["NDCG@10"] > best_score:
-                    best_score, bad_epochs = metrics["NDCG@10"], 0
-                    best_state = copy.deepcopy(self.state_dict())
-                    report.best_epoch, report.best_valid = epoch, dict(metrics)
-                else:
-                    bad_epochs += 1
-            else:
-                report.best_epoch = epoch
-            row["seconds"] = time.monotonic() - started
-            report.history.append(row)
-            if progress:
-                progress(epoch / max_epochs, f"epoch {epoch}", row)
-            if valid is not None and bad_epochs >= int(p["patience"]):
-                break
-            # Stop before an epoch that would end past the budget (epochs take about equally long).
-            epoch_seconds = row["seconds"] / epoch
-            if row["seconds"] + epoch_seconds > float(p["max_seconds"]):
-                break
-        if best_state is not None:
-            self.load_state_dict(best_state)
+            return total_loss / max(len(batches), 1)
+
+        def validate() -> Validation:
+            metrics = evaluate(self, valid, num_items=self.num_items).full  # all of KS: trainer reuses it
+            return Validation(
+                score=metrics["NDCG@10"],
+                metrics=metrics,
+                shown={"valid_HR@10": metrics["HR@10"], "valid_NDCG@10": metrics["NDCG@10"]},
+            )
+
+        report = run_epochs(
+            self,
+            train_epoch,
+            validate=validate if valid is not None and len(valid) else None,
+            max_epochs=max_epochs,
+            patience=int(p["patience"]),
+            max_seconds=float(p["max_seconds"]),
+            progress=progress,
+        )
         self._zero_ids(unseen)
         if self.params["new_items"] == "content" and self.params["use_attributes"] and int(p["num_attributes"]):
             figures = self._represent_new_items(torch.from_numpy(trained), valid, seed)

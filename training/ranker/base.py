@@ -14,10 +14,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from training.base import FitReport, ProgressCallback
+from training.loop import Validation, run_epochs
+from training.models._common import seed_everything
+from training.ranker.evaluate import auc
 from training.ranker.features import FeatureBatch
 
 
@@ -55,11 +59,45 @@ class Ranker(nn.Module, ABC):
         progress: ProgressCallback | None = None,
         seed: int = 0,
     ) -> FitReport:
-        """Mini-batch training with the shared loop (training.trainer.fit_minibatches), early
-        stopping on validation click + purchase AUC."""
-        from training.trainer import fit_minibatches
+        """Adam over shuffled mini-batches of `train` minimising `loss`, through the shared epoch
+        loop (training.loop); with `valid`, early stopping on click AUC + purchase AUC.
+        Parameters from self.params: lr, weight_decay, batch_size, max_epochs, patience, max_seconds."""
+        seed_everything(seed)
+        p = self.params
+        n = len(train)
+        if n == 0:
+            raise ValueError("no impressions to train the ranker on")
+        rng = np.random.default_rng(seed)
+        optimizer = torch.optim.Adam(self.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
+        batch_size = int(p["batch_size"])
 
-        return fit_minibatches(self, train, valid=valid, progress=progress, seed=seed)
+        def train_epoch(epoch: int) -> float:
+            perm = torch.from_numpy(rng.permutation(n))
+            total, steps = 0.0, 0
+            for start in range(0, n, batch_size):
+                loss = self.loss(train.subset(perm[start : start + batch_size]))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, steps = total + float(loss.detach()), steps + 1
+            return total / max(steps, 1)
+
+        def validate() -> Validation:
+            assert valid is not None
+            p_ctr, p_ctcvr = self.predict(valid)
+            metrics = {"click_auc": auc(valid.click, p_ctr), "purchase_auc": auc(valid.purchase, p_ctcvr)}
+            score = sum(v for v in metrics.values() if v == v)  # NaN (one class only) counts as 0
+            return Validation(score=score, metrics=metrics, shown={f"valid_{k}": v for k, v in metrics.items()})
+
+        return run_epochs(
+            self,
+            train_epoch,
+            validate=validate if valid is not None and len(valid) else None,
+            max_epochs=int(p["max_epochs"]),
+            patience=int(p["patience"]),
+            max_seconds=float(p["max_seconds"]),
+            progress=progress,
+        )
 
     def config(self) -> dict[str, Any]:
         return {
