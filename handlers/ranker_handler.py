@@ -40,9 +40,9 @@ from ts.utils.util import PredictionException
 # In the .mar the helper sits beside this file at the archive root (recadmin.modelops.archive), a
 # top-level module as mypy sees it too; imported from the repository (tests) it is handlers'.
 if TYPE_CHECKING or not __package__:
-    from request_body import parse_batch, request_object
+    from request_body import error_answer, is_id, parse_batch, request_object
 else:
-    from handlers.request_body import parse_batch, request_object
+    from handlers.request_body import error_answer, is_id, parse_batch, request_object
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class RankerHandler(BaseHandler):
             if not isinstance(cand, dict):
                 raise ValueError(f"candidates[{n}] must be an object.")
             item = cand.get("item")
-            if not _is_id(item):
+            if not is_id(item):
                 raise ValueError(f"candidates[{n}].item must be an item id.")
             score = cand.get("retrieval_score", 0.0)
             if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
@@ -346,9 +346,7 @@ class RankerHandler(BaseHandler):
         answers: list[Any] = []
         for i, out in enumerate(outputs):
             if isinstance(out, dict) and "error" in out:
-                if self.context is not None:
-                    self.context.set_response_status(400, out["error"], i)
-                answers.append({"code": 400, "type": "PredictionException", "message": out["error"]})
+                answers.append(error_answer(self.context, i, out["error"]))
                 continue
             ids, ctr, ctcvr = out
             answers.append([{"item": item, "pctr": a, "pctcvr": b} for item, a, b in zip(ids, ctr, ctcvr, strict=True)])
@@ -395,7 +393,3 @@ def _ids_as_strings(ids: list[Any]) -> list[str] | None:
             return None
         ids = [str(i) for i in ids]
     return None if "" in ids else ids
-
-
-def _is_id(value: Any) -> bool:
-    return (isinstance(value, str) and value != "") or (isinstance(value, int) and not isinstance(value, bool))

@@ -30,9 +30,9 @@ from ts.utils.util import PredictionException
 # In the .mar the helper sits beside this file at the archive root (recadmin.modelops.archive), a
 # top-level module as mypy sees it too; imported from the repository (tests) it is handlers'.
 if TYPE_CHECKING or not __package__:
-    from request_body import parse_batch, request_object
+    from request_body import error_answer, is_id, parse_batch, request_object
 else:
-    from handlers.request_body import parse_batch, request_object
+    from handlers.request_body import error_answer, is_id, parse_batch, request_object
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class RecommenderHandler(BaseHandler):
         exclude = body.get("exclude", [])
         if exclude is None:
             exclude = []
-        if not isinstance(exclude, list) or not all(_is_id(x) for x in exclude):
+        if not isinstance(exclude, list) or not all(is_id(x) for x in exclude):
             raise ValueError('"exclude" must be a list of item ids.')
         excluded = self._indices(exclude)
         has_history = "history" in body and body["history"] is not None
@@ -113,12 +113,12 @@ class RecommenderHandler(BaseHandler):
             raise ValueError('Give either "history" or "similar_to", not both.')
         if has_similar:
             item = body["similar_to"]
-            if not _is_id(item) or str(item) == "":
+            if not is_id(item) or str(item) == "":
                 raise ValueError('"similar_to" must be an item id.')
             return {"kind": "similar", "k": k, "item": self.index_of.get(str(item)), "exclude": excluded}
         if has_history:
             history = body["history"]
-            if not isinstance(history, list) or not all(_is_id(x) for x in history):
+            if not isinstance(history, list) or not all(is_id(x) for x in history):
                 raise ValueError('"history" must be a list of item ids, oldest first.')
             indices = self._indices(history)
             return {"kind": "history", "k": k, "history": indices[-MAX_HISTORY:], "seen": indices, "exclude": excluded}
@@ -177,17 +177,10 @@ class RecommenderHandler(BaseHandler):
         answers: list[Any] = []
         for i, out in enumerate(outputs):
             if isinstance(out, dict) and "error" in out:
-                # Only in a batch that also has good requests: this one alone gets the 400.
-                if self.context is not None:
-                    self.context.set_response_status(400, out["error"], i)
-                answers.append({"code": 400, "type": "PredictionException", "message": out["error"]})
+                answers.append(error_answer(self.context, i, out["error"]))
                 continue
             indices, values = out
             ids = self.item_ids
             pairs = zip(indices, values, strict=True)
             answers.append([{"item": ids[j], "score": round(float(v), 6)} for j, v in pairs])
         return answers
-
-
-def _is_id(value: Any) -> bool:
-    return (isinstance(value, str) and value != "") or (isinstance(value, int) and not isinstance(value, bool))

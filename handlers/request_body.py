@@ -1,5 +1,5 @@
-"""What both TorchServe handlers do first with a batch: each request's body as a JSON object, parsed
-by the handler, a bad request failing alone.
+"""What both TorchServe handlers do with a batch: each request's body as a JSON object, parsed by the
+handler, a bad request failing alone with its own 400 answer.
 
 Packed into every .mar beside the handler (recadmin.modelops.archive.HANDLER_HELPERS), so at the
 archive root it is the top-level module `request_body`; from the repository, `handlers.request_body`.
@@ -47,3 +47,16 @@ def parse_batch(data: list[Any], parse: Callable[[Any], dict[str, Any]]) -> list
     if errors and len(errors) == len(parsed):
         raise ValueError(errors[0])
     return parsed
+
+
+def error_answer(context: Any, index: int, message: str) -> dict[str, Any]:
+    """The answer of the batch's request `index` that `parse_batch` refused: its own 400 (only in a
+    batch that also has good requests; a batch of bad ones fails whole in preprocess)."""
+    if context is not None:
+        context.set_response_status(400, message, index)
+    return {"code": 400, "type": "PredictionException", "message": message}
+
+
+def is_id(value: Any) -> bool:
+    """An item id in a request: a non-empty string or an integer (not a bool)."""
+    return (isinstance(value, str) and value != "") or (isinstance(value, int) and not isinstance(value, bool))
