@@ -1,10 +1,41 @@
-"""Shared assertions of the handler tests."""
+"""What the in-process handler tests share: TorchServe's own Context as a worker builds it, a batch
+run as TorchServe's Service.predict runs it, and answers compared up to float noise."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import ts
+from ts.context import Context, RequestProcessor
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
+
+
+def make_context(name: str, model_dir: Path, handler_settings: dict[str, Any]) -> Context:
+    """A worker's Context for model `name` in `model_dir`, batch size 8, the archive's
+    model-config.yaml `handler:` section being `handler_settings`."""
+    metrics = MetricsCacheYamlImpl(config_file_path=str(METRICS_YAML))
+    metrics.initialize_cache()
+    return Context(
+        name,
+        str(model_dir),
+        {"model": {"modelName": name, "modelVersion": "1"}},
+        8,
+        None,
+        "0.12.0",
+        metrics=metrics,
+        model_yaml_config={"batchSize": 8, "handler": handler_settings},
+    )
+
+
+def run(handler: Any, context: Context, *bodies: Any) -> list[Any]:
+    """What TorchServe's Service.predict does for a batch: one RequestProcessor per request."""
+    context.request_processor = [RequestProcessor({}) for _ in bodies]
+    context.metrics.request_ids = {i: f"req-{i}" for i in range(len(bodies))}
+    return list(handler.handle([{"body": b} for b in bodies], context))
 
 
 def assert_same_answers(left: list[Any], right: list[Any]) -> None:

@@ -11,19 +11,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import ts
-from ts.context import Context, RequestProcessor
-from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.context import Context
 from ts.utils.util import PredictionException
 
 from handlers.ranker_handler import RankerHandler
 from recadmin.modelops.archive import archive_build, archive_manifest
+from tests.handlers import helpers
+from tests.handlers.helpers import run
 from training.ranker.checkpoint import RANKER_CHECKPOINT_FILES
 from training.ranker.export import train_ranker_checkpoint
 from training.ranker.features import CustomerFeatures, FeatureSpec, ImpressionTable
 from training.ranker.synthetic import START, synthetic_impressions
 
-METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
 WHEN = START + 5 * 86400 + 20 * 3600  # an evening
 
 
@@ -36,18 +35,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
 
 
 def make_context(model_dir: Path, settings: dict[str, Any] | None = None) -> Context:
-    metrics = MetricsCacheYamlImpl(config_file_path=str(METRICS_YAML))
-    metrics.initialize_cache()
-    return Context(
-        "ranker",
-        str(model_dir),
-        {"model": {"modelName": "ranker", "modelVersion": "1"}},
-        8,
-        None,
-        "0.12.0",
-        metrics=metrics,
-        model_yaml_config={"batchSize": 8, "handler": {"max_candidates": 50, **(settings or {})}},
-    )
+    return helpers.make_context("ranker", model_dir, {"max_candidates": 50, **(settings or {})})
 
 
 @pytest.fixture
@@ -60,13 +48,6 @@ def handler(context: Context) -> RankerHandler:
     h = RankerHandler()
     h.initialize(context)
     return h
-
-
-def run(handler: RankerHandler, context: Context, *bodies: Any) -> list[Any]:
-    """What TorchServe's Service.predict does for a batch: one RequestProcessor per request."""
-    context.request_processor = [RequestProcessor({}) for _ in bodies]
-    context.metrics.request_ids = {i: f"req-{i}" for i in range(len(bodies))}
-    return handler.handle([{"body": b} for b in bodies], context)
 
 
 CUSTOMER = {

@@ -10,38 +10,17 @@ from typing import Any
 
 import pytest
 import torch
-import ts
-from ts.context import Context, RequestProcessor
-from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.context import Context
 from ts.utils.util import PredictionException
 
 from handlers.recommender_handler import RecommenderHandler
-from tests.handlers.helpers import assert_same_answers
+from tests.handlers import helpers
+from tests.handlers.helpers import assert_same_answers, run
 from training.checkpoint import load_checkpoint
-
-METRICS_YAML = Path(ts.__file__).parent / "configs" / "metrics.yaml"
 
 
 def make_context(model_dir: Path, handler_settings: dict[str, Any] | None = None) -> Context:
-    metrics = MetricsCacheYamlImpl(config_file_path=str(METRICS_YAML))
-    metrics.initialize_cache()
-    return Context(
-        "recommender",
-        str(model_dir),
-        {"model": {"modelName": "recommender", "modelVersion": "1"}},
-        8,
-        None,
-        "0.12.0",
-        metrics=metrics,
-        model_yaml_config={"batchSize": 8, "handler": {"default_k": 5, "max_k": 30, **(handler_settings or {})}},
-    )
-
-
-def run(handler: RecommenderHandler, context: Context, *bodies: Any) -> list[Any]:
-    """What TorchServe's Service.predict does for a batch: one RequestProcessor per request."""
-    context.request_processor = [RequestProcessor({}) for _ in bodies]
-    context.metrics.request_ids = {i: f"req-{i}" for i in range(len(bodies))}
-    return handler.handle([{"body": b} for b in bodies], context)
+    return helpers.make_context("recommender", model_dir, {"default_k": 5, "max_k": 30, **(handler_settings or {})})
 
 
 @pytest.fixture(scope="module", params=["pop", "sasrec"])

@@ -1,9 +1,9 @@
-"""The handler inside a real TorchServe: batching, a sequence model, and the hot-path latency."""
+"""The handler inside a real TorchServe: batching, a sequence model, and a long list on the fast path
+(its latency is measured by bench/serve.py, not asserted here)."""
 
 from __future__ import annotations
 
 import importlib.util
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,63 +85,50 @@ def test_a_sequence_model_is_served_with_the_same_ranking_as_in_process(
     assert len(similar) == 5 and "sku-005" not in {a["item"] for a in similar}
 
 
-def _latency(instance: TorchServeInstance, archive: Archive, label: str) -> dict[str, float]:
+def _assert_serves_500_like_in_process(instance: TorchServeInstance, archive: Archive, checkpoint: Path) -> None:
+    """A k=500 request on the serving fast path (predict_fast, the API's budgeted call) answers the
+    in-process model's top 500, history left out, best first. Its latency is bench/serve.py's."""
     client = instance.client
-    started = time.monotonic()
     client.register(archive.path, model_name=archive.name, initial_workers=1)
     client.wait_until_ready(archive.name, archive.version, timeout=60)
-    ready_in = time.monotonic() - started
     history = [f"sku-{i:03d}" for i in range(5, 25)]
-    body = {"history": history, "k": 500}
-    for _ in range(5):  # warm the connection and the worker
-        client.predict_fast(archive.name, body, budget=2.0)
-    timings = []
-    for _ in range(40):
-        t0 = time.perf_counter()
-        answer = client.predict_fast(archive.name, body, budget=2.0)
-        timings.append(time.perf_counter() - t0)
-    assert len(answer) == 500
-    timings.sort()
-    figures = {
-        "register_until_ready_s": round(ready_in, 2),
-        "p50_ms": round(statistics.median(timings) * 1000, 2),
-        "p95_ms": round(timings[int(len(timings) * 0.95) - 1] * 1000, 2),
-    }
-    print(f"\n[latency] {label}: {figures}; TorchServe start-ups took {[round(s, 2) for s in instance.starts]} s")
-    return figures
+    answer = client.predict_fast(archive.name, {"history": history, "k": 500}, budget=5.0)
+
+    assert len(answer) == 500 and len({a["item"] for a in answer}) == 500
+    assert not {a["item"] for a in answer} & set(history)
+    served = [a["score"] for a in answer]
+    assert served == sorted(served, reverse=True)
+    # The in-process model orders them alike and ranks nothing left out above them (its scores
+    # may be on another scale: popularity is served as counts).
+    loaded = load_checkpoint(checkpoint)
+    scores = loaded.model.score([[loaded.item_index.index(i) for i in history]])[0]
+    for banned in [0, *(loaded.item_index.index(i) for i in history)]:
+        scores[banned] = float("-inf")
+    in_process = [float(scores[loaded.item_index.index(a["item"])]) for a in answer]
+    assert in_process == sorted(in_process, reverse=True)
+    left_out = scores.clone()
+    left_out[[loaded.item_index.index(a["item"]) for a in answer]] = float("-inf")
+    assert float(left_out.max()) <= in_process[-1] + 1e-5
 
 
 @pytest.mark.slow
-def test_predict_k500_answers_well_within_the_serving_budget(torchserve: TorchServeInstance, tmp_path: Path) -> None:
+def test_a_k500_request_on_the_fast_path_answers_the_models_top_500(
+    torchserve: TorchServeInstance, tmp_path: Path
+) -> None:
     sequences = synthetic_sequences(num_users=500, num_items=900, length=20, seed=1)
     assert len({i for s in sequences.values() for i in s}) > 600
-    checkpoint = train_checkpoint(tmp_path / "pop", kind="pop", sequences=sequences)
-    archive = archive_build(
-        checkpoint_dir=checkpoint,
-        name="latency",
-        version="1",
-        model_store=torchserve.model_store,
-        max_batch_delay=1,
-        handler_settings={"max_k": 1000},
-        overwrite=True,
-    )
-    figures = _latency(torchserve, archive, "pop, 900 items")
-    assert figures["p50_ms"] < 150
+    kinds: list[tuple[str, dict[str, Any]]] = [("pop", {})]
     if HAS_SASREC:
-        checkpoint = train_checkpoint(
-            tmp_path / "sasrec",
-            kind="sasrec",
-            sequences=sequences,
-            params={**SASREC_QUICK, "hidden": 64, "max_len": 50, "max_epochs": 1},
-        )
+        kinds.append(("sasrec", {**SASREC_QUICK, "hidden": 64, "max_len": 50, "max_epochs": 1}))
+    for kind, params in kinds:
+        checkpoint = train_checkpoint(tmp_path / kind, kind=kind, sequences=sequences, params=params)
         archive = archive_build(
             checkpoint_dir=checkpoint,
-            name="latency",
-            version="2",
+            name=f"k500-{kind}",  # its own model: a second version would not be the one served
+            version="1",
             model_store=torchserve.model_store,
             max_batch_delay=1,
             handler_settings={"max_k": 1000},
             overwrite=True,
         )
-        figures = _latency(torchserve, archive, "sasrec hidden 64, 900 items")
-        assert figures["p50_ms"] < 150
+        _assert_serves_500_like_in_process(torchserve, archive, checkpoint)
