@@ -40,9 +40,9 @@ from ts.utils.util import PredictionException
 # In the .mar the helper sits beside this file at the archive root (recadmin.modelops.archive), a
 # top-level module as mypy sees it too; imported from the repository (tests) it is handlers'.
 if TYPE_CHECKING or not __package__:
-    from request_body import error_answer, is_id, parse_batch, request_object
+    from request_body import error_answer, is_id, json_answer, parse_batch, request_object
 else:
-    from handlers.request_body import error_answer, is_id, parse_batch, request_object
+    from handlers.request_body import error_answer, is_id, json_answer, parse_batch, request_object
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,8 @@ class RankerHandler(BaseHandler):
                 answers.append(error_answer(self.context, i, out["error"]))
                 continue
             ids, ctr, ctcvr = out
-            answers.append([{"item": item, "pctr": a, "pctcvr": b} for item, a, b in zip(ids, ctr, ctcvr, strict=True)])
+            rows = [{"item": item, "pctr": a, "pctcvr": b} for item, a, b in zip(ids, ctr, ctcvr, strict=True)]
+            answers.append(json_answer(self.context, i, rows))
         return answers
 
 

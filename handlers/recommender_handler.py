@@ -30,9 +30,9 @@ from ts.utils.util import PredictionException
 # In the .mar the helper sits beside this file at the archive root (recadmin.modelops.archive), a
 # top-level module as mypy sees it too; imported from the repository (tests) it is handlers'.
 if TYPE_CHECKING or not __package__:
-    from request_body import error_answer, is_id, parse_batch, request_object
+    from request_body import error_answer, is_id, json_answer, parse_batch, request_object
 else:
-    from handlers.request_body import error_answer, is_id, parse_batch, request_object
+    from handlers.request_body import error_answer, is_id, json_answer, parse_batch, request_object
 
 logger = logging.getLogger(__name__)
 
@@ -182,5 +182,6 @@ class RecommenderHandler(BaseHandler):
             indices, values = out
             ids = self.item_ids
             pairs = zip(indices, values, strict=True)
-            answers.append([{"item": ids[j], "score": round(float(v), 6)} for j, v in pairs])
+            rows = [{"item": ids[j], "score": round(float(v), 6)} for j, v in pairs]
+            answers.append(json_answer(self.context, i, rows))
         return answers

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import orjson
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import NewConnectionError, ProtocolError
@@ -404,7 +405,7 @@ class TorchServeClient:
         that TorchServe closed meanwhile is retried once on a new one."""
         path = _predictions_path(name, version)
         deadline = time.monotonic() + budget
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
         auth_retried = False
         while True:
             status, data = self._fast_post(path, body, deadline)
@@ -512,8 +513,8 @@ def _parse(data: bytes) -> Any:
     if not data:
         return None
     try:
-        return json.loads(data)
-    except ValueError:
+        return orjson.loads(data)
+    except ValueError:  # orjson.JSONDecodeError is one
         return data.decode("utf-8", "replace")
 
 
