@@ -3,6 +3,7 @@ run as TorchServe's Service.predict runs it, and answers compared up to float no
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,19 @@ def make_context(name: str, model_dir: Path, handler_settings: dict[str, Any]) -
 
 
 def run(handler: Any, context: Context, *bodies: Any) -> list[Any]:
-    """What TorchServe's Service.predict does for a batch: one RequestProcessor per request."""
+    """What TorchServe's Service.predict does for a batch (one RequestProcessor per request), and
+    the answers as a client reads them: a good one is JSON bytes typed application/json, which
+    TorchServe sends as they are; a refused one is the {"code", "type", "message"} object."""
     context.request_processor = [RequestProcessor({}) for _ in bodies]
     context.metrics.request_ids = {i: f"req-{i}" for i in range(len(bodies))}
-    return list(handler.handle([{"body": b} for b in bodies], context))
+    answers = list(handler.handle([{"body": b} for b in bodies], context))
+    for i, answer in enumerate(answers):
+        if isinstance(answer, bytes):
+            assert context.get_response_content_type(i) == "application/json"
+            answers[i] = json.loads(answer)
+        else:
+            assert isinstance(answer, dict) and answer["code"] == 400
+    return answers
 
 
 def assert_same_answers(left: list[Any], right: list[Any]) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,11 +28,16 @@ def ranker_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def in_process(checkpoint: Path, body: dict[str, Any]) -> list[dict[str, Any]]:
     context = SimpleNamespace(
-        system_properties={"model_dir": str(checkpoint)}, model_yaml_config={}, set_response_status=lambda *a: None
+        system_properties={"model_dir": str(checkpoint)},
+        model_yaml_config={},
+        set_response_status=lambda *a: None,
+        set_response_content_type=lambda *a: None,
     )
     handler = RankerHandler()
     handler.initialize(context)
-    return handler.postprocess(handler.inference(handler.preprocess([{"body": body}])))[0]
+    encoded = handler.postprocess(handler.inference(handler.preprocess([{"body": body}])))[0]
+    answer: list[dict[str, Any]] = json.loads(encoded)
+    return answer
 
 
 def test_the_ranker_archive_serves_single_and_batched_requests_like_the_handler_in_process(
@@ -57,6 +64,17 @@ def test_the_ranker_archive_serves_single_and_batched_requests_like_the_handler_
     with ThreadPoolExecutor(max_workers=4) as pool:
         batched = list(pool.map(lambda b: client.predict("ranker", b, timeout=20), bodies))
     singles = [client.predict("ranker", b, timeout=20) for b in bodies]
+    # The handler's answer leaves TorchServe as it encoded it: compact JSON, typed application/json.
+    raw = urllib.request.urlopen(
+        urllib.request.Request(
+            f"{torchserve.config.inference_url}/predictions/ranker",
+            data=json.dumps(bodies[0]).encode(),
+            headers={"Content-Type": "application/json", **client._headers("inference")},
+        ),
+        timeout=20,
+    )
+    assert raw.headers["Content-Type"].startswith("application/json")
+    assert b"\n" not in raw.read()
     for served, alone, body in zip(batched, singles, bodies, strict=True):
         expected = in_process(ranker_checkpoint, body)
         for got in (served, alone):
