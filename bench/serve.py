@@ -808,7 +808,9 @@ def _compare(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="recadmin-bench-compare-"))
     tree = work / "before"
     turn_file = work / "turns"
-    common = [*_without(_without(sys.argv[1:], "--before"), "--json"), "--take-turns", str(turn_file)]
+    # --data as an absolute path: its default is beside the checkout, and the worktree is elsewhere.
+    passed = _without(_without(_without(sys.argv[1:], "--before"), "--json"), "--data")
+    common = [*passed, "--data", str(Path(args.data).resolve()), "--take-turns", str(turn_file)]
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     before_log = open(work / "before.log", "wb")  # noqa: SIM115 - closed below
     try:
