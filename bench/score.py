@@ -173,13 +173,15 @@ def time_ranker(checkpoint: Path | None, candidates: int, requests: int) -> None
         shapes = {shape: [body(shape) for _ in range(requests)] for shape in SHAPES}
         bodies = shapes["columns"]
 
+        def handle(batch: list[bytes]) -> list[Any]:
+            return handler.postprocess(handler.inference(handler.preprocess([{"body": b} for b in batch])))
+
         def serve(batch: list[bytes]) -> Any:
             """The worker's work for a batch: the handler, then TorchServe's own encoding of its answers
             into the message for the frontend (which json.dumps(indent=2)s anything but bytes)."""
-            answers = handler.postprocess(handler.inference(handler.preprocess([{"body": b} for b in batch])))
-            return create_predict_response(answers, {i: f"r{i}" for i in range(len(batch))}, "", 200)
+            return create_predict_response(handle(batch), {i: f"r{i}" for i in range(len(batch))}, "", 200)
 
-        answer = handler.postprocess(handler.inference(handler.preprocess([{"body": bodies[0]}])))[0]
+        answer = handle(bodies[:1])[0]
         assert len(json.loads(answer)) == min(candidates, len(items))
         from training.ranker.features import FeatureBatch
 

@@ -113,7 +113,7 @@ class RecommenderHandler(BaseHandler):
             raise ValueError('Give either "history" or "similar_to", not both.')
         if has_similar:
             item = body["similar_to"]
-            if not is_id(item) or str(item) == "":
+            if not is_id(item):
                 raise ValueError('"similar_to" must be an item id.')
             return {"kind": "similar", "k": k, "item": self.index_of.get(str(item)), "exclude": excluded}
         if has_history:

@@ -3,21 +3,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from recadmin.modelops.archive import Archive, archive_build
 from tests.fixtures.torchserve import SASREC_QUICK, TorchServeInstance, synthetic_sequences, train_checkpoint
 from tests.handlers.helpers import assert_same_answers
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Loaded, load_checkpoint
 
 NAME = "recommender"
-HAS_SASREC = importlib.util.find_spec("training.models.sasrec") is not None
 
 
 def _handler_calls(instance: TorchServeInstance) -> int:
@@ -63,6 +62,16 @@ def test_concurrent_requests_are_batched_and_answered_like_single_ones(
     assert [len(a) for a in batched] == [5, 3, 4, 6]
 
 
+def _in_process_scores(checkpoint: Path, history: list[str]) -> tuple[Loaded, torch.Tensor]:
+    """The checkpoint's scores for `history` as the handler masks them: padding and the history
+    itself at -inf."""
+    loaded = load_checkpoint(checkpoint)
+    indices = [loaded.item_index.index(i) for i in history]
+    scores = loaded.model.score([indices])[0]
+    scores[[0, *indices]] = float("-inf")
+    return loaded, scores
+
+
 def test_a_sequence_model_is_served_with_the_same_ranking_as_in_process(
     torchserve: TorchServeInstance, trained_sasrec_checkpoint: Path
 ) -> None:
@@ -74,10 +83,7 @@ def test_a_sequence_model_is_served_with_the_same_ranking_as_in_process(
     history = ["sku-005", "sku-006", "sku-007"]
     answer = torchserve.client.predict(NAME, {"history": history, "k": 10})
 
-    loaded = load_checkpoint(checkpoint)
-    scores = loaded.model.score([[loaded.item_index.index(i) for i in history]])[0]
-    for banned in [0, *(loaded.item_index.index(i) for i in history)]:
-        scores[banned] = float("-inf")
+    loaded, scores = _in_process_scores(checkpoint, history)
     top = scores.topk(10)
     assert [a["score"] for a in answer] == pytest.approx(top.values.tolist(), abs=1e-4)
     assert {a["item"] for a in answer} == set(loaded.item_index.ids_of(top.indices.tolist()))
@@ -100,10 +106,7 @@ def _assert_serves_500_like_in_process(instance: TorchServeInstance, archive: Ar
     assert served == sorted(served, reverse=True)
     # The in-process model orders them alike and ranks nothing left out above them (its scores
     # may be on another scale: popularity is served as counts).
-    loaded = load_checkpoint(checkpoint)
-    scores = loaded.model.score([[loaded.item_index.index(i) for i in history]])[0]
-    for banned in [0, *(loaded.item_index.index(i) for i in history)]:
-        scores[banned] = float("-inf")
+    loaded, scores = _in_process_scores(checkpoint, history)
     in_process = [float(scores[loaded.item_index.index(a["item"])]) for a in answer]
     assert in_process == sorted(in_process, reverse=True)
     left_out = scores.clone()
@@ -117,9 +120,10 @@ def test_a_k500_request_on_the_fast_path_answers_the_models_top_500(
 ) -> None:
     sequences = synthetic_sequences(num_users=500, num_items=900, length=20, seed=1)
     assert len({i for s in sequences.values() for i in s}) > 600
-    kinds: list[tuple[str, dict[str, Any]]] = [("pop", {})]
-    if HAS_SASREC:
-        kinds.append(("sasrec", {**SASREC_QUICK, "hidden": 64, "max_len": 50, "max_epochs": 1}))
+    kinds: list[tuple[str, dict[str, Any]]] = [
+        ("pop", {}),
+        ("sasrec", {**SASREC_QUICK, "hidden": 64, "max_len": 50, "max_epochs": 1}),
+    ]
     for kind, params in kinds:
         checkpoint = train_checkpoint(tmp_path / kind, kind=kind, sequences=sequences, params=params)
         archive = archive_build(
