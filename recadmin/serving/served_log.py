@@ -18,6 +18,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection as db
@@ -35,8 +36,31 @@ DRAIN_BATCH = 500
 # A runaway backlog (no worker, no beat for days) is capped rather than allowed to fill Redis.
 MAX_BACKLOG = 1_000_000
 
-_local_buffer: deque[str] = deque(maxlen=MAX_BACKLOG)
+_local_buffer: deque[bytes | str] = deque(maxlen=MAX_BACKLOG)
 _local_lock = threading.Lock()
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _json_default(value: Any) -> Any:
+    # orjson writes float subclasses through `default` (json wrote them as numbers); anything else
+    # it cannot write becomes its str(), as json's default=str did.
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON (one per request, ~10x cheaper than json.dumps); NaN is written as null."""
+    return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
+
+
+def _loads(raw: bytes | str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # A record an earlier release queued with json.dumps may hold NaN, which orjson refuses.
+        return json.loads(raw)
 
 
 def _redis() -> Any | None:
@@ -69,13 +93,13 @@ def served_log_push(
     round trip (the full list of a new recommendation_id); read it back with `kept_get`.
     `incr_key`: an integer cache key to increment in the same round trip (a fallback counter);
     returns its new value, None when it was not incremented (no Redis, or Redis failed)."""
-    payload = json.dumps(record, separators=(",", ":"), default=str)
+    payload = _dumps(record)
     connection = _redis()
     if connection is not None:
         try:
             pipe = connection.pipeline(transaction=False)
             if keep_key is not None:
-                pipe.set(cache.make_key(keep_key), json.dumps(keep_value, separators=(",", ":")), ex=keep_seconds)
+                pipe.set(cache.make_key(keep_key), _dumps(keep_value), ex=keep_seconds)
             if incr_key is not None:
                 pipe.incr(cache.make_key(incr_key))
             pipe.rpush(_list_key(), payload)
@@ -130,7 +154,7 @@ def kept_get(key: str) -> Any:
     try:
         if connection is not None:
             raw = connection.get(cache.make_key(key))
-            return json.loads(raw) if raw is not None else None
+            return _loads(raw) if raw is not None else None
         return cache.get(key)
     except Exception:  # noqa: BLE001 - an expired or unreadable list: the caller makes a new one
         return None
@@ -145,8 +169,8 @@ def _kick_drain() -> None:
         logger.warning("served log: could not enqueue the drain task", exc_info=True)
 
 
-def _pop_batch(connection: Any | None, size: int) -> list[str]:
-    batch: list[str] = []
+def _pop_batch(connection: Any | None, size: int) -> list[bytes | str]:
+    batch: list[bytes | str] = []
     with _local_lock:
         while _local_buffer and len(batch) < size:
             batch.append(_local_buffer.popleft())
@@ -158,7 +182,7 @@ def _pop_batch(connection: Any | None, size: int) -> list[str]:
             rows, _ = pipe.execute()
         except Exception:  # noqa: BLE001 - Redis down: drain what is local, retry later
             rows = []
-        batch.extend(row.decode() if isinstance(row, bytes) else row for row in rows)
+        batch.extend(rows)
     return batch
 
 
@@ -171,9 +195,9 @@ _COLUMNS = (
 _ITEMS = _COLUMNS.index("items")  # the JSON column, serialised for COPY
 
 
-def _decode(raw: str) -> dict[str, Any] | None:
+def _decode(raw: bytes | str) -> dict[str, Any] | None:
     try:
-        record = json.loads(raw)
+        record = _loads(raw)
     except ValueError:
         logger.exception("served log: dropping a malformed record")
         return None
@@ -237,7 +261,7 @@ def _insert(rows: list[tuple[Any, ...]]) -> None:
         )
         with cursor.cursor.copy(f"COPY served_log_batch ({columns}) FROM STDIN") as copy:
             for row in rows:
-                items = json.dumps(row[_ITEMS], separators=(",", ":"), default=str)
+                items = _dumps(row[_ITEMS]).decode()
                 copy.write_row((*row[:_ITEMS], items, *row[_ITEMS + 1 :]))
         cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM served_log_batch ON CONFLICT DO NOTHING")
         # Inside a caller's transaction the commit that empties it may be far off.
@@ -291,17 +315,17 @@ def served_log_backlog() -> int:
 
 def served_log_oldest_age() -> float | None:
     """Seconds since the oldest record still waiting was served (the drain's lag); None when empty."""
-    oldest: str | None = _local_buffer[0] if _local_buffer else None
+    oldest: bytes | str | None = _local_buffer[0] if _local_buffer else None
     connection = _redis()
     if connection is not None:
         with contextlib.suppress(Exception):
             first = connection.lindex(_list_key(), 0)
             if first is not None:
-                oldest = first.decode() if isinstance(first, bytes) else first
+                oldest = first
     if oldest is None:
         return None
     try:
-        created = parse_datetime(json.loads(oldest).get("created_at") or "")
+        created = parse_datetime(_loads(oldest).get("created_at") or "")
     except (ValueError, AttributeError):
         return None
     if created is None:

@@ -143,6 +143,42 @@ def test_the_drain_skips_pages_already_written_and_drops_malformed_records(db: N
     assert ServedRecommendation.objects.count() == 2
 
 
+def test_the_served_log_keeps_numbers_as_numbers_and_reads_an_earlier_releases_records(db: None) -> None:
+    import json
+
+    import numpy as np
+
+    from recadmin.serving import served_log
+
+    class Score(float):  # what a model layer may hand over: a float subclass
+        pass
+
+    served_log_push(
+        record={
+            "recommendation_id": "typed",
+            "latency_ms": np.float32(2.5),
+            "items": [
+                {"item": "a", "position": 1, "score": Score(0.25), "retrieval_score": np.float64(0.5)},
+                {"item": "b", "position": 2, "score": float("nan"), "retrieval_score": np.int64(3)},
+            ],
+        }
+    )
+    # An earlier release queued its records with json.dumps, which writes NaN as a bare literal.
+    served_log._local_buffer.append(
+        json.dumps({"recommendation_id": "older", "items": [{"item": "c", "position": 1, "score": float("nan")}]})
+    )
+    served_log_drain()
+
+    typed = ServedRecommendation.objects.get(recommendation_id="typed")
+    assert typed.items == [
+        {"item": "a", "position": 1, "score": 0.25, "retrieval_score": 0.5},
+        {"item": "b", "position": 2, "score": None, "retrieval_score": 3},
+    ]
+    assert typed.latency_ms == 2.5
+    older = ServedRecommendation.objects.get(recommendation_id="older")
+    assert older.items == [{"item": "c", "position": 1, "score": None}]
+
+
 @pytest.mark.redis
 def test_the_served_log_goes_through_redis_when_configured(db: None) -> None:
     from django_redis import get_redis_connection
