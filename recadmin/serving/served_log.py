@@ -294,7 +294,7 @@ def served_log_drain(*, max_batches: int = 100) -> int:
     return written
 
 
-def _requeue(connection: Any | None, batch: list[str]) -> None:
+def _requeue(connection: Any | None, batch: list[bytes | str]) -> None:
     if connection is not None:
         with contextlib.suppress(Exception):
             connection.lpush(_list_key(), *reversed(batch))
