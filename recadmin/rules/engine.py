@@ -123,6 +123,21 @@ class Candidate:
         values["embedding"] = embedding
         values["origin"] = origin
 
+    def scored(self, score: float, origin: str, embedding: Sequence[float] | np.ndarray | None = None) -> Candidate:
+        """The same item (metadata, attributes) with this score, origin and embedding. Serving keeps
+        one Candidate per catalog item as a template and makes ~150 per request from them: one dict
+        copy, a third of __init__'s time."""
+        candidate = _new_instance(type(self))
+        values = candidate.__dict__
+        values.update(self.__dict__)
+        values["score"] = score
+        values["origin"] = origin
+        values["embedding"] = embedding
+        return candidate
+
+
+_new_instance = object.__new__
+
 
 @dataclass(frozen=True)
 class CompiledRule:

@@ -333,3 +333,18 @@ def test_candidate_keeps_its_constructor_and_dataclass_behaviour() -> None:
         first.score = 2.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         Candidate(item_id="x")  # type: ignore[call-arg]
+
+
+def test_a_scored_copy_is_the_same_item_with_its_own_score_origin_and_embedding() -> None:
+    import dataclasses
+
+    template = Candidate(item_id="a", score=0.0, category="skincare", category_path=("beauty", "skincare"),
+                         brand="acme", price=9.5, in_stock=False, active=True, attributes={"k": 1})  # fmt: skip
+
+    copy = template.scored(0.7, "similar", (1.0, 0.0))
+
+    assert copy == dataclasses.replace(template, score=0.7, origin="similar", embedding=(1.0, 0.0))
+    assert (template.score, template.origin, template.embedding) == (0.0, "model", None)
+    assert template.scored(0.1, "model") != copy and template.scored(0.1, "model").embedding is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.score = 2.0  # type: ignore[misc]

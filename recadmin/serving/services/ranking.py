@@ -18,11 +18,12 @@ from recadmin.serving.state import SceneBundle
 
 logger = logging.getLogger(__name__)
 
-# What a Candidate takes from an item's metadata, per metadata dict: serving turns the same
-# process-local dicts (catalog.metadata) into ~150 candidates per request. Keyed by id() and holding
-# the dict itself, so an id is never reused while its entry lives. Cleared when full.
-_CANDIDATE_FIELDS: dict[int, tuple[dict[str, Any], tuple[Any, ...]]] = {}
-_CANDIDATE_FIELDS_MAX = 50_000
+# One Candidate per metadata dict, without score or embedding: serving turns the same process-local
+# dicts (catalog.metadata) into ~150 candidates per request, each a copy of its item's template.
+# Keyed by id() and holding the dict itself, so an id is never reused while its entry lives. Cleared
+# when full.
+_TEMPLATES: dict[int, tuple[dict[str, Any], Candidate]] = {}
+_TEMPLATES_MAX = 50_000
 
 
 @dataclass(slots=True)  # ~150 per request: not frozen, which costs twice the time to build
@@ -45,44 +46,32 @@ class Built:
     report: dict[str, Any]
 
 
-def _candidate_fields(meta: dict[str, Any]) -> tuple[Any, ...]:
-    hit = _CANDIDATE_FIELDS.get(id(meta))
+def _template(meta: dict[str, Any]) -> Candidate:
+    hit = _TEMPLATES.get(id(meta))
     if hit is not None and hit[0] is meta:
         return hit[1]
     path = meta.get("path")
     if path is None:
         path = tuple(p for p in (meta.get("category_path") or "").strip("/").split("/") if p)
-    fields = (
-        meta["item"],
-        meta.get("category") or None,
-        path,
-        meta.get("brand") or "",
-        meta.get("price"),
-        bool(meta.get("in_stock", True)),
-        bool(meta.get("is_active", True)),
-        meta.get("attributes") or {},
+    template = Candidate(
+        item_id=meta["item"],
+        score=0.0,
+        category=meta.get("category") or None,
+        category_path=path,
+        brand=meta.get("brand") or "",
+        price=meta.get("price"),
+        in_stock=bool(meta.get("in_stock", True)),
+        active=bool(meta.get("is_active", True)),
+        attributes=meta.get("attributes") or {},
     )
-    if len(_CANDIDATE_FIELDS) >= _CANDIDATE_FIELDS_MAX:
-        _CANDIDATE_FIELDS.clear()
-    _CANDIDATE_FIELDS[id(meta)] = (meta, fields)
-    return fields
+    if len(_TEMPLATES) >= _TEMPLATES_MAX:
+        _TEMPLATES.clear()
+    _TEMPLATES[id(meta)] = (meta, template)
+    return template
 
 
 def to_candidate(meta: dict[str, Any], score: float, origin: str, embedding: np.ndarray | None = None) -> Candidate:
-    item_id, category, path, brand, price, in_stock, active, attributes = _candidate_fields(meta)
-    return Candidate(
-        item_id=item_id,
-        score=float(score),
-        category=category,
-        category_path=path,
-        brand=brand,
-        price=price,
-        in_stock=in_stock,
-        active=active,
-        attributes=attributes,
-        embedding=embedding,
-        origin=origin,
-    )
+    return _template(meta).scored(float(score), origin, embedding)
 
 
 def pinned_ids(ruleset: RuleSet, now: dt.datetime) -> list[str]:
