@@ -301,13 +301,15 @@ def main() -> None:
         return report
 
     # Before: the reads this change replaced, which remain as the references (and the fallback).
-    counted, kept_sums = selectors.first_exposures_counted, selectors.variant_sums
-    selectors.first_exposures_counted = lambda *a, **k: None  # type: ignore[assignment]
-    selectors.variant_sums = selectors.variant_sums_direct
+    # The report module's own references: what experiment_report calls.
+    report_module = selectors.report
+    counted, kept_sums = report_module.first_exposures_counted, report_module.variant_sums
+    report_module.first_exposures_counted = lambda *a, **k: None  # type: ignore[assignment]
+    report_module.variant_sums = selectors.variant_sums_direct
     try:
         before = reports("before (sums and first exposures aggregated over every customer row)")
     finally:
-        selectors.first_exposures_counted, selectors.variant_sums = counted, kept_sums
+        report_module.first_exposures_counted, report_module.variant_sums = counted, kept_sums
     report = reports("after (the kept totals and counts)")
     same = all(before[key] == report[key] for key in ("srm_p_value", "srm_customers", "srm_expected", "srm_note"))
     print(f"  same SRM result before and after: {same}; same variant rows: {before['variants'] == report['variants']}")

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -56,13 +57,13 @@ def test_within_the_process_window_not_even_the_cache_is_asked(
     make_experiment(status="running")
     selectors.experiment_running_for_scene("home")
     calls: list[object] = []
-    real_get = selectors.cache.get
+    real_get = cache.get
 
     def counting_get(*args: Any, **kwargs: Any) -> Any:
         calls.append(args)
         return real_get(*args, **kwargs)
 
-    monkeypatch.setattr(selectors.cache, "get", counting_get)
+    monkeypatch.setattr(cache, "get", counting_get)
     for _ in range(100):
         assert selectors.experiment_running_for_scene("home") is not None
     assert calls == []
@@ -98,7 +99,7 @@ def test_a_cache_outage_falls_back_to_the_database(
     def broken(*args: object, **kwargs: object) -> None:
         raise ConnectionError("cache down")
 
-    monkeypatch.setattr(selectors.cache, "get", broken)
+    monkeypatch.setattr(cache, "get", broken)
     running = selectors.experiment_running_for_scene("home")
     assert running is not None and running.name == "sasrec v4 vs popular"
 
