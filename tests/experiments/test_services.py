@@ -277,3 +277,22 @@ def test_promoting_a_model_version_makes_it_the_default_in_torchserve(
     assert ModelVersion.objects.get(version=2).status == "default"
     assert default_model_get().version == 2
     assert torchserve_settings.client.default_version("recommender") == "2"  # type: ignore[attr-defined]
+
+
+def test_creating_names_every_unknown_variant_field_and_guardrail() -> None:
+    with pytest.raises(ValidationError) as raised:
+        services.experiment_create(
+            name="typos",
+            scenes=["home"],
+            variants=[
+                {"name": "control", "weight": 1},
+                {"name": "v2", "weight": 1, "modle_version": 4, "strategey": ["popular"]},
+            ],
+            guardrails={"p99_latency_ms_max": 100, "fallback_shar_max": 0.1, "fallback_share_max": 0.2},
+        )
+
+    fields = raised.value.extra["fields"]
+    assert {"variants[1].modle_version", "variants[1].strategey"} <= set(fields)
+    assert {"guardrails.p99_latency_ms_max", "guardrails.fallback_shar_max"} <= set(fields)
+    assert "guardrails.fallback_share_max" not in fields
+    assert not Experiment.objects.exists()

@@ -158,9 +158,13 @@ def variants_validate(
         if not isinstance(raw, Mapping):
             errors.add(prefix, "expected an object with name, weight and at most one of " + ", ".join(VARIANT_CHANGES))
             continue
-        unknown = sorted(set(raw) - set(VARIANT_FIELDS))
-        if unknown:
-            errors.add(f"{prefix}.{unknown[0]}", f"unknown variant field; accepted: {', '.join(VARIANT_FIELDS)}")
+        if set(raw) - set(VARIANT_FIELDS):
+            errors.add_unknown(
+                raw,
+                VARIANT_FIELDS,
+                prefix=f"{prefix}.",
+                reason=f"unknown variant field; accepted: {', '.join(VARIANT_FIELDS)}",
+            )
             continue
         name = raw.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
@@ -207,9 +211,13 @@ def _guardrails_validate(guardrails: Any, errors: FieldErrors) -> dict[str, Any]
     if not isinstance(guardrails, Mapping):
         errors.add("guardrails", f"expected an object with {' and/or '.join(GUARDRAIL_FIELDS)}")
         return {}
-    unknown = sorted(set(guardrails) - set(GUARDRAIL_FIELDS))
-    if unknown:
-        errors.add(f"guardrails.{unknown[0]}", f"unknown guardrail; accepted: {', '.join(GUARDRAIL_FIELDS)}")
+    if set(guardrails) - set(GUARDRAIL_FIELDS):
+        errors.add_unknown(
+            guardrails,
+            GUARDRAIL_FIELDS,
+            prefix="guardrails.",
+            reason=f"unknown guardrail; accepted: {', '.join(GUARDRAIL_FIELDS)}",
+        )
         return {}
     share = guardrails.get("fallback_share_max")
     if share is not None and (not _is_number(share) or not 0 <= share <= 1):
