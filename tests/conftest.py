@@ -113,10 +113,11 @@ def _forget_process_copies() -> None:
     through in the next."""
     from recadmin.catalog import metadata
     from recadmin.catalog.selectors import category_median_prices_forget_local
-    from recadmin.serving import popular
+    from recadmin.serving import popular, served_log
 
     category_median_prices_forget_local()
     popular._local.clear()
+    served_log._local_rejected.clear()
     metadata._local.clear()
     metadata._local_state[0] = None
     metadata._category_items_local.clear()

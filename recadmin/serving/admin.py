@@ -22,7 +22,7 @@ from recadmin.core.errors import ApplicationError
 from recadmin.serving import fallbacks
 from recadmin.serving.models import ServedRecommendation
 from recadmin.serving.popular import popular_status
-from recadmin.serving.served_log import served_log_backlog, served_log_drain
+from recadmin.serving.served_log import served_log_backlog, served_log_drain, served_log_rejected
 from recadmin.serving.services import MAX_N, parse_history, recommendations_build
 
 # Counting more rows than this would scan the table; the admin says "10,000+" instead.
@@ -130,6 +130,7 @@ class ServedRecommendationAdmin(ModelAdmin):
             "fallback": fallbacks.fallback_summary(),
             "failure_reasons": fallbacks.FAILURE_REASONS,
             "backlog": served_log_backlog(),
+            "rejected": served_log_rejected(limit=5),
             "popular_status": popular_status(),
         }
         return super().changelist_view(request, extra_context=context)

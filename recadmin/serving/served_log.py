@@ -19,10 +19,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import psycopg
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DataError, IntegrityError, transaction
 from django.db import connection as db
-from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -38,6 +39,12 @@ MAX_BACKLOG = 1_000_000
 
 _local_buffer: deque[bytes | str] = deque(maxlen=MAX_BACKLOG)
 _local_lock = threading.Lock()
+
+# Records the database refused for what they hold (a value a column cannot take), each with the
+# error: set aside so that one bad record does not hold up the log behind it, and kept for a look.
+_REJECTED_KEY = "serving:served-log:rejected"
+MAX_REJECTED = 10_000
+_local_rejected: deque[bytes] = deque(maxlen=MAX_REJECTED)
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -245,9 +252,15 @@ def _insert(rows: list[tuple[Any, ...]]) -> None:
     if not rows:
         return
     if db.vendor != "postgresql":
-        ServedRecommendation.objects.bulk_create(
-            [ServedRecommendation(**dict(zip(_COLUMNS, row, strict=True))) for row in rows], ignore_conflicts=True
-        )
+        # Items through orjson (NaN becomes null): SQLite's JSON check refuses NaN, and INSERT OR IGNORE
+        # (ignore_conflicts) would drop the page without a word.
+        pages = [
+            ServedRecommendation(
+                **dict(zip(_COLUMNS, (*row[:_ITEMS], _loads(_dumps(row[_ITEMS])), *row[_ITEMS + 1 :]), strict=True))
+            )
+            for row in rows
+        ]
+        ServedRecommendation.objects.bulk_create(pages, ignore_conflicts=True)
         return
     # COPY into a scratch table, then one INSERT ... ON CONFLICT DO NOTHING: bulk_create's parameters
     # are quoted value by value on the client (the drain's main cost at a few hundred pages a second).
@@ -268,6 +281,73 @@ def _insert(rows: list[tuple[Any, ...]]) -> None:
         cursor.execute("DELETE FROM served_log_batch")
 
 
+def _refused_for_its_data(exc: Exception) -> bool:
+    # The COPY path raises psycopg's own errors (its cursor is used directly); the ORM path Django's.
+    return isinstance(exc, DataError | IntegrityError | psycopg.DataError | psycopg.IntegrityError)
+
+
+def _insert_isolating(pairs: list[tuple[bytes | str, tuple[Any, ...]]]) -> int:
+    """Insert the rows (raw record, row); when the database refuses them for what one holds, halve
+    the batch until each refused record is alone and set it aside. Any other error (the database
+    down, a schema not migrated) propagates: the caller puts the batch back. Returns rows written."""
+    if not pairs:
+        return 0
+    try:
+        _insert([row for _, row in pairs])
+    except Exception as exc:
+        if not _refused_for_its_data(exc):
+            raise
+        if len(pairs) == 1:
+            _set_aside(pairs[0][0], exc)
+            return 0
+        middle = len(pairs) // 2
+        return _insert_isolating(pairs[:middle]) + _insert_isolating(pairs[middle:])
+    return len(pairs)
+
+
+def _set_aside(raw: bytes | str, exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    logger.error("served log: the database refused a record (%s); set aside in %s", error, _REJECTED_KEY)
+    entry = _dumps(
+        {
+            "record": raw.decode(errors="replace") if isinstance(raw, bytes) else raw,
+            "error": error,
+            "at": timezone.now().isoformat(),
+        }
+    )
+    connection = _redis()
+    if connection is not None:
+        try:
+            pipe = connection.pipeline(transaction=False)
+            pipe.rpush(cache.make_key(_REJECTED_KEY), entry)
+            pipe.ltrim(cache.make_key(_REJECTED_KEY), -MAX_REJECTED, -1)
+            pipe.execute()
+            return
+        except Exception:  # noqa: BLE001 - Redis down: keep it in this process
+            logger.debug("served log: Redis unavailable, keeping the refused record locally")
+    with _local_lock:
+        _local_rejected.append(entry)
+
+
+def served_log_rejected(*, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+    """How many records the database refused and were set aside, and the latest `limit` of them
+    (each {"record", "error", "at"}, newest first)."""
+    with _local_lock:
+        local: list[bytes] = list(_local_rejected)
+    count, remote = len(local), []
+    connection = _redis()
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            key = cache.make_key(_REJECTED_KEY)
+            pipe = connection.pipeline(transaction=False)
+            pipe.llen(key)
+            pipe.lrange(key, -max(limit, 1), -1)
+            length, remote = pipe.execute()
+            count += int(length)
+    latest = [*remote, *local][-limit:] if limit > 0 else []
+    return count, [_loads(entry) for entry in reversed(latest)]
+
+
 def served_log_drain(*, max_batches: int = 100) -> int:
     """Move queued records into the database; returns how many rows were written."""
     connection = _redis()
@@ -276,19 +356,19 @@ def served_log_drain(*, max_batches: int = 100) -> int:
         batch = _pop_batch(connection, DRAIN_BATCH)
         if not batch:
             break
-        records = [record for raw in batch if (record := _decode(raw)) is not None]
-        shop_ids = {str(record.get("customer") or "") for record in records}
+        records = [(raw, record) for raw in batch if (record := _decode(raw)) is not None]
+        shop_ids = {str(record.get("customer") or "") for _, record in records}
         shop_ids.discard("")
         # One query per batch resolves every customer; unknown ones (cold start) stay strings.
         customers = dict(Customer.objects.filter(shop_id__in=shop_ids).values_list("shop_id", "id"))
-        rows = [row for record in records if (row := _to_values(record, customers)) is not None]
+        pairs = [(raw, row) for raw, record in records if (row := _to_values(record, customers)) is not None]
         try:
-            _insert(rows)
+            written += _insert_isolating(pairs)
         except Exception:
-            # The database refused the batch: put it back so nothing served is lost, then stop.
+            # The database failed (not a record): put the batch back so nothing served is lost, then
+            # stop (pages already written are skipped when it comes again).
             _requeue(connection, batch)
             raise
-        written += len(rows)
         if len(batch) < DRAIN_BATCH:
             break
     return written

@@ -106,6 +106,19 @@ def test_the_served_log_admin_lists_rows_and_fallback_counters(
     assert body["items"][0]["item"] in detail.content.decode()
 
 
+@pytest.mark.postgres
+def test_the_served_log_admin_shows_the_pages_the_database_refused(admin_client_logged: Client) -> None:
+    from recadmin.serving.served_log import served_log_push
+
+    served_log_push(record={"recommendation_id": "too-long-scene", "scene": "x" * 65, "source": "model", "items": []})
+    served_log_drain()
+
+    html = admin_client_logged.get(reverse("admin:serving_servedrecommendation_changelist")).content.decode()
+
+    assert 'id="served-log-rejected"' in html and "<strong>1</strong>" in html
+    assert "StringDataRightTruncation" in html and "too-long-scene" in html
+
+
 def test_fallback_counters_can_be_reset_from_the_admin(admin_client_logged: Client) -> None:
     fallbacks.fallback_record(reason=fallbacks.REASON_TORCHSERVE_SLOW)
 

@@ -179,6 +179,50 @@ def test_the_served_log_keeps_numbers_as_numbers_and_reads_an_earlier_releases_r
     assert older.items == [{"item": "c", "position": 1, "score": None}]
 
 
+@pytest.mark.postgres
+def test_a_record_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_is_written(db: None) -> None:
+    from recadmin.serving.served_log import served_log_rejected
+
+    for i in range(7):
+        # Scene names are at most 64 characters: PostgreSQL refuses the third record's.
+        scene = "x" * 65 if i == 2 else "home"
+        served_log_push(record={"recommendation_id": f"p{i}", "scene": scene, "source": "model", "items": []})
+
+    written = served_log_drain()
+
+    assert written == 6 and served_log_backlog() == 0
+    assert set(ServedRecommendation.objects.values_list("recommendation_id", flat=True)) == {
+        f"p{i}" for i in range(7) if i != 2
+    }
+    count, latest = served_log_rejected()
+    assert count == 1
+    assert '"recommendation_id":"p2"' in latest[0]["record"]
+    assert latest[0]["error"].startswith("StringDataRightTruncation")
+    # The log goes on: the next pages are written.
+    served_log_push(record={"recommendation_id": "after", "scene": "home", "source": "model", "items": []})
+    assert served_log_drain() == 1
+
+
+def test_the_drain_puts_the_batch_back_when_the_database_fails(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import OperationalError
+
+    from recadmin.serving import served_log
+
+    for i in range(3):
+        served_log_push(record={"recommendation_id": f"q{i}", "scene": "home", "source": "model", "items": []})
+
+    def down(rows: Any) -> None:
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(served_log, "_insert", down)
+    with pytest.raises(OperationalError):
+        served_log_drain()
+
+    assert served_log_backlog() == 3 and served_log.served_log_rejected()[0] == 0
+    monkeypatch.undo()
+    assert served_log_drain() == 3
+
+
 @pytest.mark.redis
 def test_the_served_log_goes_through_redis_when_configured(db: None) -> None:
     from django_redis import get_redis_connection

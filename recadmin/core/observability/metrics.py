@@ -85,6 +85,7 @@ SCHEDULER_RUNS = Counter(
 # dashboard and the test that checks it know them even before the owning app registers a source.
 SERVED_LOG_BACKLOG = "recadmin_served_log_backlog"
 SERVED_LOG_OLDEST_SECONDS = "recadmin_served_log_oldest_age_seconds"
+SERVED_LOG_REJECTED = "recadmin_served_log_rejected"
 ROLLUP_LAG_SECONDS = "recadmin_rollup_lag_seconds"
 DEFAULT_MODEL_VERSION = "recadmin_default_model_version"
 DEFAULT_MODEL_AGE_SECONDS = "recadmin_default_model_age_seconds"
@@ -136,6 +137,7 @@ def scrape_gauges() -> dict[str, ScrapeGauge]:
 
 scrape_gauge(SERVED_LOG_BACKLOG, "Served pages waiting to be written to the served log.")
 scrape_gauge(SERVED_LOG_OLDEST_SECONDS, "Age of the oldest served page not yet written (the drain's lag).")
+scrape_gauge(SERVED_LOG_REJECTED, "Served pages the database refused for what they hold, set aside by the drain.")
 scrape_gauge(ROLLUP_LAG_SECONDS, "Seconds between now and the newest served-log data the rollups include.")
 scrape_gauge(DEFAULT_MODEL_VERSION, "The default model version number, per model name.", labels=("name", "kind"))
 scrape_gauge(
