@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.dateparse import parse_datetime
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
@@ -36,6 +37,12 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         return int(self.object_list[: COUNT_CAP + 1].count())  # type: ignore[attr-defined]
+
+
+def _rejected_for_display() -> tuple[int, list[dict[str, Any]]]:
+    """The served-log records the database refused: how many, and the latest five with their times parsed."""
+    count, latest = served_log_rejected(limit=5)
+    return count, [{**entry, "at": parse_datetime(str(entry.get("at") or ""))} for entry in latest]
 
 
 @admin.register(ServedRecommendation)
@@ -130,7 +137,7 @@ class ServedRecommendationAdmin(ModelAdmin):
             "fallback": fallbacks.fallback_summary(),
             "failure_reasons": fallbacks.FAILURE_REASONS,
             "backlog": served_log_backlog(),
-            "rejected": served_log_rejected(limit=5),
+            "rejected": _rejected_for_display(),
             "popular_status": popular_status(),
         }
         return super().changelist_view(request, extra_context=context)
