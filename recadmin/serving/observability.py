@@ -1,5 +1,5 @@
 """Serving's scrape-time gauges: the served-log backlog, how old its oldest record is (drain lag) and the
-records the database refused."""
+records set aside."""
 
 from __future__ import annotations
 

@@ -40,8 +40,9 @@ MAX_BACKLOG = 1_000_000
 _local_buffer: deque[bytes | str] = deque(maxlen=MAX_BACKLOG)
 _local_lock = threading.Lock()
 
-# Records the database refused for what they hold (a value a column cannot take), each with the
-# error: set aside so that one bad record does not hold up the log behind it, and kept for a look.
+# Records the drain cannot write, each with the reason: malformed ones, and those the database refused
+# for what they hold (a value a column cannot take). Set aside so that one bad record does not hold
+# up the log behind it, and kept for a look.
 _REJECTED_KEY = "serving:served-log:rejected"
 MAX_REJECTED = 10_000
 _local_rejected: deque[bytes] = deque(maxlen=MAX_REJECTED)
@@ -203,18 +204,21 @@ _ITEMS = _COLUMNS.index("items")  # the JSON column, serialised for COPY
 
 
 def _decode(raw: bytes | str) -> dict[str, Any] | None:
+    """The record, or None when it is not a JSON object (set aside with the reason)."""
     try:
         record = _loads(raw)
-    except ValueError:
-        logger.exception("served log: dropping a malformed record")
+    except ValueError as exc:
+        _set_aside(raw, exc)
         return None
     if not isinstance(record, dict):
-        logger.error("served log: dropping a malformed record (not an object)")
+        _set_aside(raw, ValueError(f"not a JSON object but {type(record).__name__}"))
         return None
     return record
 
 
-def _to_values(record: dict[str, Any], customers: dict[str, int]) -> tuple[Any, ...] | None:
+def _to_values(raw: bytes | str, record: dict[str, Any], customers: dict[str, int]) -> tuple[Any, ...] | None:
+    """The record's row in `_COLUMNS` order, or None when a field is missing or of the wrong kind
+    (set aside with the reason)."""
     try:
         created = parse_datetime(record.get("created_at") or "") or timezone.now()
         if isinstance(created, datetime) and timezone.is_naive(created):
@@ -242,8 +246,8 @@ def _to_values(record: dict[str, Any], customers: dict[str, int]) -> tuple[Any, 
             float(record.get("latency_ms") or 0.0),
             created,
         )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        logger.exception("served log: dropping a malformed record")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        _set_aside(raw, exc)
         return None
 
 
@@ -306,8 +310,9 @@ def _insert_isolating(pairs: list[tuple[bytes | str, tuple[Any, ...]]]) -> int:
 
 
 def _set_aside(raw: bytes | str, exc: Exception) -> None:
+    """Keep a record the drain cannot write (malformed, or refused by the database) with the reason."""
     error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
-    logger.error("served log: the database refused a record (%s); set aside in %s", error, _REJECTED_KEY)
+    logger.error("served log: a record cannot be written (%s); set aside in %s", error, _REJECTED_KEY)
     entry = _dumps(
         {
             "record": raw.decode(errors="replace") if isinstance(raw, bytes) else raw,
@@ -330,8 +335,8 @@ def _set_aside(raw: bytes | str, exc: Exception) -> None:
 
 
 def served_log_rejected(*, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
-    """How many records the database refused and were set aside, and the latest `limit` of them
-    (each {"record", "error", "at"}, newest first)."""
+    """How many records the drain set aside (malformed, or refused by the database), and the latest
+    `limit` of them (each {"record", "error", "at"}, newest first)."""
     with _local_lock:
         local: list[bytes] = list(_local_rejected)
     count, remote = len(local), []
@@ -361,7 +366,7 @@ def served_log_drain(*, max_batches: int = 100) -> int:
         shop_ids.discard("")
         # One query per batch resolves every customer; unknown ones (cold start) stay strings.
         customers = dict(Customer.objects.filter(shop_id__in=shop_ids).values_list("shop_id", "id"))
-        pairs = [(raw, row) for raw, record in records if (row := _to_values(record, customers)) is not None]
+        pairs = [(raw, row) for raw, record in records if (row := _to_values(raw, record, customers)) is not None]
         try:
             written += _insert_isolating(pairs)
         except Exception:

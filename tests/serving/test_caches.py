@@ -113,7 +113,7 @@ def test_the_served_log_buffers_then_drains_in_bulk(db: None) -> None:
     assert sum("INSERT" in q["sql"] for q in queries.captured_queries) == 1
 
 
-def test_the_drain_skips_pages_already_written_and_drops_malformed_records(db: None) -> None:
+def test_the_drain_skips_pages_already_written_and_sets_malformed_records_aside(db: None) -> None:
     from recadmin.catalog.models import Customer
     from recadmin.serving import served_log
 
@@ -141,6 +141,14 @@ def test_the_drain_skips_pages_already_written_and_drops_malformed_records(db: N
     cold = ServedRecommendation.objects.get(recommendation_id="cold")
     assert (cold.customer_id, cold.customer_shop_id, cold.endpoint) == (None, "c-unknown", "recommendations")
     assert ServedRecommendation.objects.count() == 2
+    count, latest = served_log.served_log_rejected()
+    assert count == 3
+    assert [entry["record"] for entry in latest] == [
+        '{"no": "recommendation_id"}',
+        '["not", "an", "object"]',
+        "{not json",
+    ]
+    assert latest[0]["error"].startswith("KeyError") and latest[1]["error"].startswith("ValueError: not a JSON object")
 
 
 def test_the_served_log_keeps_numbers_as_numbers_and_reads_an_earlier_releases_records(db: None) -> None:

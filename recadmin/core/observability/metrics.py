@@ -137,7 +137,7 @@ def scrape_gauges() -> dict[str, ScrapeGauge]:
 
 scrape_gauge(SERVED_LOG_BACKLOG, "Served pages waiting to be written to the served log.")
 scrape_gauge(SERVED_LOG_OLDEST_SECONDS, "Age of the oldest served page not yet written (the drain's lag).")
-scrape_gauge(SERVED_LOG_REJECTED, "Served pages the database refused for what they hold, set aside by the drain.")
+scrape_gauge(SERVED_LOG_REJECTED, "Served pages the drain set aside: malformed, or refused by the database.")
 scrape_gauge(ROLLUP_LAG_SECONDS, "Seconds between now and the newest served-log data the rollups include.")
 scrape_gauge(DEFAULT_MODEL_VERSION, "The default model version number, per model name.", labels=("name", "kind"))
 scrape_gauge(
