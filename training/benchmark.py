@@ -14,9 +14,10 @@ with full ranking. `sampled` is the same split with the NCF metrics added: each 
 validation user's target ranked among 99 items they never rated (seeded by --seed; models that
 select on validation select on the sampled NDCG@10). `cold-items` removes every interaction of a
 seeded 10 % of the items (--cold-seed, default --seed) from training and tests the users whose
-last item is one of them, full ranking; it also reports the other (warm) test users, and two
-baselines on both: popularity within the category of the last item, and attribute overlap with
-the last items.
+last item is one of them, full ranking; it also reports the other (warm) test users, two
+baselines on both (popularity within the category of the last item, and attribute overlap with
+the last items) and, for SASRec, the same trained model with its new items represented by their
+attribute embeddings alone (before the content tower): warm-user quality before and after in one run.
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     if split.test.negatives is not None:
         print(format_table({f"{args.model} sampled": result.sampled_metrics}))
+    if cold is not None:
+        print(_cold_items_summary(metrics, args.model))
     print(
         f"train_seconds {metrics['train_seconds']}  epochs {metrics['epochs']} (best {metrics['best_epoch']})  "
         f"peak_rss_mb {metrics['peak_rss_mb']}"
@@ -225,10 +228,54 @@ def _cold_items_figures(
         }
         metrics["baselines"][label] = figures
         rows[f"{label} cold"] = figures["cold"]
+    before = _attributes_alone(model, split.test, cold.warm_test, n)
+    if before is not None:
+        metrics["attributes_alone"] = before
+        rows[f"{name} cold, new items by attributes alone"] = before["cold"]
     rows[f"{name} warm"] = metrics["warm"]
+    if before is not None:
+        rows[f"{name} warm, new items by attributes alone"] = before["warm"]
     for label, figures in metrics["baselines"].items():
         rows[f"{label} warm"] = figures["warm"]
     return {row: {k: v for k, v in m.items() if k in _COLD_COLUMNS} for row, m in rows.items()}
+
+
+def _attributes_alone(model: Any, cold_test: Any, warm_test: Any, n: int) -> dict[str, Any] | None:
+    """Cold and warm figures of the same trained model with its new items represented by their
+    attribute embeddings alone (SASRec before the content tower): warm-user quality before and
+    after, in the same run. None for a model without that switch or with nothing to switch."""
+    from training.metrics import evaluate
+
+    switch = getattr(model, "new_items_as_attributes", None)
+    if switch is None:
+        return None
+    with switch() as changed:
+        if not changed:
+            return None
+        return {
+            "new_items": changed,
+            "cold": evaluate(model, cold_test, num_items=n).full,
+            "warm": evaluate(model, warm_test, num_items=n).full,
+        }
+
+
+def _cold_items_summary(metrics: dict[str, Any], name: str) -> str:
+    """The two comparisons the protocol is for, in one line each."""
+
+    def change(after: float, before: float) -> str:
+        return f"{(after / before - 1) * 100:+.1f} %" if before > 0 else "n/a"
+
+    cold, warm = metrics["cold"]["NDCG@10"], metrics["warm"]["NDCG@10"]
+    overlap = metrics["baselines"]["attribute_overlap"]["cold"]["NDCG@10"]
+    lines = [f"cold NDCG@10: {name} {cold:.4f}, attribute overlap {overlap:.4f} ({change(cold, overlap)})"]
+    before = metrics.get("attributes_alone")
+    if before is not None:
+        was = before["warm"]["NDCG@10"]
+        lines.append(
+            f"warm NDCG@10: {name} {warm:.4f}, with new items by attributes alone {was:.4f} ({change(warm, was)}); "
+            f"cold by attributes alone {before['cold']['NDCG@10']:.4f}"
+        )
+    return "\n".join(lines)
 
 
 _COLD_COLUMNS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR", "coverage@10")

@@ -136,6 +136,25 @@ def test_sasrec_scores_an_item_without_interactions_from_its_content_representat
     assert {(int(ds.item_index.id_of(int(i))[1:]) - 1) // BLOCK_SIZE for i in items[0]} == {0}
 
 
+def test_sasrec_scores_its_new_items_by_attributes_alone_inside_the_switch_and_as_fitted_after() -> None:
+    ds, cold, model = _sasrec_with_a_cold_item(validate=True)
+    fitted_row = model.item_emb.weight[cold].detach().clone()
+    histories = [[1, 2, 3], [2, 3, 4]]
+    fitted_scores = model.score(histories)
+
+    with model.new_items_as_attributes() as changed:
+        inside = model.item_representations().detach()
+        inside_scores = model.score(histories)
+
+    assert changed == 1
+    torch.testing.assert_close(inside[cold], model.attr_emb.weight[model.item_attrs[cold][0]])
+    assert not torch.equal(inside_scores[:, cold], fitted_scores[:, cold])
+    others = [i for i in range(1, ds.num_items + 1) if i != cold]
+    torch.testing.assert_close(inside_scores[:, others], fitted_scores[:, others])
+    assert torch.equal(model.item_emb.weight[cold], fitted_row)
+    torch.testing.assert_close(model.score(histories), fitted_scores)
+
+
 def test_sasrec_with_attribute_only_new_items_keeps_a_zero_id_row() -> None:
     ds, cold, model = _sasrec_with_a_cold_item(new_items="attributes", id_dropout=0.1)
     assert torch.count_nonzero(model.item_emb.weight[cold]) == 0  # no untrained id noise

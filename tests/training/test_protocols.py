@@ -219,5 +219,13 @@ def test_benchmark_cold_items_protocol_reports_model_baselines_cold_and_warm(sha
     assert set(metrics["baselines"]) == {"category_pop", "attribute_overlap"}
     # SASRec chose the cold items' content scale on validation and says so.
     assert metrics["fit_history"][-1]["new_item_scale"] == metrics["params"]["new_item_scale"] >= 1.0
+    # The same trained model with its new items by attributes alone: before and after in one run.
+    before = metrics["attributes_alone"]
+    # Every item without training events and with attributes: the drawn ones and, in this 1,500-user
+    # slice of the catalog, many more.
+    assert before["new_items"] >= metrics["cold_items"]
+    assert before["warm"]["NDCG@10"] <= before["warm"]["HR@10"] and before["cold"]["NDCG@10"] <= before["cold"]["HR@10"]
     printed = capsys.readouterr().out
     assert "attribute_overlap cold" in printed and "sasrec warm" in printed
+    assert "sasrec warm, new items by attributes alone" in printed
+    assert f"with new items by attributes alone {before['warm']['NDCG@10']:.4f}" in printed

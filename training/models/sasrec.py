@@ -18,8 +18,9 @@ on validation NDCG@10 keeps the best epoch's weights.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -188,6 +189,8 @@ class SASRec(Recommender):
         self.register_buffer("item_attrs", torch.zeros(num_items + 1, int(p["max_attributes"]), dtype=torch.long))
         self._cached_repr: torch.Tensor | None = None
         self._cached_repr_t: torch.Tensor | None = None
+        # The items fit() gave the content tower's representation (not saved: a fresh fit's own).
+        self._content_items: torch.Tensor | None = None
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -505,8 +508,29 @@ class SASRec(Recommender):
         attr_part = reps - self.item_emb.weight.detach()
         self.item_emb.weight[new] = scale * content[new] - attr_part[new]
         self.params["new_item_scale"] = scale
+        self._content_items = new.clone()
         self._cached_repr = None
         return figures
+
+    @contextlib.contextmanager
+    def new_items_as_attributes(self) -> Iterator[int]:
+        """Within the block, the items this fit gave the content tower's representation are their
+        attribute embeddings alone, as with `new_items="attributes"` (what preceded the tower): the
+        cold-items benchmark scores both on the same trained weights. Yields how many items changed."""
+        items = self._content_items
+        if items is None or not bool(items.any()):
+            yield 0
+            return
+        with torch.no_grad():
+            kept = self.item_emb.weight[items].clone()
+            self.item_emb.weight[items] = 0.0
+        self._cached_repr = None
+        try:
+            yield int(items.sum())
+        finally:
+            with torch.no_grad():
+                self.item_emb.weight[items] = kept
+            self._cached_repr = None
 
     def _choose_new_item_scale(
         self, reps: torch.Tensor, learn: torch.Tensor, new: torch.Tensor, valid: Any, seed: int
