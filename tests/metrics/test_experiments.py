@@ -202,3 +202,36 @@ def test_the_refresh_keeps_first_exposures_and_totals_as_the_direct_computation_
     assert kept() == incremental
     assert agree() == second
     assert variant_sums(experiment) == variant_sums_direct(experiment)
+
+
+@pytest.mark.postgres
+def test_a_rebuild_of_several_experiments_refreshes_the_planner_statistics_once(
+    t0: dt.datetime, serve: Callable[..., Any]
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from recadmin.experiments.models import ExposureCount
+    from recadmin.experiments.services import experiment_create, experiment_start
+    from recadmin.metrics.services import metrics_rebuild
+
+    experiments = []
+    for slug in ("home", "cart"):
+        SceneFactory(slug=slug)
+        experiment = experiment_create(
+            name=slug, scenes=[slug], variants=[{"name": "control", "weight": 1}, {"name": "b", "weight": 1}]
+        )
+        experiments.append(experiment_start(experiment=experiment, now=t0))
+    for k, experiment in enumerate(experiments):
+        for n, variant in enumerate(experiment.variants.order_by("position")):
+            serve(f"r-{k}-{n}", ["A"], at=t0 + (n + 1) * M, customer=f"c{k}{n}",
+                  experiment_id=experiment.pk, variant_id=variant.pk)  # fmt: skip
+    metrics_refresh(drain=False)
+    ExposureCount.objects.update(customers=0)  # damaged: the rebuild repairs both
+
+    with CaptureQueriesContext(connection) as queries:
+        metrics_rebuild()
+
+    assert sum(q["sql"].startswith("ANALYZE") for q in queries.captured_queries) == 1
+    for experiment in experiments:
+        assert sum(ExposureCount.objects.filter(experiment=experiment).values_list("customers", flat=True)) == 2

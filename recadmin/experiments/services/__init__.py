@@ -22,6 +22,7 @@ from recadmin.experiments.services.allocation import (
     thompson_arms,
 )
 from recadmin.experiments.services.exposures import (
+    experiment_first_exposures_analyze,
     experiment_first_exposures_rebuild,
     experiment_first_exposures_reclassify,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "experiment_allocations_update_running",
     "experiment_create",
     "experiment_customers_upsert",
+    "experiment_first_exposures_analyze",
     "experiment_first_exposures_rebuild",
     "experiment_first_exposures_reclassify",
     "experiment_promote_winner",

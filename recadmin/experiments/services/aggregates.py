@@ -176,11 +176,12 @@ def _variant_totals_move(
 
 
 @transaction.atomic
-def experiment_aggregates_rebuild(*, experiment: Experiment) -> None:
+def experiment_aggregates_rebuild(*, experiment: Experiment, analyze: bool = True) -> None:
     """Everything kept over the experiment's customer rows, from scratch: the variants' totals, the
-    first exposures and their counts. For `metrics_rebuild`, and rows written around the upsert."""
+    first exposures and their counts. For `metrics_rebuild`, and rows written around the upsert.
+    `analyze`: as in `experiment_first_exposures_rebuild`."""
     experiment_variant_totals_rebuild(experiment=experiment)
-    experiment_first_exposures_rebuild(experiment=experiment)
+    experiment_first_exposures_rebuild(experiment=experiment, analyze=analyze)
 
 
 @transaction.atomic

@@ -181,10 +181,12 @@ def experiment_first_exposures_reclassify(*, snapshot: AllocationSnapshot) -> No
 
 
 @transaction.atomic
-def experiment_first_exposures_rebuild(*, experiment: Experiment) -> int:
+def experiment_first_exposures_rebuild(*, experiment: Experiment, analyze: bool = True) -> int:
     """Recompute the experiment's first exposures and their counts from scratch from its customers'
     rows (what the incremental upkeep gives; a test compares them). For `metrics_rebuild`, a changed
-    settling window, or rows written around the upsert (a bulk load). Returns the customers placed."""
+    settling window, or rows written around the upsert (a bulk load). Returns the customers placed.
+    `analyze=False`: a caller rebuilding several experiments refreshes the planner statistics once
+    at the end (`experiment_first_exposures_analyze`)."""
     _experiment_lock(experiment)
     ExposureCount.objects.filter(experiment=experiment).delete()
     ExperimentFirstExposure.objects.filter(experiment=experiment).delete()
@@ -215,6 +217,15 @@ def experiment_first_exposures_rebuild(*, experiment: Experiment) -> int:
             f"FROM {first_table} WHERE experiment_id = %s GROUP BY 1, 2, 3, 4",
             [ExposureCount.settle_ms_of(settle), experiment.pk],
         )
-        # Planner statistics for the rows just written: the upkeep's reads by customer need the index.
-        cursor.execute(f"ANALYZE {first_table}")
+    if analyze:
+        experiment_first_exposures_analyze()
     return placed
+
+
+def experiment_first_exposures_analyze() -> None:
+    """Planner statistics for first-exposure rows just written in bulk: the upkeep's reads by
+    customer need the index (PostgreSQL; a no-op elsewhere)."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {ExperimentFirstExposure._meta.db_table}")

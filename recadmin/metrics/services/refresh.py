@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from recadmin.experiments.models import Experiment
-from recadmin.experiments.services import experiment_aggregates_rebuild
+from recadmin.experiments.services import experiment_aggregates_rebuild, experiment_first_exposures_analyze
 from recadmin.metrics.models import RollupState
 from recadmin.metrics.services.attribution import attribution_run, attribution_run_new, events_bookmark_reset
 from recadmin.metrics.services.common import EPOCH, EVENTS_LOOKBACK
@@ -104,4 +104,5 @@ def _experiment_aggregates_rebuild() -> None:
     """Every experiment's variant totals, first exposures and their counts from scratch (the upsert
     keeps them as it writes; this repairs rows written around it)."""
     for experiment in Experiment.objects.filter(customers__isnull=False).distinct().order_by("pk"):
-        experiment_aggregates_rebuild(experiment=experiment)
+        experiment_aggregates_rebuild(experiment=experiment, analyze=False)
+    experiment_first_exposures_analyze()  # once for all of them
