@@ -48,13 +48,14 @@ class FieldErrors:
 
     def add_unknown(
         self, data: Any, accepted: Iterable[str], *, prefix: str = "", reason: str = "unknown field"
-    ) -> None:
-        """Name each member of the JSON object `data` that `accepted` lacks (`prefix` + its name).
-        DRF serializers drop unknown members silently: a typo ("parms", "max_per_categry") would
-        look accepted while what it meant never happened."""
-        if isinstance(data, Mapping):
-            for name in sorted(set(data) - set(accepted)):
-                self.add(f"{prefix}{name}", reason)
+    ) -> bool:
+        """Name each member of the JSON object `data` that `accepted` lacks (`prefix` + its name);
+        whether there was one. DRF serializers drop unknown members silently: a typo ("parms",
+        "max_per_categry") would look accepted while what it meant never happened."""
+        unknown = sorted(set(data) - set(accepted)) if isinstance(data, Mapping) else []
+        for name in unknown:
+            self.add(f"{prefix}{name}", reason)
+        return bool(unknown)
 
     def raise_if_any(self, *, hint: str = "") -> None:
         """`hint` follows the first field's message, e.g. "accepted: a, b"."""

@@ -203,22 +203,24 @@ _COLUMNS = (
 _ITEMS = _COLUMNS.index("items")  # the JSON column, serialised for COPY
 
 
-def _decode(raw: bytes | str) -> dict[str, Any] | None:
-    """The record, or None when it is not a JSON object (set aside with the reason)."""
+def _decode(raw: bytes | str, aside: list[bytes]) -> dict[str, Any] | None:
+    """The record, or None when it is not a JSON object (its entry, with the reason, goes to `aside`)."""
     try:
         record = _loads(raw)
     except ValueError as exc:
-        _set_aside(raw, exc)
+        aside.append(_aside_entry(raw, exc))
         return None
     if not isinstance(record, dict):
-        _set_aside(raw, ValueError(f"not a JSON object but {type(record).__name__}"))
+        aside.append(_aside_entry(raw, ValueError(f"not a JSON object but {type(record).__name__}")))
         return None
     return record
 
 
-def _to_values(raw: bytes | str, record: dict[str, Any], customers: dict[str, int]) -> tuple[Any, ...] | None:
+def _to_values(
+    raw: bytes | str, record: dict[str, Any], customers: dict[str, int], aside: list[bytes]
+) -> tuple[Any, ...] | None:
     """The record's row in `_COLUMNS` order, or None when a field is missing or of the wrong kind
-    (set aside with the reason)."""
+    (its entry, with the reason, goes to `aside`)."""
     try:
         created = parse_datetime(record.get("created_at") or "") or timezone.now()
         if isinstance(created, datetime) and timezone.is_naive(created):
@@ -247,7 +249,7 @@ def _to_values(raw: bytes | str, record: dict[str, Any], customers: dict[str, in
             created,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        _set_aside(raw, exc)
+        aside.append(_aside_entry(raw, exc))
         return None
 
 
@@ -290,10 +292,11 @@ def _refused_for_its_data(exc: Exception) -> bool:
     return isinstance(exc, DataError | IntegrityError | psycopg.DataError | psycopg.IntegrityError)
 
 
-def _insert_isolating(pairs: list[tuple[bytes | str, tuple[Any, ...]]]) -> int:
+def _insert_isolating(pairs: list[tuple[bytes | str, tuple[Any, ...]]], aside: list[bytes]) -> int:
     """Insert the rows (raw record, row); when the database refuses them for what one holds, halve
-    the batch until each refused record is alone and set it aside. Any other error (the database
-    down, a schema not migrated) propagates: the caller puts the batch back. Returns rows written."""
+    the batch until each refused record is alone and add its entry to `aside`. Any other error (the
+    database down, a schema not migrated) propagates: the caller puts the batch back. Returns rows
+    written."""
     if not pairs:
         return 0
     try:
@@ -302,36 +305,41 @@ def _insert_isolating(pairs: list[tuple[bytes | str, tuple[Any, ...]]]) -> int:
         if not _refused_for_its_data(exc):
             raise
         if len(pairs) == 1:
-            _set_aside(pairs[0][0], exc)
+            aside.append(_aside_entry(pairs[0][0], exc))
             return 0
         middle = len(pairs) // 2
-        return _insert_isolating(pairs[:middle]) + _insert_isolating(pairs[middle:])
+        return _insert_isolating(pairs[:middle], aside) + _insert_isolating(pairs[middle:], aside)
     return len(pairs)
 
 
-def _set_aside(raw: bytes | str, exc: Exception) -> None:
-    """Keep a record the drain cannot write (malformed, or refused by the database) with the reason."""
+def _aside_entry(raw: bytes | str, exc: Exception) -> bytes:
+    """The kept form of a record the drain cannot write (malformed, or refused by the database)."""
     error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
     logger.error("served log: a record cannot be written (%s); set aside in %s", error, _REJECTED_KEY)
-    entry = _dumps(
+    return _dumps(
         {
             "record": raw.decode(errors="replace") if isinstance(raw, bytes) else raw,
             "error": error,
             "at": timezone.now().isoformat(),
         }
     )
-    connection = _redis()
+
+
+def _set_aside(connection: Any | None, entries: list[bytes]) -> None:
+    """Keep a batch's set-aside entries: one round trip to Redis, or this process without it."""
+    if not entries:
+        return
     if connection is not None:
         try:
             pipe = connection.pipeline(transaction=False)
-            pipe.rpush(cache.make_key(_REJECTED_KEY), entry)
+            pipe.rpush(cache.make_key(_REJECTED_KEY), *entries)
             pipe.ltrim(cache.make_key(_REJECTED_KEY), -MAX_REJECTED, -1)
             pipe.execute()
             return
-        except Exception:  # noqa: BLE001 - Redis down: keep it in this process
-            logger.debug("served log: Redis unavailable, keeping the refused record locally")
+        except Exception:  # noqa: BLE001 - Redis down: keep them in this process
+            logger.debug("served log: Redis unavailable, keeping the set-aside records locally")
     with _local_lock:
-        _local_rejected.append(entry)
+        _local_rejected.extend(entries)
 
 
 def served_log_rejected(*, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
@@ -344,10 +352,13 @@ def served_log_rejected(*, limit: int = 100) -> tuple[int, list[dict[str, Any]]]
     if connection is not None:
         with contextlib.suppress(Exception):
             key = cache.make_key(_REJECTED_KEY)
-            pipe = connection.pipeline(transaction=False)
-            pipe.llen(key)
-            pipe.lrange(key, -max(limit, 1), -1)
-            length, remote = pipe.execute()
+            if limit > 0:
+                pipe = connection.pipeline(transaction=False)
+                pipe.llen(key)
+                pipe.lrange(key, -limit, -1)
+                length, remote = pipe.execute()
+            else:  # the count alone (the scrape gauge)
+                length = connection.llen(key)
             count += int(length)
     latest = [*remote, *local][-limit:] if limit > 0 else []
     return count, [_loads(entry) for entry in reversed(latest)]
@@ -361,19 +372,22 @@ def served_log_drain(*, max_batches: int = 100) -> int:
         batch = _pop_batch(connection, DRAIN_BATCH)
         if not batch:
             break
-        records = [(raw, record) for raw in batch if (record := _decode(raw)) is not None]
+        aside: list[bytes] = []
+        records = [(raw, record) for raw in batch if (record := _decode(raw, aside)) is not None]
         shop_ids = {str(record.get("customer") or "") for _, record in records}
         shop_ids.discard("")
         # One query per batch resolves every customer; unknown ones (cold start) stay strings.
         customers = dict(Customer.objects.filter(shop_id__in=shop_ids).values_list("shop_id", "id"))
-        pairs = [(raw, row) for raw, record in records if (row := _to_values(raw, record, customers)) is not None]
+        pairs = [(raw, row) for raw, record in records if (row := _to_values(raw, record, customers, aside))]
         try:
-            written += _insert_isolating(pairs)
+            written += _insert_isolating(pairs, aside)
         except Exception:
             # The database failed (not a record): put the batch back so nothing served is lost, then
             # stop (pages already written are skipped when it comes again).
+            # The set-aside entries go back with it and are judged again.
             _requeue(connection, batch)
             raise
+        _set_aside(connection, aside)
         if len(batch) < DRAIN_BATCH:
             break
     return written

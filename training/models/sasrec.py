@@ -521,10 +521,8 @@ class SASRec(Recommender):
         if items is None or not bool(items.any()):
             yield 0
             return
-        with torch.no_grad():
-            kept = self.item_emb.weight[items].clone()
-            self.item_emb.weight[items] = 0.0
-        self._cached_repr = None
+        kept = self.item_emb.weight[items].detach().clone()
+        self._zero_ids(items)
         try:
             yield int(items.sum())
         finally:

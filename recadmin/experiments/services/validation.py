@@ -21,6 +21,8 @@ from recadmin.rules.services import SCENE_FIELDS
 from recadmin.rules.validation import scene_validate
 
 GUARDRAIL_FIELDS = ("fallback_share_max", "p95_latency_ms_max")
+_UNKNOWN_VARIANT_FIELD = f"unknown variant field; accepted: {', '.join(VARIANT_FIELDS)}"
+_UNKNOWN_GUARDRAIL = f"unknown guardrail; accepted: {', '.join(GUARDRAIL_FIELDS)}"
 # The scene fields a variant may override: its behaviour, not its identity, its on/off switch or its
 # strategy (a variant changes the strategy through its own `strategy`).
 SCENE_SETTING_FIELDS = tuple(f for f in SCENE_FIELDS if f not in ("name", "description", "enabled", "strategy"))
@@ -158,13 +160,7 @@ def variants_validate(
         if not isinstance(raw, Mapping):
             errors.add(prefix, "expected an object with name, weight and at most one of " + ", ".join(VARIANT_CHANGES))
             continue
-        if set(raw) - set(VARIANT_FIELDS):
-            errors.add_unknown(
-                raw,
-                VARIANT_FIELDS,
-                prefix=f"{prefix}.",
-                reason=f"unknown variant field; accepted: {', '.join(VARIANT_FIELDS)}",
-            )
+        if errors.add_unknown(raw, VARIANT_FIELDS, prefix=f"{prefix}.", reason=_UNKNOWN_VARIANT_FIELD):
             continue
         name = raw.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
@@ -211,13 +207,7 @@ def _guardrails_validate(guardrails: Any, errors: FieldErrors) -> dict[str, Any]
     if not isinstance(guardrails, Mapping):
         errors.add("guardrails", f"expected an object with {' and/or '.join(GUARDRAIL_FIELDS)}")
         return {}
-    if set(guardrails) - set(GUARDRAIL_FIELDS):
-        errors.add_unknown(
-            guardrails,
-            GUARDRAIL_FIELDS,
-            prefix="guardrails.",
-            reason=f"unknown guardrail; accepted: {', '.join(GUARDRAIL_FIELDS)}",
-        )
+    if errors.add_unknown(guardrails, GUARDRAIL_FIELDS, prefix="guardrails.", reason=_UNKNOWN_GUARDRAIL):
         return {}
     share = guardrails.get("fallback_share_max")
     if share is not None and (not _is_number(share) or not 0 <= share <= 1):
