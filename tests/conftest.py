@@ -118,6 +118,7 @@ def _forget_process_copies() -> None:
     category_median_prices_forget_local()
     popular._local.clear()
     served_log._local_rejected.clear()
+    served_log._local_buffer.clear()
     metadata._local.clear()
     metadata._local_state[0] = None
     metadata._category_items_local.clear()

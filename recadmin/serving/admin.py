@@ -23,7 +23,12 @@ from recadmin.core.errors import ApplicationError
 from recadmin.serving import fallbacks
 from recadmin.serving.models import ServedRecommendation
 from recadmin.serving.popular import popular_status
-from recadmin.serving.served_log import served_log_backlog, served_log_drain, served_log_rejected
+from recadmin.serving.served_log import (
+    served_log_backlog,
+    served_log_drain,
+    served_log_rejected,
+    served_log_retry_rejected,
+)
 from recadmin.serving.services import MAX_N, parse_history, recommendations_build
 
 # Counting more rows than this would scan the table; the admin says "10,000+" instead.
@@ -127,6 +132,11 @@ class ServedRecommendationAdmin(ModelAdmin):
                 name="serving_fallback_reset",
             ),
             path("drain/", self.admin_site.admin_view(self.drain_view), name="serving_drain"),
+            path(
+                "retry-rejected/",
+                self.admin_site.admin_view(self.retry_rejected_view),
+                name="serving_retry_rejected",
+            ),
             path("rule-effect/", self.admin_site.admin_view(self.rule_effect_view), name="serving_rule_effect"),
         ]
         return own + super().get_urls()
@@ -152,6 +162,20 @@ class ServedRecommendationAdmin(ModelAdmin):
         if request.method == "POST":
             written = served_log_drain()
             messages.success(request, f"Wrote {written} served pages from the buffer.")
+        return HttpResponseRedirect(reverse("admin:serving_servedrecommendation_changelist"))
+
+    def retry_rejected_view(self, request: HttpRequest) -> HttpResponse:
+        # After the cause is fixed (a column widened, a migration run): the pages go back to the
+        # queue and are written now; any the database still refuses are set aside again.
+        if request.method == "POST":
+            sent = served_log_retry_rejected()
+            written = served_log_drain()
+            again = served_log_rejected(limit=0)[0]
+            messages.success(
+                request,
+                f"Sent {sent} set-aside pages back to the log and wrote the buffer ({written} pages); "
+                f"set aside now: {again}.",
+            )
         return HttpResponseRedirect(reverse("admin:serving_servedrecommendation_changelist"))
 
     def preview_view(self, request: HttpRequest) -> HttpResponse:

@@ -26,6 +26,7 @@ from django.db import DataError, IntegrityError, transaction
 from django.db import connection as db
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from redis.exceptions import WatchError
 
 from recadmin.catalog.models import Customer
 from recadmin.serving.models import ServedRecommendation
@@ -362,6 +363,58 @@ def served_log_rejected(*, limit: int = 100) -> tuple[int, list[dict[str, Any]]]
             count += int(length)
     latest = [*remote, *local][-limit:] if limit > 0 else []
     return count, [_loads(entry) for entry in reversed(latest)]
+
+
+def served_log_retry_rejected() -> int:
+    """Put every set-aside record back in the queue, oldest first, once its cause is fixed (a column
+    widened, a migration applied); the next drain judges each again, and one still refused is set
+    aside again. Returns how many went back. Redis' entries move in one transaction (watched, so an
+    entry set aside meanwhile is neither lost nor moved twice)."""
+    with _local_lock:
+        local = list(_local_rejected)
+        _local_rejected.clear()
+    moved: list[bytes] = []
+    connection = _redis()
+    if connection is not None:
+        key = cache.make_key(_REJECTED_KEY)
+        try:
+            with connection.pipeline(transaction=True) as pipe:
+                for _ in range(10):
+                    try:
+                        pipe.watch(key)
+                        remote = [_aside_record(entry) for entry in pipe.lrange(key, 0, -1)]
+                        pipe.multi()
+                        if remote:
+                            pipe.rpush(_list_key(), *remote)
+                        pipe.delete(key)
+                        pipe.execute()
+                    except WatchError:
+                        continue
+                    moved.extend(remote)
+                    break
+        except Exception:  # noqa: BLE001 - Redis down: its entries stay where they are
+            logger.warning("served log: Redis unavailable, set-aside records there were not sent back")
+    records = [_aside_record(entry) for entry in local]
+    if records:
+        queued = False
+        if connection is not None:
+            with contextlib.suppress(Exception):  # Redis down: queue them in this process instead
+                connection.rpush(_list_key(), *records)
+                queued = True
+        if not queued:
+            with _local_lock:
+                _local_buffer.extend(records)
+    return len(moved) + len(records)
+
+
+def _aside_record(entry: bytes | str) -> bytes:
+    """The record an entry of `_aside_entry` keeps, as queued (an entry not of that form goes as it
+    is: the drain sets it aside again as malformed rather than it being lost here)."""
+    try:
+        record = _loads(entry)["record"]
+    except (ValueError, KeyError, TypeError):
+        return entry.encode() if isinstance(entry, str) else entry
+    return record.encode() if isinstance(record, str) else _dumps(record)
 
 
 def served_log_drain(*, max_batches: int = 100) -> int:

@@ -13,6 +13,7 @@ from recadmin.catalog.models import Customer
 from recadmin.rules.models import BusinessRule
 from recadmin.rules.services import rule_create
 from recadmin.serving import fallbacks
+from recadmin.serving.models import ServedRecommendation
 from recadmin.serving.served_log import served_log_drain
 
 pytestmark = [pytest.mark.django_db]
@@ -117,6 +118,21 @@ def test_the_served_log_admin_shows_the_pages_the_database_refused(admin_client_
 
     assert 'id="served-log-rejected"' in html and "<strong>1</strong>" in html
     assert "StringDataRightTruncation" in html and "too-long-scene" in html
+
+
+def test_the_admin_sends_set_aside_pages_back_to_the_log(admin_client_logged: Client) -> None:
+    from recadmin.serving import served_log
+
+    served_log._local_buffer.append("{not json")  # set aside again: it stays unreadable
+    served_log_drain()
+    served_log._set_aside(None, [served_log._aside_entry(b'{"recommendation_id": "back", "items": []}', ValueError())])
+
+    response = admin_client_logged.post(reverse("admin:serving_retry_rejected"), follow=True)
+
+    assert ServedRecommendation.objects.filter(recommendation_id="back").exists()
+    assert served_log.served_log_rejected()[0] == 1
+    assert "Sent 2 set-aside pages back to the log" in response.content.decode()
+    assert "set aside now: 1" in response.content.decode()
 
 
 def test_fallback_counters_can_be_reset_from_the_admin(admin_client_logged: Client) -> None:

@@ -211,6 +211,33 @@ def test_a_record_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_is
     assert served_log_drain() == 1
 
 
+@pytest.mark.postgres
+def test_set_aside_records_go_back_to_the_log_once_the_cause_is_fixed(db: None) -> None:
+    from django.db import connection as db_connection
+
+    from recadmin.serving.served_log import served_log_rejected, served_log_retry_rejected
+
+    for name, scene in (("fits-later", "x" * 80), ("still-too-long", "y" * 200), ("malformed", None)):
+        record = {"recommendation_id": name, "scene": scene, "source": "model", "items": []}
+        served_log_push(record=record if scene else {"no": "recommendation_id"})
+    served_log_drain()
+    assert served_log_rejected()[0] == 3 and not ServedRecommendation.objects.exists()
+
+    # The operator widens the column (DDL is transactional: the test's rollback undoes it).
+    with db_connection.cursor() as cursor:
+        table = ServedRecommendation._meta.db_table
+        cursor.execute(f"ALTER TABLE {table} ALTER COLUMN scene TYPE varchar(100)")
+    sent = served_log_retry_rejected()
+    assert sent == 3 and served_log_rejected()[0] == 0 and served_log_backlog() == 3
+
+    assert served_log_drain() == 1
+    assert list(ServedRecommendation.objects.values_list("recommendation_id", "scene")) == [("fits-later", "x" * 80)]
+    count, latest = served_log_rejected()
+    assert count == 2
+    assert {entry["error"].split(":")[0] for entry in latest} == {"StringDataRightTruncation", "KeyError"}
+    assert served_log_retry_rejected() == 2 and served_log_retry_rejected() == 0
+
+
 def test_the_drain_puts_the_batch_back_when_the_database_fails(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from django.db import OperationalError
 
