@@ -25,7 +25,6 @@ import argparse
 import itertools
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.data import EvalSet, read_s3rec
-from training.metrics import evaluate
-from training.models._common import pad_left
+from training.metrics import evaluate, mask_histories, ndcg, target_ranks
 from training.models.sasrec import SASRec
 from training.protocols import COLD_FRACTION, AttributeOverlap, cold_items_split
 
@@ -70,34 +68,6 @@ def _progress(label: str) -> Any:
     return report
 
 
-def _hidden(model: SASRec, reps: torch.Tensor, histories: Sequence[Any]) -> torch.Tensor:
-    length = int(model.params["max_len"])
-    with torch.no_grad():
-        return torch.cat(
-            [
-                model._encode(pad_left(histories[i : i + 256], length), reps, last_only=True)[:, -1]
-                for i in range(0, len(histories), 256)
-            ]
-        )
-
-
-def _masked(scores: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The history's items and padding to -inf, in place."""
-    scores[seen] = float("-inf")
-    scores[:, 0] = float("-inf")
-    return scores
-
-
-def _rank_of(scores: torch.Tensor, target_score: torch.Tensor) -> torch.Tensor:
-    return (scores > target_score).sum(1)
-
-
-def _gains(ranks: torch.Tensor, cold: torch.Tensor) -> torch.Tensor:
-    """NDCG@10 summed over the cold users and over the warm ones."""
-    gain = torch.where(ranks < 10, 1.0 / torch.log2(ranks.float() + 2), torch.zeros(()))
-    return torch.stack([gain[cold].sum(), gain[~cold].sum()])
-
-
 def grid_ndcg(
     main: SASRec, expert: SASRec, eval_set: EvalSet, new_mask: np.ndarray, content: torch.Tensor
 ) -> tuple[np.ndarray, dict[str, tuple[float, float]], tuple[int, int]]:
@@ -112,35 +82,32 @@ def grid_ndcg(
     trained = ~new
     trained[0] = False
     new_idx, trained_idx = torch.nonzero(new).squeeze(1), torch.nonzero(trained).squeeze(1)
-    histories, targets = eval_set.histories, torch.as_tensor(eval_set.targets)
-    hidden_main, hidden_expert = _hidden(main, reps, histories), _hidden(expert, expert_reps, histories)
-    cold_user = new[targets]
+    histories: list[Any] = list(eval_set.histories)
+    targets = torch.as_tensor(eval_set.targets)
+    hidden_main, hidden_expert = main.last_hidden(histories, reps), expert.last_hidden(histories, expert_reps)
+    cold_user = new[targets].numpy()
     references = {"attributes alone": reps.clone(), "content tower (default)": reps.clone()}
     references["attributes alone"][new] = attr_part[new]
     references["content tower (default)"][new] = float(main.params["new_item_scale"]) * content[new]
-    sums = torch.zeros(len(GRID), 2)
-    ref_sums = {name: torch.zeros(2) for name in references}
+    ranks = np.zeros((len(GRID), len(histories)), dtype=np.int64)
+    ref_ranks = {name: np.zeros(len(histories), dtype=np.int64) for name in references}
     for start in range(0, len(histories), CHUNK):
         stop = start + CHUNK
-        hist, target, cold = histories[start:stop], targets[start:stop], cold_user[start:stop]
-        seen = (
-            torch.from_numpy(np.concatenate([np.full(len(h), i, dtype=np.int64) for i, h in enumerate(hist)])),
-            torch.from_numpy(np.concatenate([np.asarray(h, dtype=np.int64) for h in hist])),
-        )
+        hist, target, cold = histories[start:stop], targets[start:stop], torch.from_numpy(cold_user[start:stop])
         h_main, h_expert = hidden_main[start:stop], hidden_expert[start:stop]
         for name, candidate in references.items():
-            scores = _masked(h_main @ candidate.T, seen)
-            ref_sums[name] += _gains(_rank_of(scores, scores.gather(1, target.view(-1, 1))), cold)
+            ref_ranks[name][start:stop] = target_ranks(mask_histories(h_main @ candidate.T, hist), target).numpy()
         logits = h_main @ reps.T
         logits[:, new] = float("-inf")
         logits[:, 0] = float("-inf")
-        normaliser = torch.logsumexp(logits, 1, keepdim=True)
-        main_lp = _masked(logits - normaliser, seen)
-        content_lp = _masked(h_main @ content.T - normaliser, seen)
-        expert_lp = _masked(torch.log_softmax(_masked(h_expert @ expert_reps.T, seen), 1), seen)
+        normaliser = torch.logsumexp(logits, 1, keepdim=True)  # over every trained item, seen ones too
+        main_lp = mask_histories(logits - normaliser, hist)
+        content_lp = mask_histories(h_main @ content.T, hist) - normaliser
+        expert_lp = torch.log_softmax(mask_histories(h_expert @ expert_reps.T, hist), 1)
         main_t, expert_t, content_t = (x.gather(1, target.view(-1, 1)) for x in (main_lp, expert_lp, content_lp))
         main_tr, expert_tr = main_lp[:, trained_idx], expert_lp[:, trained_idx]
         content_new, expert_new = content_lp[:, new_idx], expert_lp[:, new_idx]
+        point = 0  # GRID's order: w, then a, b, then c
         for w in W:
             trained_scores = main_tr + w * expert_tr
             warm_target = main_t + w * expert_t
@@ -148,11 +115,16 @@ def grid_ndcg(
                 new_scores = a * content_new + b * expert_new
                 for c in C:
                     target_score = torch.where(cold.view(-1, 1), a * content_t + b * expert_t + c, warm_target)
-                    ranks = _rank_of(trained_scores, target_score) + _rank_of(new_scores + c, target_score)
-                    sums[GRID.index((w, a, b, c))] += _gains(ranks, cold)
-    counts = torch.tensor([int(cold_user.sum()), int((~cold_user).sum())]).clamp(min=1).float()
-    refs = {name: (float(v[0] / counts[0]), float(v[1] / counts[1])) for name, v in ref_sums.items()}
-    return (sums / counts).numpy(), refs, (int(cold_user.sum()), int((~cold_user).sum()))
+                    higher = (trained_scores > target_score).sum(1) + (new_scores + c > target_score).sum(1)
+                    ranks[point, start:stop] = higher.numpy()
+                    point += 1
+
+    def split_ndcg(r: np.ndarray) -> tuple[float, float]:
+        return ndcg(r[cold_user], 10), ndcg(r[~cold_user], 10)
+
+    grid = np.array([split_ndcg(r) for r in ranks])
+    refs = {name: split_ndcg(r) for name, r in ref_ranks.items()}
+    return grid, refs, (int(cold_user.sum()), int((~cold_user).sum()))
 
 
 def main(argv: list[str] | None = None) -> int:

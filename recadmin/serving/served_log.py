@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,6 @@ from django.db import DataError, IntegrityError, transaction
 from django.db import connection as db
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from redis.exceptions import WatchError
 
 from recadmin.catalog.models import Customer
 from recadmin.serving.models import ServedRecommendation
@@ -366,44 +366,32 @@ def served_log_rejected(*, limit: int = 100) -> tuple[int, list[dict[str, Any]]]
 
 
 def served_log_retry_rejected() -> int:
-    """Put every set-aside record back in the queue, oldest first, once its cause is fixed (a column
-    widened, a migration applied); the next drain judges each again, and one still refused is set
-    aside again. Returns how many went back. Redis' entries move in one transaction (watched, so an
-    entry set aside meanwhile is neither lost nor moved twice)."""
+    """Put every set-aside record back in the queue once its cause is fixed (a column widened, a
+    migration applied); the next drain judges each again, and one still refused is set aside again.
+    Returns how many went back. Redis' entries move in one watched transaction, so an entry set
+    aside meanwhile is neither lost nor moved twice."""
     with _local_lock:
-        local = list(_local_rejected)
+        records = [_aside_record(entry) for entry in _local_rejected]
         _local_rejected.clear()
     moved: list[bytes] = []
     connection = _redis()
     if connection is not None:
         key = cache.make_key(_REJECTED_KEY)
+
+        def move(pipe: Any) -> list[bytes]:
+            entries = [_aside_record(entry) for entry in pipe.lrange(key, 0, -1)]
+            pipe.multi()
+            if entries:
+                pipe.rpush(_list_key(), *entries)
+            pipe.delete(key)
+            return entries
+
         try:
-            with connection.pipeline(transaction=True) as pipe:
-                for _ in range(10):
-                    try:
-                        pipe.watch(key)
-                        remote = [_aside_record(entry) for entry in pipe.lrange(key, 0, -1)]
-                        pipe.multi()
-                        if remote:
-                            pipe.rpush(_list_key(), *remote)
-                        pipe.delete(key)
-                        pipe.execute()
-                    except WatchError:
-                        continue
-                    moved.extend(remote)
-                    break
+            moved = connection.transaction(move, key, value_from_callable=True)
         except Exception:  # noqa: BLE001 - Redis down: its entries stay where they are
             logger.warning("served log: Redis unavailable, set-aside records there were not sent back")
-    records = [_aside_record(entry) for entry in local]
     if records:
-        queued = False
-        if connection is not None:
-            with contextlib.suppress(Exception):  # Redis down: queue them in this process instead
-                connection.rpush(_list_key(), *records)
-                queued = True
-        if not queued:
-            with _local_lock:
-                _local_buffer.extend(records)
+        _requeue(connection, records)
     return len(moved) + len(records)
 
 
@@ -446,7 +434,7 @@ def served_log_drain(*, max_batches: int = 100) -> int:
     return written
 
 
-def _requeue(connection: Any | None, batch: list[bytes | str]) -> None:
+def _requeue(connection: Any | None, batch: Sequence[bytes | str]) -> None:
     if connection is not None:
         with contextlib.suppress(Exception):
             connection.lpush(_list_key(), *reversed(batch))

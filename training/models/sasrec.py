@@ -264,6 +264,18 @@ class SASRec(Recommender):
         torch.mm(hidden, self._cached_repr_t, out=out)
         return finish_scores(out)
 
+    @torch.no_grad()
+    def last_hidden(self, histories: Sequence[Sequence[int]], reps: torch.Tensor) -> torch.Tensor:
+        """(n, hidden): each history's state at its last position, with item representations `reps`
+        (what a customer's scores are the dot products with), in history order."""
+        max_len = int(self.params["max_len"])
+        return torch.cat(
+            [
+                self._encode(pad_left(histories[i : i + _SCORE_CHUNK], max_len), reps, last_only=True)[:, -1]
+                for i in range(0, len(histories), _SCORE_CHUNK)
+            ]
+        )
+
     def item_embeddings(self) -> torch.Tensor:
         with torch.no_grad():
             return self.item_representations().detach().clone()
@@ -545,13 +557,7 @@ class SASRec(Recommender):
         swapped[posing] = True
         histories = list(valid.histories)
         targets = torch.as_tensor(valid.targets, dtype=torch.long)
-        max_len = int(self.params["max_len"])
-        hidden = torch.cat(
-            [
-                self._encode(pad_left(histories[i : i + _SCORE_CHUNK], max_len), reps, last_only=True)[:, -1]
-                for i in range(0, len(histories), _SCORE_CHUNK)
-            ]
-        )
+        hidden = self.last_hidden(histories, reps)
         posing_target = swapped[targets].numpy()
         weight = float(self.params["new_item_weight"])
         best_scale, best = 0.0, -1.0

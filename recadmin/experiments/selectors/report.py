@@ -45,29 +45,27 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+# The ratio metrics' numerator and denominator columns in `variant_sums`; each has its square
+# ("<column>_sq") and their product beside it.
+_RATIO_COLUMNS: dict[str, tuple[str, str, str]] = {
+    PrimaryMetric.CTR: ("clicks", "impressions", "clicks_impressions"),
+    PrimaryMetric.CONVERSION_RATE: ("purchases", "lists", "purchases_lists"),
+}
+
+
 def metric_estimate(metric: str, sums: Mapping[str, float]) -> statistics.Estimate:
     """The primary metric of one variant from its `variant_sums` row."""
     n = int(sums.get("customers", 0))
-    if metric == PrimaryMetric.CTR:
+    if metric in _RATIO_COLUMNS:
+        y, x, xy = _RATIO_COLUMNS[metric]
         return statistics.ratio_estimate(
             statistics.RatioMoments(
                 n=n,
-                sum_y=sums.get("clicks", 0.0),
-                sum_x=sums.get("impressions", 0.0),
-                sum_yy=sums.get("clicks_sq", 0.0),
-                sum_xx=sums.get("impressions_sq", 0.0),
-                sum_xy=sums.get("clicks_impressions", 0.0),
-            )
-        )
-    if metric == PrimaryMetric.CONVERSION_RATE:
-        return statistics.ratio_estimate(
-            statistics.RatioMoments(
-                n=n,
-                sum_y=sums.get("purchases", 0.0),
-                sum_x=sums.get("lists", 0.0),
-                sum_yy=sums.get("purchases_sq", 0.0),
-                sum_xx=sums.get("lists_sq", 0.0),
-                sum_xy=sums.get("purchases_lists", 0.0),
+                sum_y=sums.get(y, 0.0),
+                sum_x=sums.get(x, 0.0),
+                sum_yy=sums.get(f"{y}_sq", 0.0),
+                sum_xx=sums.get(f"{x}_sq", 0.0),
+                sum_xy=sums.get(xy, 0.0),
             )
         )
     if metric == PrimaryMetric.REVENUE_PER_CUSTOMER:
