@@ -20,6 +20,7 @@ from django.core.cache import cache
 
 from recadmin.catalog.cache import CHANGES_KEY, GENERATION_KEY, item_cache_key, items_state
 from recadmin.catalog.models import Category, Item
+from recadmin.core.caching import cache_get
 
 ITEM_TTL_SECONDS = 6 * 3600
 # Ids the model knows but the catalog does not (yet): remembered briefly so they cost no query.
@@ -139,10 +140,7 @@ def category_exists(slug: str, *, cached: bool | None = None) -> bool:
     caller read category_cache_key(slug) in its own round trip (None: no answer, ask)."""
     known = cached
     if known is None:
-        try:
-            known = cache.get(category_cache_key(slug))
-        except Exception:  # noqa: BLE001
-            known = None
+        known = cache_get(category_cache_key(slug))
     if known is None:
         known = Category.objects.filter(slug=slug).exists()
         with contextlib.suppress(Exception):
@@ -168,10 +166,7 @@ def category_items(slug: str, *, limit: int = 200) -> list[str]:
     if hit is not None and time.monotonic() - hit[0] < 60:
         return hit[1][:limit]
     key = f"catalog:category-items:{slug}"
-    try:
-        ids = cache.get(key)
-    except Exception:  # noqa: BLE001
-        ids = None
+    ids = cache_get(key)
     if ids is None:
         path = Category.objects.filter(slug=slug).values_list("path", flat=True).first()
         ids = []

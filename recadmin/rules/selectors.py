@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
-import uuid
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
 from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
+from recadmin.core.caching import version_bump, version_token
 from recadmin.core.errors import NotFound
 from recadmin.core.observability.metrics import cache_count
 from recadmin.rules.engine import CompiledRule, RuleSet, SceneSettings
 from recadmin.rules.models import BusinessRule, Scene
-
-logger = logging.getLogger(__name__)
 
 VERSION_KEY = "rules:version"
 # Part of every entry's key: bump it when the cached shapes change, so a release never reads
@@ -37,27 +33,13 @@ _CACHE_SECONDS = 3600
 
 
 def rules_cache_version() -> str:
-    try:
-        version = cache.get(VERSION_KEY)
-        if version is None:
-            cache.add(VERSION_KEY, uuid.uuid4().hex, None)
-            version = cache.get(VERSION_KEY)
-    except Exception:
-        logger.warning("rules cache unavailable; reading rules from the database", exc_info=True)
-        return ""
-    return str(version or "")
+    return version_token(VERSION_KEY, unavailable="rules cache unavailable; reading rules from the database")
 
 
 def rules_cache_bump() -> None:
     """Invalidate every cached rule set and scene: now, and again when the transaction commits
     (a reader inside the transaction window may have cached the old state under the new token)."""
-
-    def bump() -> None:
-        with contextlib.suppress(Exception):
-            cache.set(VERSION_KEY, uuid.uuid4().hex, None)
-
-    bump()
-    transaction.on_commit(bump)
+    version_bump(VERSION_KEY)
 
 
 def _cached(kind: str, slug: str, build: Any) -> Any:

@@ -23,6 +23,7 @@ from django.db.models.functions import TruncDay
 from django.utils import timezone
 
 from recadmin.catalog.models import PATH_SEPARATOR, Item
+from recadmin.core.caching import cache_get
 from recadmin.events.models import Event
 from recadmin.modelops.loader import event_type_weights
 
@@ -164,8 +165,5 @@ def popular_invalidate() -> None:
 
 def popular_status() -> dict[str, Any] | None:
     """When the lists were last built (the admin shows it)."""
-    try:
-        value = cache.get(_BUILT_KEY)
-    except Exception:  # noqa: BLE001
-        return None
+    value = cache_get(_BUILT_KEY)
     return value if isinstance(value, dict) else None

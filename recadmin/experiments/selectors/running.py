@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 
+from recadmin.core.caching import cache_get, version_bump, version_token
 from recadmin.experiments.assignment import RunningExperiment, VariantSpec
 from recadmin.experiments.models import (
     Experiment,
     ExperimentStatus,
     Variant,
 )
-
-logger = logging.getLogger(__name__)
 
 EXPERIMENTS_VERSION_KEY = "experiments:version"
 # Part of the entry's key: bump it when the cached shape changes.
@@ -33,28 +29,16 @@ _local: dict[str, Any] = {"version": None, "by_scene": {}, "trusted_until": 0.0}
 
 
 def experiments_cache_version() -> str:
-    try:
-        version = cache.get(EXPERIMENTS_VERSION_KEY)
-        if version is None:
-            cache.add(EXPERIMENTS_VERSION_KEY, uuid.uuid4().hex, None)
-            version = cache.get(EXPERIMENTS_VERSION_KEY)
-    except Exception:
-        logger.warning("experiments cache unavailable; reading running experiments from the database", exc_info=True)
-        return ""
-    return str(version or "")
+    return version_token(
+        EXPERIMENTS_VERSION_KEY,
+        unavailable="experiments cache unavailable; reading running experiments from the database",
+    )
 
 
 def experiments_cache_bump() -> None:
     """Invalidate the cached running experiments now and again at commit (a reader inside the
     transaction may have cached the old state under the new token)."""
-
-    def bump() -> None:
-        experiments_forget_local()
-        with contextlib.suppress(Exception):
-            cache.set(EXPERIMENTS_VERSION_KEY, uuid.uuid4().hex, None)
-
-    bump()
-    transaction.on_commit(bump)
+    version_bump(EXPERIMENTS_VERSION_KEY, before=experiments_forget_local)
 
 
 def weights_in_force(experiment: Experiment, variants: list[Variant]) -> list[float]:
@@ -121,10 +105,7 @@ def running_experiments(*, version: str | None = None) -> dict[str, RunningExper
             _local["trusted_until"] = trust
             return _local["by_scene"]
     key = f"experiments:running:s{CACHE_SCHEMA}:{token}"
-    try:
-        raw = cache.get(key)
-    except Exception:  # noqa: BLE001
-        raw = None
+    raw = cache_get(key)
     if raw is None:
         raw = running_experiments_build()
         with contextlib.suppress(Exception):
