@@ -1,7 +1,7 @@
 """The benchmark command (its interface is fixed: other tools call it).
 
     python -m training.benchmark --format {s3rec,movielens,split} --data PATH [--attributes PATH]
-        [--test PATH] [--negatives PATH] --model {pop,itemknn,cf,sasrec} --out DIR [--seed N]
+        [--test PATH] [--negatives PATH] --model {pop,itemknn,cf,sasrec,hybrid} --out DIR [--seed N]
         [--protocol {full,sampled,cold-items}]
 
 Trains on the training part, selects on validation, evaluates on test (training.trainer, the same
@@ -16,8 +16,9 @@ select on validation select on the sampled NDCG@10). `cold-items` removes every 
 seeded 10 % of the items (--cold-seed, default --seed) from training and tests the users whose
 last item is one of them, full ranking; it also reports the other (warm) test users, two
 baselines on both (popularity within the category of the last item, and attribute overlap with
-the last items) and, for SASRec, the same trained model with its new items represented by their
-attribute embeddings alone (before the content tower): warm-user quality before and after in one run.
+the last items) and, for SASRec and the hybrid, the same trained model scoring as before (new
+items by their attribute embeddings alone; the hybrid's main SASRec alone): warm-user quality
+before and after in one run.
 """
 
 from __future__ import annotations
@@ -241,9 +242,10 @@ def _cold_items_figures(
 
 
 def _attributes_alone(model: Any, cold_test: Any, warm_test: Any, n: int) -> dict[str, Any] | None:
-    """Cold and warm figures of the same trained model with its new items represented by their
-    attribute embeddings alone (SASRec before the content tower): warm-user quality before and
-    after, in the same run. None for a model without that switch or with nothing to switch."""
+    """Cold and warm figures of the same trained model scoring as the retrieval model did before
+    (SASRec: its new items by their attribute embeddings alone, as before the content tower; the
+    hybrid: its main SASRec alone, likewise): warm-user quality before and after, in the same run.
+    None for a model without that switch or with nothing to switch."""
     from training.metrics import evaluate
 
     switch = getattr(model, "new_items_as_attributes", None)

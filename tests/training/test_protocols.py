@@ -229,3 +229,32 @@ def test_benchmark_cold_items_protocol_reports_model_baselines_cold_and_warm(sha
     assert "attribute_overlap cold" in printed and "sasrec warm" in printed
     assert "sasrec warm, new items by attributes alone" in printed
     assert f"with new items by attributes alone {before['warm']['NDCG@10']:.4f}" in printed
+
+
+@pytest.mark.data
+def test_benchmark_cold_items_protocol_compares_the_hybrid_with_its_main_model_before(
+    shared_data, tmp_path, capsys
+) -> None:
+    from training.benchmark import main
+
+    source = shared_data / "amazon-beauty"
+    lines = (source / "Beauty.txt").read_text().splitlines()[:1500]
+    data = tmp_path / "beauty.txt"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    argv = ["--format", "s3rec", "--data", str(data), "--attributes", str(source / "Beauty_item2attributes.json")]
+    argv += ["--protocol", "cold-items", "--model", "hybrid", "--out", str(out), "--no-progress", "--seed", "2"]
+    params = {"hidden": 32, "max_epochs": 2, "max_len": 20, "ease": {"dense_max_items": 1000}}
+    assert main([*argv, "--threads", "1", "--params", json.dumps(params)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    chosen = metrics["fit_history"][-1]
+    # The mixing chosen on validation, with the before figures it was held to.
+    assert chosen["valid_NDCG@10_established"] >= chosen["valid_NDCG@10_established_before"]
+    assert {f"chosen_{k}" for k in ("expert_weight", "ease_weight", "new_offset")} <= set(chosen)
+    assert metrics["params"]["new_offset"] == chosen["chosen_new_offset"]
+    # Before: the main SASRec alone, new items by attributes alone, in the same run.
+    before = metrics["attributes_alone"]
+    assert before["new_items"] >= metrics["cold_items"]
+    printed = capsys.readouterr().out
+    assert "hybrid warm, new items by attributes alone" in printed
+    assert f"with new items by attributes alone {before['warm']['NDCG@10']:.4f}" in printed

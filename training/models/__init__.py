@@ -7,12 +7,14 @@ from typing import Any
 
 from training.base import Recommender
 
-#: kind -> (module, class). "cf" is EASE (order-free collaborative filtering).
+#: kind -> (module, class). "cf" is EASE (order-free collaborative filtering); "hybrid" mixes
+#: SASRec, a content expert and EASE (and scores new items from their attributes).
 MODEL_CLASSES: dict[str, tuple[str, str]] = {
     "pop": ("training.models.pop", "Popularity"),
     "itemknn": ("training.models.itemknn", "ItemKNN"),
     "cf": ("training.models.cf", "EASE"),
     "sasrec": ("training.models.sasrec", "SASRec"),
+    "hybrid": ("training.models.hybrid", "Hybrid"),
 }
 MODEL_KINDS = tuple(MODEL_CLASSES)
 

@@ -487,6 +487,13 @@ class SASRec(Recommender):
             rr = rr_new
         return x
 
+    @torch.no_grad()
+    def content_representations(self, fit_on: torch.Tensor) -> torch.Tensor:
+        """(items + 1, d): every item's content-tower representation, the ridge fitted on the
+        current representations of the items `fit_on` (bool, items + 1) marks."""
+        reps = self.item_representations().detach()
+        return self._content(self._content_fit(torch.nonzero(fit_on).squeeze(1), reps[fit_on]))
+
     def _content(self, weights: torch.Tensor) -> torch.Tensor:
         """(items + 1, d): every item's content-tower representation X @ W."""
         attrs, w = self._attribute_rows()
