@@ -21,6 +21,7 @@ from recadmin.core.history import history_user
 
 class ModelKind(models.TextChoices):
     SASREC = "sasrec", "SASRec (sequence Transformer)"
+    HYBRID = "hybrid", "Hybrid (SASRec + content expert + EASE; scores new items from their attributes)"
     CF = "cf", "Collaborative filtering"
     ITEMKNN = "itemknn", "Item-to-item kNN"
     POP = "pop", "Popularity"

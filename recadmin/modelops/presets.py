@@ -18,14 +18,16 @@ DEFAULT_PRESET = "standard"
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "sasrec": {"max_epochs": 30, "max_seconds": 120.0, "patience": 3},
+        "hybrid": {"max_epochs": 30, "max_seconds": 60.0, "patience": 3},
         "cf": {"max_items": 5000, "neighbours": 100},
         "itemknn": {"neighbours": 50},
         "pop": {},
         "ranker": {"max_epochs": 8, "max_seconds": 120.0},
     },
-    "standard": {"sasrec": {}, "cf": {}, "itemknn": {}, "pop": {}, "ranker": {}},
+    "standard": {"sasrec": {}, "hybrid": {}, "cf": {}, "itemknn": {}, "pop": {}, "ranker": {}},
     "thorough": {
         "sasrec": {"max_epochs": 400, "max_seconds": 2400.0, "patience": 10},
+        "hybrid": {"max_epochs": 400, "max_seconds": 1200.0, "patience": 10},
         "cf": {"neighbours": 400},
         "itemknn": {"neighbours": 300},
         "pop": {},

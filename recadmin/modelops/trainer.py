@@ -29,7 +29,11 @@ DEFAULT_HOLDOUT_FRACTION = 0.1
 # would cross its time budget; the whole run (export, train, evaluate, archive, register) should
 # stay under 15 minutes on a 2-core machine, and evaluating Beauty's 2 x 22k customers takes about
 # a minute there, so training gets 12 minutes. A run's params override this.
-PIPELINE_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"sasrec": {"max_seconds": 720.0}}
+# The hybrid trains two SASRecs (each with this budget) and EASE: about twice a SASRec run.
+PIPELINE_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sasrec": {"max_seconds": 720.0},
+    "hybrid": {"max_seconds": 360.0},
+}
 # Fewer evaluated customers than this (absolute, or share of all) make metrics noise.
 MIN_EVAL_USERS = 20
 MIN_EVAL_SHARE = 0.02

@@ -49,7 +49,7 @@ def test_the_task_trains_archives_registers_and_promotes_a_first_version_that_se
     assert default_model_get().version == 1
 
 
-@pytest.mark.parametrize("kind", ["cf", "itemknn"])
+@pytest.mark.parametrize("kind", ["cf", "itemknn", "hybrid"])
 def test_every_model_kind_goes_through_the_pipeline(
     kind: str, make_shop: Callable[..., None], torchserve_settings: TorchServeInstance
 ) -> None:

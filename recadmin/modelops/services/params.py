@@ -12,29 +12,53 @@ from recadmin.modelops.services.common import MAX_WORKERS
 # The parameters a person may set from the admin or the API, per kind, with their bounds; the
 # names are those of the models in `training/models` (their DEFAULTS). Anything else in `params`
 # is refused: a typo must not silently train with the defaults. Strings list their choices.
+_SASREC_SPEC: dict[str, tuple[Any, Any, Any]] = {
+    "max_epochs": (int, 1, 1000),
+    "hidden": (int, 8, 1024),
+    "blocks": (int, 1, 8),
+    "heads": (int, 1, 16),
+    "ffn_mult": (int, 1, 8),
+    "max_len": (int, 2, 1000),
+    "dropout": (float, 0.0, 0.9),
+    "lr": (float, 1e-6, 1.0),
+    "weight_decay": (float, 0.0, 1.0),
+    "batch_size": (int, 1, 65536),
+    "patience": (int, 1, 1000),
+    "max_seconds": (float, 1.0, 7 * 86400.0),
+    "loss": (str, ("full", "sampled"), None),
+    "num_negatives": (int, 1, 100000),
+    "use_attributes": (bool, None, None),
+    # New items (no events yet): how they are represented, and how much a validation hit on
+    # one counts when their scale is chosen; above 1 buys them exposure with the established
+    # items' accuracy (README, "Cold items").
+    "new_items": (str, ("content", "attributes"), None),
+    "new_item_weight": (float, 0.0, 100.0),
+    "id_dropout": (float, 0.0, 0.9),
+}
 PARAM_SPECS: dict[str, dict[str, tuple[Any, Any, Any]]] = {
-    ModelKind.SASREC: {
-        "max_epochs": (int, 1, 1000),
-        "hidden": (int, 8, 1024),
-        "blocks": (int, 1, 8),
-        "heads": (int, 1, 16),
-        "ffn_mult": (int, 1, 8),
-        "max_len": (int, 2, 1000),
-        "dropout": (float, 0.0, 0.9),
-        "lr": (float, 1e-6, 1.0),
-        "weight_decay": (float, 0.0, 1.0),
-        "batch_size": (int, 1, 65536),
-        "patience": (int, 1, 1000),
-        "max_seconds": (float, 1.0, 7 * 86400.0),
-        "loss": (str, ("full", "sampled"), None),
-        "num_negatives": (int, 1, 100000),
-        "use_attributes": (bool, None, None),
-        # New items (no events yet): how they are represented, and how much a validation hit on
-        # one counts when their scale is chosen; above 1 buys them exposure with the established
-        # items' accuracy (README, "Cold items").
-        "new_items": (str, ("content", "attributes"), None),
-        "new_item_weight": (float, 0.0, 100.0),
-        "id_dropout": (float, 0.0, 0.9),
+    ModelKind.SASREC: _SASREC_SPEC,
+    # SASRec's training knobs apply to both of its SASRecs (the main model and the content expert).
+    ModelKind.HYBRID: {
+        # (training.models.hybrid.SHARED, named here so the web processes never import torch)
+        **{
+            k: _SASREC_SPEC[k]
+            for k in (
+                "max_epochs",
+                "hidden",
+                "blocks",
+                "heads",
+                "ffn_mult",
+                "max_len",
+                "dropout",
+                "lr",
+                "weight_decay",
+                "batch_size",
+                "patience",
+                "max_seconds",
+            )
+        },
+        # The share of trained items that pose as new in validation, where the mixing is chosen.
+        "posing_share": (float, 0.01, 0.5),
     },
     ModelKind.CF: {  # EASE
         "l2": (float, 0.0, 1e7),

@@ -24,7 +24,7 @@ from django.urls import reverse
 
 ADMIN_USERNAME = "admin"
 QUICK_EPOCHS = 20
-EPOCH_KINDS = {"sasrec", "cf"}
+EPOCH_KINDS = {"sasrec", "hybrid", "cf"}
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (default: %(default)s).")
         parser.add_argument("--port", type=int, default=8000, help="Port to serve on (default: %(default)s).")
-        parser.add_argument("--kind", default="sasrec", help="Model to train: sasrec, cf, itemknn, pop.")
+        parser.add_argument("--kind", default="sasrec", help="Model to train: sasrec, hybrid, cf, itemknn, pop.")
         parser.add_argument(
             "--epochs",
             type=int,
