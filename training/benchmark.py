@@ -18,7 +18,8 @@ last item is one of them, full ranking; it also reports the other (warm) test us
 baselines on both (popularity within the category of the last item, and attribute overlap with
 the last items) and, for SASRec and the hybrid, the same trained model scoring as before (new
 items by their attribute embeddings alone; the hybrid's main SASRec alone): warm-user quality
-before and after in one run.
+before and after in one run. The other protocols print the same comparison on their test users
+("scored as before"), so the usual figures before and after come from one run as well.
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, float]] = {}
     if cold is not None:
         rows = _cold_items_figures(cold, result.model, metrics, args.model)
+    else:
+        before = _scored_as_before(result.model, [split.test], full.num_items)
+        if before is not None:
+            metrics["before"] = {"new_items": before[0], "full": before[1][0]}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
 
     item_ids = full.item_index.ids
@@ -187,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps(line) + "\n")
     save_checkpoint(result.model, out / "checkpoint", item_index=full.item_index, extra={"benchmark": metrics})
 
-    rows = rows or {f"{args.model} test": result.test_metrics}
+    if not rows:
+        rows = {f"{args.model} test": result.test_metrics}
+        if "before" in metrics:
+            rows[f"{args.model} test, scored as before"] = metrics["before"]["full"]
     if result.valid_metrics:
         rows[f"{args.model} valid"] = result.valid_metrics
     print(format_table(rows))
@@ -195,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table({f"{args.model} sampled": result.sampled_metrics}))
     if cold is not None:
         print(_cold_items_summary(metrics, args.model))
+    elif "before" in metrics:
+        after, was = result.test_metrics["NDCG@10"], metrics["before"]["full"]["NDCG@10"]
+        change = f"{(after / was - 1) * 100:+.1f} %" if was > 0 else "n/a"
+        print(f"NDCG@10: {args.model} {after:.4f}, scored as before {was:.4f} ({change})")
     print(
         f"train_seconds {metrics['train_seconds']}  epochs {metrics['epochs']} (best {metrics['best_epoch']})  "
         f"peak_rss_mb {metrics['peak_rss_mb']}"
@@ -245,20 +257,24 @@ def _attributes_alone(model: Any, cold_test: Any, warm_test: Any, n: int) -> dic
     """Cold and warm figures of the same trained model scoring as the retrieval model did before
     (SASRec: its new items by their attribute embeddings alone, as before the content tower; the
     hybrid: its main SASRec alone, likewise): warm-user quality before and after, in the same run.
-    None for a model without that switch or with nothing to switch."""
+    None for a model without that switch."""
+    before = _scored_as_before(model, [cold_test, warm_test], n)
+    if before is None:
+        return None
+    changed, (cold, warm) = before
+    return {"new_items": changed, "cold": cold, "warm": warm}
+
+
+def _scored_as_before(model: Any, eval_sets: list[Any], n: int) -> tuple[int, list[dict[str, float]]] | None:
+    """The full-ranking figures on each of `eval_sets` with the model's `new_items_as_attributes`
+    switch on, and how many new items it has; None for a model without the switch."""
     from training.metrics import evaluate
 
     switch = getattr(model, "new_items_as_attributes", None)
     if switch is None:
         return None
-    with switch() as changed:
-        if not changed:
-            return None
-        return {
-            "new_items": changed,
-            "cold": evaluate(model, cold_test, num_items=n).full,
-            "warm": evaluate(model, warm_test, num_items=n).full,
-        }
+    with switch() as new_items:
+        return new_items, [evaluate(model, eval_set, num_items=n).full for eval_set in eval_sets]
 
 
 def _cold_items_summary(metrics: dict[str, Any], name: str) -> str:

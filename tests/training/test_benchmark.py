@@ -33,6 +33,8 @@ def test_benchmark_runs_end_to_end_on_a_slice_of_beauty(beauty_slice, tmp_path, 
         assert 0.0 <= metrics["full"][key] <= 1.0
     assert metrics["epochs"] >= 1 and metrics["train_seconds"] >= 0 and metrics["peak_rss_mb"] > 0
     assert "sampled" not in metrics
+    # The same trained model scored as before (SASRec: new items by attributes alone), same run.
+    assert 0.0 <= metrics["before"]["full"]["NDCG@10"] <= metrics["before"]["full"]["HR@10"] <= 1.0
     lines = [json.loads(line) for line in (out / "rankings.jsonl").read_text().splitlines()]
     assert len(lines) == 1000
     for line in lines[:50]:
@@ -40,7 +42,8 @@ def test_benchmark_runs_end_to_end_on_a_slice_of_beauty(beauty_slice, tmp_path, 
         seen = set(histories[line["user"]][:-1])  # the test history: everything but the target
         assert not seen & set(line["items"])
     assert (out / "checkpoint" / "model.pt").exists()
-    assert "NDCG@10" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "NDCG@10" in printed and f"scored as before {metrics['before']['full']['NDCG@10']:.4f}" in printed
 
 
 @pytest.mark.data
