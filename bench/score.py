@@ -1,14 +1,15 @@
 """Scoring speed: 1,000 user histories against the whole Beauty catalog (12,101 items) on one core,
 and the ranking stage: 500 candidates for one request, and 1,000 such requests.
 
-    python bench/score.py [--checkpoint DIR ...] [--users 1000] [--repeats 20]
+    python bench/score.py [--checkpoint DIR ...] [--users 1000] [--repeats 20] [--single 200]
                           [--ranker-checkpoint DIR] [--candidates 500] [--requests 1000] [--only-ranker]
 
 Each checkpoint (as written by training.benchmark --out DIR, in DIR/checkpoint) is loaded and
 timed on the first `--users` Beauty test histories (the real length distribution, up to the
 model's max length). Without checkpoints, every model kind is built at Beauty's size with fresh
 weights: the arithmetic, and so the time, is the same as for trained weights.
-Prints the median and best wall time and the median CPU time of one `model.score(histories)` call.
+Prints the median and best wall time and the median CPU time of one `model.score(histories)` call,
+and the median wall time of scoring one customer per call (`--single` of them: an unbatched request).
 
 Ranker: a ranker checkpoint (training.ranker.export) or, without one, an ESMM with fresh weights
 over the synthetic shop's feature spec (2,000 items; the arithmetic is the same as trained
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--single", type=int, default=200, help="customers scored one per call")
     parser.add_argument("--ranker-checkpoint", type=Path, default=None)
     parser.add_argument("--candidates", type=int, default=500)
     parser.add_argument("--requests", type=int, default=1000)
@@ -93,16 +95,29 @@ def time_retrieval(args: argparse.Namespace) -> None:
     else:
         for kind in MODEL_KINDS:
             model = build_model(kind, dataset.num_items)
-            if kind == "sasrec":
-                model._set_attributes(dataset)  # the attribute tables fit() would build, fresh weights
+            # The attribute tables fit() would build, fresh weights.
+            for sasrec in {"sasrec": [model], "hybrid": [model.main, model.expert]}.get(kind, []):
+                sasrec._set_attributes(dataset)
             models.append((f"{kind} (fresh weights)", model))
     print(f"{len(histories)} histories x {dataset.num_items} items, 1 thread, {args.repeats} repeats")
     for name, model in models:
         median, best, cpu = time_scoring(model, histories, args.repeats)
+        one = time_one_at_a_time(model, histories[: args.single])
         print(
             f"{name:44s} wall median {median * 1000:7.1f} ms  best {best * 1000:7.1f} ms"
-            f"  cpu median {cpu * 1000:7.1f} ms"
+            f"  cpu median {cpu * 1000:7.1f} ms; one customer per call: median {one * 1000:.2f} ms"
         )
+
+
+def time_one_at_a_time(model, histories) -> float:
+    """Median wall seconds of `model.score([history])`: a request that TorchServe did not batch."""
+    model.score([histories[0]])
+    times = []
+    for history in histories:
+        started = time.perf_counter()
+        model.score([history])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def time_ranker(checkpoint: Path | None, candidates: int, requests: int) -> None:

@@ -88,13 +88,17 @@ class TrainNowForm(forms.ModelForm):
         widget=forms.RadioSelect,
         help_text="Hyperparameters under 'Advanced' override the preset.",
     )
-    max_epochs = forms.IntegerField(required=False, min_value=1, max_value=1000, help_text="sasrec")
-    hidden = forms.IntegerField(required=False, min_value=8, max_value=1024, help_text="sasrec: embedding size")
-    blocks = forms.IntegerField(required=False, min_value=1, max_value=8, help_text="sasrec: attention blocks")
-    max_len = forms.IntegerField(required=False, min_value=2, max_value=1000, help_text="sasrec: history length")
-    dropout = forms.FloatField(required=False, min_value=0, max_value=0.9, help_text="sasrec")
-    lr = forms.FloatField(required=False, min_value=1e-6, max_value=1, help_text="sasrec: learning rate")
-    max_seconds = forms.FloatField(required=False, min_value=1, help_text="sasrec: training time budget (s)")
+    max_epochs = forms.IntegerField(required=False, min_value=1, max_value=1000, help_text="sasrec, hybrid")
+    hidden = forms.IntegerField(required=False, min_value=8, max_value=1024, help_text="sasrec, hybrid: embedding size")
+    blocks = forms.IntegerField(required=False, min_value=1, max_value=8, help_text="sasrec, hybrid: attention blocks")
+    max_len = forms.IntegerField(
+        required=False, min_value=2, max_value=1000, help_text="sasrec, hybrid: history length"
+    )
+    dropout = forms.FloatField(required=False, min_value=0, max_value=0.9, help_text="sasrec, hybrid")
+    lr = forms.FloatField(required=False, min_value=1e-6, max_value=1, help_text="sasrec, hybrid: learning rate")
+    max_seconds = forms.FloatField(
+        required=False, min_value=1, help_text="sasrec, hybrid: training time budget (s; the hybrid: per SASRec)"
+    )
     l2 = forms.FloatField(required=False, min_value=0, help_text="cf (EASE): regularisation")
     neighbours = forms.IntegerField(required=False, min_value=1, max_value=10000, help_text="cf, itemknn")
     half_life_days = forms.FloatField(required=False, min_value=0.001, help_text="pop: time decay")
