@@ -59,6 +59,9 @@ PARAM_SPECS: dict[str, dict[str, tuple[Any, Any, Any]]] = {
         },
         # The share of trained items that pose as new in validation, where the mixing is chosen.
         "posing_share": (float, 0.01, 0.5),
+        # How many standard errors validation needs that the established items' customers do not
+        # lose (1.64 by default; 0 holds them at the before figure exactly).
+        "hold_z": (float, 0.0, 5.0),
     },
     ModelKind.CF: {  # EASE
         "l2": (float, 0.0, 1e7),
