@@ -197,8 +197,8 @@ def test_benchmark_sampled_protocol_on_movielens(shared_data, tmp_path) -> None:
     assert len(line["candidate_scores"]) == 100
 
 
-@pytest.mark.data
-def test_benchmark_cold_items_protocol_reports_model_baselines_cold_and_warm(shared_data, tmp_path, capsys) -> None:
+def _cold_items_run(shared_data, tmp_path, model: str, params: dict) -> dict:
+    """`training.benchmark --protocol cold-items` on the first 1,500 Beauty users (seed 2); its metrics."""
     from training.benchmark import main
 
     source = shared_data / "amazon-beauty"
@@ -207,10 +207,14 @@ def test_benchmark_cold_items_protocol_reports_model_baselines_cold_and_warm(sha
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     argv = ["--format", "s3rec", "--data", str(data), "--attributes", str(source / "Beauty_item2attributes.json")]
-    argv += ["--protocol", "cold-items", "--model", "sasrec", "--out", str(out), "--no-progress", "--seed", "2"]
-    params = {"hidden": 32, "max_epochs": 1, "max_len": 20}
+    argv += ["--protocol", "cold-items", "--model", model, "--out", str(out), "--no-progress", "--seed", "2"]
     assert main([*argv, "--threads", "1", "--params", json.dumps(params)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.data
+def test_benchmark_cold_items_protocol_reports_model_baselines_cold_and_warm(shared_data, tmp_path, capsys) -> None:
+    metrics = _cold_items_run(shared_data, tmp_path, "sasrec", {"hidden": 32, "max_epochs": 1, "max_len": 20})
     assert metrics["protocol"] == "cold-items" and metrics["cold_seed"] == 2
     assert metrics["test_users"] + metrics["warm_test_users"] == 1500
     baselines = [b[s] for b in metrics["baselines"].values() for s in ("cold", "warm")]
@@ -235,18 +239,12 @@ def test_benchmark_cold_items_protocol_reports_model_baselines_cold_and_warm(sha
 def test_benchmark_cold_items_protocol_compares_the_hybrid_with_its_main_model_before(
     shared_data, tmp_path, capsys
 ) -> None:
-    from training.benchmark import main
-
-    source = shared_data / "amazon-beauty"
-    lines = (source / "Beauty.txt").read_text().splitlines()[:1500]
-    data = tmp_path / "beauty.txt"
-    data.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "out"
-    argv = ["--format", "s3rec", "--data", str(data), "--attributes", str(source / "Beauty_item2attributes.json")]
-    argv += ["--protocol", "cold-items", "--model", "hybrid", "--out", str(out), "--no-progress", "--seed", "2"]
-    params = {"hidden": 32, "max_epochs": 2, "max_len": 20, "ease": {"dense_max_items": 1000}}
-    assert main([*argv, "--threads", "1", "--params", json.dumps(params)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = _cold_items_run(
+        shared_data,
+        tmp_path,
+        "hybrid",
+        {"hidden": 32, "max_epochs": 2, "max_len": 20, "ease": {"dense_max_items": 1000}},
+    )
     chosen = metrics["fit_history"][-1]
     # The mixing chosen on validation, with the before figures it was held to.
     assert chosen["valid_NDCG@10_established"] >= chosen["valid_NDCG@10_established_before"]
