@@ -96,7 +96,7 @@ def time_retrieval(args: argparse.Namespace) -> None:
         for kind in MODEL_KINDS:
             model = build_model(kind, dataset.num_items)
             # The attribute tables fit() would build, fresh weights.
-            for sasrec in {"sasrec": [model], "hybrid": [model.main, model.expert]}.get(kind, []):
+            for sasrec in [model] if kind == "sasrec" else [model.main, model.expert] if kind == "hybrid" else []:
                 sasrec._set_attributes(dataset)
             models.append((f"{kind} (fresh weights)", model))
     print(f"{len(histories)} histories x {dataset.num_items} items, 1 thread, {args.repeats} repeats")
