@@ -126,6 +126,25 @@ class Hybrid(Recommender):
         self.register_buffer("is_new", torch.zeros(num_items + 1, dtype=torch.bool))
         self.register_buffer("content", torch.zeros(num_items + 1, int(self.main.params["hidden"])))
         self._as_before = False
+        self._cached_reps: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def train(self, mode: bool = True) -> Hybrid:
+        self._cached_reps = None
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self._cached_reps = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both SASRecs' item representations, kept between calls in eval mode (building them
+        is a pass over every item's attributes: most of a one-customer call's time otherwise)."""
+        if self._cached_reps is not None and not self.training:
+            return self._cached_reps
+        reps = (self.main.item_representations().detach(), self.expert.item_representations().detach())
+        if not self.training:
+            self._cached_reps = reps
+        return reps
 
     # ---- scoring ----------------------------------------------------------------------------
     def _parts(self, histories: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
@@ -133,7 +152,7 @@ class Hybrid(Recommender):
         minus the normaliser over trained items), log p_expert and EASE's raw scores (new items
         -inf). Normalisers leave the history's own items out (they are masked downstream)."""
         main, expert = self.main, self.expert
-        reps, expert_reps = main.item_representations().detach(), expert.item_representations().detach()
+        reps, expert_reps = self._representations()
         hidden = main.last_hidden(list(histories), reps)
         new = self.is_new
         logits = hidden @ reps.T
