@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from training.base import FitReport, ProgressCallback, Recommender
+from training.metrics import mask_histories, ndcg, ndcg_gains, target_ranks
 from training.models._common import finish_scores, seed_everything, tune_allocator
 from training.models.cf import EASE
 from training.models.sasrec import DEFAULTS as SASREC_DEFAULTS
@@ -106,8 +107,6 @@ def count_above(sorted_rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor
 
 
 def _masked(scores: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-    from training.metrics import mask_histories
-
     return mask_histories(scores.clone(), histories)
 
 
@@ -291,8 +290,6 @@ class Hybrid(Recommender):
         """Set the grid point with the best validation NDCG@10 on the customers whose target poses as
         new, among those keeping the others' NDCG@10 at least at the main model's alone (posing
         items by their attributes alone); returns the figures, a row of the fit's history."""
-        from training.metrics import ndcg
-
         self.is_new = torch.from_numpy(~trained | posing)
         self.is_new[0] = False
         self.content = self.main.content_representations(torch.from_numpy(learn & ~posing))
@@ -309,9 +306,9 @@ class Hybrid(Recommender):
         for start in range(0, len(histories), _CHUNK):
             hist, target = histories[start : start + _CHUNK], targets[start : start + _CHUNK]
             cold = torch.from_numpy(cold_user[start : start + _CHUNK]).view(-1, 1)
-            before[start : start + _CHUNK] = _ranks(
+            before[start : start + _CHUNK] = target_ranks(
                 _masked(self.main.last_hidden(hist, main_reps) @ main_reps.T, hist), target
-            )
+            ).numpy()
             parts = {k: _masked(v, hist) for k, v in self._parts(hist).items()}
             at = target.view(-1, 1)
             main_old, expert_old = parts["main"][:, old_idx], parts["expert"][:, old_idx]
@@ -342,10 +339,10 @@ class Hybrid(Recommender):
         # "Not below before" with a margin for validation's noise: the other customers' paired
         # NDCG@10 difference to before must be at least `hold_z` standard errors above zero (the
         # point tuned to validation's exact floor came out 0.7 % under it on Beauty's test users).
-        before_gain = _gains(before[~cold_user])
+        before_gain = ndcg_gains(before[~cold_user], 10)
         lower = np.empty(len(grid))
         for i, r in enumerate(ranks):
-            diff = _gains(r[~cold_user]) - before_gain
+            diff = ndcg_gains(r[~cold_user], 10) - before_gain
             lower[i] = diff.mean() - float(self.params["hold_z"]) * diff.std(ddof=1) / np.sqrt(max(diff.size, 1))
         allowed = np.nonzero(lower >= 0.0)[0]
         best = int(allowed[np.argmax(cold_ndcg[allowed])]) if allowed.size else int(np.argmax(warm_ndcg))
@@ -367,15 +364,3 @@ class Hybrid(Recommender):
             "valid_NDCG@10_established_before": float(floor),
             "valid_NDCG@10_established_lower_bound": float(floor + lower[best]),
         }
-
-
-def _gains(ranks: np.ndarray) -> np.ndarray:
-    """Each customer's NDCG@10 (one relevant item) from their 0-based rank."""
-    ranks = ranks.astype(np.float64)
-    return np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
-
-
-def _ranks(scores: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    from training.metrics import target_ranks
-
-    return target_ranks(scores, targets).numpy()
